@@ -1,0 +1,1 @@
+"""financial_etl: a daily stock-market ETL as Dagster software-defined assets."""

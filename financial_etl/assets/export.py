@@ -1,0 +1,118 @@
+"""Export group: marts.stock_metrics -> the export target, merged on (ticker, trade_date)."""
+
+
+import datetime as dt
+
+import dlt
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    BackfillPolicy,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from financial_etl.partitions import run_dates
+from financial_etl.resources import EXPORT_PIPELINE, Project
+
+MART_KEY = AssetKey(["marts", "stock_metrics"])
+MART_COLUMNS = (
+    "ticker", "trade_date", "open_price", "high_price", "low_price", "close_price", "volume",
+    "sma_9_day", "sma_20_day", "sma_50_day", "bollinger_upper", "bollinger_lower", "rsi_14_day",
+    "macd_line", "atr_14_day", "daily_return_pct", "price_range_pct", "volume_ratio", "volume_sma_20",
+)
+EXPORT_COLUMN_HINTS = {
+    "ticker": {"data_type": "text", "precision": 16, "nullable": False},
+    "trade_date": {"data_type": "date", "nullable": False},
+    "volume": {"data_type": "bigint"},
+    "volume_sma_20": {"data_type": "bigint"},
+    **{
+        name: {"data_type": "double"}
+        for name in MART_COLUMNS
+        if name not in ("ticker", "trade_date", "volume", "volume_sma_20")
+    },
+}
+
+
+def read_mart(duckdb_path: str, start: dt.date, end: dt.date) -> pa.Table:
+    """The mart rows of [start, end] as Arrow, with NaN and +/-inf turned into NULL."""
+    with duckdb.connect(duckdb_path, read_only=True) as con:
+        table = con.execute(
+            f"SELECT {', '.join(MART_COLUMNS)} FROM marts.stock_metrics "
+            "WHERE trade_date BETWEEN ? AND ? ORDER BY ticker, trade_date",
+            [start, end],
+        ).fetch_arrow_table()
+    return nan_to_null(table)
+
+
+def nan_to_null(table: pa.Table) -> pa.Table:
+    """dlt writes NaN/inf literally and SQL Server rejects them: make them NULL first."""
+    columns, fields = [], []
+    for field, column in zip(table.schema, table.columns):
+        if pa.types.is_floating(column.type):
+            bad = pc.or_(pc.is_nan(column), pc.is_inf(column))
+            column = pc.if_else(bad, pa.scalar(None, column.type), column)
+        columns.append(column)
+        # The merge key is never NULL; saying so keeps dlt's hints and Arrow's in agreement.
+        fields.append(field.with_nullable(field.name not in ("ticker", "trade_date")))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def build_export_asset(project: Project, partitions_def):
+    target = project.export_target
+
+    @asset(
+        key=AssetKey([target.schema, target.table]),
+        deps=[MART_KEY],
+        group_name="export",
+        kinds={"dlt", "mssql" if not target.is_standin else "duckdb"},
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.single_run(),
+        description=(
+            f"marts.stock_metrics exported to {target.schema}.{target.table} through dlt, "
+            "merged on (ticker, trade_date) for the run's date range."
+        ),
+    )
+    def export_stock_metrics(context: AssetExecutionContext) -> MaterializeResult:
+        start, end = run_dates(context)
+        rows = read_mart(str(project.settings.duckdb_path), start, end)
+        if target.is_standin:
+            context.log.warning(f"no SQL Server configured: exporting to the {target.description}")
+        context.log.info(f"exporting {rows.num_rows} rows of {start} to {end} to {target.description}")
+
+        @dlt.resource(
+            name=target.table,
+            table_name=target.table,
+            primary_key=("ticker", "trade_date"),
+            write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+            columns=EXPORT_COLUMN_HINTS,
+        )
+        def stock_metrics():
+            if rows.num_rows:
+                yield rows
+
+        pipeline = dlt.pipeline(
+            pipeline_name=EXPORT_PIPELINE,
+            destination=target.destination(),
+            dataset_name=target.schema,
+            pipelines_dir=str(project.settings.pipelines_dir),
+        )
+        # A package left by a killed run is recomputed from the mart anyway: drop it.
+        pipeline.abort_packages()
+        info = pipeline.run(stock_metrics())
+        info.raise_on_failed_jobs()
+        return MaterializeResult(
+            metadata={
+                "dagster/row_count": MetadataValue.int(rows.num_rows),
+                "target": MetadataValue.text(target.description),
+                "target_kind": MetadataValue.text(target.kind),
+                "range_start": MetadataValue.text(start.isoformat()),
+                "range_end": MetadataValue.text(end.isoformat()),
+            }
+        )
+
+    return export_stock_metrics

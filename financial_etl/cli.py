@@ -1,0 +1,142 @@
+"""`financial-etl`: run the whole graph headlessly, for cron and CI.
+
+`financial-etl run [--start D] [--end D]` materializes extract -> transform -> export for
+the partition range through Dagster (recorded in $DAGSTER_HOME when set) and exits with
+the seed's codes: 0 success, 1 unexpected error, 2 configuration error, 3 data-quality
+failure, 4 connection error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+
+from financial_etl.errors import (
+    EXIT_CODE_BY_CLASS_NAME,
+    EXIT_CONFIG,
+    EXIT_SUCCESS,
+    EXIT_UNEXPECTED,
+    ConfigError,
+)
+from financial_etl.settings import Settings, load_settings, parse_date
+
+log = logging.getLogger("financial_etl")
+
+
+def quiet_libraries() -> None:
+    """Progress comes from Dagster's event log; library chatter (every SQL statement
+    SQLMesh runs, beta notices) would bury it."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        from dagster import BetaWarning, PreviewWarning
+
+        warnings.filterwarnings("ignore", category=BetaWarning)
+        warnings.filterwarnings("ignore", category=PreviewWarning)
+    except ImportError:  # pragma: no cover - older dagster
+        pass
+
+
+def _preflight(settings: Settings) -> None:
+    """Cheap checks that fail before any Dagster run starts."""
+    if settings.source == "csv":
+        from financial_etl.sources.csv import check_csv_dir
+
+        assert settings.csv_dir is not None
+        check_csv_dir(settings.csv_dir, settings.tickers)
+
+
+def _exit_code_for_failure(error) -> int:
+    """Walk a Dagster error chain to the first error class with a known exit code."""
+    seen = 0
+    while error is not None and seen < 20:
+        if error.cls_name in EXIT_CODE_BY_CLASS_NAME:
+            return EXIT_CODE_BY_CLASS_NAME[error.cls_name]
+        error = error.cause or error.context
+        seen += 1
+    return EXIT_UNEXPECTED
+
+
+def _failure_message(error) -> str:
+    messages = []
+    while error is not None and len(messages) < 20:
+        messages.append(error.message.strip())
+        error = error.cause or error.context
+    return messages[-1] if messages else "unknown error"
+
+
+def run_pipeline(settings: Settings, start: dt.date, end: dt.date) -> int:
+    from dagster import DagsterInstance
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
+
+    from financial_etl.definitions import DAILY_JOB, build_definitions
+    from financial_etl.partitions import key_range_for_dates, trading_day_partitions
+    from financial_etl.summary import print_summary
+
+    try:
+        keys = key_range_for_dates(trading_day_partitions(settings.start_date), start, end)
+    except ValueError as exc:
+        raise ConfigError(f"--start {start} / --end {end}: {exc}") from None
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def(DAILY_JOB)
+    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    print(f"financial-etl: {settings.source} source, {len(settings.tickers)} tickers, {start} to {end} "
+          f"(partitions {keys.start} to {keys.end})", flush=True)
+    result = job.execute_in_process(
+        instance=instance,
+        tags={ASSET_PARTITION_RANGE_START_TAG: keys.start, ASSET_PARTITION_RANGE_END_TAG: keys.end},
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+    )
+    if result.success:
+        print_summary(settings, result, start, end)
+        return EXIT_SUCCESS
+    code = EXIT_UNEXPECTED
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data:
+            error = event.step_failure_data.error
+            code = _exit_code_for_failure(error)
+            print(f"financial-etl: step {event.step_key} failed: {_failure_message(error)}", file=sys.stderr)
+            break
+    print(f"financial-etl: run {result.run_id} failed (exit {code})", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="financial-etl", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="materialize extract, transform and export for a date range")
+    run.add_argument("--start", help="first date, YYYY-MM-DD (default FINANCIAL_ETL_START_DATE)")
+    run.add_argument("--end", help="last date, YYYY-MM-DD (default FINANCIAL_ETL_END_DATE, else today)")
+    args = parser.parse_args(argv)
+    quiet_libraries()
+    try:
+        settings = load_settings()
+        start = parse_date("--start", args.start) if args.start else settings.start_date
+        end = parse_date("--end", args.end) if args.end else settings.resolved_end()
+        if start < settings.start_date:
+            raise ConfigError(
+                f"--start {start} is before FINANCIAL_ETL_START_DATE={settings.start_date}, "
+                "where the partitions begin; lower the setting to load earlier history"
+            )
+        settings.with_range(start, end)
+        _preflight(settings)
+        return run_pipeline(settings, start, end)
+    except ConfigError as exc:
+        print(f"financial-etl: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception as exc:  # the last resort: a readable line and the generic code
+        print(f"financial-etl: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_UNEXPECTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

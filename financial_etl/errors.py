@@ -1,0 +1,43 @@
+"""Error types and the exit codes the seed assigns to them.
+
+Each error class maps to one exit code of `financial-etl`, so a failed Dagster step can be
+turned back into the right code from the error's class name alone.
+"""
+
+from __future__ import annotations
+
+EXIT_SUCCESS = 0
+EXIT_UNEXPECTED = 1
+EXIT_CONFIG = 2
+EXIT_DATA_QUALITY = 3
+EXIT_CONNECTION = 4
+
+
+class FinancialEtlError(Exception):
+    """Base class: an error this project raises on purpose, with a readable message."""
+
+    exit_code = EXIT_UNEXPECTED
+
+
+class ConfigError(FinancialEtlError):
+    """A setting, input file or argument is wrong; nothing has been written."""
+
+    exit_code = EXIT_CONFIG
+
+
+class DataQualityError(FinancialEtlError):
+    """Data arrived but breaks a blocking rule (an audit, a required ticker)."""
+
+    exit_code = EXIT_DATA_QUALITY
+
+
+class DestinationConnectionError(FinancialEtlError):
+    """A database or server could not be reached or refused the login."""
+
+    exit_code = EXIT_CONNECTION
+
+
+EXIT_CODE_BY_CLASS_NAME: dict[str, int] = {
+    cls.__name__: cls.exit_code
+    for cls in (ConfigError, DataQualityError, DestinationConnectionError)
+}

@@ -1,0 +1,42 @@
+"""Everything built from the settings: dlt pipelines, SQLMesh config, the export target.
+
+Environment is chosen once (the settings) and every resource is picked from it, so the
+asset modules never read the environment themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import dlt
+from dlt.pipeline.pipeline import Pipeline
+
+from financial_etl.export_target import ExportTarget, export_target_for
+from financial_etl.settings import SQLMESH_PROJECT_DIR, Settings
+from financial_etl.sqlmesh_adapter import ProjectSQLMeshConfig
+from financial_etl.sources.prices import RAW_DATASET
+
+EXTRACT_PIPELINE = "financial_extract"
+EXPORT_PIPELINE = "financial_export"
+
+
+@dataclass(frozen=True)
+class Project:
+    settings: Settings
+
+    def extract_pipeline(self) -> Pipeline:
+        return dlt.pipeline(
+            pipeline_name=EXTRACT_PIPELINE,
+            destination=dlt.destinations.duckdb(str(self.settings.duckdb_path)),
+            dataset_name=RAW_DATASET,
+            pipelines_dir=str(self.settings.pipelines_dir),
+        )
+
+    @cached_property
+    def sqlmesh_config(self) -> ProjectSQLMeshConfig:
+        return ProjectSQLMeshConfig(path=str(SQLMESH_PROJECT_DIR), gateway="duckdb_local")
+
+    @cached_property
+    def export_target(self) -> ExportTarget:
+        return export_target_for(self.settings)

@@ -1,0 +1,159 @@
+"""One typed settings object, read from FINANCIAL_ETL_* environment variables.
+
+Every default works on a fresh clone (synthetic source, DuckDB under data/). Parsing
+fails at once, naming the setting and the bad value, before anything is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from financial_etl.errors import ConfigError
+
+ENV_PREFIX = "FINANCIAL_ETL_"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SQLMESH_PROJECT_DIR = REPO_ROOT / "sqlmesh_project"
+DEFAULT_DATA_DIR = REPO_ROOT / "data"
+
+SOURCES = ("synthetic", "csv", "yfinance")
+SEED_TICKERS = ("AAPL", "MSFT", "GOOGL", "AMZN", "META", "NVDA", "TSLA")
+DEFAULT_START = dt.date(2020, 1, 1)
+# Symbols reach file paths and SQL, so only plain exchange-symbol characters pass.
+TICKER_PATTERN = re.compile(r"^[A-Z0-9.^=-]{1,15}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one pipeline run needs to know; see the README's configuration table."""
+
+    source: str = "synthetic"
+    csv_dir: Path | None = None
+    tickers: tuple[str, ...] = SEED_TICKERS
+    start_date: dt.date = DEFAULT_START
+    end_date: dt.date | None = None  # None: today, resolved when asked
+    duckdb_path: Path = DEFAULT_DATA_DIR / "financial_etl.duckdb"
+    export_duckdb_path: Path = DEFAULT_DATA_DIR / "export.duckdb"
+    export_schema: str = "dbo"
+    export_table: str = "Dim_Stock_Metrics"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.duckdb_path.parent
+
+    @property
+    def pipelines_dir(self) -> Path:
+        """dlt's local working state lives beside the warehouse, not in ~/.dlt."""
+        return self.data_dir / ".dlt_pipelines"
+
+    def resolved_end(self, today: dt.date | None = None) -> dt.date:
+        return self.end_date or (today or dt.date.today())
+
+    def with_range(self, start: dt.date | None, end: dt.date | None) -> Settings:
+        """The same settings for another date range, validated the same way."""
+        updated = replace(
+            self,
+            start_date=start or self.start_date,
+            end_date=end or self.end_date,
+        )
+        _check_range(updated.start_date, updated.resolved_end())
+        return updated
+
+
+def parse_date(name: str, value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a date in YYYY-MM-DD form") from None
+
+
+def parse_tickers(name: str, value: str) -> tuple[str, ...]:
+    tickers = tuple(t.strip().upper() for t in value.split(",") if t.strip())
+    if not tickers:
+        raise ConfigError(f"{name}={value!r} holds no ticker; give a comma-separated list")
+    for ticker in tickers:
+        if not TICKER_PATTERN.match(ticker):
+            raise ConfigError(
+                f"{name}: {ticker!r} is not a valid ticker symbol "
+                f"(allowed: A-Z, 0-9 and . ^ = -, at most 15 characters)"
+            )
+    if len(set(tickers)) != len(tickers):
+        raise ConfigError(f"{name}={value!r} lists a ticker twice")
+    return tickers
+
+
+def _check_range(start: dt.date, end: dt.date) -> None:
+    if start > end:
+        raise ConfigError(
+            f"the start date {start.isoformat()} is after the end date {end.isoformat()} "
+            f"(FINANCIAL_ETL_START_DATE / FINANCIAL_ETL_END_DATE or --start / --end)"
+        )
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the settings; raises ConfigError naming the bad setting."""
+    env = os.environ if env is None else env
+
+    def get(key: str) -> str | None:
+        value = env.get(ENV_PREFIX + key)
+        return value if value not in (None, "") else None
+
+    source = (get("SOURCE") or "synthetic").strip().lower()
+    if source not in SOURCES:
+        raise ConfigError(
+            f"FINANCIAL_ETL_SOURCE={env.get(ENV_PREFIX + 'SOURCE')!r} is not a known source; "
+            f"choose one of {', '.join(SOURCES)}"
+        )
+
+    tickers = SEED_TICKERS
+    if (raw_tickers := env.get(ENV_PREFIX + "TICKERS")) is not None:
+        tickers = parse_tickers("FINANCIAL_ETL_TICKERS", raw_tickers)
+
+    start = parse_date("FINANCIAL_ETL_START_DATE", get("START_DATE") or DEFAULT_START.isoformat())
+    end = parse_date("FINANCIAL_ETL_END_DATE", raw) if (raw := get("END_DATE")) else None
+    _check_range(start, end or dt.date.today())
+
+    csv_dir = None
+    if source == "csv":
+        raw_dir = get("CSV_DIR")
+        if raw_dir is None:
+            raise ConfigError("FINANCIAL_ETL_SOURCE=csv needs FINANCIAL_ETL_CSV_DIR, the folder of <TICKER>.csv files")
+        csv_dir = Path(raw_dir).expanduser()
+        if not csv_dir.is_dir():
+            raise ConfigError(f"FINANCIAL_ETL_CSV_DIR={raw_dir!r} is not an existing directory")
+
+    duckdb_path = Path(get("DUCKDB_PATH") or DEFAULT_DATA_DIR / "financial_etl.duckdb").expanduser()
+    if duckdb_path.exists() and duckdb_path.is_dir():
+        raise ConfigError(f"FINANCIAL_ETL_DUCKDB_PATH={str(duckdb_path)!r} is a directory, not a file")
+    export_path = get("EXPORT_DUCKDB_PATH")
+    export_duckdb_path = (
+        Path(export_path).expanduser() if export_path else duckdb_path.parent / "export.duckdb"
+    )
+    if export_duckdb_path.resolve() == duckdb_path.resolve():
+        raise ConfigError(
+            "FINANCIAL_ETL_EXPORT_DUCKDB_PATH must differ from FINANCIAL_ETL_DUCKDB_PATH: "
+            "the export stand-in is a separate database"
+        )
+
+    identifier = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    export_schema = get("EXPORT_SCHEMA") or "dbo"
+    export_table = get("EXPORT_TABLE") or "Dim_Stock_Metrics"
+    for name, value in (("EXPORT_SCHEMA", export_schema), ("EXPORT_TABLE", export_table)):
+        if not identifier.match(value):
+            raise ConfigError(f"FINANCIAL_ETL_{name}={value!r} is not a plain SQL identifier")
+
+    return Settings(
+        source=source,
+        csv_dir=csv_dir,
+        tickers=tickers,
+        start_date=start,
+        end_date=end,
+        duckdb_path=duckdb_path,
+        export_duckdb_path=export_duckdb_path,
+        export_schema=export_schema,
+        export_table=export_table,
+    )

@@ -1,0 +1,20 @@
+"""The price sources: plain Python, no Dagster. `fetch_for(settings)` picks one."""
+
+from __future__ import annotations
+
+from financial_etl.settings import Settings
+from financial_etl.sources.csv import make_csv_fetch
+from financial_etl.sources.prices import Fetch, PriceBatch, eod_prices_resource
+from financial_etl.sources.synthetic import fetch_synthetic
+from financial_etl.sources.yfinance import fetch_yfinance
+
+__all__ = ["Fetch", "PriceBatch", "eod_prices_resource", "fetch_for"]
+
+
+def fetch_for(settings: Settings) -> Fetch:
+    if settings.source == "csv":
+        assert settings.csv_dir is not None
+        return make_csv_fetch(settings.csv_dir)
+    if settings.source == "yfinance":
+        return fetch_yfinance
+    return fetch_synthetic

@@ -1,0 +1,150 @@
+MODEL (
+  name marts.stock_metrics,
+  kind INCREMENTAL_BY_TIME_RANGE (
+    time_column trade_date
+  ),
+  cron '@daily',
+  grain (ticker, trade_date),
+  description 'Daily technical indicators per ticker, computed from raw.eod_prices_raw. Every window counts trading rows of one ticker, and an indicator is NULL until its window is full.',
+  column_descriptions (
+    ticker = 'Ticker symbol',
+    trade_date = 'Trading session date',
+    open_price = 'Opening price',
+    high_price = 'Session high',
+    low_price = 'Session low',
+    close_price = 'Closing price (adjusted when the source adjusts)',
+    volume = 'Shares traded',
+    sma_9_day = 'Mean of the last 9 closes',
+    sma_20_day = 'Mean of the last 20 closes',
+    sma_50_day = 'Mean of the last 50 closes',
+    bollinger_upper = 'sma_20_day + 2 x population std-dev of the last 20 closes',
+    bollinger_lower = 'sma_20_day - 2 x population std-dev of the last 20 closes',
+    rsi_14_day = 'Simple-average (Cutler) RSI over the last 14 close-to-close changes',
+    macd_line = 'Mean of the last 12 closes - mean of the last 26 closes',
+    atr_14_day = 'Mean of the last 14 true ranges',
+    daily_return_pct = 'Close-to-close return, percent',
+    price_range_pct = '(high - low) / close, percent',
+    volume_ratio = 'volume / mean of the last 20 volumes',
+    volume_sma_20 = 'Mean of the last 20 volumes, rounded'
+  ),
+  audits (
+    not_null(columns := (ticker, trade_date, close_price, volume)),
+    unique_combination_of_columns(columns := (ticker, trade_date)),
+    valid_rsi_range,
+    valid_ohlc_prices,
+    positive_volume,
+    valid_atr
+  )
+);
+
+/*
+ * Why the lookback: SQLMesh hands this query one interval [@start_ds, @end_ds] at a
+ * time. Windows computed over that interval alone would restart at every batch
+ * boundary (the seed's bug: sma_50 = sma_20, one-row windows on daily runs). So each
+ * batch also reads, per ticker, the last 50 trading rows before @start_ds (counted in
+ * rows, not days, because of holidays and halts): enough to fill the longest window
+ * (50 closes) and the 14 changes of RSI/ATR. Only rows of the interval are written.
+ *
+ * Warm-up: an indicator is NULL until its window is full, checked by counting the
+ * rows (or changes) inside the window, never with partial windows.
+ */
+WITH batch AS (
+  SELECT ticker, date, open_price, high_price, low_price, close_price, volume
+  FROM raw.eod_prices_raw
+  WHERE date BETWEEN @start_ds AND @end_ds
+), history AS (
+  SELECT ticker, date, open_price, high_price, low_price, close_price, volume
+  FROM raw.eod_prices_raw
+  WHERE date < @start_ds
+    AND ticker IN (SELECT DISTINCT ticker FROM batch)
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY ticker ORDER BY date DESC) <= 50
+), prices AS (
+  SELECT * FROM history
+  UNION ALL
+  SELECT * FROM batch
+), changes AS (
+  SELECT
+    *,
+    LAG(close_price) OVER (PARTITION BY ticker ORDER BY date) AS prev_close
+  FROM prices
+), steps AS (
+  SELECT
+    *,
+    close_price - prev_close AS change,
+    GREATEST(close_price - prev_close, 0) AS gain,
+    GREATEST(prev_close - close_price, 0) AS loss,
+    /* true range: max(high - low, |high - prev_close|, |low - prev_close|); NULL on a ticker's first row */
+    CASE WHEN prev_close IS NOT NULL THEN GREATEST(
+      high_price - low_price,
+      ABS(high_price - prev_close),
+      ABS(low_price - prev_close)
+    ) END AS true_range
+  FROM changes
+), windows AS (
+  SELECT
+    ticker,
+    date,
+    open_price,
+    high_price,
+    low_price,
+    close_price,
+    volume,
+    prev_close,
+    COUNT(close_price) OVER w9 AS n9,
+    AVG(close_price) OVER w9 AS avg9,
+    COUNT(close_price) OVER w12 AS n12,
+    AVG(close_price) OVER w12 AS avg12,
+    COUNT(close_price) OVER w20 AS n20,
+    AVG(close_price) OVER w20 AS avg20,
+    STDDEV_POP(close_price) OVER w20 AS sd20,
+    COUNT(close_price) OVER w26 AS n26,
+    AVG(close_price) OVER w26 AS avg26,
+    COUNT(close_price) OVER w50 AS n50,
+    AVG(close_price) OVER w50 AS avg50,
+    COUNT(change) OVER w14 AS n_changes14,
+    AVG(gain) OVER w14 AS avg_gain14,
+    AVG(loss) OVER w14 AS avg_loss14,
+    AVG(true_range) OVER w14 AS atr14,
+    COUNT(volume) OVER w20 AS n_volume20,
+    AVG(volume) OVER w20 AS avg_volume20
+  FROM steps
+  WINDOW
+    w9 AS (PARTITION BY ticker ORDER BY date ROWS BETWEEN 8 PRECEDING AND CURRENT ROW),
+    w12 AS (PARTITION BY ticker ORDER BY date ROWS BETWEEN 11 PRECEDING AND CURRENT ROW),
+    w14 AS (PARTITION BY ticker ORDER BY date ROWS BETWEEN 13 PRECEDING AND CURRENT ROW),
+    w20 AS (PARTITION BY ticker ORDER BY date ROWS BETWEEN 19 PRECEDING AND CURRENT ROW),
+    w26 AS (PARTITION BY ticker ORDER BY date ROWS BETWEEN 25 PRECEDING AND CURRENT ROW),
+    w50 AS (PARTITION BY ticker ORDER BY date ROWS BETWEEN 49 PRECEDING AND CURRENT ROW)
+)
+SELECT
+  ticker::TEXT AS ticker,
+  date::DATE AS trade_date,
+  open_price::DOUBLE AS open_price,
+  high_price::DOUBLE AS high_price,
+  low_price::DOUBLE AS low_price,
+  close_price::DOUBLE AS close_price,
+  volume::BIGINT AS volume,
+  /* SMA n: mean of the last n closes */
+  CASE WHEN n9 = 9 THEN avg9 END::DOUBLE AS sma_9_day,
+  CASE WHEN n20 = 20 THEN avg20 END::DOUBLE AS sma_20_day,
+  CASE WHEN n50 = 50 THEN avg50 END::DOUBLE AS sma_50_day,
+  /* Bollinger: SMA20 +/- 2 population sigma (TA-Lib BBANDS(20, 2, 2), matype 0) */
+  CASE WHEN n20 = 20 THEN avg20 + 2 * sd20 END::DOUBLE AS bollinger_upper,
+  CASE WHEN n20 = 20 THEN avg20 - 2 * sd20 END::DOUBLE AS bollinger_lower,
+  /* Cutler RSI: 100 - 100 / (1 + G/L) over 14 changes; L = 0 gives 100, or 50 when G = 0 too */
+  CASE
+    WHEN n_changes14 < 14 THEN NULL
+    WHEN avg_loss14 = 0 AND avg_gain14 = 0 THEN 50
+    WHEN avg_loss14 = 0 THEN 100
+    ELSE 100 - 100 / (1 + avg_gain14 / avg_loss14)
+  END::DOUBLE AS rsi_14_day,
+  /* MACD (the seed's SMA form): mean of 12 closes - mean of 26 closes */
+  CASE WHEN n26 = 26 THEN avg12 - avg26 END::DOUBLE AS macd_line,
+  /* ATR: mean of the last 14 true ranges */
+  CASE WHEN n_changes14 = 14 THEN atr14 END::DOUBLE AS atr_14_day,
+  ((close_price - prev_close) / prev_close * 100)::DOUBLE AS daily_return_pct,
+  ((high_price - low_price) / close_price * 100)::DOUBLE AS price_range_pct,
+  CASE WHEN n_volume20 = 20 THEN volume / avg_volume20 END::DOUBLE AS volume_ratio,
+  CASE WHEN n_volume20 = 20 THEN ROUND(avg_volume20) END::BIGINT AS volume_sma_20
+FROM windows
+WHERE date BETWEEN @start_ds AND @end_ds
