@@ -70,7 +70,8 @@ def _failure_message(error) -> str:
     return messages[-1] if messages else "unknown error"
 
 
-def run_pipeline(settings: Settings, start: dt.date, end: dt.date) -> int:
+def execute_range(settings: Settings, start: dt.date, end: dt.date, instance=None):
+    """Materialize the whole graph for the partitions covering [start, end], in process."""
     from dagster import DagsterInstance
     from dagster._core.storage.tags import (
         ASSET_PARTITION_RANGE_END_TAG,
@@ -79,33 +80,42 @@ def run_pipeline(settings: Settings, start: dt.date, end: dt.date) -> int:
 
     from financial_etl.definitions import DAILY_JOB, build_definitions
     from financial_etl.partitions import key_range_for_dates, trading_day_partitions
-    from financial_etl.summary import print_summary
 
     try:
         keys = key_range_for_dates(trading_day_partitions(settings.start_date), start, end)
     except ValueError as exc:
         raise ConfigError(f"--start {start} / --end {end}: {exc}") from None
-    defs = build_definitions(settings)
-    job = defs.resolve_job_def(DAILY_JOB)
-    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    if instance is None:
+        instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    job = build_definitions(settings).resolve_job_def(DAILY_JOB)
     print(f"financial-etl: {settings.source} source, {len(settings.tickers)} tickers, {start} to {end} "
           f"(partitions {keys.start} to {keys.end})", flush=True)
-    result = job.execute_in_process(
+    return job.execute_in_process(
         instance=instance,
         tags={ASSET_PARTITION_RANGE_START_TAG: keys.start, ASSET_PARTITION_RANGE_END_TAG: keys.end},
         raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
     )
-    if result.success:
-        print_summary(settings, result, start, end)
-        return EXIT_SUCCESS
-    code = EXIT_UNEXPECTED
+
+
+def failure_exit_code(result) -> int:
+    """The exit code for a failed run, from the first failed step's error chain."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data:
             error = event.step_failure_data.error
-            code = _exit_code_for_failure(error)
             print(f"financial-etl: step {event.step_key} failed: {_failure_message(error)}", file=sys.stderr)
-            break
+            return _exit_code_for_failure(error)
+    return EXIT_UNEXPECTED
+
+
+def run_pipeline(settings: Settings, start: dt.date, end: dt.date) -> int:
+    from financial_etl.summary import print_summary
+
+    result = execute_range(settings, start, end)
+    if result.success:
+        print_summary(settings, result, start, end)
+        return EXIT_SUCCESS
+    code = failure_exit_code(result)
     print(f"financial-etl: run {result.run_id} failed (exit {code})", file=sys.stderr)
     return code
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, define_asset_job
+from dagster import Definitions, define_asset_job, definitions
 from dagster_dlt import DagsterDltResource
 from dagster_sqlmesh import SQLMeshResource
 
@@ -37,4 +37,7 @@ def build_definitions(settings: Settings) -> Definitions:
     )
 
 
-defs = build_definitions(load_settings())
+@definitions
+def defs() -> Definitions:
+    """Loaded lazily by Dagster's tools, so importing this module builds nothing."""
+    return build_definitions(load_settings())

@@ -14,7 +14,7 @@ from dlt.pipeline.pipeline import Pipeline
 
 from financial_etl.export_target import ExportTarget, export_target_for
 from financial_etl.settings import SQLMESH_PROJECT_DIR, Settings
-from financial_etl.sqlmesh_adapter import ProjectSQLMeshConfig
+from financial_etl.sqlmesh_adapter import GATEWAY, ProjectSQLMeshConfig
 from financial_etl.sources.prices import RAW_DATASET
 
 EXTRACT_PIPELINE = "financial_extract"
@@ -35,7 +35,12 @@ class Project:
 
     @cached_property
     def sqlmesh_config(self) -> ProjectSQLMeshConfig:
-        return ProjectSQLMeshConfig(path=str(SQLMESH_PROJECT_DIR), gateway="duckdb_local")
+        return ProjectSQLMeshConfig(
+            path=str(SQLMESH_PROJECT_DIR),
+            gateway=GATEWAY,
+            duckdb_path=str(self.settings.duckdb_path),
+            start_date=self.settings.start_date.isoformat(),
+        )
 
     @cached_property
     def export_target(self) -> ExportTarget:

@@ -38,9 +38,24 @@ from dagster_sqlmesh import SQLMeshContextConfig, SQLMeshDagsterTranslator, SQLM
 from dagster_sqlmesh.asset import sqlmesh_to_multi_asset_options
 from sqlglot import exp
 from sqlmesh import Context
+from sqlmesh.core.config import Config as MeshConfig
+from sqlmesh.core.config import DuckDBConnectionConfig, GatewayConfig, ModelDefaultsConfig
 from sqlmesh.core.model import Model
 
 PROD = "prod"
+GATEWAY = "duckdb_local"
+
+
+def mesh_config(duckdb_path: str, start_date: str) -> MeshConfig:
+    """The SQLMesh config for a warehouse file; SQLMesh keeps its state in the same file,
+    so a deleted warehouse never leaves stale interval state behind."""
+    return MeshConfig(
+        gateways={GATEWAY: GatewayConfig(connection=DuckDBConnectionConfig(database=duckdb_path))},
+        default_gateway=GATEWAY,
+        model_defaults=ModelDefaultsConfig(dialect="duckdb", start=start_date),
+        # No network in CI or on many servers; never phone home.
+        disable_anonymized_analytics=True,
+    )
 
 
 class ProjectTranslator(SQLMeshDagsterTranslator):
@@ -55,10 +70,19 @@ class ProjectTranslator(SQLMeshDagsterTranslator):
 
 
 class ProjectSQLMeshConfig(SQLMeshContextConfig):
-    """dagster-sqlmesh re-instantiates the translator from the config in each process."""
+    """Carries the warehouse path and start date explicitly (not through config.py), so the
+    config Dagster serializes into each step process names the same database."""
+
+    duckdb_path: str
+    start_date: str
 
     def get_translator(self) -> SQLMeshDagsterTranslator:
+        # dagster-sqlmesh re-instantiates the translator from the config in each process.
         return ProjectTranslator()
+
+    @property
+    def sqlmesh_config(self) -> MeshConfig:
+        return mesh_config(self.duckdb_path, self.start_date)
 
 
 def sqlmesh_multi_asset(

@@ -1,37 +1,11 @@
-"""SQLMesh project configuration.
+"""SQLMesh project configuration, for running `sqlmesh` by hand in this folder.
 
-The warehouse path and start date come from the same FINANCIAL_ETL_* settings the
-Dagster code location uses, so `sqlmesh` run by hand in this folder sees the same
-database as the pipeline. SQLMesh keeps its state in the warehouse file itself, so a
-deleted warehouse can never leave stale interval state behind.
+The pipeline builds the same config in Python (financial_etl.sqlmesh_adapter.mesh_config)
+from the FINANCIAL_ETL_* settings, so both see the same warehouse and start date.
 """
 
-from __future__ import annotations
+from financial_etl.settings import load_settings
+from financial_etl.sqlmesh_adapter import mesh_config
 
-import os
-from pathlib import Path
-
-from sqlmesh.core.config import (
-    Config,
-    DuckDBConnectionConfig,
-    GatewayConfig,
-    ModelDefaultsConfig,
-)
-
-_REPO_ROOT = Path(__file__).resolve().parent.parent
-_DEFAULT_DUCKDB = _REPO_ROOT / "data" / "financial_etl.duckdb"
-
-duckdb_path = os.environ.get("FINANCIAL_ETL_DUCKDB_PATH") or str(_DEFAULT_DUCKDB)
-start_date = os.environ.get("FINANCIAL_ETL_START_DATE") or "2020-01-01"
-
-config = Config(
-    gateways={
-        "duckdb_local": GatewayConfig(
-            connection=DuckDBConnectionConfig(database=duckdb_path),
-        )
-    },
-    default_gateway="duckdb_local",
-    model_defaults=ModelDefaultsConfig(dialect="duckdb", start=start_date),
-    # No network in CI or on many servers; never phone home.
-    disable_anonymized_analytics=True,
-)
+_settings = load_settings()
+config = mesh_config(str(_settings.duckdb_path), _settings.start_date.isoformat())

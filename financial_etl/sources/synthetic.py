@@ -40,13 +40,16 @@ def synthetic_series(ticker: str, sessions: Sequence[dt.date]) -> pd.DataFrame:
     """One ticker's OHLCV on the given sessions (which must start at ORIGIN's first session)."""
     rng = np.random.default_rng([SEED, zlib.crc32(ticker.encode())])
     n = len(sessions)
-    start_price = 20 + 480 * rng.random()
-    drift, vol = 0.0003, 0.01 + 0.02 * rng.random()
-    close = start_price * np.exp(np.cumsum(rng.normal(drift, vol, n)))
-    open_ = close * np.exp(rng.normal(0, vol / 2, n))
-    high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, vol / 2, n)))
-    low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, vol / 2, n)))
-    volume = np.round(1e6 * (1 + 4 * rng.random()) * np.exp(rng.normal(0, 0.3, n))).astype(np.int64) + 1
+    start_price = 20 + 180 * rng.random()
+    drift, vol = 0.0002, 0.01 + 0.015 * rng.random()
+    # One draw of all shocks, row by row: a row's values depend only on the rows before
+    # it, never on how many sessions were asked for.
+    shocks = rng.standard_normal((n, 5))
+    close = start_price * np.exp(np.cumsum(drift + vol * shocks[:, 0]))
+    open_ = close * np.exp(vol / 2 * shocks[:, 1])
+    high = np.maximum(open_, close) * (1 + np.abs(vol / 2 * shocks[:, 2]))
+    low = np.minimum(open_, close) * (1 - np.abs(vol / 2 * shocks[:, 3]))
+    volume = np.round(2e6 * np.exp(0.3 * shocks[:, 4])).astype(np.int64) + 1
     return pd.DataFrame(
         {
             "ticker": ticker,

@@ -1,0 +1,176 @@
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from financial_etl.errors import ConfigError
+from financial_etl.sources import csv as csv_source
+from financial_etl.sources import yfinance as yf_source
+from financial_etl.sources.prices import to_arrow
+from financial_etl.sources.synthetic import fetch_synthetic, trading_sessions
+from financial_etl_tests.conftest import day, write_yahoo_csv, yahoo_download_frame
+
+# --- yfinance -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_download(monkeypatch):
+    calls = []
+
+    def install(frame):
+        def download(tickers, **kwargs):
+            calls.append((list(tickers), kwargs))
+            return frame
+
+        monkeypatch.setattr("yfinance.download", download)
+        return calls
+
+    return install
+
+
+def test_yfinance_downloads_all_tickers_in_one_call_with_an_inclusive_end(fake_download):
+    calls = fake_download(yahoo_download_frame(["AAPL", "MSFT"], "2024-03-01", "2024-03-29"))
+    batch = yf_source.fetch_yfinance(["AAPL", "MSFT"], day("2024-03-01"), day("2024-03-29"))
+    assert len(calls) == 1
+    tickers, kwargs = calls[0]
+    assert tickers == ["AAPL", "MSFT"]
+    assert kwargs["start"] == "2024-03-01"
+    assert kwargs["end"] == "2024-03-30"  # Yahoo's end is exclusive
+    assert kwargs["auto_adjust"] is True
+    assert len(batch.frame) == 2 * 21
+    assert list(batch.frame.columns) == ["ticker", "date", "open_price", "high_price", "low_price", "close_price", "volume"]
+    assert batch.frame["volume"].dtype == np.int64
+    assert batch.empty_tickers == []
+
+
+def test_yfinance_values_land_in_the_right_columns(fake_download):
+    wide = yahoo_download_frame(["AAPL", "MSFT"], "2024-03-01", "2024-03-08")
+    fake_download(wide)
+    batch = yf_source.fetch_yfinance(["AAPL", "MSFT"], day("2024-03-01"), day("2024-03-08"))
+    row = batch.frame[(batch.frame.ticker == "MSFT") & (batch.frame.date == day("2024-03-05"))].iloc[0]
+    source = wide.loc[pd.Timestamp("2024-03-05")]
+    assert row.open_price == source[("Open", "MSFT")]
+    assert row.high_price == source[("High", "MSFT")]
+    assert row.low_price == source[("Low", "MSFT")]
+    assert row.close_price == source[("Close", "MSFT")]
+    assert row.volume == int(source[("Volume", "MSFT")])
+
+
+def test_yfinance_names_an_empty_ticker_and_drops_nan_rows(fake_download):
+    fake_download(
+        yahoo_download_frame(
+            ["AAPL", "DEAD", "MSFT"], "2024-03-01", "2024-03-29",
+            empty=["DEAD"], nan_rows=[("AAPL", "2024-03-12"), ("MSFT", "2024-03-20")],
+        )
+    )
+    batch = yf_source.fetch_yfinance(["AAPL", "DEAD", "MSFT"], day("2024-03-01"), day("2024-03-29"))
+    assert batch.empty_tickers == ["DEAD"]
+    assert set(batch.frame.ticker) == {"AAPL", "MSFT"}
+    assert len(batch.frame) == 2 * 21 - 2
+    assert day("2024-03-12") not in set(batch.frame[batch.frame.ticker == "AAPL"].date)
+    assert batch.dropped_rows == 21 + 2  # DEAD's all-NaN rows and the two gaps
+    assert not batch.frame[["open_price", "close_price", "volume"]].isna().any().any()
+
+
+def test_yfinance_single_ticker_and_empty_answers(fake_download):
+    fake_download(yahoo_download_frame(["AAPL"], "2024-03-01", "2024-03-08"))
+    batch = yf_source.fetch_yfinance(["AAPL"], day("2024-03-01"), day("2024-03-08"))
+    assert set(batch.frame.ticker) == {"AAPL"} and len(batch.frame) == 6
+
+    fake_download(pd.DataFrame())
+    batch = yf_source.fetch_yfinance(["AAPL", "MSFT"], day("2024-03-01"), day("2024-03-08"))
+    assert batch.frame.empty and batch.empty_tickers == ["AAPL", "MSFT"]
+
+
+# --- csv ------------------------------------------------------------------------------
+
+
+def _frame(ticker="AAA", start="2024-01-02", periods=10):
+    dates = pd.bdate_range(start, periods=periods).date
+    close = np.linspace(10, 20, periods)
+    return pd.DataFrame(
+        {"ticker": ticker, "date": dates, "open_price": close, "high_price": close + 1,
+         "low_price": close - 1, "close_price": close, "volume": np.arange(1, periods + 1) * 100}
+    )
+
+
+@pytest.mark.parametrize("adj_close", [True, False])
+def test_csv_reads_yahoo_format_with_or_without_adj_close(tmp_path, adj_close):
+    frame = _frame()
+    write_yahoo_csv(tmp_path / "AAA.csv", frame, adj_close=adj_close)
+    batch = csv_source.make_csv_fetch(tmp_path)(["AAA"], day("2024-01-03"), day("2024-01-10"))
+    assert list(batch.frame.date) == [d for d in frame.date if day("2024-01-03") <= d <= day("2024-01-10")]
+    assert batch.frame.close_price.tolist() == frame.set_index("date").loc[list(batch.frame.date)].close_price.tolist()
+
+
+def test_csv_null_rows_are_untraded_days_not_errors(tmp_path):
+    (tmp_path / "AAA.csv").write_text(
+        "Date,Open,High,Low,Close,Adj Close,Volume\n"
+        "2024-01-02,10,11,9,10.5,10.5,100\n"
+        "2024-01-03,null,null,null,null,null,null\n"
+        "2024-01-04,10,11,9,10.2,10.2,120\n"
+    )
+    batch = csv_source.make_csv_fetch(tmp_path)(["AAA"], day("2024-01-01"), day("2024-01-31"))
+    assert list(batch.frame.date) == [day("2024-01-02"), day("2024-01-04")]
+    assert batch.dropped_rows == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "where", "what"),
+    [
+        ("", ":1:", "empty"),
+        ("Date,Open,High,Low,Close\n2024-01-02,1,2,0.5,1\n", ":1:", "header"),
+        ("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1,10\n02/01/2024,1,2,0.5,1,10\n", ":3:", "YYYY-MM-DD"),
+        ("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,abc,1,10\n", ":2:", "Low 'abc'"),
+        ("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1\n", ":2:", "5 fields"),
+        ("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1,10\n2024-01-02,1,2,0.5,1,10\n", ":3:", "twice"),
+        ("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,inf,10\n", ":2:", "finite"),
+    ],
+)
+def test_malformed_csv_names_the_file_and_line(tmp_path, content, where, what):
+    path = tmp_path / "AAA.csv"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as excinfo:
+        csv_source.make_csv_fetch(tmp_path)(["AAA"], day("2024-01-01"), day("2024-12-31"))
+    message = str(excinfo.value)
+    assert f"{path}{where}" in message
+    assert what in message
+
+
+def test_csv_missing_ticker_file_is_named(tmp_path):
+    write_yahoo_csv(tmp_path / "AAA.csv", _frame())
+    with pytest.raises(ConfigError, match=r"BBB \(BBB.csv\)"):
+        csv_source.check_csv_dir(tmp_path, ["AAA", "BBB"])
+
+
+# --- synthetic ------------------------------------------------------------------------
+
+
+def test_synthetic_is_deterministic_and_independent_of_the_range():
+    whole = fetch_synthetic(["AAPL", "MSFT"], day("2024-01-01"), day("2024-12-31")).frame
+    again = fetch_synthetic(["AAPL", "MSFT"], day("2024-01-01"), day("2024-12-31")).frame
+    part = fetch_synthetic(["AAPL", "MSFT"], day("2024-06-01"), day("2024-06-30")).frame
+    pd.testing.assert_frame_equal(whole, again)
+    expected = whole[(whole.date >= day("2024-06-01")) & (whole.date <= day("2024-06-30"))].reset_index(drop=True)
+    pd.testing.assert_frame_equal(part, expected)
+    assert not whole[whole.ticker == "AAPL"].close_price.equals(whole[whole.ticker == "MSFT"].close_price)
+
+
+def test_synthetic_rows_are_valid_ohlcv_on_exchange_sessions_only():
+    batch = fetch_synthetic(["AAPL", "NVDA"], day("2023-01-01"), day("2024-12-31"))
+    frame = batch.frame
+    assert batch.synthetic and batch.source == "synthetic"
+    assert (frame.low_price <= frame[["open_price", "close_price"]].min(axis=1)).all()
+    assert (frame.high_price >= frame[["open_price", "close_price"]].max(axis=1)).all()
+    assert (frame.volume > 0).all() and (frame.low_price > 0).all()
+    dates = set(frame.date)
+    assert all(d.weekday() < 5 for d in dates)
+    assert day("2024-12-25") not in dates and day("2024-07-04") not in dates  # XNYS holidays
+    assert dates == set(trading_sessions(day("2023-01-01"), day("2024-12-31")))
+
+
+def test_arrow_handoff_keeps_the_raw_types():
+    table = to_arrow(fetch_synthetic(["AAPL"], day("2024-01-01"), day("2024-01-31")).frame)
+    assert [str(t) for t in table.schema.types] == ["string", "date32[day]", "double", "double", "double", "double", "int64"]
