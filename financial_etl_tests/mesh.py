@@ -1,0 +1,77 @@
+"""Helpers that run the SQLMesh project directly on a DuckDB file, without Dagster."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+from sqlmesh import Context
+
+from financial_etl.assets.export import MART_COLUMNS  # noqa: F401 - the column order the mart promises
+from financial_etl.settings import SQLMESH_PROJECT_DIR
+from financial_etl.sources.prices import RAW_SCHEMA
+from financial_etl.sources.synthetic import fetch_synthetic
+from financial_etl.sqlmesh_adapter import mesh_config
+
+MODEL = "marts.stock_metrics"
+
+
+def write_raw(db: Path, frame: pd.DataFrame) -> None:
+    """raw.eod_prices_raw as the extract writes it (the dlt columns are not needed)."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    prices = frame[list(RAW_SCHEMA.names)]
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS raw")
+        con.execute("CREATE OR REPLACE TABLE raw.eod_prices_raw AS SELECT * FROM prices")
+
+
+def project_copy(dest: Path, *, batch_size: int | None = None, audits: bool = True) -> Path:
+    """A copy of the SQLMesh project, optionally cutting backfills into batches of N days,
+    or without the model's audits (when only the computed values are under test)."""
+    shutil.copytree(SQLMESH_PROJECT_DIR, dest, ignore=shutil.ignore_patterns("logs", ".cache", "__pycache__"))
+    if batch_size:
+        model = dest / "models" / "marts" / "stock_metrics.sql"
+        text = model.read_text()
+        text, n = re.subn(r"time_column trade_date", f"time_column trade_date,\n    batch_size {batch_size}", text, count=1)
+        assert n == 1
+        model.write_text(text)
+    if not audits:
+        model = dest / "models" / "marts" / "stock_metrics.sql"
+        text, n = re.subn(r"\n  audits \(.*?\n  \)\n", "\n", model.read_text(), count=1, flags=re.S)
+        assert n == 1
+        model.write_text(text)
+    return dest
+
+
+def context(db: Path, start: dt.date, project: Path = SQLMESH_PROJECT_DIR) -> Context:
+    return Context(paths=[str(project)], config=mesh_config(str(db), start.isoformat()))
+
+
+def plan_prod(ctx: Context, until: dt.date, **kwargs) -> None:
+    execution_time = (until + dt.timedelta(days=1)).isoformat()
+    ctx.plan("prod", auto_apply=True, no_prompts=True, execution_time=execution_time, **kwargs)
+
+
+def restate(ctx: Context, start: dt.date, end: dt.date) -> None:
+    plan_prod(ctx, end, restate_models=[MODEL], start=start.isoformat(), end=end.isoformat())
+
+
+def mart(db: Path) -> pd.DataFrame:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute("SELECT * FROM marts.stock_metrics ORDER BY ticker, trade_date").df()
+
+
+def history_with_gaps(start: dt.date, end: dt.date) -> pd.DataFrame:
+    """Four tickers of exchange sessions, with the irregularities real history has:
+    HALT stops trading for three months mid-history, LATE lists a year after the others,
+    and SPARSE misses every seventh session."""
+    frame = fetch_synthetic(["FULL", "HALT", "LATE", "SPARSE"], start, end).frame
+    halted = (frame.ticker == "HALT") & (frame.date >= dt.date(2022, 6, 1)) & (frame.date <= dt.date(2022, 8, 31))
+    late = (frame.ticker == "LATE") & (frame.date < dt.date(start.year + 1, 3, 1))
+    sparse = frame.ticker == "SPARSE"
+    sparse_drop = sparse & (frame.groupby("ticker").cumcount() % 7 == 3)
+    return frame[~(halted | late | sparse_drop)].reset_index(drop=True)

@@ -1,0 +1,174 @@
+"""marts.stock_metrics: correct against an independent reference, the same however the
+range is cut into batches, and lineage as the seed documents it."""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+import talib
+
+from financial_etl.lineage import column_lineage
+from financial_etl_tests import mesh
+
+START, END = dt.date(2021, 1, 4), dt.date(2022, 12, 30)
+INDICATORS = [
+    "sma_9_day", "sma_20_day", "sma_50_day", "bollinger_upper", "bollinger_lower", "rsi_14_day",
+    "macd_line", "atr_14_day", "daily_return_pct", "price_range_pct", "volume_ratio", "volume_sma_20",
+]
+
+
+def assert_close(got: pd.Series, want: pd.Series, label: str) -> None:
+    """Equal within 1e-9 relative (absolute 1e-12 near zero), NULLs in the same places."""
+    got, want = got.astype("float64").to_numpy(), want.astype("float64").to_numpy()
+    assert (np.isnan(got) == np.isnan(want)).all(), f"{label}: NULLs differ at rows {np.flatnonzero(np.isnan(got) != np.isnan(want))[:10]}"
+    both = ~np.isnan(got)
+    ok = np.isclose(got[both], want[both], rtol=1e-9, atol=1e-12)
+    assert ok.all(), f"{label}: {np.count_nonzero(~ok)} values differ, first {got[both][~ok][:3]} vs {want[both][~ok][:3]}"
+
+
+def reference(prices: pd.DataFrame) -> pd.DataFrame:
+    """Indicators computed independently, per ticker, over its own rows: TA-Lib for SMA,
+    Bollinger bands and true range; plain pandas for the rest."""
+    out = []
+    for ticker, g in prices.sort_values(["ticker", "date"]).groupby("ticker", sort=True):
+        c, h, l = (g[col].to_numpy("float64") for col in ("close_price", "high_price", "low_price"))
+        v = g["volume"].astype("float64")
+        upper, _, lower = talib.BBANDS(c, timeperiod=20, nbdevup=2, nbdevdn=2, matype=0)
+        close = pd.Series(c)
+        change = close.diff()
+        gain, loss = change.clip(lower=0), (-change).clip(lower=0)
+        avg_gain, avg_loss = gain.rolling(14).mean(), loss.rolling(14).mean()
+        rsi = 100 - 100 / (1 + avg_gain / avg_loss)
+        rsi = rsi.where(avg_loss != 0, np.where(avg_gain > 0, 100.0, 50.0)).where(avg_gain.notna())
+        prev = close.shift(1)
+        vol20 = v.rolling(20).mean().to_numpy()
+        out.append(
+            pd.DataFrame(
+                {
+                    "ticker": ticker,
+                    "trade_date": g["date"].to_numpy(),
+                    "sma_9_day": talib.SMA(c, 9),
+                    "sma_20_day": talib.SMA(c, 20),
+                    "sma_50_day": talib.SMA(c, 50),
+                    "bollinger_upper": upper,
+                    "bollinger_lower": lower,
+                    "rsi_14_day": rsi.to_numpy(),
+                    "macd_line": (close.rolling(12).mean() - close.rolling(26).mean()).to_numpy(),
+                    "atr_14_day": talib.SMA(talib.TRANGE(h, l, c), 14),
+                    "daily_return_pct": ((close - prev) / prev * 100).to_numpy(),
+                    "price_range_pct": (h - l) / c * 100,
+                    "volume_ratio": v.to_numpy() / vol20,
+                    "volume_sma_20": np.floor(vol20 + 0.5),  # SQL ROUND: half away from zero
+                }
+            )
+        )
+    return pd.concat(out, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def prices() -> pd.DataFrame:
+    return mesh.history_with_gaps(START, END)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, prices) -> pd.DataFrame:
+    db = tmp_path_factory.mktemp("full") / "w.duckdb"
+    mesh.write_raw(db, prices)
+    ctx = mesh.context(db, START)
+    mesh.plan_prod(ctx, END)
+    ctx.close()
+    return mesh.mart(db)
+
+
+def test_every_indicator_matches_the_reference(full_run, prices):
+    want = reference(prices)
+    assert list(zip(full_run.ticker, full_run.trade_date.dt.date)) == list(zip(want.ticker, want.trade_date))
+    for column in INDICATORS:
+        assert_close(full_run[column], want[column], column)
+
+
+def test_warm_up_leaves_indicators_null_until_their_window_is_full(full_run):
+    for _, g in full_run.groupby("ticker"):
+        g = g.reset_index(drop=True)
+        assert g.sma_50_day.iloc[:49].isna().all() and g.sma_50_day.iloc[49:].notna().all()
+        assert g.sma_20_day.iloc[:19].isna().all() and g.sma_20_day.iloc[19:].notna().all()
+        assert g.rsi_14_day.iloc[:14].isna().all() and g.rsi_14_day.iloc[14:].notna().all()
+        assert g.atr_14_day.iloc[:14].isna().all() and g.atr_14_day.iloc[14:].notna().all()
+        assert g.macd_line.iloc[:25].isna().all() and g.macd_line.iloc[25:].notna().all()
+        assert pd.isna(g.daily_return_pct.iloc[0]) and g.daily_return_pct.iloc[1:].notna().all()
+
+
+def test_sma_50_is_not_sma_20(full_run):
+    both = full_run.dropna(subset=["sma_20_day", "sma_50_day"])
+    assert (both.sma_20_day != both.sma_50_day).mean() > 0.99
+
+
+@pytest.mark.parametrize("batch_size", [30, 1], ids=["30-day batches", "one day at a time"])
+def test_batches_give_the_same_rows_as_one_full_run(tmp_path, prices, full_run, batch_size):
+    db = tmp_path / "w.duckdb"
+    mesh.write_raw(db, prices)
+    # Audits are tested on their own; here only the computed values are compared.
+    ctx = mesh.context(db, START, mesh.project_copy(tmp_path / "project", batch_size=batch_size, audits=False))
+    mesh.plan_prod(ctx, END)
+    ctx.close()
+    batched = mesh.mart(db)
+    pd.testing.assert_frame_equal(batched[["ticker", "trade_date", "volume"]], full_run[["ticker", "trade_date", "volume"]])
+    for column in INDICATORS:
+        assert_close(batched[column], full_run[column], f"{column} ({batch_size}-day batches)")
+
+
+def test_restating_a_later_range_reads_the_rows_before_it(tmp_path, prices, full_run):
+    """A daily partition run restates one interval: its windows still see 50 earlier rows."""
+    db = tmp_path / "w.duckdb"
+    mesh.write_raw(db, prices[prices.date < dt.date(2022, 9, 1)])
+    ctx = mesh.context(db, START)
+    mesh.plan_prod(ctx, dt.date(2022, 8, 31))
+    mesh.write_raw(db, prices)  # the later sessions arrive
+    for day in (dt.date(2022, 9, 1), dt.date(2022, 9, 2), dt.date(2022, 9, 6)):
+        mesh.restate(ctx, day, day)
+    ctx.close()
+    got = mesh.mart(db)
+    want = full_run[full_run.trade_date <= pd.Timestamp("2022-09-06")].reset_index(drop=True)
+    assert len(got) == len(want)
+    for column in INDICATORS:
+        assert_close(got[column], want[column], column)
+
+
+# The seed's lineage table. Windowed indicators also depend on ticker and date (the
+# window's partition and order): the seed's table shows that for the SMAs but missed it
+# for the Bollinger bands and the volume columns, whose windows it wrote as named WINDOWs
+# that sqlglot does not trace.
+SEED_LINEAGE = {
+    "ticker": {"ticker"},
+    "trade_date": {"date"},
+    "open_price": {"open_price"},
+    "high_price": {"high_price"},
+    "low_price": {"low_price"},
+    "close_price": {"close_price"},
+    "volume": {"volume"},
+    "sma_20_day": {"close_price", "date", "ticker"},
+    "sma_50_day": {"close_price", "date", "ticker"},
+    "bollinger_upper": {"close_price"},
+    "bollinger_lower": {"close_price"},
+    "rsi_14_day": {"close_price", "date", "ticker"},
+    "macd_line": {"close_price", "date", "ticker"},
+    "sma_9_day": {"close_price", "date", "ticker"},
+    "atr_14_day": {"low_price", "close_price", "date", "ticker", "high_price"},
+    "daily_return_pct": {"close_price", "date", "ticker"},
+    "price_range_pct": {"high_price", "close_price", "low_price"},
+    "volume_ratio": {"volume"},
+    "volume_sma_20": {"volume"},
+}
+WINDOW_KEYS = {"bollinger_upper", "bollinger_lower", "volume_ratio", "volume_sma_20"}
+
+
+def test_column_lineage_gives_the_seed_table(tmp_path):
+    ctx = mesh.context(tmp_path / "w.duckdb", START)
+    lineage = column_lineage(ctx, mesh.MODEL)
+    ctx.close()
+    assert list(lineage) == list(mesh.MART_COLUMNS)
+    for column, sources in lineage.items():
+        assert {table for table, _ in sources} == {"eod_prices_raw"}, column
+        expected = SEED_LINEAGE[column] | ({"ticker", "date"} if column in WINDOW_KEYS else set())
+        assert {name for _, name in sources} == expected, column
