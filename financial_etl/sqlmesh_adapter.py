@@ -13,9 +13,10 @@ nowhere else:
    `multi_asset` without them, so we build the multi-asset from its public
    `sqlmesh_to_multi_asset_options`.
 3. Runs of a date range in `prod`: SQLMesh refuses start/end on a prod plan unless it is
-   a restatement. A partition range is therefore run as (a) a plain prod plan, which
-   creates or migrates the model and fills missing intervals, then (b) a restatement of
-   exactly the range, so re-running a partition recomputes it from the current raw rows.
+   a restatement. A partition range is therefore run as (a) a plain prod plan, only when
+   prod is missing or behind the project, which creates or migrates the model and fills
+   the intervals before the range, then (b) a restatement of exactly the range, so
+   re-running a partition recomputes it from the current raw rows.
 """
 
 from __future__ import annotations
@@ -119,6 +120,26 @@ def model_names(config: ProjectSQLMeshConfig) -> list[str]:
         context.close()
 
 
+def prod_matches_project(context: Context) -> bool:
+    """True when prod exists and runs exactly the project's current models, so a range can
+    be restated without a deploying plan first (that no-op plan costs more than a day's
+    restatement)."""
+    env = context.state_reader.get_environment(PROD)
+    if env is None:
+        return False
+    local = {s.name: s.fingerprint for s in context.snapshots.values() if not s.is_external}
+    deployed = {s.name: s.fingerprint for s in env.snapshots}
+    return local == deployed
+
+
+def _prod_is_current(config: ProjectSQLMeshConfig) -> bool:
+    context = Context(paths=config.path, gateway=config.gateway, config=config.sqlmesh_config)
+    try:
+        return prod_matches_project(context)
+    finally:
+        context.close()
+
+
 def run_range(
     context: AssetExecutionContext,
     sqlmesh: SQLMeshResource,
@@ -127,18 +148,24 @@ def run_range(
     end: dt.date,
     restate: Sequence[str],
 ) -> Iterator[MaterializeResult]:
-    """Bring prod up to date, then recompute exactly [start, end] from the raw rows."""
-    # SQLMesh only runs intervals that have ended; the evening run must include today.
-    execution_time = (end + dt.timedelta(days=1)).isoformat()
-    for _ in sqlmesh.run(
-        context,
-        config=config,
-        environment=PROD,
-        plan_options={"execution_time": execution_time},
-        run_options={"execution_time": execution_time},
-        materializations_enabled=False,
-    ):
-        pass
+    """Bring prod up to date before the range, then recompute exactly [start, end]."""
+    # Step 1, only when prod is missing or behind the project: a plain prod plan that sees
+    # "now" as the range's first day, so it creates or migrates the model and fills
+    # missing intervals before the range; the range itself is computed once, by step 2.
+    # SQLMesh runs only intervals that have ended, so step 2's execution time is the day
+    # after the range (the evening run includes today). SQLMesh's unit tests run in CI
+    # and `sqlmesh test`, not on every production plan.
+    if not _prod_is_current(config):
+        context.log.info("SQLMesh prod is missing or behind the project: applying a prod plan first")
+        for _ in sqlmesh.run(
+            context,
+            config=config,
+            environment=PROD,
+            plan_options={"execution_time": start.isoformat(), "skip_tests": True},
+            run_options={"execution_time": start.isoformat()},
+            materializations_enabled=False,
+        ):
+            pass
     yield from sqlmesh.run(
         context,
         config=config,
@@ -146,7 +173,7 @@ def run_range(
         start=start.isoformat(),
         end=end.isoformat(),
         restate_models=list(restate),
-        plan_options={"execution_time": execution_time},
+        plan_options={"execution_time": (end + dt.timedelta(days=1)).isoformat(), "skip_tests": True},
         skip_run=True,
     )
 

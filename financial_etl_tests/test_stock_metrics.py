@@ -172,3 +172,12 @@ def test_column_lineage_gives_the_seed_table(tmp_path):
         assert {table for table, _ in sources} == {"eod_prices_raw"}, column
         expected = SEED_LINEAGE[column] | ({"ticker", "date"} if column in WINDOW_KEYS else set())
         assert {name for _, name in sources} == expected, column
+
+
+def test_sqlmesh_unit_tests_pass(tmp_path):
+    """sqlmesh_project/tests: warm-up NULLs, a zero-loss window, a gap, a late batch."""
+    ctx = mesh.context(tmp_path / "w.duckdb", START)
+    result = ctx.test()
+    ctx.close()
+    assert result.testsRun >= 5
+    assert result.wasSuccessful(), [str(f) for f in result.failures + result.errors]

@@ -44,6 +44,7 @@ MODEL (
  * batch also reads, per ticker, the last 50 trading rows before @start_ds (counted in
  * rows, not days, because of holidays and halts): enough to fill the longest window
  * (50 closes) and the 14 changes of RSI/ATR. Only rows of the interval are written.
+ * A calendar pre-filter keeps a one-day run from sorting the whole history.
  *
  * Warm-up: an indicator is NULL until its window is full, checked by counting the
  * rows (or changes) inside the window, never with partial windows.
@@ -52,14 +53,34 @@ WITH batch AS (
   SELECT ticker, date, open_price, high_price, low_price, close_price, volume
   FROM raw.eod_prices_raw
   WHERE date BETWEEN @start_ds AND @end_ds
-), history AS (
+), recent AS (
+  /* Cheap path: for a ticker trading normally, its last 50 rows before the batch lie
+     within ~75 calendar days; 120 leaves room for holidays. */
   SELECT ticker, date, open_price, high_price, low_price, close_price, volume
   FROM raw.eod_prices_raw
   WHERE date < @start_ds
-    AND ticker IN (SELECT DISTINCT ticker FROM batch)
+    AND date >= @start_ds::DATE - INTERVAL 120 DAY
+    AND ticker IN (SELECT ticker FROM batch)
+), sparse_tickers AS (
+  /* Tickers with fewer than 50 recent rows (a halt, a new listing) look further back. */
+  SELECT DISTINCT b.ticker
+  FROM batch AS b
+  LEFT JOIN (SELECT ticker, COUNT(*) AS n FROM recent GROUP BY ticker) AS r
+    ON r.ticker = b.ticker
+  WHERE COALESCE(r.n, 0) < 50
+), history AS (
+  SELECT * FROM recent WHERE ticker NOT IN (SELECT ticker FROM sparse_tickers)
+  UNION ALL
+  SELECT ticker, date, open_price, high_price, low_price, close_price, volume
+  FROM raw.eod_prices_raw
+  WHERE date < @start_ds
+    AND ticker IN (SELECT ticker FROM sparse_tickers)
+), lookback AS (
+  SELECT *
+  FROM history
   QUALIFY ROW_NUMBER() OVER (PARTITION BY ticker ORDER BY date DESC) <= 50
 ), prices AS (
-  SELECT * FROM history
+  SELECT * FROM lookback
   UNION ALL
   SELECT * FROM batch
 ), changes AS (
@@ -70,7 +91,6 @@ WITH batch AS (
 ), steps AS (
   SELECT
     *,
-    close_price - prev_close AS change,
     GREATEST(close_price - prev_close, 0) AS gain,
     GREATEST(prev_close - close_price, 0) AS loss,
     /* true range: max(high - low, |high - prev_close|, |low - prev_close|); NULL on a ticker's first row */
@@ -90,21 +110,21 @@ WITH batch AS (
     close_price,
     volume,
     prev_close,
-    @trailing(COUNT(close_price), 9) AS n9,
+    /* The row's position in the ticker's history as read (lookback + batch). A ticker
+       with 50 earlier rows is read from its 50th-last one, so every batch row is past
+       position 50; otherwise the history is read from its first row. Either way
+       "position >= n" says that the last-n window is full (close and volume are never
+       NULL in raw), with one window instead of a COUNT per window. */
+    @trailing(ROW_NUMBER(), 0) AS position,
     @trailing(AVG(close_price), 9) AS avg9,
     @trailing(AVG(close_price), 12) AS avg12,
-    @trailing(COUNT(close_price), 20) AS n20,
     @trailing(AVG(close_price), 20) AS avg20,
     @trailing(STDDEV_POP(close_price), 20) AS sd20,
-    @trailing(COUNT(close_price), 26) AS n26,
     @trailing(AVG(close_price), 26) AS avg26,
-    @trailing(COUNT(close_price), 50) AS n50,
     @trailing(AVG(close_price), 50) AS avg50,
-    @trailing(COUNT(change), 14) AS n_changes14,
     @trailing(AVG(gain), 14) AS avg_gain14,
     @trailing(AVG(loss), 14) AS avg_loss14,
     @trailing(AVG(true_range), 14) AS atr14,
-    @trailing(COUNT(volume), 20) AS n_volume20,
     @trailing(AVG(volume), 20) AS avg_volume20
   FROM steps
 )
@@ -117,26 +137,29 @@ SELECT
   close_price::DOUBLE AS close_price,
   volume::BIGINT AS volume,
   /* SMA n: mean of the last n closes */
-  CASE WHEN n9 = 9 THEN avg9 END::DOUBLE AS sma_9_day,
-  CASE WHEN n20 = 20 THEN avg20 END::DOUBLE AS sma_20_day,
-  CASE WHEN n50 = 50 THEN avg50 END::DOUBLE AS sma_50_day,
+  CASE WHEN position >= 9 THEN avg9 END::DOUBLE AS sma_9_day,
+  CASE WHEN position >= 20 THEN avg20 END::DOUBLE AS sma_20_day,
+  CASE WHEN position >= 50 THEN avg50 END::DOUBLE AS sma_50_day,
   /* Bollinger: SMA20 +/- 2 population sigma (TA-Lib BBANDS(20, 2, 2), matype 0) */
-  CASE WHEN n20 = 20 THEN avg20 + 2 * sd20 END::DOUBLE AS bollinger_upper,
-  CASE WHEN n20 = 20 THEN avg20 - 2 * sd20 END::DOUBLE AS bollinger_lower,
-  /* Cutler RSI: 100 - 100 / (1 + G/L) over 14 changes; L = 0 gives 100, or 50 when G = 0 too */
+  CASE WHEN position >= 20 THEN avg20 + 2 * sd20 END::DOUBLE AS bollinger_upper,
+  CASE WHEN position >= 20 THEN avg20 - 2 * sd20 END::DOUBLE AS bollinger_lower,
+  /* Cutler RSI: 100 - 100 / (1 + G/L) over the last 14 close-to-close changes (which
+     takes 15 rows); L = 0 gives 100, or 50 when G = 0 too */
   CASE
-    WHEN n_changes14 < 14 THEN NULL
+    WHEN position < 15 THEN NULL
     WHEN avg_loss14 = 0 AND avg_gain14 = 0 THEN 50
     WHEN avg_loss14 = 0 THEN 100
     ELSE 100 - 100 / (1 + avg_gain14 / avg_loss14)
   END::DOUBLE AS rsi_14_day,
   /* MACD (the seed's SMA form): mean of 12 closes - mean of 26 closes */
-  CASE WHEN n26 = 26 THEN avg12 - avg26 END::DOUBLE AS macd_line,
-  /* ATR: mean of the last 14 true ranges */
-  CASE WHEN n_changes14 = 14 THEN atr14 END::DOUBLE AS atr_14_day,
+  CASE WHEN position >= 26 THEN avg12 - avg26 END::DOUBLE AS macd_line,
+  /* ATR: mean of the last 14 true ranges (a true range needs the previous close) */
+  CASE WHEN position >= 15 THEN atr14 END::DOUBLE AS atr_14_day,
+  /* Return: (close - prev_close) / prev_close, NULL on the ticker's first row */
   ((close_price - prev_close) / prev_close * 100)::DOUBLE AS daily_return_pct,
   ((high_price - low_price) / close_price * 100)::DOUBLE AS price_range_pct,
-  CASE WHEN n_volume20 = 20 THEN volume / avg_volume20 END::DOUBLE AS volume_ratio,
-  CASE WHEN n_volume20 = 20 THEN ROUND(avg_volume20) END::BIGINT AS volume_sma_20
+  /* Volume: current over the mean of the last 20, and that mean rounded half away from zero */
+  CASE WHEN position >= 20 THEN volume / avg_volume20 END::DOUBLE AS volume_ratio,
+  CASE WHEN position >= 20 THEN ROUND(avg_volume20) END::BIGINT AS volume_sma_20
 FROM windows
 WHERE date BETWEEN @start_ds AND @end_ds

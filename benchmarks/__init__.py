@@ -1,0 +1,1 @@
+"""Scale benchmarks (not run as tests): `python -m benchmarks --help`."""

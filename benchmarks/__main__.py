@@ -1,0 +1,87 @@
+"""Benchmark harness: `python -m benchmarks transform --tickers 500 --days 6500`.
+
+Each stage is measured in one process; results go to benchmarks/results/<stage>.json and
+a markdown table beside it. Targets are reported as met or missed with the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            mem = f"{int(f.readline().split()[1]) / 1024 / 1024:.0f} GiB"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()}, {cpus} cores, {mem}, Python {platform.python_version()}"
+
+
+def transform(args) -> dict:
+    from benchmarks.transform import measure
+    from benchmarks.universe import universe
+
+    started = time.perf_counter()
+    frame = universe(args.tickers, args.days)
+    result = measure(frame)
+    targets = {
+        "full refresh within 2x of a bare DuckDB window query": (result["full_vs_bare"] <= 2.0, f"{result['full_vs_bare']:.2f}x"),
+        "one-day incremental run at most 5% of the full refresh": (result["one_day_vs_full"] <= 0.05, f"{100 * result['one_day_vs_full']:.1f}%"),
+    }
+    return {
+        "stage": "transform",
+        "tickers": args.tickers,
+        "days": args.days,
+        "machine": machine(),
+        "elapsed_s": time.perf_counter() - started,
+        **result,
+        "targets": {name: {"met": met, "measured": figure} for name, (met, figure) in targets.items()},
+    }
+
+
+def markdown(result: dict) -> str:
+    rows = [
+        ("rows", f"{result['rows']:,}"),
+        ("bare DuckDB window query", f"{result['bare_duckdb_s']:.2f} s"),
+        ("SQLMesh full refresh (plan, audits included)", f"{result['full_refresh_s']:.2f} s ({result['full_vs_bare']:.2f}x bare)"),
+        ("one-day incremental run (restatement of the new day)", f"{result['one_day_s']:.3f} s ({100 * result['one_day_vs_full']:.1f}% of full)"),
+        ("pipeline's daily transform (prod check + incremental run)", f"{result['daily_step_s']:.3f} s ({100 * result['daily_step_vs_full']:.1f}% of full)"),
+    ]
+    lines = [f"Transform, {result['tickers']} tickers x {result['days']:,} days, on {result['machine']}", "",
+             "| measure | value |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows], "",
+             "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {name} | {t['measured']} | {'met' if t['met'] else 'MISSED'} |" for name, t in result["targets"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="stage", required=True)
+    t = sub.add_parser("transform", help="SQLMesh full refresh and one-day run vs bare DuckDB")
+    t.add_argument("--tickers", type=int, default=500)
+    t.add_argument("--days", type=int, default=6500)
+    t.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    result = transform(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = f"{args.stage}_{args.tickers}x{args.days}"
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))
+    table = markdown(result)
+    (args.out / f"{name}.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
