@@ -22,6 +22,7 @@ class AuditOutcome:
     violations: int
     sample: pd.DataFrame
     query: str
+    dates: tuple[dt.date, ...] = ()  # distinct trade_dates of the violating rows, when known
 
     @property
     def passed(self) -> bool:
@@ -66,6 +67,13 @@ def evaluate_audits(
         )
         count = adapter.fetchone(exp.select("COUNT(*)").from_(query.subquery("audit")), quote_identifiers=True)[0]
         sample = adapter.fetchdf(query.limit(sample_rows), quote_identifiers=True) if count else pd.DataFrame()
+        dates: tuple[dt.date, ...] = ()
+        if count and "trade_date" in sample.columns:
+            rows = adapter.fetchall(
+                exp.select("trade_date").distinct().from_(query.subquery("audit")).order_by("trade_date"),
+                quote_identifiers=True,
+            )
+            dates = tuple(pd.Timestamp(r[0]).date() for r in rows)
         outcomes.append(
             AuditOutcome(
                 name=audit.name,
@@ -73,6 +81,7 @@ def evaluate_audits(
                 violations=int(count),
                 sample=sample,
                 query=query.sql(dialect=model.dialect, pretty=True),
+                dates=dates,
             )
         )
     return outcomes

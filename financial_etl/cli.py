@@ -16,9 +16,12 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from dagster import AssetCheckSeverity
+
 from financial_etl.errors import (
     EXIT_CODE_BY_CLASS_NAME,
     EXIT_CONFIG,
+    EXIT_DATA_QUALITY,
     EXIT_SUCCESS,
     EXIT_UNEXPECTED,
     ConfigError,
@@ -108,6 +111,14 @@ def failure_exit_code(result) -> int:
     return EXIT_UNEXPECTED
 
 
+def failed_blocking_checks(result) -> list[str]:
+    return [
+        f"{e.asset_key.to_user_string()}:{e.check_name}"
+        for e in result.get_asset_check_evaluations()
+        if not e.passed and e.severity == AssetCheckSeverity.ERROR
+    ]
+
+
 def run_pipeline(settings: Settings, start: dt.date, end: dt.date) -> int:
     from financial_etl.summary import print_summary
 
@@ -115,9 +126,57 @@ def run_pipeline(settings: Settings, start: dt.date, end: dt.date) -> int:
     if result.success:
         print_summary(settings, result, start, end)
         return EXIT_SUCCESS
+    if failed := failed_blocking_checks(result):
+        print(f"financial-etl: data-quality failure, blocking checks failed: {', '.join(failed)}; "
+              "downstream assets were not materialized", file=sys.stderr)
+        print_check_table(result, file=sys.stderr)
+        print(f"financial-etl: run {result.run_id} failed (exit {EXIT_DATA_QUALITY})", file=sys.stderr)
+        return EXIT_DATA_QUALITY
     code = failure_exit_code(result)
     print(f"financial-etl: run {result.run_id} failed (exit {code})", file=sys.stderr)
     return code
+
+
+def print_check_table(result, file=None) -> None:
+    rows = []
+    for e in result.get_asset_check_evaluations():
+        status = "PASS" if e.passed else ("FAIL" if e.severity == AssetCheckSeverity.ERROR else "WARN")
+        meta = e.metadata or {}
+        count = next((meta[k].value for k in ("violating_rows", "duplicate_keys", "rows_outside", "missing_sessions") if k in meta), "")
+        rows.append((status, e.asset_key.to_user_string(), e.check_name, str(count)))
+    width = [max(len(r[i]) for r in rows + [("status", "asset", "check", "rows")]) for i in range(4)]
+    print("  ".join(h.ljust(w) for h, w in zip(("status", "asset", "check", "rows"), width)), file=file)
+    for row in sorted(rows, key=lambda r: (r[1], r[2])):
+        print("  ".join(c.ljust(w) for c, w in zip(row, width)), file=file)
+
+
+def run_checks(settings: Settings, start: dt.date | None, end: dt.date | None) -> int:
+    """Re-evaluate every check against the current tables, materializing nothing."""
+    from dagster import DagsterInstance
+
+    from financial_etl.checks import CHECK_END_TAG, CHECK_START_TAG
+    from financial_etl.definitions import CHECKS_JOB, build_definitions
+
+    if not settings.duckdb_path.exists():
+        raise ConfigError(f"no warehouse at {settings.duckdb_path}: run `financial-etl run` first")
+    tags = {}
+    if start or end:
+        tags = {CHECK_START_TAG: (start or settings.start_date).isoformat(),
+                CHECK_END_TAG: (end or settings.resolved_end()).isoformat()}
+    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    job = build_definitions(settings).resolve_job_def(CHECKS_JOB)
+    result = job.execute_in_process(
+        instance=instance, tags=tags, raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+    evaluations = result.get_asset_check_evaluations()
+    if not evaluations:
+        return failure_exit_code(result)
+    print_check_table(result)
+    if failed := failed_blocking_checks(result):
+        print(f"financial-etl: {len(failed)} check(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return EXIT_DATA_QUALITY
+    return EXIT_SUCCESS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,10 +185,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = sub.add_parser("run", help="materialize extract, transform and export for a date range")
     run.add_argument("--start", help="first date, YYYY-MM-DD (default FINANCIAL_ETL_START_DATE)")
     run.add_argument("--end", help="last date, YYYY-MM-DD (default FINANCIAL_ETL_END_DATE, else today)")
+    check = sub.add_parser("check", help="re-evaluate every check on the current tables; exit 0, or 3 on a failure")
+    check.add_argument("--start", help="first date to check (default: the whole configured range)")
+    check.add_argument("--end", help="last date to check")
     args = parser.parse_args(argv)
     quiet_libraries()
     try:
         settings = load_settings()
+        if args.command == "check":
+            return run_checks(
+                settings,
+                parse_date("--start", args.start) if args.start else None,
+                parse_date("--end", args.end) if args.end else None,
+            )
         start = parse_date("--start", args.start) if args.start else settings.start_date
         end = parse_date("--end", args.end) if args.end else settings.resolved_end()
         if start < settings.start_date:

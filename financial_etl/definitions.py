@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, define_asset_job, definitions
+from dagster import AssetSelection, Definitions, define_asset_job, definitions
 from dagster_dlt import DagsterDltResource
 from dagster_sqlmesh import SQLMeshResource
 
 from financial_etl.assets.export import build_export_asset
 from financial_etl.assets.extract import build_extract_assets
 from financial_etl.assets.transform import build_transform_assets
+from financial_etl.checks import MART_KEY, build_export_check, build_mart_checks, build_raw_checks
 from financial_etl.partitions import trading_day_partitions
 from financial_etl.resources import Project
 from financial_etl.settings import Settings, load_settings
 
 DAILY_JOB = "daily_stock_metrics"
+CHECKS_JOB = "check_stock_metrics"
 
 
 def build_definitions(settings: Settings) -> Definitions:
     project = Project(settings)
     partitions_def = trading_day_partitions(settings.start_date)
-    assets = [
-        build_extract_assets(project, partitions_def),
-        build_transform_assets(project, partitions_def),
-        build_export_asset(project, partitions_def),
+    transform = build_transform_assets(project, partitions_def)
+    mart_schema = transform.specs_by_key[MART_KEY].metadata.get("dagster/column_schema")
+    export = build_export_asset(project, partitions_def, column_schema=mart_schema)
+    assets = [build_extract_assets(project, partitions_def), transform, export]
+    checks = [
+        build_raw_checks(project, partitions_def),
+        build_mart_checks(project, partitions_def),
+        build_export_check(project, partitions_def, export.key),
     ]
     daily_job = define_asset_job(
         DAILY_JOB,
@@ -30,9 +36,15 @@ def build_definitions(settings: Settings) -> Definitions:
         partitions_def=partitions_def,
         description="Extract, transform and export one partition range, checks included.",
     )
+    checks_job = define_asset_job(
+        CHECKS_JOB,
+        selection=AssetSelection.all_asset_checks(),
+        description="Re-evaluate every check against the current tables, materializing nothing.",
+    )
     return Definitions(
         assets=assets,
-        jobs=[daily_job],
+        asset_checks=checks,
+        jobs=[daily_job, checks_job],
         resources={"dlt": DagsterDltResource(), "sqlmesh": SQLMeshResource()},
     )
 

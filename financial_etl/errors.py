@@ -38,6 +38,7 @@ class DestinationConnectionError(FinancialEtlError):
 
 
 EXIT_CODE_BY_CLASS_NAME: dict[str, int] = {
-    cls.__name__: cls.exit_code
-    for cls in (ConfigError, DataQualityError, DestinationConnectionError)
+    **{cls.__name__: cls.exit_code for cls in (ConfigError, DataQualityError, DestinationConnectionError)},
+    # Dagster's own error when a blocking asset check fails.
+    "DagsterAssetCheckFailedError": EXIT_DATA_QUALITY,
 }

@@ -40,6 +40,8 @@ class Settings:
     export_duckdb_path: Path = DEFAULT_DATA_DIR / "export.duckdb"
     export_schema: str = "dbo"
     export_table: str = "Dim_Stock_Metrics"
+    sqlmesh_project_dir: Path = SQLMESH_PROJECT_DIR
+    owner: str = "team:data-engineering"
 
     @property
     def data_dir(self) -> Path:
@@ -146,6 +148,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if not identifier.match(value):
             raise ConfigError(f"FINANCIAL_ETL_{name}={value!r} is not a plain SQL identifier")
 
+    project_dir = Path(get("SQLMESH_PROJECT") or SQLMESH_PROJECT_DIR).expanduser()
+    if not (project_dir / "models").is_dir():
+        raise ConfigError(f"FINANCIAL_ETL_SQLMESH_PROJECT={str(project_dir)!r} is not a SQLMesh project (no models/ folder)")
+    owner = get("OWNER") or "team:data-engineering"
+    if not re.match(r"^(team:[A-Za-z0-9_-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$", owner):
+        raise ConfigError(f"FINANCIAL_ETL_OWNER={owner!r} must be an email or team:<name>")
+
     return Settings(
         source=source,
         csv_dir=csv_dir,
@@ -156,4 +165,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         export_duckdb_path=export_duckdb_path,
         export_schema=export_schema,
         export_table=export_table,
+        sqlmesh_project_dir=project_dir,
+        owner=owner,
     )

@@ -28,7 +28,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
     AssetsDefinition,
     BackfillPolicy,
     MaterializeResult,
@@ -92,14 +91,15 @@ def sqlmesh_multi_asset(
     partitions_def: PartitionsDefinition | None,
     name: str = "sqlmesh_models",
     check_specs: Sequence[AssetCheckSpec] = (),
-    descriptions: Mapping[str, str] | None = None,
+    out_attributes: Mapping[str, Mapping[str, t.Any]] | None = None,
 ) -> t.Callable[[t.Callable[..., t.Any]], AssetsDefinition]:
-    """`sqlmesh_assets`, plus partitions, a single-run backfill policy and check specs."""
+    """`sqlmesh_assets`, plus partitions, a single-run backfill policy, check specs, and
+    extra AssetOut attributes (description, metadata, owners, code_version) per asset key."""
     options = sqlmesh_to_multi_asset_options(environment=PROD, config=config)
     for intermediate in options.outs.values():
         key = getattr(intermediate, "asset_key", None)
-        if descriptions and key in descriptions:
-            intermediate.kwargs["description"] = descriptions[key]  # type: ignore[attr-defined]
+        if out_attributes and key in out_attributes:
+            intermediate.kwargs.update(out_attributes[key])  # type: ignore[attr-defined]
     outs = dict(options.to_asset_outs())
     return multi_asset(
         name=name,
@@ -112,12 +112,15 @@ def sqlmesh_multi_asset(
     )
 
 
-def model_names(config: ProjectSQLMeshConfig) -> list[str]:
-    context = Context(paths=config.path, gateway=config.gateway, config=config.sqlmesh_config)
-    try:
-        return [model.name for model in context.models.values() if not model.kind.is_external]
-    finally:
-        context.close()
+def model_names(context: Context) -> list[str]:
+    return [model.name for model in context.models.values() if not model.kind.is_external]
+
+
+def code_version(context: Context, model_name: str) -> str:
+    """The model's data fingerprint: it changes when the SQL (or a macro it uses) changes,
+    so Dagster flags the mart as changed."""
+    # model.data_hash needs no database (definitions load must not touch the warehouse).
+    return context.get_model(model_name, raise_if_missing=True).data_hash
 
 
 def prod_matches_project(context: Context) -> bool:
@@ -138,6 +141,8 @@ def _prod_is_current(config: ProjectSQLMeshConfig) -> bool:
         return prod_matches_project(context)
     finally:
         context.close()
+        for adapter in context.engine_adapters.values():
+            adapter.close()
 
 
 def run_range(
@@ -178,5 +183,3 @@ def run_range(
     )
 
 
-def asset_key_for(fqn: str) -> AssetKey:
-    return AssetKey(list(ProjectTranslator().get_asset_key_name(fqn)))

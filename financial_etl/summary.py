@@ -27,7 +27,7 @@ def print_summary(settings: Settings, result, start: dt.date, end: dt.date) -> N
     for mat in result.get_asset_materialization_events():
         m = mat.materialization
         if m.asset_key.path == [target.schema, target.table]:
-            exported = m.metadata["dagster/row_count"].value
+            exported = m.metadata["rows_exported"].value
     print(f"\nfinancial-etl: run {result.run_id} succeeded, {start} to {end}")
     print(f"  raw.eod_prices_raw      {raw:>9} rows in range   {db}")
     print(f"  marts.stock_metrics     {mart:>9} rows in range   {db}")

@@ -83,7 +83,7 @@ def test_synthetic_default_run_materializes_the_graph_with_a_synthetic_label(wor
     assert raw_meta["rows_in_range"].value == 7 * 21
     export_meta = mats["dbo/Dim_Stock_Metrics"].metadata
     assert export_meta["target_kind"].value == "duckdb-standin"
-    assert export_meta["dagster/row_count"].value == 7 * 21
+    assert export_meta["rows_exported"].value == export_meta["dagster/partition_row_count"].value == 7 * 21
 
 
 def test_yfinance_run_names_the_empty_ticker_and_loads_the_rest(workdir, clean_env, monkeypatch):

@@ -1,6 +1,5 @@
 """Export group: marts.stock_metrics -> the export target, merged on (ticker, trade_date)."""
 
-
 import datetime as dt
 
 import dlt
@@ -15,6 +14,7 @@ from dagster import (
     MetadataValue,
     asset,
 )
+from dlt.pipeline.pipeline import Pipeline
 
 from financial_etl.partitions import run_dates
 from financial_etl.resources import EXPORT_PIPELINE, Project
@@ -62,7 +62,27 @@ def nan_to_null(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
-def build_export_asset(project: Project, partitions_def):
+def export_pipeline(project: Project) -> Pipeline:
+    target = project.export_target
+    return dlt.pipeline(
+        pipeline_name=EXPORT_PIPELINE,
+        destination=target.destination(),
+        dataset_name=target.schema,
+        pipelines_dir=str(project.settings.pipelines_dir),
+    )
+
+
+def target_row_counts(pipeline: Pipeline, table: str, start: dt.date, end: dt.date) -> tuple[int, int]:
+    """(rows in the whole target table, rows in [start, end])."""
+    with pipeline.sql_client() as client:
+        name = client.make_qualified_table_name(table)
+        total, in_range = client.execute_sql(
+            f"SELECT count(*), count(CASE WHEN trade_date BETWEEN %s AND %s THEN 1 END) FROM {name}", start, end
+        )[0]
+    return int(total), int(in_range)
+
+
+def build_export_asset(project: Project, partitions_def, column_schema=None):
     target = project.export_target
 
     @asset(
@@ -70,12 +90,14 @@ def build_export_asset(project: Project, partitions_def):
         deps=[MART_KEY],
         group_name="export",
         kinds={"dlt", "mssql" if not target.is_standin else "duckdb"},
+        owners=[project.settings.owner],
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
         description=(
             f"marts.stock_metrics exported to {target.schema}.{target.table} through dlt, "
             "merged on (ticker, trade_date) for the run's date range."
         ),
+        metadata={"dagster/column_schema": column_schema} if column_schema else None,
     )
     def export_stock_metrics(context: AssetExecutionContext) -> MaterializeResult:
         start, end = run_dates(context)
@@ -95,24 +117,22 @@ def build_export_asset(project: Project, partitions_def):
             if rows.num_rows:
                 yield rows
 
-        pipeline = dlt.pipeline(
-            pipeline_name=EXPORT_PIPELINE,
-            destination=target.destination(),
-            dataset_name=target.schema,
-            pipelines_dir=str(project.settings.pipelines_dir),
-        )
+        pipeline = export_pipeline(project)
         # A package left by a killed run is recomputed from the mart anyway: drop it.
         pipeline.abort_packages()
         info = pipeline.run(stock_metrics())
         info.raise_on_failed_jobs()
-        return MaterializeResult(
-            metadata={
-                "dagster/row_count": MetadataValue.int(rows.num_rows),
-                "target": MetadataValue.text(target.description),
-                "target_kind": MetadataValue.text(target.kind),
-                "range_start": MetadataValue.text(start.isoformat()),
-                "range_end": MetadataValue.text(end.isoformat()),
-            }
-        )
+        total, in_range = target_row_counts(pipeline, target.table, start, end) if rows.num_rows else (None, 0)
+        metadata = {
+            "dagster/partition_row_count": MetadataValue.int(in_range),
+            "rows_exported": MetadataValue.int(rows.num_rows),
+            "target": MetadataValue.text(target.description),
+            "target_kind": MetadataValue.text(target.kind),
+            "range_start": MetadataValue.text(start.isoformat()),
+            "range_end": MetadataValue.text(end.isoformat()),
+        }
+        if total is not None:
+            metadata["dagster/row_count"] = MetadataValue.int(total)
+        return MaterializeResult(metadata=metadata)
 
     return export_stock_metrics

@@ -2,12 +2,15 @@
 
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import dlt
+import duckdb
 from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, MetadataValue
 from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 
+from financial_etl.metadata import raw_table_schema
 from financial_etl.partitions import run_dates
 from financial_etl.resources import Project
 from financial_etl.sources import PriceBatch, eod_prices_resource, fetch_for
@@ -16,8 +19,11 @@ from financial_etl.sources.prices import RAW_DATASET, RAW_TABLE
 RAW_KEY = AssetKey([RAW_DATASET, RAW_TABLE])
 
 
+@dataclass
 class RawTranslator(DagsterDltTranslator):
     """The raw table's key is exactly the key the SQLMesh model depends on."""
+
+    owner: str = "team:data-engineering"
 
     def get_asset_spec(self, data: DltResourceTranslatorData) -> AssetSpec:
         spec = super().get_asset_spec(data)
@@ -30,7 +36,17 @@ class RawTranslator(DagsterDltTranslator):
                 "repeated load never duplicates a row."
             ),
             kinds={"dlt", "duckdb"},
-        )
+            owners=[self.owner],
+        ).merge_attributes(metadata={"dagster/column_schema": raw_table_schema()})
+
+
+def raw_row_counts(duckdb_path: str, start, end) -> dict:
+    with duckdb.connect(duckdb_path, read_only=True) as con:
+        total, in_range = con.execute(
+            "SELECT count(*), count(CASE WHEN date BETWEEN ? AND ? THEN 1 END) FROM raw.eod_prices_raw",
+            [start, end],
+        ).fetchone()
+    return {"dagster/row_count": MetadataValue.int(total), "dagster/partition_row_count": MetadataValue.int(in_range)}
 
 
 def prices_source(project: Project, start, end, report: list[PriceBatch] | None = None):
@@ -50,7 +66,7 @@ def build_extract_assets(project: Project, partitions_def):
         dlt_source=prices_source(project, settings.start_date, settings.resolved_end()),
         dlt_pipeline=project.extract_pipeline(),
         name="extract_prices",
-        dagster_dlt_translator=RawTranslator(),
+        dagster_dlt_translator=RawTranslator(owner=settings.owner),
         partitions_def=partitions_def,
     )
     def extract_prices(context: AssetExecutionContext, dlt: DagsterDltResource) -> Iterator[MaterializeResult]:
@@ -84,6 +100,11 @@ def build_extract_assets(project: Project, partitions_def):
             if batch and batch.empty_tickers:
                 context.log.warning(f"no rows in range for: {', '.join(batch.empty_tickers)}")
             context.log.info(f"loaded {rows} rows into raw.eod_prices_raw")
+            if batch is not None and settings.duckdb_path.exists():
+                try:
+                    extra.update(raw_row_counts(str(settings.duckdb_path), start, end))
+                except duckdb.CatalogException:  # nothing loaded yet: an empty first range
+                    pass
             yield MaterializeResult(
                 asset_key=result.asset_key,
                 metadata={**(result.metadata or {}), **extra},

@@ -1,33 +1,94 @@
 """Transform group: the SQLMesh project (marts.stock_metrics) as a partitioned multi-asset."""
 
-
 from collections.abc import Iterator
 
-from dagster import AssetExecutionContext, MaterializeResult
+import duckdb
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
 from dagster_sqlmesh import SQLMeshResource
+from dagster_sqlmesh.resource import PlanOrRunFailedError
 
+from financial_etl.audits import evaluate_audits
+from financial_etl.checks import MART_KEY, MART_MODEL, RAW_KEY
+from financial_etl.metadata import model_column_lineage, model_table_schema
 from financial_etl.partitions import run_dates
 from financial_etl.resources import Project
-from financial_etl.sqlmesh_adapter import model_names, run_range, sqlmesh_multi_asset
+from financial_etl.sqlmesh_adapter import code_version, model_names, run_range, sqlmesh_multi_asset
 
 MART_DESCRIPTION = (
     "Daily technical indicators per ticker (SMA 9/20/50, Bollinger bands, RSI 14, MACD, "
-    "ATR 14, returns, volume ratios), computed by SQLMesh from raw.eod_prices_raw."
+    "ATR 14, returns, volume ratios), computed by SQLMesh from raw.eod_prices_raw. Each "
+    "indicator is NULL until its window of trading rows is full."
 )
+
+
+def mart_static_metadata(project: Project) -> dict:
+    with project.sqlmesh_context() as context:
+        return {
+            "models": model_names(context),
+            "code_version": code_version(context, MART_MODEL),
+            "column_schema": model_table_schema(context, MART_MODEL),
+            "column_lineage": model_column_lineage(context, MART_MODEL, {"eod_prices_raw": RAW_KEY}),
+        }
+
+
+def _row_counts(project: Project, start, end) -> dict:
+    with duckdb.connect(str(project.settings.duckdb_path), read_only=True) as con:
+        total, in_range = con.execute(
+            "SELECT count(*), count(CASE WHEN trade_date BETWEEN ? AND ? THEN 1 END) FROM marts.stock_metrics",
+            [start, end],
+        ).fetchone()
+    return {
+        "dagster/row_count": MetadataValue.int(total),
+        "dagster/partition_row_count": MetadataValue.int(in_range),
+        "range": MetadataValue.text(f"{start} to {end}"),
+    }
 
 
 def build_transform_assets(project: Project, partitions_def):
     config = project.sqlmesh_config
-    models = model_names(config)
+    static = mart_static_metadata(project)
+    spec_metadata = {
+        "dagster/column_schema": static["column_schema"],
+        "dagster/column_lineage": static["column_lineage"],
+    }
 
     @sqlmesh_multi_asset(
         config=config,
         partitions_def=partitions_def,
-        descriptions={"marts/stock_metrics": MART_DESCRIPTION},
+        out_attributes={
+            MART_KEY.to_user_string(): {
+                "description": MART_DESCRIPTION,
+                "code_version": static["code_version"],
+                "owners": [project.settings.owner],
+                "metadata": spec_metadata,
+            }
+        },
     )
     def sqlmesh_models(context: AssetExecutionContext, sqlmesh: SQLMeshResource) -> Iterator[MaterializeResult]:
         start, end = run_dates(context)
-        context.log.info(f"SQLMesh prod: recomputing {', '.join(models)} for {start} to {end}")
-        yield from run_range(context, sqlmesh, config, start, end, restate=models)
+        context.log.info(f"SQLMesh prod: recomputing {', '.join(static['models'])} for {start} to {end}")
+        try:
+            results = list(run_range(context, sqlmesh, config, start, end, restate=static["models"]))
+        except PlanOrRunFailedError:
+            failing = _failing_blocking_audits(project, start, end)
+            if not failing:
+                raise
+            # SQLMesh wrote the rows, then stopped at a blocking audit. Keep them for
+            # inspection: the blocking checks report them and keep the export from running.
+            context.log.error(
+                f"SQLMesh stopped at failing blocking audits ({', '.join(failing)}) for {start} to {end}; "
+                "the rows stay in marts.stock_metrics for inspection and the export will not run"
+            )
+            results = [MaterializeResult(asset_key=MART_KEY, metadata={"failed_audits": ", ".join(failing)})]
+        for result in results:
+            yield MaterializeResult(
+                asset_key=result.asset_key,
+                metadata={**(result.metadata or {}), **spec_metadata, **_row_counts(project, start, end)},
+            )
 
     return sqlmesh_models
+
+
+def _failing_blocking_audits(project: Project, start, end) -> list[str]:
+    with project.sqlmesh_context() as context:
+        return [o.name for o in evaluate_audits(context, MART_MODEL, start, end) if o.blocking and not o.passed]
