@@ -6,7 +6,8 @@ import datetime as dt
 
 import pandas as pd
 
-from financial_etl.sources.synthetic import ORIGIN, synthetic_series, trading_sessions
+from financial_etl.calendar import trading_sessions
+from financial_etl.sources.synthetic import ORIGIN, synthetic_series
 
 
 def sessions(days: int) -> list[dt.date]:

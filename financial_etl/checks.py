@@ -31,8 +31,10 @@ from dagster._core.storage.tags import (
 from financial_etl.audits import AuditOutcome, audit_names, evaluate_audits
 from financial_etl.metadata import markdown_table
 from financial_etl.resources import Project
+from financial_etl.run_tags import run_tickers
 from financial_etl.sources.prices import RAW_DATASET, RAW_TABLE
-from financial_etl.sources.synthetic import trading_sessions
+from financial_etl.warehouse_lock import warehouse_lock
+from financial_etl.calendar import trading_sessions
 
 MART_MODEL = "marts.stock_metrics"
 MART_KEY = AssetKey(["marts", "stock_metrics"])
@@ -104,7 +106,7 @@ def build_mart_checks(project: Project, partitions_def: TimeWindowPartitionsDefi
     def stock_metrics_audits(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
         start, end = check_range(context, project, partitions_def)
         selected = {key.name for key in context.selected_asset_check_keys}
-        with project.sqlmesh_context() as mesh:
+        with warehouse_lock(project.settings.duckdb_path, log=context.log.info), project.sqlmesh_context() as mesh:
             outcomes = evaluate_audits(mesh, MART_MODEL, start, end)
         for outcome in outcomes:
             if outcome.name not in selected:
@@ -138,7 +140,9 @@ def build_raw_checks(project: Project, partitions_def: TimeWindowPartitionsDefin
     def raw_prices_checks(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
         start, end = check_range(context, project, partitions_def)
         selected = {key.name for key in context.selected_asset_check_keys}
-        with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        with warehouse_lock(settings.duckdb_path, log=context.log.info), duckdb.connect(
+            str(settings.duckdb_path), read_only=True
+        ) as con:
             if "no_duplicate_ticker_date" in selected:
                 dupes = con.execute(
                     "SELECT ticker, date, count(*) AS copies FROM raw.eod_prices_raw "
@@ -169,7 +173,7 @@ def build_raw_checks(project: Project, partitions_def: TimeWindowPartitionsDefin
                     "SELECT ticker, date FROM raw.eod_prices_raw WHERE date BETWEEN ? AND ?", [start, end]
                 ).fetchall()
         if "complete_sessions" in selected:
-            yield completeness_result(settings.tickers, present, start, end, context)
+            yield completeness_result(run_tickers(context.run.tags, settings), present, start, end, context)
 
     return raw_prices_checks
 
@@ -212,7 +216,9 @@ def build_export_check(project: Project, partitions_def: TimeWindowPartitionsDef
     )
     def export_reconciliation(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
         start, end = check_range(context, project, partitions_def)
-        with duckdb.connect(str(project.settings.duckdb_path), read_only=True) as con:
+        with warehouse_lock(project.settings.duckdb_path, log=context.log.info), duckdb.connect(
+            str(project.settings.duckdb_path), read_only=True
+        ) as con:
             mart_rows, mart_sum = con.execute(
                 "SELECT count(*), coalesce(sum(close_price), 0) FROM marts.stock_metrics WHERE trade_date BETWEEN ? AND ?",
                 [start, end],

@@ -51,7 +51,7 @@ def _preflight(settings: Settings) -> None:
         from financial_etl.sources.csv import check_csv_dir
 
         assert settings.csv_dir is not None
-        check_csv_dir(settings.csv_dir, settings.tickers)
+        check_csv_dir(settings.csv_dir, settings.current_tickers())
 
 
 def _exit_code_for_failure(error) -> int:

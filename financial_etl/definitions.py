@@ -9,6 +9,12 @@ from dagster_sqlmesh import SQLMeshResource
 from financial_etl.assets.export import build_export_asset
 from financial_etl.assets.extract import build_extract_assets
 from financial_etl.assets.transform import build_transform_assets
+from financial_etl.automation import (
+    build_daily_schedule,
+    build_failure_sensor,
+    build_new_ticker_sensor,
+    build_restated_history_sensor,
+)
 from financial_etl.checks import MART_KEY, build_export_check, build_mart_checks, build_raw_checks
 from financial_etl.partitions import trading_day_partitions
 from financial_etl.resources import Project
@@ -41,10 +47,17 @@ def build_definitions(settings: Settings) -> Definitions:
         selection=AssetSelection.all_asset_checks(),
         description="Re-evaluate every check against the current tables, materializing nothing.",
     )
+    asset_keys = [spec.key for a in assets for spec in a.specs]
     return Definitions(
         assets=assets,
         asset_checks=checks,
         jobs=[daily_job, checks_job],
+        schedules=[build_daily_schedule(project, daily_job, partitions_def)],
+        sensors=[
+            build_new_ticker_sensor(project, partitions_def, asset_keys),
+            build_restated_history_sensor(project, partitions_def, asset_keys),
+            build_failure_sensor(project, settings.alert_log, settings.alert_webhook_url),
+        ],
         resources={"dlt": DagsterDltResource(), "sqlmesh": SQLMeshResource()},
     )
 

@@ -19,6 +19,7 @@ ENV_PREFIX = "FINANCIAL_ETL_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SQLMESH_PROJECT_DIR = REPO_ROOT / "sqlmesh_project"
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
+DEFAULT_TICKERS_FILE = REPO_ROOT / "tickers.txt"
 
 SOURCES = ("synthetic", "csv", "yfinance")
 SEED_TICKERS = ("AAPL", "MSFT", "GOOGL", "AMZN", "META", "NVDA", "TSLA")
@@ -33,7 +34,8 @@ class Settings:
 
     source: str = "synthetic"
     csv_dir: Path | None = None
-    tickers: tuple[str, ...] = SEED_TICKERS
+    tickers: tuple[str, ...] = SEED_TICKERS  # the universe when the settings were read
+    tickers_file: Path | None = None  # re-read by current_tickers(); None when set by env
     start_date: dt.date = DEFAULT_START
     end_date: dt.date | None = None  # None: today, resolved when asked
     duckdb_path: Path = DEFAULT_DATA_DIR / "financial_etl.duckdb"
@@ -42,6 +44,8 @@ class Settings:
     export_table: str = "Dim_Stock_Metrics"
     sqlmesh_project_dir: Path = SQLMESH_PROJECT_DIR
     owner: str = "team:data-engineering"
+    alert_log: Path = DEFAULT_DATA_DIR / "alerts.log"
+    alert_webhook_url: str | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -51,6 +55,10 @@ class Settings:
     def pipelines_dir(self) -> Path:
         """dlt's local working state lives beside the warehouse, not in ~/.dlt."""
         return self.data_dir / ".dlt_pipelines"
+
+    def current_tickers(self) -> tuple[str, ...]:
+        """The ticker universe now: the file is re-read, so an edit needs no reload."""
+        return read_tickers_file(self.tickers_file) if self.tickers_file else self.tickers
 
     def resolved_end(self, today: dt.date | None = None) -> dt.date:
         return self.end_date or (today or dt.date.today())
@@ -88,6 +96,28 @@ def parse_tickers(name: str, value: str) -> tuple[str, ...]:
     return tickers
 
 
+def read_tickers_file(path: Path) -> tuple[str, ...]:
+    """One symbol per line (commas allowed), `#` starts a comment; errors name the line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"FINANCIAL_ETL_TICKERS_FILE={str(path)!r} cannot be read ({exc.strerror})") from None
+    tickers: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        text = line.split("#", 1)[0].strip()
+        if text:
+            try:
+                tickers.extend(parse_tickers(f"{path}:{number}", text))
+            except ConfigError as exc:
+                raise ConfigError(str(exc)) from None
+    if not tickers:
+        raise ConfigError(f"{path} lists no ticker")
+    if len(set(tickers)) != len(tickers):
+        twice = sorted({t for t in tickers if tickers.count(t) > 1})
+        raise ConfigError(f"{path} lists {', '.join(twice)} twice")
+    return tuple(tickers)
+
+
 def _check_range(start: dt.date, end: dt.date) -> None:
     if start > end:
         raise ConfigError(
@@ -111,9 +141,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"choose one of {', '.join(SOURCES)}"
         )
 
-    tickers = SEED_TICKERS
+    tickers_file: Path | None = None
     if (raw_tickers := env.get(ENV_PREFIX + "TICKERS")) is not None:
         tickers = parse_tickers("FINANCIAL_ETL_TICKERS", raw_tickers)
+    else:
+        tickers_file = Path(get("TICKERS_FILE") or DEFAULT_TICKERS_FILE).expanduser()
+        tickers = read_tickers_file(tickers_file)
 
     start = parse_date("FINANCIAL_ETL_START_DATE", get("START_DATE") or DEFAULT_START.isoformat())
     end = parse_date("FINANCIAL_ETL_END_DATE", raw) if (raw := get("END_DATE")) else None
@@ -155,10 +188,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not re.match(r"^(team:[A-Za-z0-9_-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$", owner):
         raise ConfigError(f"FINANCIAL_ETL_OWNER={owner!r} must be an email or team:<name>")
 
+    alert_log = Path(get("ALERT_LOG") or duckdb_path.parent / "alerts.log").expanduser()
+    webhook = get("ALERT_WEBHOOK_URL")
+    if webhook and not re.match(r"^https?://[^\s]+$", webhook):
+        raise ConfigError("FINANCIAL_ETL_ALERT_WEBHOOK_URL must be an http(s) URL")
+
     return Settings(
         source=source,
         csv_dir=csv_dir,
         tickers=tickers,
+        tickers_file=tickers_file,
         start_date=start,
         end_date=end,
         duckdb_path=duckdb_path,
@@ -167,4 +206,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         export_table=export_table,
         sqlmesh_project_dir=project_dir,
         owner=owner,
+        alert_log=alert_log,
+        alert_webhook_url=webhook,
     )

@@ -11,7 +11,7 @@ from financial_etl.cli import execute_range, main
 from financial_etl.definitions import build_definitions
 from financial_etl.errors import EXIT_DATA_QUALITY, EXIT_SUCCESS
 from financial_etl.settings import SQLMESH_PROJECT_DIR, load_settings
-from financial_etl.sources.synthetic import trading_sessions
+from financial_etl.calendar import trading_sessions
 from financial_etl_tests.conftest import day, query
 
 MART = AssetKey(["marts", "stock_metrics"])

@@ -9,7 +9,8 @@ from financial_etl.errors import ConfigError
 from financial_etl.sources import csv as csv_source
 from financial_etl.sources import yfinance as yf_source
 from financial_etl.sources.prices import to_arrow
-from financial_etl.sources.synthetic import fetch_synthetic, trading_sessions
+from financial_etl.calendar import trading_sessions
+from financial_etl.sources.synthetic import fetch_synthetic
 from financial_etl_tests.conftest import day, write_yahoo_csv, yahoo_download_frame
 
 # --- yfinance -------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from dlt.pipeline.pipeline import Pipeline
 
 from financial_etl.partitions import run_dates
 from financial_etl.resources import EXPORT_PIPELINE, Project
+from financial_etl.run_tags import restated_tickers
+from financial_etl.warehouse_lock import warehouse_lock
 
 MART_KEY = AssetKey(["marts", "stock_metrics"])
 MART_COLUMNS = (
@@ -38,13 +40,16 @@ EXPORT_COLUMN_HINTS = {
 }
 
 
-def read_mart(duckdb_path: str, start: dt.date, end: dt.date) -> pa.Table:
-    """The mart rows of [start, end] as Arrow, with NaN and +/-inf turned into NULL."""
+def read_mart(duckdb_path: str, start: dt.date, end: dt.date, tickers=None) -> pa.Table:
+    """The mart rows of [start, end] (of `tickers` only, when given) as Arrow, with NaN
+    and +/-inf turned into NULL."""
+    only = "AND ticker IN (SELECT unnest(?::VARCHAR[]))" if tickers else ""
+    params = [start, end, list(tickers)] if tickers else [start, end]
     with duckdb.connect(duckdb_path, read_only=True) as con:
         table = con.execute(
             f"SELECT {', '.join(MART_COLUMNS)} FROM marts.stock_metrics "
-            "WHERE trade_date BETWEEN ? AND ? ORDER BY ticker, trade_date",
-            [start, end],
+            f"WHERE trade_date BETWEEN ? AND ? {only} ORDER BY ticker, trade_date",
+            params,
         ).fetch_arrow_table()
     return nan_to_null(table)
 
@@ -101,7 +106,11 @@ def build_export_asset(project: Project, partitions_def, column_schema=None):
     )
     def export_stock_metrics(context: AssetExecutionContext) -> MaterializeResult:
         start, end = run_dates(context)
-        rows = read_mart(str(project.settings.duckdb_path), start, end)
+        # A restatement replaces the restated tickers' rows wholesale (merge key ticker);
+        # the other tickers' mart rows are unchanged, so they are not re-sent.
+        restated = restated_tickers(context.run.tags, project.settings, start)
+        with warehouse_lock(project.settings.duckdb_path, log=context.log.info):
+            rows = read_mart(str(project.settings.duckdb_path), start, end, restated)
         if target.is_standin:
             context.log.warning(f"no SQL Server configured: exporting to the {target.description}")
         context.log.info(f"exporting {rows.num_rows} rows of {start} to {end} to {target.description}")
@@ -110,6 +119,7 @@ def build_export_asset(project: Project, partitions_def, column_schema=None):
             name=target.table,
             table_name=target.table,
             primary_key=("ticker", "trade_date"),
+            merge_key="ticker" if restated else (),
             write_disposition={"disposition": "merge", "strategy": "delete-insert"},
             columns=EXPORT_COLUMN_HINTS,
         )

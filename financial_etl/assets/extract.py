@@ -13,6 +13,8 @@ from dagster_dlt.translator import DltResourceTranslatorData
 from financial_etl.metadata import raw_table_schema
 from financial_etl.partitions import run_dates
 from financial_etl.resources import Project
+from financial_etl.run_tags import restated_tickers, run_tickers
+from financial_etl.warehouse_lock import warehouse_lock
 from financial_etl.sources import PriceBatch, eod_prices_resource, fetch_for
 from financial_etl.sources.prices import RAW_DATASET, RAW_TABLE
 
@@ -42,19 +44,24 @@ class RawTranslator(DagsterDltTranslator):
 
 def raw_row_counts(duckdb_path: str, start, end) -> dict:
     with duckdb.connect(duckdb_path, read_only=True) as con:
-        total, in_range = con.execute(
-            "SELECT count(*), count(CASE WHEN date BETWEEN ? AND ? THEN 1 END) FROM raw.eod_prices_raw",
-            [start, end],
-        ).fetchone()
+        try:
+            total, in_range = con.execute(
+                "SELECT count(*), count(CASE WHEN date BETWEEN ? AND ? THEN 1 END) FROM raw.eod_prices_raw",
+                [start, end],
+            ).fetchone()
+        except duckdb.CatalogException:  # nothing loaded yet: an empty first range
+            return {}
     return {"dagster/row_count": MetadataValue.int(total), "dagster/partition_row_count": MetadataValue.int(in_range)}
 
 
-def prices_source(project: Project, start, end, report: list[PriceBatch] | None = None):
+def prices_source(project: Project, start, end, report=None, tickers=None, replace_tickers=False):
     settings = project.settings
 
     @dlt.source(name="prices")
     def prices():
-        return eod_prices_resource(fetch_for(settings), settings.tickers, start, end, report)
+        return eod_prices_resource(
+            fetch_for(settings), tickers or settings.tickers, start, end, report, replace_tickers=replace_tickers
+        )
 
     return prices()
 
@@ -71,15 +78,22 @@ def build_extract_assets(project: Project, partitions_def):
     )
     def extract_prices(context: AssetExecutionContext, dlt: DagsterDltResource) -> Iterator[MaterializeResult]:
         start, end = run_dates(context)
+        tickers = run_tickers(context.run.tags, settings)
+        restated = restated_tickers(context.run.tags, settings, start)
         report: list[PriceBatch] = []
         context.log.info(
-            f"extracting {len(settings.tickers)} tickers from the {settings.source} source, {start} to {end}"
+            f"extracting {len(tickers)} tickers from the {settings.source} source, {start} to {end}"
+            + (f"; replacing the whole history of {', '.join(restated)}" if restated else "")
         )
-        results = dlt.run(
-            context=context,
-            dlt_source=prices_source(project, start, end, report),
-            dlt_pipeline=project.extract_pipeline(),
-        )
+        with warehouse_lock(settings.duckdb_path, log=context.log.info):
+            results = list(
+                dlt.run(
+                    context=context,
+                    dlt_source=prices_source(project, start, end, report, tickers, replace_tickers=bool(restated)),
+                    dlt_pipeline=project.extract_pipeline(),
+                )
+            )
+            counts = raw_row_counts(str(settings.duckdb_path), start, end) if settings.duckdb_path.exists() else {}
         for result in results:
             batch = report[0] if report else None
             rows = len(batch.frame) if batch else 0
@@ -88,7 +102,7 @@ def build_extract_assets(project: Project, partitions_def):
                 "range_start": MetadataValue.text(start.isoformat()),
                 "range_end": MetadataValue.text(end.isoformat()),
                 "rows_in_range": MetadataValue.int(rows),
-                "tickers_requested": MetadataValue.text(", ".join(settings.tickers)),
+                "tickers_requested": MetadataValue.text(", ".join(tickers)),
                 "empty_tickers": MetadataValue.text(", ".join(batch.empty_tickers) if batch else ""),
                 "rows_without_trade_dropped": MetadataValue.int(batch.dropped_rows if batch else 0),
             }
@@ -100,11 +114,7 @@ def build_extract_assets(project: Project, partitions_def):
             if batch and batch.empty_tickers:
                 context.log.warning(f"no rows in range for: {', '.join(batch.empty_tickers)}")
             context.log.info(f"loaded {rows} rows into raw.eod_prices_raw")
-            if batch is not None and settings.duckdb_path.exists():
-                try:
-                    extra.update(raw_row_counts(str(settings.duckdb_path), start, end))
-                except duckdb.CatalogException:  # nothing loaded yet: an empty first range
-                    pass
+            extra.update(counts)
             yield MaterializeResult(
                 asset_key=result.asset_key,
                 metadata={**(result.metadata or {}), **extra},

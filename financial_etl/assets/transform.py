@@ -12,6 +12,7 @@ from financial_etl.checks import MART_KEY, MART_MODEL, RAW_KEY
 from financial_etl.metadata import model_column_lineage, model_table_schema
 from financial_etl.partitions import run_dates
 from financial_etl.resources import Project
+from financial_etl.warehouse_lock import warehouse_lock
 from financial_etl.sqlmesh_adapter import code_version, model_names, run_range, sqlmesh_multi_asset
 
 MART_DESCRIPTION = (
@@ -67,6 +68,10 @@ def build_transform_assets(project: Project, partitions_def):
     def sqlmesh_models(context: AssetExecutionContext, sqlmesh: SQLMeshResource) -> Iterator[MaterializeResult]:
         start, end = run_dates(context)
         context.log.info(f"SQLMesh prod: recomputing {', '.join(static['models'])} for {start} to {end}")
+        with warehouse_lock(project.settings.duckdb_path, log=context.log.info):
+            yield from _transform(context, sqlmesh, start, end)
+
+    def _transform(context, sqlmesh, start, end) -> Iterator[MaterializeResult]:
         try:
             results = list(run_range(context, sqlmesh, config, start, end, restate=static["models"]))
         except PlanOrRunFailedError:

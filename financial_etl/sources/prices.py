@@ -91,13 +91,19 @@ def eod_prices_resource(
     start: dt.date,
     end: dt.date,
     report: list[PriceBatch] | None = None,
+    replace_tickers: bool = False,
 ):
-    """The dlt resource for raw.eod_prices_raw; `report` receives the fetched batch."""
+    """The dlt resource for raw.eod_prices_raw; `report` receives the fetched batch.
+
+    Rows merge on (ticker, date). With `replace_tickers`, the merge key is the ticker, so
+    dlt first deletes every stored row of each loaded ticker: a restated history leaves
+    no stale row behind."""
 
     @dlt.resource(
         name=RAW_TABLE,
         table_name=RAW_TABLE,
         primary_key=("ticker", "date"),
+        merge_key="ticker" if replace_tickers else (),
         write_disposition={"disposition": "merge", "strategy": "delete-insert"},
         columns=RAW_COLUMN_HINTS,
     )

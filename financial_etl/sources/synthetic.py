@@ -10,30 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import zlib
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
+from financial_etl.calendar import FIRST_DAY, trading_sessions
 from financial_etl.sources.prices import PriceBatch, to_raw_frame
 
-ORIGIN = dt.date(1990, 1, 2)
+ORIGIN = FIRST_DAY
 SEED = 20251127
-
-
-@lru_cache(maxsize=1)
-def _calendar():
-    import exchange_calendars as xcals
-
-    return xcals.get_calendar("XNYS", start=ORIGIN.isoformat(), end="2040-12-31")
-
-
-def trading_sessions(start: dt.date, end: dt.date) -> list[dt.date]:
-    """XNYS sessions from start to end, both included."""
-    if end < start:
-        return []
-    sessions = _calendar().sessions_in_range(pd.Timestamp(start), pd.Timestamp(end))
-    return [ts.date() for ts in sessions]
 
 
 def synthetic_series(ticker: str, sessions: Sequence[dt.date]) -> pd.DataFrame:
