@@ -193,6 +193,7 @@ def build_restated_history_sensor(project: Project, partitions_def, asset_keys: 
             return SkipReason("nothing loaded yet")
         except duckdb.IOException as exc:
             return SkipReason(f"the warehouse is busy ({exc}); trying again at the next evaluation")
+        stored["date"] = pd.to_datetime(stored["date"]).dt.date
         tickers = [t for t in settings.current_tickers() if t in set(stored["ticker"])]
         if not tickers:
             return SkipReason("no loaded ticker to compare")

@@ -96,3 +96,16 @@ def query(db: Path, sql: str, params: Sequence | None = None) -> list[tuple]:
 
 def day(text: str) -> dt.date:
     return dt.date.fromisoformat(text)
+
+
+def assert_same_rows(got: Sequence[tuple], want: Sequence[tuple], label: str = "") -> None:
+    """Row-for-row equal: keys, integers and NULLs exactly, floats within 1e-9 relative
+    (windows summed over differently cut batches differ in the last bits)."""
+    assert len(got) == len(want), f"{label}: {len(got)} rows vs {len(want)}"
+    for a, b in zip(got, want):
+        assert len(a) == len(b), label
+        for x, y in zip(a, b):
+            if isinstance(x, float) and isinstance(y, float):
+                assert np.isclose(x, y, rtol=1e-9, atol=1e-12, equal_nan=True), f"{label}: {a[:2]} {x} != {y}"
+            else:
+                assert x == y, f"{label}: {a[:2]} {x!r} != {y!r}"

@@ -52,6 +52,8 @@ def test_all_assets_share_one_daily_weekday_partitioning(workdir):
         __import__("dagster").PartitionKeyRange("2024-07-01", "2024-07-08")
     )
     assert keys == ["2024-07-01", "2024-07-02", "2024-07-03", "2024-07-04", "2024-07-05", "2024-07-08"]
+    for key in (RAW, MART, EXPORT):  # a backfill of a range runs as one run
+        assert defs.resolve_assets_def(key).backfill_policy.max_partitions_per_run is None
     job = defs.resolve_job_def(DAILY_JOB)
     assert set(job.asset_layer.executable_asset_keys) >= {RAW, MART, EXPORT}
 

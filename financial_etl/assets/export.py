@@ -16,6 +16,7 @@ from dagster import (
 )
 from dlt.pipeline.pipeline import Pipeline
 
+from financial_etl.assets.transform import window_reach_end
 from financial_etl.partitions import run_dates
 from financial_etl.resources import EXPORT_PIPELINE, Project
 from financial_etl.run_tags import restated_tickers
@@ -106,11 +107,18 @@ def build_export_asset(project: Project, partitions_def, column_schema=None):
     )
     def export_stock_metrics(context: AssetExecutionContext) -> MaterializeResult:
         start, end = run_dates(context)
-        # A restatement replaces the restated tickers' rows wholesale (merge key ticker);
-        # the other tickers' mart rows are unchanged, so they are not re-sent.
-        restated = restated_tickers(context.run.tags, project.settings, start)
+        # The whole step holds the warehouse lock: it reads the mart, and the dlt pipeline's
+        # working state (and a DuckDB stand-in) take one writer at a time as well.
         with warehouse_lock(project.settings.duckdb_path, log=context.log.info):
-            rows = read_mart(str(project.settings.duckdb_path), start, end, restated)
+            return _export(context, start, end)
+
+    def _export(context: AssetExecutionContext, start: dt.date, end: dt.date) -> MaterializeResult:
+        # A restatement replaces the restated tickers' rows wholesale (merge key ticker);
+        # the other tickers' mart rows are unchanged, so they are not re-sent. Rows after
+        # the range whose windows read it were recomputed by the transform: sent too.
+        restated = restated_tickers(context.run.tags, project.settings, start)
+        end = window_reach_end(str(project.settings.duckdb_path), end)
+        rows = read_mart(str(project.settings.duckdb_path), start, end, restated)
         if target.is_standin:
             context.log.warning(f"no SQL Server configured: exporting to the {target.description}")
         context.log.info(f"exporting {rows.num_rows} rows of {start} to {end} to {target.description}")

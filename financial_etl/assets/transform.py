@@ -1,5 +1,6 @@
 """Transform group: the SQLMesh project (marts.stock_metrics) as a partitioned multi-asset."""
 
+import datetime as dt
 from collections.abc import Iterator
 
 import duckdb
@@ -30,6 +31,27 @@ def mart_static_metadata(project: Project) -> dict:
             "column_schema": model_table_schema(context, MART_MODEL),
             "column_lineage": model_column_lineage(context, MART_MODEL, {"eod_prices_raw": RAW_KEY}),
         }
+
+
+# Every indicator reads at most the 50 trading rows up to its own (sma_50_day): the
+# model's look-back. Kept equal to the `<= 50` in stock_metrics.sql.
+WINDOW_ROWS = 50
+
+
+def window_reach_end(duckdb_path: str, end: dt.date) -> dt.date:
+    """The last date whose indicators read a raw row dated on or before `end`: each
+    ticker's 49th trading row after `end`. Re-loading [start, end] changes the mart up to
+    there, so the transform and the export recompute that far (a daily run: just `end`)."""
+    with duckdb.connect(duckdb_path, read_only=True) as con:
+        try:
+            (reach,) = con.execute(
+                "SELECT max(date) FROM (SELECT date, row_number() OVER (PARTITION BY ticker ORDER BY date) AS n "
+                "FROM raw.eod_prices_raw WHERE date > ?) WHERE n < ?",
+                [end, WINDOW_ROWS],
+            ).fetchone()
+        except duckdb.CatalogException:
+            return end
+    return max(end, reach) if reach else end
 
 
 def _row_counts(project: Project, start, end) -> dict:
@@ -67,13 +89,17 @@ def build_transform_assets(project: Project, partitions_def):
     )
     def sqlmesh_models(context: AssetExecutionContext, sqlmesh: SQLMeshResource) -> Iterator[MaterializeResult]:
         start, end = run_dates(context)
-        context.log.info(f"SQLMesh prod: recomputing {', '.join(static['models'])} for {start} to {end}")
         with warehouse_lock(project.settings.duckdb_path, log=context.log.info):
             yield from _transform(context, sqlmesh, start, end)
 
     def _transform(context, sqlmesh, start, end) -> Iterator[MaterializeResult]:
+        reach = window_reach_end(str(project.settings.duckdb_path), end)
+        context.log.info(
+            f"SQLMesh prod: recomputing {', '.join(static['models'])} for {start} to {end}"
+            + (f", and on to {reach}: later rows' windows read this range" if reach > end else "")
+        )
         try:
-            results = list(run_range(context, sqlmesh, config, start, end, restate=static["models"]))
+            results = list(run_range(context, sqlmesh, config, start, reach, restate=static["models"]))
         except PlanOrRunFailedError:
             failing = _failing_blocking_audits(project, start, end)
             if not failing:
@@ -88,7 +114,12 @@ def build_transform_assets(project: Project, partitions_def):
         for result in results:
             yield MaterializeResult(
                 asset_key=result.asset_key,
-                metadata={**(result.metadata or {}), **spec_metadata, **_row_counts(project, start, end)},
+                metadata={
+                    **(result.metadata or {}),
+                    **spec_metadata,
+                    **_row_counts(project, start, end),
+                    "recomputed_through": MetadataValue.text(reach.isoformat()),
+                },
             )
 
     return sqlmesh_models

@@ -115,7 +115,8 @@ def eod_prices_resource(
             report.append(batch)
         if batch.empty_tickers:
             log.warning("no rows for %s from the %s source", ", ".join(batch.empty_tickers), batch.source)
-        if len(batch.frame):
-            yield to_arrow(batch.frame)
+        # An empty table still carries the schema, so a first run on a holiday creates
+        # raw.eod_prices_raw (empty) and the transform and checks find it.
+        yield to_arrow(batch.frame) if len(batch.frame) else RAW_SCHEMA.empty_table()
 
     return eod_prices_raw
