@@ -206,15 +206,19 @@ def completeness_result(tickers, present, start, end, context) -> AssetCheckResu
 
 def build_export_check(project: Project, partitions_def: TimeWindowPartitionsDefinition, export_key: AssetKey):
     from financial_etl.assets.export import export_pipeline
+    from financial_etl.resources import ExportDestination
 
-    target = project.export_target
+    spec_target = project.export_target
 
     @multi_asset_check(
         specs=[AssetCheckSpec("reconciles_with_mart", asset=export_key,
-                              description="The target holds the mart's row count and sum of close_price for the range.")],
+                              description=f"{spec_target.description}: holds the mart's row count and sum of close_price for the range.")],
         name="export_reconciliation",
     )
-    def export_reconciliation(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
+    def export_reconciliation(
+        context: AssetCheckExecutionContext, export_destination: ExportDestination
+    ) -> Iterator[AssetCheckResult]:
+        target = export_destination.target(project.settings)
         start, end = check_range(context, project, partitions_def)
         with warehouse_lock(project.settings.duckdb_path, log=context.log.info), duckdb.connect(
             str(project.settings.duckdb_path), read_only=True
@@ -224,7 +228,7 @@ def build_export_check(project: Project, partitions_def: TimeWindowPartitionsDef
                 [start, end],
             ).fetchone()
         try:
-            with export_pipeline(project).sql_client() as client:
+            with export_pipeline(project, target).sql_client() as client:
                 table = client.make_qualified_table_name(target.table)
                 target_rows, target_sum = client.execute_sql(
                     f"SELECT count(*), coalesce(sum(close_price), 0) FROM {table} WHERE trade_date BETWEEN %s AND %s",

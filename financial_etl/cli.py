@@ -73,7 +73,7 @@ def _failure_message(error) -> str:
     return messages[-1] if messages else "unknown error"
 
 
-def execute_range(settings: Settings, start: dt.date, end: dt.date, instance=None):
+def execute_range(settings: Settings, start: dt.date, end: dt.date, instance=None, tags=None):
     """Materialize the whole graph for the partitions covering [start, end], in process."""
     from dagster import DagsterInstance
     from dagster._core.storage.tags import (
@@ -95,7 +95,7 @@ def execute_range(settings: Settings, start: dt.date, end: dt.date, instance=Non
           f"(partitions {keys.start} to {keys.end})", flush=True)
     return job.execute_in_process(
         instance=instance,
-        tags={ASSET_PARTITION_RANGE_START_TAG: keys.start, ASSET_PARTITION_RANGE_END_TAG: keys.end},
+        tags={**(tags or {}), ASSET_PARTITION_RANGE_START_TAG: keys.start, ASSET_PARTITION_RANGE_END_TAG: keys.end},
         raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
     )
@@ -119,10 +119,11 @@ def failed_blocking_checks(result) -> list[str]:
     ]
 
 
-def run_pipeline(settings: Settings, start: dt.date, end: dt.date) -> int:
+def run_pipeline(settings: Settings, start: dt.date, end: dt.date, full_refresh: bool = False) -> int:
+    from financial_etl.assets.export import EXPORT_TAG, FULL_REFRESH
     from financial_etl.summary import print_summary
 
-    result = execute_range(settings, start, end)
+    result = execute_range(settings, start, end, tags={EXPORT_TAG: FULL_REFRESH} if full_refresh else None)
     if result.success:
         print_summary(settings, result, start, end)
         return EXIT_SUCCESS
@@ -185,6 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = sub.add_parser("run", help="materialize extract, transform and export for a date range")
     run.add_argument("--start", help="first date, YYYY-MM-DD (default FINANCIAL_ETL_START_DATE)")
     run.add_argument("--end", help="last date, YYYY-MM-DD (default FINANCIAL_ETL_END_DATE, else today)")
+    run.add_argument(
+        "--full-refresh", action="store_true",
+        help="replace the export target with the whole mart in one transaction (instead of merging the range)",
+    )
     check = sub.add_parser("check", help="re-evaluate every check on the current tables; exit 0, or 3 on a failure")
     check.add_argument("--start", help="first date to check (default: the whole configured range)")
     check.add_argument("--end", help="last date to check")
@@ -207,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         settings.with_range(start, end)
         _preflight(settings)
-        return run_pipeline(settings, start, end)
+        return run_pipeline(settings, start, end, full_refresh=args.full_refresh)
     except ConfigError as exc:
         print(f"financial-etl: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -17,7 +17,7 @@ from financial_etl.automation import (
 )
 from financial_etl.checks import MART_KEY, build_export_check, build_mart_checks, build_raw_checks
 from financial_etl.partitions import trading_day_partitions
-from financial_etl.resources import Project
+from financial_etl.resources import ExportDestination, Project
 from financial_etl.settings import Settings, load_settings
 
 DAILY_JOB = "daily_stock_metrics"
@@ -58,7 +58,11 @@ def build_definitions(settings: Settings) -> Definitions:
             build_restated_history_sensor(project, partitions_def, asset_keys),
             build_failure_sensor(project, settings.alert_log, settings.alert_webhook_url),
         ],
-        resources={"dlt": DagsterDltResource(), "sqlmesh": SQLMeshResource()},
+        resources={
+            "dlt": DagsterDltResource(),
+            "sqlmesh": SQLMeshResource(),
+            "export_destination": ExportDestination.from_environment(),
+        },
     )
 
 

@@ -1,69 +1,231 @@
-"""Where the mart is exported: SQL Server when configured, else a local DuckDB stand-in.
+"""Where the mart is exported, and with which credentials.
 
-The stand-in lets the whole graph run on a fresh machine; the log and the asset's
-metadata say which target was used. Credentials are held here and never rendered: the
-`describe()` text carries host and database, never the password.
+Resolution order, first match wins:
+1. FINANCIAL_ETL_MSSQL_URL, or FINANCIAL_ETL_MSSQL_HOST with _PORT, _DATABASE, _USERNAME,
+   _PASSWORD, _DRIVER, _TRUST_SERVER_CERTIFICATE (passed to Dagster as EnvVars, so the UI
+   shows variable names, never values);
+2. dlt's own conventions: DESTINATION__MSSQL__CREDENTIALS* variables or
+   `.dlt/secrets.toml` [destination.mssql.credentials];
+3. the seed's credentials.json: key `ms_target_01` -> `info` -> server, port, database,
+   username, password (FINANCIAL_ETL_MSSQL_CREDENTIALS_FILE, _CREDENTIALS_KEY);
+4. FINANCIAL_ETL_EXPORT_URL with another dlt destination (postgresql://, duckdb:///);
+5. else the local DuckDB stand-in, said so in the log and metadata.
+
+Credentials live only in `_credentials` (excluded from repr); `description` names host,
+port and database, never the password.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import dlt
 
+from financial_etl.errors import ConfigError
 from financial_etl.settings import Settings
 
 MSSQL_PREFIX = "FINANCIAL_ETL_MSSQL_"
+MSSQL_FIELDS = ("HOST", "PORT", "DATABASE", "USERNAME", "PASSWORD", "DRIVER", "TRUST_SERVER_CERTIFICATE", "URL")
+DEFAULT_DRIVER = "ODBC Driver 18 for SQL Server"
+SUPPORTED_DRIVERS = ("ODBC Driver 18 for SQL Server", "ODBC Driver 17 for SQL Server")
+NAMING = "sql_cs_v1"  # keeps Dim_Stock_Metrics' case, as the seed's TARGET_TABLE intends
 
 
 @dataclass(frozen=True)
 class ExportTarget:
-    kind: str  # "mssql" or "duckdb-standin"
+    kind: str  # "mssql", "postgres" or "duckdb-standin"
     schema: str
     table: str
     description: str
-    _destination_args: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    _credentials: Any = field(repr=False, default=None)  # None: dlt resolves its own config
+    secrets: tuple[str, ...] = field(repr=False, default=())  # values to redact from errors
 
     @property
     def is_standin(self) -> bool:
-        return self.kind != "mssql"
+        return self.kind == "duckdb-standin"
 
-    def destination(self):
+    @property
+    def dagster_kind(self) -> str:
+        return {"mssql": "mssql", "postgres": "postgres"}.get(self.kind, "duckdb")
+
+    def destination(self, replace_strategy: str | None = None):
+        # insert-from-staging: a full refresh loads a staging table, then swaps the rows in
+        # one transaction, so readers never see an empty or half-loaded table.
+        options: dict[str, Any] = {"naming_convention": NAMING}
+        if replace_strategy:
+            options["replace_strategy"] = replace_strategy
         if self.kind == "mssql":
-            return dlt.destinations.mssql(
-                credentials=dict(self._destination_args), naming_convention="sql_cs_v1"
-            )
-        return dlt.destinations.duckdb(self._destination_args["path"], naming_convention="sql_cs_v1")
+            return dlt.destinations.mssql(credentials=self._credentials, **options)
+        if self.kind == "postgres":
+            return dlt.destinations.postgres(credentials=self._credentials, **options)
+        return dlt.destinations.duckdb(self._credentials, **options)
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
 
 
-def export_target_for(settings: Settings, env: Mapping[str, str] | None = None) -> ExportTarget:
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def mssql_from_fields(fields: Mapping[str, Any], settings: Settings) -> ExportTarget:
+    """Build the SQL Server target from resolved field values (HOST, PORT, ... or URL)."""
+    if fields.get("URL"):
+        return _mssql_from_url(str(fields["URL"]), settings, trust=_truthy(fields.get("TRUST_SERVER_CERTIFICATE")))
+    host = fields.get("HOST")
+    if not host:
+        raise ConfigError("FINANCIAL_ETL_MSSQL_HOST is empty")
+    try:
+        port = int(fields.get("PORT") or 1433)
+    except ValueError:
+        raise ConfigError(f"FINANCIAL_ETL_MSSQL_PORT={fields.get('PORT')!r} is not a port number") from None
+    return _mssql(
+        settings,
+        host=str(host),
+        port=port,
+        database=str(fields.get("DATABASE") or "FINANCIAL_MART"),
+        username=fields.get("USERNAME"),
+        password=fields.get("PASSWORD"),
+        driver=str(fields.get("DRIVER") or DEFAULT_DRIVER),
+        trust=_truthy(fields.get("TRUST_SERVER_CERTIFICATE")),
+        origin="FINANCIAL_ETL_MSSQL_* settings",
+    )
+
+
+def _mssql(settings, *, host, port, database, username, password, driver, trust, origin) -> ExportTarget:
+    if driver not in SUPPORTED_DRIVERS:
+        raise ConfigError(
+            f"FINANCIAL_ETL_MSSQL_DRIVER={driver!r}: dlt's mssql destination needs "
+            f"{' or '.join(repr(d) for d in SUPPORTED_DRIVERS)} (FreeTDS is not supported)"
+        )
+    query = {"TrustServerCertificate": "yes"} if trust else {}
+    credentials = {
+        "host": host, "port": port, "database": database, "username": username,
+        "password": password, "driver": driver, "query": query,
+    }
+    return ExportTarget(
+        kind="mssql",
+        schema=settings.export_schema,
+        table=settings.export_table,
+        description=f"SQL Server {host}:{port}/{database} table {settings.export_schema}.{settings.export_table} ({origin})",
+        _credentials=credentials,
+        secrets=(password,) if password else (),
+    )
+
+
+def _mssql_from_url(url: str, settings: Settings, trust: bool) -> ExportTarget:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mssql", "mssql+pyodbc"):
+        raise ConfigError("FINANCIAL_ETL_MSSQL_URL must start with mssql://")
+    if not parts.hostname:
+        raise ConfigError("FINANCIAL_ETL_MSSQL_URL has no host")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    return _mssql(
+        settings,
+        host=parts.hostname,
+        port=parts.port or 1433,
+        database=unquote(parts.path.lstrip("/")) or "FINANCIAL_MART",
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        driver=query.get("driver", DEFAULT_DRIVER),
+        trust=trust or _truthy(query.get("TrustServerCertificate")),
+        origin="FINANCIAL_ETL_MSSQL_URL",
+    )
+
+
+def _dlt_configures_mssql(env: Mapping[str, str]) -> bool:
+    if any(key.startswith("DESTINATION__MSSQL__CREDENTIALS") for key in env):
+        return True
+    secrets = Path(".dlt") / "secrets.toml"
+    if secrets.is_file():
+        try:
+            import tomllib
+
+            data = tomllib.loads(secrets.read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(data.get("destination", {}).get("mssql", {}).get("credentials"))
+    return False
+
+
+def _from_credentials_file(path: Path, key: str, settings: Settings) -> ExportTarget:
+    try:
+        info = json.loads(path.read_text())[key]["info"]
+        return _mssql(
+            settings,
+            host=str(info["server"]),
+            port=int(info.get("port", 1433)),
+            database=str(info["database"]),
+            username=info.get("username"),
+            password=info.get("password"),
+            driver=str(info.get("driver", DEFAULT_DRIVER)),
+            trust=_truthy(str(info.get("trust_server_certificate", ""))),
+            origin=f"{path.name} key {key}",
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        detail = f"missing {exc}" if isinstance(exc, KeyError) else type(exc).__name__
+        raise ConfigError(
+            f"{path}: expected {{\"{key}\": {{\"info\": {{\"server\", \"port\", \"database\", \"username\", "
+            f"\"password\"}}}}}} ({detail})"
+        ) from None
+
+
+def _from_export_url(url: str, settings: Settings) -> ExportTarget:
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+")[0]
+    where = f"table {settings.export_schema}.{settings.export_table}"
+    if scheme in ("postgres", "postgresql"):
+        return ExportTarget(
+            kind="postgres",
+            schema=settings.export_schema,
+            table=settings.export_table,
+            description=f"PostgreSQL {parts.hostname}:{parts.port or 5432}{parts.path} {where}",
+            _credentials=url,
+            secrets=(unquote(parts.password),) if parts.password else (),
+        )
+    if scheme == "duckdb":
+        path = url.split("///", 1)[-1]
+        return ExportTarget("duckdb-standin", settings.export_schema, settings.export_table,
+                            f"DuckDB {path} {where}", path)
+    if scheme in ("mssql",):
+        return _mssql_from_url(url, settings, trust=False)
+    raise ConfigError("FINANCIAL_ETL_EXPORT_URL must be a postgresql://, mssql:// or duckdb:/// URL")
+
+
+def mssql_env_fields(env: Mapping[str, str]) -> dict[str, str]:
+    """The FINANCIAL_ETL_MSSQL_* variables that are set (names without the prefix)."""
+    return {name: env[MSSQL_PREFIX + name] for name in MSSQL_FIELDS if env.get(MSSQL_PREFIX + name)}
+
+
+def export_target_for(
+    settings: Settings, env: Mapping[str, str] | None = None, mssql_fields: Mapping[str, Any] | None = None
+) -> ExportTarget:
+    """The target by the resolution order above; `mssql_fields` are resolved EnvVar values."""
     env = os.environ if env is None else env
-    host = env.get(MSSQL_PREFIX + "HOST")
-    if host:
-        database = env.get(MSSQL_PREFIX + "DATABASE", "FINANCIAL_MART")
-        port = int(env.get(MSSQL_PREFIX + "PORT", "1433"))
-        query = {}
-        if env.get(MSSQL_PREFIX + "TRUST_SERVER_CERTIFICATE", "").lower() in ("1", "true", "yes"):
-            query["TrustServerCertificate"] = "yes"
-        args = {
-            "host": host,
-            "port": port,
-            "database": database,
-            "username": env.get(MSSQL_PREFIX + "USERNAME"),
-            "password": env.get(MSSQL_PREFIX + "PASSWORD"),
-            "driver": env.get(MSSQL_PREFIX + "DRIVER", "ODBC Driver 18 for SQL Server"),
-            "query": query,
-        }
+    fields = mssql_fields if mssql_fields is not None else mssql_env_fields(env)
+    if fields.get("HOST") or fields.get("URL"):
+        return mssql_from_fields(fields, settings)
+    if _dlt_configures_mssql(env):
         return ExportTarget(
             kind="mssql",
             schema=settings.export_schema,
             table=settings.export_table,
-            description=f"SQL Server {host}:{port}/{database} table {settings.export_schema}.{settings.export_table}",
-            _destination_args=args,
+            description=f"SQL Server from dlt's configuration, table {settings.export_schema}.{settings.export_table}",
         )
+    creds_file = Path(env.get(MSSQL_PREFIX + "CREDENTIALS_FILE") or "credentials.json")
+    if creds_file.is_file():
+        return _from_credentials_file(creds_file, env.get(MSSQL_PREFIX + "CREDENTIALS_KEY") or "ms_target_01", settings)
+    if env.get("FINANCIAL_ETL_EXPORT_URL"):
+        return _from_export_url(env["FINANCIAL_ETL_EXPORT_URL"], settings)
     path = str(settings.export_duckdb_path)
     return ExportTarget(
         kind="duckdb-standin",
@@ -73,5 +235,5 @@ def export_target_for(settings: Settings, env: Mapping[str, str] | None = None) 
             f"local stand-in {path} table {settings.export_schema}.{settings.export_table} "
             f"(no SQL Server configured: set FINANCIAL_ETL_MSSQL_HOST)"
         ),
-        _destination_args={"path": path},
+        _credentials=path,
     )

@@ -10,18 +10,43 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
+import os
 
 import dlt
-from sqlmesh import Context
+from dagster import ConfigurableResource, EnvVar
 from dlt.pipeline.pipeline import Pipeline
+from sqlmesh import Context
 
-from financial_etl.export_target import ExportTarget, export_target_for
+from financial_etl.export_target import MSSQL_FIELDS, MSSQL_PREFIX, ExportTarget, export_target_for, mssql_env_fields
 from financial_etl.settings import Settings
 from financial_etl.sqlmesh_adapter import GATEWAY, ProjectSQLMeshConfig
 from financial_etl.sources.prices import RAW_DATASET
 
 EXTRACT_PIPELINE = "financial_extract"
 EXPORT_PIPELINE = "financial_export"
+
+
+class ExportDestination(ConfigurableResource):
+    """The SQL Server settings as Dagster resource config: definitions pass EnvVars, so the
+    UI and run config show variable names, never a password."""
+
+    host: str | None = None
+    port: str | None = None
+    database: str | None = None
+    username: str | None = None
+    password: str | None = None
+    driver: str | None = None
+    trust_server_certificate: str | None = None
+    url: str | None = None
+
+    @classmethod
+    def from_environment(cls, env=None) -> "ExportDestination":
+        names = mssql_env_fields(os.environ if env is None else env)
+        return cls(**{name.lower(): EnvVar(MSSQL_PREFIX + name) for name in names})
+
+    def target(self, settings: Settings) -> ExportTarget:
+        fields = {name: getattr(self, name.lower()) for name in MSSQL_FIELDS if getattr(self, name.lower())}
+        return export_target_for(settings, mssql_fields=fields)
 
 
 @dataclass(frozen=True)

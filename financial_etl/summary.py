@@ -20,7 +20,7 @@ def _count(path: str, sql: str, params: list) -> int | None:
 
 def print_summary(settings: Settings, result, start: dt.date, end: dt.date) -> None:
     db = str(settings.duckdb_path)
-    target = export_target_for(settings)
+    target = export_target_for(settings)  # description only: no secret is printed
     raw = _count(db, "SELECT count(*) FROM raw.eod_prices_raw WHERE date BETWEEN ? AND ?", [start, end])
     mart = _count(db, "SELECT count(*) FROM marts.stock_metrics WHERE trade_date BETWEEN ? AND ?", [start, end])
     exported = None

@@ -1,6 +1,13 @@
-"""Export group: marts.stock_metrics -> the export target, merged on (ticker, trade_date)."""
+"""Export group: marts.stock_metrics -> the export target through dlt.
+
+Daily and backfill runs merge the run's range on (ticker, trade_date). A full refresh
+(`financial-etl run --full-refresh`, run tag financial_etl/export=full_refresh) replaces
+the target with the whole mart atomically (dlt's insert-from-staging). Rows go to dlt as
+Arrow record batches, NaN and +/-inf turned into NULL, with explicit column types.
+"""
 
 import datetime as dt
+from collections.abc import Iterator, Sequence
 
 import dlt
 import duckdb
@@ -9,25 +16,35 @@ import pyarrow.compute as pc
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    Backoff,
     BackfillPolicy,
+    Failure,
+    Jitter,
     MaterializeResult,
     MetadataValue,
+    RetryPolicy,
     asset,
 )
 from dlt.pipeline.pipeline import Pipeline
 
 from financial_etl.assets.transform import window_reach_end
+from financial_etl.export_errors import PermanentDestinationError, classify
+from financial_etl.export_target import ExportTarget
 from financial_etl.partitions import run_dates
-from financial_etl.resources import EXPORT_PIPELINE, Project
+from financial_etl.resources import EXPORT_PIPELINE, ExportDestination, Project
 from financial_etl.run_tags import restated_tickers
 from financial_etl.warehouse_lock import warehouse_lock
 
 MART_KEY = AssetKey(["marts", "stock_metrics"])
+EXPORT_TAG = "financial_etl/export"
+FULL_REFRESH = "full_refresh"
+BATCH_ROWS = 100_000
 MART_COLUMNS = (
     "ticker", "trade_date", "open_price", "high_price", "low_price", "close_price", "volume",
     "sma_9_day", "sma_20_day", "sma_50_day", "bollinger_upper", "bollinger_lower", "rsi_14_day",
     "macd_line", "atr_14_day", "daily_return_pct", "price_range_pct", "volume_ratio", "volume_sma_20",
 )
+# SQL Server gets a proper schema: nvarchar(16) ticker, date, float, bigint.
 EXPORT_COLUMN_HINTS = {
     "ticker": {"data_type": "text", "precision": 16, "nullable": False},
     "trade_date": {"data_type": "date", "nullable": False},
@@ -41,38 +58,54 @@ EXPORT_COLUMN_HINTS = {
 }
 
 
-def read_mart(duckdb_path: str, start: dt.date, end: dt.date, tickers=None) -> pa.Table:
-    """The mart rows of [start, end] (of `tickers` only, when given) as Arrow, with NaN
-    and +/-inf turned into NULL."""
-    only = "AND ticker IN (SELECT unnest(?::VARCHAR[]))" if tickers else ""
-    params = [start, end, list(tickers)] if tickers else [start, end]
-    with duckdb.connect(duckdb_path, read_only=True) as con:
-        table = con.execute(
-            f"SELECT {', '.join(MART_COLUMNS)} FROM marts.stock_metrics "
-            f"WHERE trade_date BETWEEN ? AND ? {only} ORDER BY ticker, trade_date",
-            params,
-        ).fetch_arrow_table()
-    return nan_to_null(table)
-
-
-def nan_to_null(table: pa.Table) -> pa.Table:
+def nan_to_null(batch: pa.RecordBatch | pa.Table):
     """dlt writes NaN/inf literally and SQL Server rejects them: make them NULL first."""
     columns, fields = [], []
-    for field, column in zip(table.schema, table.columns):
+    for field, column in zip(batch.schema, batch.columns):
         if pa.types.is_floating(column.type):
             bad = pc.or_(pc.is_nan(column), pc.is_inf(column))
             column = pc.if_else(bad, pa.scalar(None, column.type), column)
         columns.append(column)
         # The merge key is never NULL; saying so keeps dlt's hints and Arrow's in agreement.
         fields.append(field.with_nullable(field.name not in ("ticker", "trade_date")))
-    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+    cls = pa.RecordBatch if isinstance(batch, pa.RecordBatch) else pa.Table
+    return cls.from_arrays(columns, schema=pa.schema(fields))
 
 
-def export_pipeline(project: Project) -> Pipeline:
-    target = project.export_target
+def _mart_query(start, end, tickers) -> tuple[str, list]:
+    where, params = [], []
+    if start is not None:
+        where.append("trade_date BETWEEN ? AND ?")
+        params += [start, end]
+    if tickers:
+        where.append("ticker IN (SELECT unnest(?::VARCHAR[]))")
+        params.append(list(tickers))
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    return f"SELECT {', '.join(MART_COLUMNS)} FROM marts.stock_metrics {clause} ORDER BY ticker, trade_date", params
+
+
+def read_mart(duckdb_path: str, start: dt.date | None, end: dt.date | None, tickers=None) -> pa.Table:
+    """The mart rows of [start, end] (all rows when start is None; `tickers` only, when
+    given) as one Arrow table, NaN and +/-inf as NULL."""
+    sql, params = _mart_query(start, end, tickers)
+    with duckdb.connect(duckdb_path, read_only=True) as con:
+        return nan_to_null(con.execute(sql, params).fetch_arrow_table())
+
+
+def iter_mart(duckdb_path: str, start, end, tickers=None, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """The same rows as record batches, so a full refresh never holds the mart in memory."""
+    sql, params = _mart_query(start, end, tickers)
+    with duckdb.connect(duckdb_path, read_only=True) as con:
+        reader = con.execute(sql, params).fetch_record_batch(batch_rows)
+        for batch in reader:
+            if batch.num_rows:
+                yield nan_to_null(batch)
+
+
+def export_pipeline(project: Project, target: ExportTarget, replace_strategy: str | None = None) -> Pipeline:
     return dlt.pipeline(
         pipeline_name=EXPORT_PIPELINE,
-        destination=target.destination(),
+        destination=target.destination(replace_strategy),
         dataset_name=target.schema,
         pipelines_dir=str(project.settings.pipelines_dir),
     )
@@ -88,69 +121,105 @@ def target_row_counts(pipeline: Pipeline, table: str, start: dt.date, end: dt.da
     return int(total), int(in_range)
 
 
+def load_export(
+    project: Project,
+    target: ExportTarget,
+    *,
+    start: dt.date | None,
+    end: dt.date | None,
+    tickers: Sequence[str] | None = None,
+    full_refresh: bool = False,
+) -> int:
+    """Send the mart rows to the target through dlt; returns the row count sent. Raises a
+    classified error (exit code 4 for connections) with credentials redacted."""
+    sent = 0
+
+    def batches():
+        nonlocal sent
+        for batch in iter_mart(str(project.settings.duckdb_path), None if full_refresh else start, end, tickers):
+            sent += batch.num_rows
+            yield batch
+
+    if full_refresh:
+        disposition = "replace"
+    else:
+        # A restatement replaces the restated tickers' rows wholesale (merge key ticker).
+        disposition = {"disposition": "merge", "strategy": "delete-insert"}
+    resource = dlt.resource(
+        batches,
+        name=target.table,
+        table_name=target.table,
+        primary_key=("ticker", "trade_date"),
+        merge_key="ticker" if tickers and not full_refresh else (),
+        write_disposition=disposition,
+        columns=EXPORT_COLUMN_HINTS,
+    )
+    pipeline = export_pipeline(project, target, "insert-from-staging" if full_refresh else None)
+    try:
+        # A package left by a killed run is recomputed from the mart anyway: drop it.
+        pipeline.abort_packages()
+        pipeline.run(resource()).raise_on_failed_jobs()
+    except Exception as exc:
+        raise classify(exc, target) from None
+    return sent
+
+
 def build_export_asset(project: Project, partitions_def, column_schema=None):
-    target = project.export_target
+    spec_target = project.export_target
 
     @asset(
-        key=AssetKey([target.schema, target.table]),
+        key=AssetKey([spec_target.schema, spec_target.table]),
         deps=[MART_KEY],
         group_name="export",
-        kinds={"dlt", "mssql" if not target.is_standin else "duckdb"},
+        kinds={"dlt", spec_target.dagster_kind},
         owners=[project.settings.owner],
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
+        # Transient failures (a server restart, a dropped connection) are retried with
+        # backoff; permanent ones (login, missing database, no driver) are not.
+        retry_policy=RetryPolicy(max_retries=2, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
         description=(
-            f"marts.stock_metrics exported to {target.schema}.{target.table} through dlt, "
-            "merged on (ticker, trade_date) for the run's date range."
+            f"marts.stock_metrics exported to {spec_target.schema}.{spec_target.table} through dlt, "
+            "merged on (ticker, trade_date) for the run's date range; a full refresh replaces it atomically."
         ),
         metadata={"dagster/column_schema": column_schema} if column_schema else None,
     )
-    def export_stock_metrics(context: AssetExecutionContext) -> MaterializeResult:
+    def export_stock_metrics(context: AssetExecutionContext, export_destination: ExportDestination) -> MaterializeResult:
         start, end = run_dates(context)
+        target = export_destination.target(project.settings)
         # The whole step holds the warehouse lock: it reads the mart, and the dlt pipeline's
         # working state (and a DuckDB stand-in) take one writer at a time as well.
         with warehouse_lock(project.settings.duckdb_path, log=context.log.info):
-            return _export(context, start, end)
+            return _export(context, target, start, end)
 
-    def _export(context: AssetExecutionContext, start: dt.date, end: dt.date) -> MaterializeResult:
-        # A restatement replaces the restated tickers' rows wholesale (merge key ticker);
-        # the other tickers' mart rows are unchanged, so they are not re-sent. Rows after
-        # the range whose windows read it were recomputed by the transform: sent too.
+    def _export(context: AssetExecutionContext, target: ExportTarget, start: dt.date, end: dt.date):
         restated = restated_tickers(context.run.tags, project.settings, start)
+        full_refresh = context.run.tags.get(EXPORT_TAG) == FULL_REFRESH
+        # Rows after the range whose windows read it were recomputed by the transform: sent too.
         end = window_reach_end(str(project.settings.duckdb_path), end)
-        rows = read_mart(str(project.settings.duckdb_path), start, end, restated)
         if target.is_standin:
             context.log.warning(f"no SQL Server configured: exporting to the {target.description}")
-        context.log.info(f"exporting {rows.num_rows} rows of {start} to {end} to {target.description}")
-
-        @dlt.resource(
-            name=target.table,
-            table_name=target.table,
-            primary_key=("ticker", "trade_date"),
-            merge_key="ticker" if restated else (),
-            write_disposition={"disposition": "merge", "strategy": "delete-insert"},
-            columns=EXPORT_COLUMN_HINTS,
+        what = "the whole mart (full refresh, atomic replace)" if full_refresh else f"{start} to {end}"
+        context.log.info(f"exporting {what} to {target.description}")
+        try:
+            sent = load_export(project, target, start=start, end=end, tickers=restated, full_refresh=full_refresh)
+        except PermanentDestinationError as exc:
+            context.log.error(str(exc))
+            raise Failure(description=str(exc), allow_retries=False) from exc
+        context.log.info(f"exported {sent} rows")
+        pipeline = export_pipeline(project, target)
+        total, in_range = target_row_counts(pipeline, target.table, start, end)
+        return MaterializeResult(
+            metadata={
+                "dagster/row_count": MetadataValue.int(total),
+                "dagster/partition_row_count": MetadataValue.int(in_range),
+                "rows_exported": MetadataValue.int(sent),
+                "full_refresh": MetadataValue.bool(full_refresh),
+                "target": MetadataValue.text(target.description),
+                "target_kind": MetadataValue.text(target.kind),
+                "range_start": MetadataValue.text(start.isoformat()),
+                "range_end": MetadataValue.text(end.isoformat()),
+            }
         )
-        def stock_metrics():
-            if rows.num_rows:
-                yield rows
-
-        pipeline = export_pipeline(project)
-        # A package left by a killed run is recomputed from the mart anyway: drop it.
-        pipeline.abort_packages()
-        info = pipeline.run(stock_metrics())
-        info.raise_on_failed_jobs()
-        total, in_range = target_row_counts(pipeline, target.table, start, end) if rows.num_rows else (None, 0)
-        metadata = {
-            "dagster/partition_row_count": MetadataValue.int(in_range),
-            "rows_exported": MetadataValue.int(rows.num_rows),
-            "target": MetadataValue.text(target.description),
-            "target_kind": MetadataValue.text(target.kind),
-            "range_start": MetadataValue.text(start.isoformat()),
-            "range_end": MetadataValue.text(end.isoformat()),
-        }
-        if total is not None:
-            metadata["dagster/row_count"] = MetadataValue.int(total)
-        return MaterializeResult(metadata=metadata)
 
     return export_stock_metrics
