@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from dagster import AssetCheckSeverity
 
 from financial_etl.errors import (
-    EXIT_CODE_BY_CLASS_NAME,
     EXIT_CONFIG,
     EXIT_DATA_QUALITY,
     EXIT_SUCCESS,
     EXIT_UNEXPECTED,
     ConfigError,
+    exit_code_for_class_name,
 )
 from financial_etl.settings import Settings, load_settings, parse_date
 
@@ -56,10 +56,12 @@ def _preflight(settings: Settings) -> None:
 
 def _exit_code_for_failure(error) -> int:
     """Walk a Dagster error chain to the first error class with a known exit code."""
+    import financial_etl.export_errors  # noqa: F401 - registers the export error classes
+
     seen = 0
     while error is not None and seen < 20:
-        if error.cls_name in EXIT_CODE_BY_CLASS_NAME:
-            return EXIT_CODE_BY_CLASS_NAME[error.cls_name]
+        if (code := exit_code_for_class_name(error.cls_name)) is not None:
+            return code
         error = error.cause or error.context
         seen += 1
     return EXIT_UNEXPECTED

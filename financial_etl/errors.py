@@ -37,8 +37,18 @@ class DestinationConnectionError(FinancialEtlError):
     exit_code = EXIT_CONNECTION
 
 
-EXIT_CODE_BY_CLASS_NAME: dict[str, int] = {
-    **{cls.__name__: cls.exit_code for cls in (ConfigError, DataQualityError, DestinationConnectionError)},
-    # Dagster's own error when a blocking asset check fails.
-    "DagsterAssetCheckFailedError": EXIT_DATA_QUALITY,
-}
+# Dagster's own error when a blocking asset check fails.
+_DAGSTER_CLASS_CODES = {"DagsterAssetCheckFailedError": EXIT_DATA_QUALITY}
+
+
+def exit_code_for_class_name(name: str) -> int | None:
+    """The exit code of a project error class (any subclass) or a known Dagster error."""
+    if name in _DAGSTER_CLASS_CODES:
+        return _DAGSTER_CLASS_CODES[name]
+    pending = [FinancialEtlError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == name and cls is not FinancialEtlError:
+            return cls.exit_code
+        pending.extend(cls.__subclasses__())
+    return None

@@ -109,3 +109,19 @@ def assert_same_rows(got: Sequence[tuple], want: Sequence[tuple], label: str = "
                 assert np.isclose(x, y, rtol=1e-9, atol=1e-12, equal_nan=True), f"{label}: {a[:2]} {x} != {y}"
             else:
                 assert x == y, f"{label}: {a[:2]} {x!r} != {y!r}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    from financial_etl_tests.servers import start_postgres
+
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres(postgres_server):
+    """A fresh, empty `financial_mart` database on the running server."""
+    postgres_server.reset_database()
+    return postgres_server
