@@ -31,7 +31,9 @@ from financial_etl.errors import ConfigError
 from financial_etl.settings import Settings
 
 MSSQL_PREFIX = "FINANCIAL_ETL_MSSQL_"
-MSSQL_FIELDS = ("HOST", "PORT", "DATABASE", "USERNAME", "PASSWORD", "DRIVER", "TRUST_SERVER_CERTIFICATE", "URL")
+MSSQL_FIELDS = (
+    "HOST", "PORT", "DATABASE", "USERNAME", "PASSWORD", "DRIVER", "TRUST_SERVER_CERTIFICATE", "URL", "CONNECT_TIMEOUT",
+)
 DEFAULT_DRIVER = "ODBC Driver 18 for SQL Server"
 SUPPORTED_DRIVERS = ("ODBC Driver 18 for SQL Server", "ODBC Driver 17 for SQL Server")
 NAMING = "sql_cs_v1"  # keeps Dim_Stock_Metrics' case, as the seed's TARGET_TABLE intends
@@ -98,10 +100,15 @@ def mssql_from_fields(fields: Mapping[str, Any], settings: Settings) -> ExportTa
         driver=str(fields.get("DRIVER") or DEFAULT_DRIVER),
         trust=_truthy(fields.get("TRUST_SERVER_CERTIFICATE")),
         origin="FINANCIAL_ETL_MSSQL_* settings",
+        connect_timeout=fields.get("CONNECT_TIMEOUT"),
     )
 
 
-def _mssql(settings, *, host, port, database, username, password, driver, trust, origin) -> ExportTarget:
+def _mssql(settings, *, host, port, database, username, password, driver, trust, origin, connect_timeout=None) -> ExportTarget:
+    if not username or not password:
+        missing = " and ".join(n for n, v in (("username", username), ("password", password)) if not v)
+        raise ConfigError(f"the SQL Server target ({origin}) has no {missing}: set FINANCIAL_ETL_MSSQL_USERNAME "
+                          "and FINANCIAL_ETL_MSSQL_PASSWORD (or give them in the URL or credentials file)")
     if driver not in SUPPORTED_DRIVERS:
         raise ConfigError(
             f"FINANCIAL_ETL_MSSQL_DRIVER={driver!r}: dlt's mssql destination needs "
@@ -112,6 +119,11 @@ def _mssql(settings, *, host, port, database, username, password, driver, trust,
         "host": host, "port": port, "database": database, "username": username,
         "password": password, "driver": driver, "query": query,
     }
+    if connect_timeout:
+        try:
+            credentials["connect_timeout"] = int(connect_timeout)
+        except ValueError:
+            raise ConfigError(f"FINANCIAL_ETL_MSSQL_CONNECT_TIMEOUT={connect_timeout!r} is not a number of seconds") from None
     return ExportTarget(
         kind="mssql",
         schema=settings.export_schema,

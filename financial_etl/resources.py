@@ -38,6 +38,7 @@ class ExportDestination(ConfigurableResource):
     driver: str | None = None
     trust_server_certificate: str | None = None
     url: str | None = None
+    connect_timeout: str | None = None
 
     @classmethod
     def from_environment(cls, env=None) -> "ExportDestination":

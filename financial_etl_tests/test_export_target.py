@@ -1,0 +1,98 @@
+"""Which export target and credentials are used, in the order a user expects, and the
+password never shown."""
+
+import json
+
+import pytest
+
+from financial_etl.definitions import build_definitions
+from financial_etl.errors import ConfigError
+from financial_etl.export_target import export_target_for
+from financial_etl.resources import ExportDestination
+from financial_etl.settings import load_settings
+
+SECRET = "Sup3r-Secret-Pw"
+
+
+def _seed_credentials(path, server="seed.example.internal"):
+    path.write_text(json.dumps({"ms_target_01": {"info": {
+        "server": server, "port": 1433, "database": "FINANCIAL_MART", "username": "etl", "password": SECRET}}}))
+    return path
+
+
+def test_no_server_configured_means_the_local_standin(workdir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    target = export_target_for(load_settings(), env={})
+    assert target.is_standin and "local stand-in" in target.description
+
+
+def test_env_settings_win_over_dlt_config_and_credentials_json(workdir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _seed_credentials(tmp_path / "credentials.json")
+    env = {"FINANCIAL_ETL_MSSQL_HOST": "env.example.internal", "FINANCIAL_ETL_MSSQL_USERNAME": "etl",
+           "FINANCIAL_ETL_MSSQL_PASSWORD": SECRET, "DESTINATION__MSSQL__CREDENTIALS__HOST": "dlt.example.internal"}
+    target = export_target_for(load_settings(), env=env)
+    assert target.kind == "mssql" and "env.example.internal:1433/FINANCIAL_MART" in target.description
+    assert target._credentials["query"] == {}  # TrustServerCertificate stays off unless asked for
+    assert SECRET not in target.description and SECRET not in repr(target)
+
+
+def test_dlt_config_comes_before_credentials_json(workdir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _seed_credentials(tmp_path / "credentials.json")
+    target = export_target_for(load_settings(), env={"DESTINATION__MSSQL__CREDENTIALS": "mssql://etl:x@dlt.example/db"})
+    assert target.kind == "mssql" and target._credentials is None  # dlt resolves its own config
+    assert "dlt's configuration" in target.description
+
+
+def test_the_seeds_credentials_json_is_read(workdir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _seed_credentials(tmp_path / "credentials.json")
+    target = export_target_for(load_settings(), env={})
+    assert target.kind == "mssql" and "seed.example.internal:1433/FINANCIAL_MART" in target.description
+    assert target._credentials["username"] == "etl" and target.redact(f"x {SECRET} y") == "x *** y"
+
+
+def test_a_malformed_credentials_json_is_a_clear_error_without_the_password(workdir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "credentials.json").write_text(json.dumps({"ms_target_01": {"info": {"server": "x", "password": SECRET}}}))
+    with pytest.raises(ConfigError) as excinfo:
+        export_target_for(load_settings(), env={})
+    assert "credentials.json" in str(excinfo.value) and "database" in str(excinfo.value)
+    assert SECRET not in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"HOST": "h", "USERNAME": "u", "PASSWORD": SECRET, "DRIVER": "FreeTDS"}, "FreeTDS is not supported"),
+        ({"HOST": "h", "USERNAME": "u"}, "no password"),
+        ({"HOST": "h", "USERNAME": "u", "PASSWORD": SECRET, "PORT": "14x3"}, "FINANCIAL_ETL_MSSQL_PORT"),
+        ({"URL": "postgres://h/db"}, "must start with mssql://"),
+    ],
+)
+def test_bad_sql_server_settings_fail_clearly(workdir, fields, message):
+    with pytest.raises(ConfigError, match=message) as excinfo:
+        export_target_for(load_settings(), env={}, mssql_fields=fields)
+    assert SECRET not in str(excinfo.value)
+
+
+def test_a_url_and_trust_server_certificate_when_asked(workdir):
+    target = export_target_for(load_settings(), env={}, mssql_fields={
+        "URL": f"mssql://etl:{SECRET}@sql.example.internal:1444/MART?TrustServerCertificate=yes"})
+    assert "sql.example.internal:1444/MART" in target.description
+    assert target._credentials["query"] == {"TrustServerCertificate": "yes"}
+
+
+def test_the_ui_sees_env_var_names_never_the_password(workdir, clean_env):
+    clean_env.setenv("FINANCIAL_ETL_MSSQL_HOST", "sql.example.internal")
+    clean_env.setenv("FINANCIAL_ETL_MSSQL_USERNAME", "etl")
+    clean_env.setenv("FINANCIAL_ETL_MSSQL_PASSWORD", SECRET)
+    defs = build_definitions(load_settings())
+    resource = defs.resources["export_destination"]
+    assert isinstance(resource, ExportDestination)
+    snapshot = repr(resource._get_non_default_public_field_values()) if hasattr(resource, "_get_non_default_public_field_values") else repr(resource)
+    assert SECRET not in snapshot and SECRET not in repr(resource)
+    assert "FINANCIAL_ETL_MSSQL_PASSWORD" in repr(resource)
+    specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
+    assert SECRET not in repr(specs["dbo/Dim_Stock_Metrics"])
