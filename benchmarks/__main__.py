@@ -50,6 +50,43 @@ def transform(args) -> dict:
     }
 
 
+def export(args) -> dict:
+    from benchmarks.export import measure
+    from benchmarks.universe import universe
+    from financial_etl_tests.servers import start_postgres
+
+    server = start_postgres()
+    try:
+        started = time.perf_counter()
+        result = measure(universe(args.tickers, args.days), server.url())
+    finally:
+        server.stop()
+    return {
+        "stage": "export",
+        "tickers": args.tickers,
+        "days": args.days,
+        "machine": machine(),
+        "elapsed_s": time.perf_counter() - started,
+        **result,
+        "targets": {
+            "one-day merge under 5% of the full refresh": {
+                "met": result["one_day_vs_full"] < 0.05, "measured": f"{100 * result['one_day_vs_full']:.1f}%"},
+        },
+    }
+
+
+def export_markdown(result: dict) -> str:
+    lines = [f"Export to PostgreSQL, {result['tickers']} tickers x {result['days']:,} days, on {result['machine']}", "",
+             "| measure | value |", "|---|---|",
+             f"| full refresh (atomic replace) | {result['rows']:,} rows in {result['full_refresh_s']:.1f} s, "
+             f"{result['rows_per_s']:,.0f} rows/s |",
+             f"| one-day merge on top | {result['one_day_rows']} rows in {result['one_day_merge_s']:.2f} s "
+             f"({100 * result['one_day_vs_full']:.1f}% of full) |", "",
+             "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {name} | {t['measured']} | {'met' if t['met'] else 'MISSED'} |" for name, t in result["targets"].items()]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(result: dict) -> str:
     rows = [
         ("rows", f"{result['rows']:,}"),
@@ -72,12 +109,16 @@ def main(argv=None) -> int:
     t.add_argument("--tickers", type=int, default=500)
     t.add_argument("--days", type=int, default=6500)
     t.add_argument("--out", type=Path, default=RESULTS)
+    e = sub.add_parser("export", help="full refresh and one-day merge to a PostgreSQL server it starts")
+    e.add_argument("--tickers", type=int, default=500)
+    e.add_argument("--days", type=int, default=2500)
+    e.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    result = transform(args)
+    result = transform(args) if args.stage == "transform" else export(args)
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"{args.stage}_{args.tickers}x{args.days}"
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))
-    table = markdown(result)
+    table = markdown(result) if args.stage == "transform" else export_markdown(result)
     (args.out / f"{name}.md").write_text(table)
     print(table)
     return 0
