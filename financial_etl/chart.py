@@ -15,6 +15,7 @@ import pandas as pd
 CHART_COLUMNS = ("trade_date", "close_price", "sma_20_day", "sma_50_day", "bollinger_upper", "bollinger_lower")
 WIDTH_PX, HEIGHT_PX, DPI = 900, 450, 100
 CHART_ALT = "close, SMAs and Bollinger bands"
+FEW_SESSIONS = 30
 
 
 def price_chart_png(frame: pd.DataFrame, title: str = "") -> bytes:
@@ -24,6 +25,7 @@ def price_chart_png(frame: pd.DataFrame, title: str = "") -> bytes:
     display, so it is safe inside any Dagster step process.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
 
     missing = [c for c in CHART_COLUMNS if c not in frame.columns]
@@ -40,14 +42,20 @@ def price_chart_png(frame: pd.DataFrame, title: str = "") -> bytes:
     ax = fig.add_subplot()
     ax.fill_between(dates, values["bollinger_lower"], values["bollinger_upper"],
                     color="tab:blue", alpha=0.12, linewidth=0, label="Bollinger band (20, 2σ)")
-    ax.plot(dates, values["close_price"], color="black", linewidth=1.1, label="close")
+    # Markers while there are few sessions, or a lone day would draw nothing.
+    marker = "o" if len(data) <= FEW_SESSIONS else None
+    ax.plot(dates, values["close_price"], color="black", linewidth=1.1, marker=marker, markersize=3, label="close")
     ax.plot(dates, values["sma_20_day"], color="tab:blue", linewidth=1, label="SMA 20")
     ax.plot(dates, values["sma_50_day"], color="tab:orange", linewidth=1, label="SMA 50")
+    if dates.iloc[0] == dates.iloc[-1]:
+        ax.set_xlim(dates.iloc[0] - pd.Timedelta(days=3), dates.iloc[0] + pd.Timedelta(days=3))
     ax.set_title(title, fontsize=11)
     ax.set_ylabel("price")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", fontsize=8, frameon=False)
-    fig.autofmt_xdate()
+    locator = AutoDateLocator(maxticks=10)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)

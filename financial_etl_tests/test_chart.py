@@ -62,6 +62,12 @@ def test_chart_draws_warm_up_nulls_as_gaps_instead_of_failing():
     assert png_size(price_chart_png(frame)) == (WIDTH_PX, HEIGHT_PX)
 
 
+def test_chart_of_a_single_session_renders_around_that_day():
+    frame = indicator_frame("MSFT", "2024-03-28", "2024-03-28")
+    assert len(frame) == 1
+    assert png_size(price_chart_png(frame)) == (WIDTH_PX, HEIGHT_PX)
+
+
 def test_chart_names_the_columns_it_is_missing():
     frame = indicator_frame("MSFT", "2024-01-02", "2024-02-28").drop(columns=["sma_50_day"])
     with pytest.raises(ValueError, match="sma_50_day"):

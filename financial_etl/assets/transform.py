@@ -95,7 +95,7 @@ def _chart(project: Project, end: dt.date, warn: Callable[[str], None]) -> dict:
     except Exception as exc:  # noqa: BLE001 - a picture must not fail the data
         warn(f"no chart for {ticker}: {type(exc).__name__}: {exc}")
         return {}
-    return {"chart": MetadataValue.md(png_markdown(png, caption=f"{span} ({len(frame)} sessions)"))}
+    return {"chart": MetadataValue.md(png_markdown(png, caption=f"{span} ({len(frame)} session{'s' * (len(frame) != 1)})"))}
 
 
 def build_transform_assets(project: Project, partitions_def):
