@@ -1,51 +1,33 @@
 """The Dagster UI end to end: `dagster dev` on the project's workspace.yaml, checked through
 the webserver's GraphQL API, then looked at in headless Chromium with Selenium.
 
-One `dagster dev` serves the whole module (starting it takes ~40 s). It runs on a free
-127.0.0.1 port with DAGSTER_HOME, the warehouse and the alert log in a temporary
-directory, a start date 60 days back and the synthetic source, so nothing outside the
-temporary directory is written. Screenshots go to financial_etl_tests/artifacts/.
+One `dagster dev` serves the whole module (starting it takes ~40 s), with DAGSTER_HOME
+and the warehouse in a temporary directory, a start date 60 days back and the synthetic
+source (financial_etl_tests/dagster_dev.py). Screenshots go to
+financial_etl_tests/artifacts/ (financial_etl_tests/browser.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from financial_etl.calendar import is_session
 from financial_etl.chart import HEIGHT_PX, WIDTH_PX
-from financial_etl.settings import REPO_ROOT, load_settings
+from financial_etl.settings import load_settings
+from financial_etl_tests import browser as browser_support
+from financial_etl_tests.browser import ARTIFACTS, PAGE_TIMEOUT_S, chromium, open_and_wait, require_chromium
+from financial_etl_tests.dagster_dev import DagsterDev, running_dagster_dev, wait_until
 
-ARTIFACTS = Path(__file__).parent / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage")
-WINDOW = (1600, 1000)
-
-STARTUP_TIMEOUT_S = 240
 RUN_TIMEOUT_S = 300
-PAGE_TIMEOUT_S = 90
-
 DAILY_JOB = "daily_stock_metrics"
 # asset key -> group
 ASSETS = {"raw/eod_prices_raw": "extract", "marts/stock_metrics": "transform", "dbo/Dim_Stock_Metrics": "export"}
@@ -57,127 +39,10 @@ SCHEDULES = {"daily_after_close"}
 SENSORS = {"new_ticker_backfill", "restated_history_backfill", "run_failure_alerts"}
 
 
-# --- dagster dev -----------------------------------------------------------------------
-
-
-@dataclass
-class DagsterDev:
-    base_url: str
-    log: Path
-    env: dict[str, str]
-    process: subprocess.Popen
-
-    def graphql(self, query: str, variables: dict | None = None) -> dict:
-        """POST to /graphql; any GraphQL error fails the test with the server's message."""
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(
-            f"{self.base_url}/graphql", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            payload = json.load(response)
-        assert not payload.get("errors"), payload["errors"]
-        return payload["data"]
-
-    def log_tail(self, lines: int = 40) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def instance_yaml(home: Path) -> str:
-    """The repository's dagster.yaml with its relative data/dagster paths made absolute
-    under `home` (relative ones would land in the repository), and the first-visit
-    newsletter dialog off so it does not cover the screenshots."""
-    text = (REPO_ROOT / "dagster.yaml").read_text()
-    text = re.sub(r"(base_dir:\s*)data/dagster", lambda m: f"{m.group(1)}{home / 'data' / 'dagster'}", text)
-    assert "base_dir: data/" not in text, text
-    return text + "nux:\n  enabled: false\n"
-
-
-def dagster_env(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FINANCIAL_ETL_") and k != "DAGSTER_HOME"}
-    start = dt.date.today() - dt.timedelta(days=60)
-    env.update({
-        "DAGSTER_HOME": str(root / "home"),
-        "FINANCIAL_ETL_DUCKDB_PATH": str(root / "data" / "financial_etl.duckdb"),
-        "FINANCIAL_ETL_START_DATE": start.isoformat(),
-    })
-    return env
-
-
-def wait_until(what: str, check: Callable[[], object], timeout: float, server: DagsterDev, every: float = 2.0):
-    """Poll `check` until it returns something truthy; fail with the server log if the
-    server died or the time ran out."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if server.process.poll() is not None:
-            pytest.fail(f"dagster dev exited ({server.process.returncode}) while waiting for {what}:\n{server.log_tail()}")
-        try:
-            if result := check():
-                return result
-        except OSError:  # the webserver is not listening yet
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}:\n{server.log_tail()}")
-        time.sleep(every)
-
-
-LOCATION_STATUS = """{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
-  locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
-
-
-def loaded_location(server: DagsterDev) -> str | None:
-    data = server.graphql(LOCATION_STATUS)["workspaceOrError"]
-    entries = data.get("locationEntries") or []
-    for entry in entries:
-        error = entry["locationOrLoadError"]
-        if error and error["__typename"] == "PythonError":
-            pytest.fail(f"code location {entry['name']} failed to load: {error['message']}")
-    if entries and all(e["loadStatus"] == "LOADED" and e["locationOrLoadError"] for e in entries):
-        return entries[0]["name"]
-    return None
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Ask the whole process group to stop, then kill what is left of it."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=20)
-
-
 @pytest.fixture(scope="module")
 def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
-    root = tmp_path_factory.mktemp("dagster_ui")
-    (root / "home").mkdir()
-    (root / "home" / "dagster.yaml").write_text(instance_yaml(root / "home"))
-    port = free_port()
-    log = root / "dagster-dev.log"
-    env = dagster_env(root)
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
-             "-h", "127.0.0.1", "-p", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    server = DagsterDev(f"http://127.0.0.1:{port}", log, env, process)
-    try:
-        wait_until("the code location to load", lambda: loaded_location(server), STARTUP_TIMEOUT_S, server)
+    with running_dagster_dev(tmp_path_factory.mktemp("dagster_ui")) as server:
         yield server
-    finally:
-        stop(process)
 
 
 # --- GraphQL ---------------------------------------------------------------------------
@@ -300,21 +165,9 @@ def test_materializing_the_latest_session_records_check_results_row_counts_and_t
 # --- the browser -----------------------------------------------------------------------
 
 
-def require_chromium() -> None:
-    """Skip on a developer machine without Chromium; in CI (CI set) a missing browser is a
-    failure, because .ci/run installs it."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
-    if not missing:
-        return
-    reason = f"{', '.join(missing)} not installed (apt-get install chromium chromium-driver)"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI is set but {reason}")
-    pytest.skip(reason)
-
-
 @pytest.mark.parametrize("ci", [None, "true"])
 def test_a_missing_chromium_skips_on_a_developer_machine_and_fails_in_ci(monkeypatch, tmp_path, ci):
-    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.setattr(browser_support, "CHROMIUM", tmp_path / "no-chromium")
     if ci:
         monkeypatch.setenv("CI", ci)
     else:
@@ -326,52 +179,8 @@ def test_a_missing_chromium_skips_on_a_developer_machine_and_fails_in_ci(monkeyp
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
-    require_chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--window-size={WINDOW[0]},{WINDOW[1]}")
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        options.add_argument(f"--user-data-dir={profile}")
-        # The system driver, given explicitly: Selenium Manager never downloads one.
-        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-        try:
-            # The viewport itself, not the window with its frame, is WINDOW.
-            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-                "width": WINDOW[0], "height": WINDOW[1], "deviceScaleFactor": 1, "mobile": False,
-            })
-            yield driver
-        finally:
-            driver.quit()
-
-
-SHOWN_TEXT = """return [document.body.innerText].concat(
-  Array.from(document.querySelectorAll('[title]')).filter(e => e.offsetParent !== null).map(e => e.title)
-).join('\\n');"""
-
-
-def open_and_wait(driver: webdriver.Chrome, url: str, texts: Sequence[str], shot: str) -> str:
-    """Open `url`, wait until every text is shown (visible text, or the title of a visible
-    element the UI truncates), save the screenshot; on a timeout save it anyway and fail
-    naming what never appeared."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    driver.get(url)
-    missing: list[str] = list(texts)
-
-    def all_shown(d) -> bool:
-        shown = d.execute_script(SHOWN_TEXT)
-        missing[:] = [t for t in texts if t not in shown]
-        return not missing
-
-    try:
-        WebDriverWait(driver, PAGE_TIMEOUT_S, poll_frequency=0.5).until(all_shown)
-    except TimeoutException:
-        driver.save_screenshot(str(ARTIFACTS / f"FAILED-{shot}"))
-        pytest.fail(f"{url}: never showed {missing} (screenshot {ARTIFACTS / ('FAILED-' + shot)})")
-    time.sleep(1.5)  # let the graph finish its zoom-to-fit before the picture
-    assert driver.save_screenshot(str(ARTIFACTS / shot))
-    return driver.execute_script(SHOWN_TEXT)
+    with chromium() as driver:
+        yield driver
 
 
 def lineage_url(base_url: str) -> str:
