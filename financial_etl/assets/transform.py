@@ -1,7 +1,7 @@
 """Transform group: the SQLMesh project (marts.stock_metrics) as a partitioned multi-asset."""
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import duckdb
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
@@ -9,6 +9,7 @@ from dagster_sqlmesh import SQLMeshResource
 from dagster_sqlmesh.resource import PlanOrRunFailedError
 
 from financial_etl.audits import evaluate_audits
+from financial_etl.chart import CHART_COLUMNS, png_markdown, price_chart_png
 from financial_etl.checks import MART_KEY, MART_MODEL, RAW_KEY
 from financial_etl.metadata import model_column_lineage, model_table_schema
 from financial_etl.partitions import run_dates
@@ -67,6 +68,36 @@ def _row_counts(project: Project, start, end) -> dict:
     }
 
 
+# About a year of sessions on the chart.
+CHART_ROWS = 252
+
+
+def _chart(project: Project, end: dt.date, warn: Callable[[str], None]) -> dict:
+    """The `chart` metadata: the first ticker of the universe (alphabetically) that has
+    rows, its last CHART_ROWS rows up to `end`. Empty when there is nothing to draw. A
+    chart that fails to draw is logged, never fails the run: the rows are already written."""
+    universe = sorted(project.settings.current_tickers())
+    with duckdb.connect(str(project.settings.duckdb_path), read_only=True) as con:
+        (ticker,) = con.execute(
+            "SELECT min(ticker) FROM marts.stock_metrics WHERE list_contains(?, ticker) AND trade_date <= ?",
+            [universe, end],
+        ).fetchone()
+        if ticker is None:
+            return {}
+        frame = con.execute(
+            f"SELECT {', '.join(CHART_COLUMNS)} FROM marts.stock_metrics WHERE ticker = ? AND trade_date <= ? "
+            "ORDER BY trade_date DESC LIMIT ?",
+            [ticker, end, CHART_ROWS],
+        ).fetchdf()
+    span = f"{ticker}, {frame['trade_date'].min():%Y-%m-%d} to {frame['trade_date'].max():%Y-%m-%d}"
+    try:
+        png = price_chart_png(frame, title=f"{span}: close, SMA 20, SMA 50, Bollinger bands")
+    except Exception as exc:  # noqa: BLE001 - a picture must not fail the data
+        warn(f"no chart for {ticker}: {type(exc).__name__}: {exc}")
+        return {}
+    return {"chart": MetadataValue.md(png_markdown(png, caption=f"{span} ({len(frame)} session{'s' * (len(frame) != 1)})"))}
+
+
 def build_transform_assets(project: Project, partitions_def):
     config = project.sqlmesh_config
     static = mart_static_metadata(project)
@@ -118,6 +149,7 @@ def build_transform_assets(project: Project, partitions_def):
                     **(result.metadata or {}),
                     **spec_metadata,
                     **_row_counts(project, start, end),
+                    **_chart(project, end, context.log.warning),
                     "recomputed_through": MetadataValue.text(reach.isoformat()),
                 },
             )

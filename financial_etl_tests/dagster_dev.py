@@ -1,0 +1,147 @@
+"""`dagster dev` for end-to-end tests: the project's workspace on a free 127.0.0.1 port,
+with DAGSTER_HOME, the warehouse and every file it writes in a temporary directory, and
+the whole process group stopped afterwards."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from financial_etl.settings import REPO_ROOT
+
+STARTUP_TIMEOUT_S = 240
+
+
+@dataclass
+class DagsterDev:
+    base_url: str
+    log: Path
+    env: dict[str, str]
+    process: subprocess.Popen
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        """POST to /graphql; any GraphQL error fails the test with the server's message."""
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        request = urllib.request.Request(
+            f"{self.base_url}/graphql", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            payload = json.load(response)
+        assert not payload.get("errors"), payload["errors"]
+        return payload["data"]
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def instance_yaml(home: Path) -> str:
+    """The repository's dagster.yaml with its relative data/dagster paths made absolute
+    under `home` (relative ones would land in the repository), and the first-visit
+    newsletter dialog off so it does not cover the screenshots."""
+    text = (REPO_ROOT / "dagster.yaml").read_text()
+    text = re.sub(r"(base_dir:\s*)data/dagster", lambda m: f"{m.group(1)}{home / 'data' / 'dagster'}", text)
+    assert "base_dir: data/" not in text, text
+    return text + "nux:\n  enabled: false\n"
+
+
+def dagster_env(root: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINANCIAL_ETL_") and k != "DAGSTER_HOME"}
+    start = dt.date.today() - dt.timedelta(days=60)
+    env.update({
+        "DAGSTER_HOME": str(root / "home"),
+        "FINANCIAL_ETL_DUCKDB_PATH": str(root / "data" / "financial_etl.duckdb"),
+        "FINANCIAL_ETL_START_DATE": start.isoformat(),
+    })
+    return env
+
+
+def wait_until(what: str, check: Callable[[], object], timeout: float, server: DagsterDev, every: float = 2.0):
+    """Poll `check` until it returns something truthy; fail with the server log if the
+    server died or the time ran out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.process.poll() is not None:
+            pytest.fail(f"dagster dev exited ({server.process.returncode}) while waiting for {what}:\n{server.log_tail()}")
+        try:
+            if result := check():
+                return result
+        except OSError:  # the webserver is not listening yet
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}:\n{server.log_tail()}")
+        time.sleep(every)
+
+
+LOCATION_STATUS = """{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
+  locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+
+
+def loaded_location(server: DagsterDev) -> str | None:
+    data = server.graphql(LOCATION_STATUS)["workspaceOrError"]
+    entries = data.get("locationEntries") or []
+    for entry in entries:
+        error = entry["locationOrLoadError"]
+        if error and error["__typename"] == "PythonError":
+            pytest.fail(f"code location {entry['name']} failed to load: {error['message']}")
+    if entries and all(e["loadStatus"] == "LOADED" and e["locationOrLoadError"] for e in entries):
+        return entries[0]["name"]
+    return None
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Ask the whole process group to stop, then kill what is left of it."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=20)
+
+
+@contextmanager
+def running_dagster_dev(root: Path) -> Iterator[DagsterDev]:
+    """Start `dagster dev` under `root`, yield it once its code location has loaded, and
+    always stop its process group (webserver, daemon, code server, run workers)."""
+    (root / "home").mkdir()
+    (root / "home" / "dagster.yaml").write_text(instance_yaml(root / "home"))
+    port = free_port()
+    log = root / "dagster-dev.log"
+    env = dagster_env(root)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
+             "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    server = DagsterDev(f"http://127.0.0.1:{port}", log, env, process)
+    try:
+        wait_until("the code location to load", lambda: loaded_location(server), STARTUP_TIMEOUT_S, server)
+        yield server
+    finally:
+        stop(process)

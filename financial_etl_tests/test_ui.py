@@ -1,0 +1,223 @@
+"""The Dagster UI end to end: `dagster dev` on the project's workspace.yaml, checked through
+the webserver's GraphQL API, then looked at in headless Chromium with Selenium.
+
+One `dagster dev` serves the whole module (starting it takes ~40 s), with DAGSTER_HOME
+and the warehouse in a temporary directory, a start date 60 days back and the synthetic
+source (financial_etl_tests/dagster_dev.py). Screenshots go to
+financial_etl_tests/artifacts/ (financial_etl_tests/browser.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from financial_etl.calendar import is_session
+from financial_etl.chart import HEIGHT_PX, WIDTH_PX
+from financial_etl.settings import load_settings
+from financial_etl_tests import browser as browser_support
+from financial_etl_tests.browser import ARTIFACTS, PAGE_TIMEOUT_S, chromium, open_and_wait, require_chromium
+from financial_etl_tests.dagster_dev import DagsterDev, running_dagster_dev, wait_until
+
+RUN_TIMEOUT_S = 300
+DAILY_JOB = "daily_stock_metrics"
+# asset key -> group
+ASSETS = {"raw/eod_prices_raw": "extract", "marts/stock_metrics": "transform", "dbo/Dim_Stock_Metrics": "export"}
+MART_CHECKS = {
+    "not_null", "unique_combination_of_columns", "valid_rsi_range",
+    "valid_ohlc_prices", "positive_volume", "valid_atr",
+}
+SCHEDULES = {"daily_after_close"}
+SENSORS = {"new_ticker_backfill", "restated_history_backfill", "run_failure_alerts"}
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
+    with running_dagster_dev(tmp_path_factory.mktemp("dagster_ui")) as server:
+        yield server
+
+
+# --- GraphQL ---------------------------------------------------------------------------
+
+DEFINITIONS = """{
+  assetNodes { assetKey { path } groupName dependencyKeys { path } partitionKeys
+    assetChecksOrError { __typename ... on AssetChecks { checks { name } } } }
+  repositoriesOrError { __typename ... on RepositoryConnection { nodes { name location { name }
+    schedules { name scheduleState { status } } sensors { name sensorState { status } } } } }
+}"""
+
+LAUNCH_RUN = """mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on Error { message } } }"""
+
+RUN_STATUS = """query Status($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { status } } }"""
+
+RUN_ERRORS = """query Errors($runId: ID!) { logsForRun(runId: $runId, limit: 5000) { __typename
+  ... on EventConnection { events { __typename
+    ... on ExecutionStepFailureEvent { stepKey error { message } }
+    ... on RunFailureEvent { message } } } } }"""
+
+MART_RESULTS = """{
+  assetNodes { assetKey { path } assetMaterializations(limit: 1) { runId partition } }
+  assetNodeOrError(assetKey: {path: ["marts", "stock_metrics"]}) { __typename ... on AssetNode {
+    assetChecksOrError { ... on AssetChecks { checks { name
+      executionForLatestMaterialization { runId status evaluation { success } } } } }
+    assetMaterializations(limit: 1) { runId partition metadataEntries { __typename label
+      ... on IntMetadataEntry { intValue } ... on MarkdownMetadataEntry { mdStr } } } } }
+}"""
+
+TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def key(path: Sequence[str]) -> str:
+    return "/".join(path)
+
+
+@dataclass(frozen=True)
+class Materialized:
+    run_id: str
+    partition: str
+    expected_rows: int
+
+
+@pytest.fixture(scope="module")
+def definitions(dagster_dev: DagsterDev) -> dict:
+    return dagster_dev.graphql(DEFINITIONS)
+
+
+@pytest.fixture(scope="module")
+def materialized(dagster_dev: DagsterDev, definitions: dict) -> Materialized:
+    """Launches job daily_stock_metrics for the latest partition that is an NYSE session
+    and waits for the daemon to dequeue and finish it."""
+    (repo,) = definitions["repositoriesOrError"]["nodes"]
+    mart = next(n for n in definitions["assetNodes"] if key(n["assetKey"]["path"]) == "marts/stock_metrics")
+    partition = next(p for p in reversed(mart["partitionKeys"]) if is_session(dt.date.fromisoformat(p)))
+    launched = dagster_dev.graphql(LAUNCH_RUN, {"params": {
+        "selector": {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"], "jobName": DAILY_JOB},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
+        "runConfigData": {},
+    }})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+
+    def finished() -> str | None:
+        status = dagster_dev.graphql(RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
+        return status if status in TERMINAL else None
+
+    status = wait_until(f"run {run_id} to finish", finished, RUN_TIMEOUT_S, dagster_dev, every=3)
+    if status != "SUCCESS":
+        events = dagster_dev.graphql(RUN_ERRORS, {"runId": run_id})["logsForRun"].get("events", [])
+        errors = [e.get("message") or f"{e.get('stepKey')}: {e['error']['message']}" for e in events if len(e) > 1]
+        pytest.fail(f"run {run_id} for {partition} ended {status}: {errors}\n{dagster_dev.log_tail()}")
+    # Only this one session is loaded: one row per ticker of the universe.
+    tickers = load_settings(dagster_dev.env).tickers
+    return Materialized(run_id, partition, expected_rows=len(tickers))
+
+
+def test_graphql_shows_three_assets_in_lineage_with_the_mart_checks_schedule_and_sensors(definitions):
+    nodes = {key(n["assetKey"]["path"]): n for n in definitions["assetNodes"]}
+    assert set(nodes) == set(ASSETS)
+    assert {k: n["groupName"] for k, n in nodes.items()} == ASSETS
+    assert [key(d["path"]) for d in nodes["raw/eod_prices_raw"]["dependencyKeys"]] == []
+    assert [key(d["path"]) for d in nodes["marts/stock_metrics"]["dependencyKeys"]] == ["raw/eod_prices_raw"]
+    assert [key(d["path"]) for d in nodes["dbo/Dim_Stock_Metrics"]["dependencyKeys"]] == ["marts/stock_metrics"]
+    checks = nodes["marts/stock_metrics"]["assetChecksOrError"]
+    assert checks["__typename"] == "AssetChecks"
+    assert {c["name"] for c in checks["checks"]} == MART_CHECKS
+
+    (repo,) = definitions["repositoriesOrError"]["nodes"]
+    assert {s["name"] for s in repo["schedules"]} == SCHEDULES
+    assert {s["name"] for s in repo["sensors"]} == SENSORS
+    # All on by default, so `dagster dev` alone runs the automation.
+    assert {s["scheduleState"]["status"] for s in repo["schedules"]} == {"RUNNING"}
+    assert {s["sensorState"]["status"] for s in repo["sensors"]} == {"RUNNING"}
+
+
+def test_materializing_the_latest_session_records_check_results_row_counts_and_the_chart(dagster_dev, materialized):
+    data = dagster_dev.graphql(MART_RESULTS)
+    latest = {key(n["assetKey"]["path"]): n["assetMaterializations"] for n in data["assetNodes"]}
+    for asset in ASSETS:
+        assert [(m["runId"], m["partition"]) for m in latest[asset]] == [(materialized.run_id, materialized.partition)], asset
+
+    mart = data["assetNodeOrError"]
+    executions = {c["name"]: c["executionForLatestMaterialization"] for c in mart["assetChecksOrError"]["checks"]}
+    assert set(executions) == MART_CHECKS
+    for name, execution in executions.items():
+        assert execution is not None, f"{name} never ran"
+        assert (execution["status"], execution["runId"]) == ("SUCCEEDED", materialized.run_id), name
+        assert execution["evaluation"]["success"] is True, name
+
+    (materialization,) = mart["assetMaterializations"]
+    entries = {e["label"]: e for e in materialization["metadataEntries"]}
+    assert entries["dagster/row_count"]["intValue"] == materialized.expected_rows > 0
+    assert entries["dagster/partition_row_count"]["intValue"] == materialized.expected_rows
+    assert entries["chart"]["__typename"] == "MarkdownMetadataEntry"
+    assert "](data:image/png;base64," in entries["chart"]["mdStr"]
+
+
+# --- the browser -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ci", [None, "true"])
+def test_a_missing_chromium_skips_on_a_developer_machine_and_fails_in_ci(monkeypatch, tmp_path, ci):
+    monkeypatch.setattr(browser_support, "CHROMIUM", tmp_path / "no-chromium")
+    if ci:
+        monkeypatch.setenv("CI", ci)
+    else:
+        monkeypatch.delenv("CI", raising=False)
+    expected = pytest.fail.Exception if ci else pytest.skip.Exception
+    with pytest.raises(expected, match="no-chromium not installed"):
+        require_chromium()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    with chromium() as driver:
+        yield driver
+
+
+def lineage_url(base_url: str) -> str:
+    """/asset-groups is "Global asset lineage"; `expanded` opens the three groups so the
+    asset nodes, not just the group boxes, are drawn."""
+    groups = ",".join(f"global@global:{group}" for group in ASSETS.values())
+    return f"{base_url}/asset-groups?{urllib.parse.urlencode({'expanded': groups})}"
+
+
+def test_the_lineage_page_draws_the_three_assets_in_their_groups(dagster_dev, materialized, browser):
+    names = [a.split("/")[-1] for a in ASSETS]
+    shown = open_and_wait(
+        browser, lineage_url(dagster_dev.base_url),
+        ["Global asset lineage", *ASSETS.values(), *names, "6 / 6 Passed"], "asset-graph.png",
+    )
+    assert "Materialize all" in shown
+
+
+def test_the_stock_metrics_page_shows_its_latest_materialization_and_checks(dagster_dev, materialized, browser):
+    base = f"{dagster_dev.base_url}/assets/marts/stock_metrics"
+    open_and_wait(browser, base, ["stock_metrics", "Latest materialization", materialized.partition,
+                                  "Row count", "Checks", "close_price"], "stock-metrics.png")
+    shown = open_and_wait(browser, f"{base}?view=checks", [f"Checks ({len(MART_CHECKS)})", *sorted(MART_CHECKS)],
+                          "stock-metrics-checks.png")
+    assert shown.count("Succeeded") >= len(MART_CHECKS)
+
+
+def test_the_chart_opens_as_an_image_from_the_materialization_metadata(dagster_dev, materialized, browser):
+    open_and_wait(browser, f"{dagster_dev.base_url}/assets/marts/stock_metrics?view=events",
+                  ["chart", "Show Markdown", materialized.partition], "stock-metrics-events.png")
+    link = browser.find_element(By.XPATH, "//tr[td[normalize-space()='chart']]//*[contains(text(), 'Show Markdown')]")
+    link.click()
+    image = WebDriverWait(browser, PAGE_TIMEOUT_S).until(
+        lambda d: next((i for i in d.find_elements(By.CSS_SELECTOR, "img[src^='data:image/png;base64,']")
+                        if d.execute_script("return arguments[0].naturalWidth", i)), None)
+    )
+    # The browser decoded the PNG at its real size.
+    assert browser.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", image) == [WIDTH_PX, HEIGHT_PX]
+    time.sleep(1)  # the dialog fades in
+    assert browser.save_screenshot(str(ARTIFACTS / "stock-metrics-chart.png"))
