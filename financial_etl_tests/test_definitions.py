@@ -40,6 +40,8 @@ def test_groups_and_kinds(workdir):
 
 def test_export_kind_is_mssql_when_a_server_is_configured(workdir, monkeypatch):
     monkeypatch.setenv("FINANCIAL_ETL_MSSQL_HOST", "sql.example.internal")
+    monkeypatch.setenv("FINANCIAL_ETL_MSSQL_USERNAME", "etl")
+    monkeypatch.setenv("FINANCIAL_ETL_MSSQL_PASSWORD", "not-shown")
     _, specs = _specs(workdir)
     assert specs[EXPORT].kinds == {"dlt", "mssql"}
 
