@@ -16,7 +16,7 @@ from dlt.destinations.insert_job_client import InsertValuesLoadJob
 
 from financial_etl.assets.export import EXPORT_COLUMN_HINTS, MART_COLUMNS, load_export, nan_to_null
 from financial_etl.errors import EXIT_CONNECTION
-from financial_etl.export_errors import DestinationUnreachableError, NoOdbcDriverError
+from financial_etl.export_errors import DestinationUnreachableError
 from financial_etl.export_target import export_target_for
 from financial_etl.resources import Project
 from financial_etl.settings import load_settings

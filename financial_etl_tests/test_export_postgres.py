@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from financial_etl.assets.export import load_export
-from financial_etl.cli import execute_range, main
+from financial_etl.cli import main
 from financial_etl.errors import EXIT_CONNECTION, EXIT_SUCCESS
 from financial_etl.export_errors import DestinationUnreachableError, LoginFailedError, MissingDatabaseError
 from financial_etl.export_target import export_target_for

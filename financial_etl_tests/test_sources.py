@@ -1,5 +1,3 @@
-import datetime as dt
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -85,16 +85,10 @@ def _mart_query(start, end, tickers) -> tuple[str, list]:
     return f"SELECT {', '.join(MART_COLUMNS)} FROM marts.stock_metrics {clause} ORDER BY ticker, trade_date", params
 
 
-def read_mart(duckdb_path: str, start: dt.date | None, end: dt.date | None, tickers=None) -> pa.Table:
-    """The mart rows of [start, end] (all rows when start is None; `tickers` only, when
-    given) as one Arrow table, NaN and +/-inf as NULL."""
-    sql, params = _mart_query(start, end, tickers)
-    with duckdb.connect(duckdb_path, read_only=True) as con:
-        return nan_to_null(con.execute(sql, params).fetch_arrow_table())
-
-
 def iter_mart(duckdb_path: str, start, end, tickers=None, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-    """The same rows as record batches, so a full refresh never holds the mart in memory."""
+    """The mart rows of [start, end] (all rows when start is None; `tickers` only, when
+    given) as Arrow record batches, NaN and +/-inf as NULL, so a full refresh never holds
+    the mart in memory."""
     sql, params = _mart_query(start, end, tickers)
     with duckdb.connect(duckdb_path, read_only=True) as con:
         reader = con.execute(sql, params).fetch_record_batch(batch_rows)
