@@ -32,13 +32,14 @@ from financial_etl.audits import AuditOutcome, audit_names, evaluate_audits
 from financial_etl.metadata import markdown_table
 from financial_etl.resources import Project
 from financial_etl.run_tags import run_tickers
-from financial_etl.sources.prices import RAW_DATASET, RAW_TABLE
+from financial_etl.sources.prices import QUARANTINE_TABLE, RAW_DATASET, RAW_TABLE
 from financial_etl.warehouse_lock import warehouse_lock
 from financial_etl.calendar import trading_sessions
 
 MART_MODEL = "marts.stock_metrics"
 MART_KEY = AssetKey(["marts", "stock_metrics"])
 RAW_KEY = AssetKey([RAW_DATASET, RAW_TABLE])
+QUARANTINE = f"{RAW_DATASET}.{QUARANTINE_TABLE}"
 CHECK_START_TAG = "financial_etl/check_start"
 CHECK_END_TAG = "financial_etl/check_end"
 
@@ -133,6 +134,12 @@ def build_raw_checks(project: Project, partitions_def: TimeWindowPartitionsDefin
                            description="No row is dated outside FINANCIAL_ETL_START_DATE to the end date."),
             AssetCheckSpec("complete_sessions", asset=RAW_KEY,
                            description="Every requested ticker has a row on every XNYS session of the range (warns)."),
+            AssetCheckSpec("no_new_quarantined_rows", asset=RAW_KEY,
+                           description=f"This run added no row to {QUARANTINE}, the rows that broke the raw "
+                                       "contract (warns, with the count and the reasons)."),
+            AssetCheckSpec("open_close_within_high_low", asset=RAW_KEY,
+                           description="Open and close lie within [low, high] (warns: vendors' adjusted prices "
+                                       "break this by a rounding step, so such rows load)."),
         ],
         can_subset=True,
         name="raw_prices_checks",
@@ -168,6 +175,22 @@ def build_raw_checks(project: Project, partitions_def: TimeWindowPartitionsDefin
                         "sample": MetadataValue.md(markdown_table(outside)),
                     },
                 )
+            if "no_new_quarantined_rows" in selected:
+                yield quarantine_result(con, context.run.run_id, context)
+            if "open_close_within_high_low" in selected:
+                outside = con.execute(
+                    "SELECT ticker, date, open_price, high_price, low_price, close_price FROM raw.eod_prices_raw "
+                    "WHERE date BETWEEN ? AND ? AND (high_price < greatest(open_price, close_price) "
+                    "OR low_price > least(open_price, close_price)) ORDER BY date, ticker",
+                    [start, end],
+                ).df()
+                yield AssetCheckResult(
+                    check_name="open_close_within_high_low",
+                    passed=outside.empty,
+                    severity=AssetCheckSeverity.WARN,
+                    metadata={"range": f"{start} to {end}", "violating_rows": len(outside),
+                              "sample": MetadataValue.md(markdown_table(outside.head(20)))},
+                )
             if "complete_sessions" in selected:
                 present = con.execute(
                     "SELECT ticker, date FROM raw.eod_prices_raw WHERE date BETWEEN ? AND ?", [start, end]
@@ -176,6 +199,35 @@ def build_raw_checks(project: Project, partitions_def: TimeWindowPartitionsDefin
             yield completeness_result(run_tickers(context.run.tags, settings), present, start, end, context)
 
     return raw_prices_checks
+
+
+def quarantine_result(con, run_id: str, context) -> AssetCheckResult:
+    """Warns when this run quarantined rows; a check-only run adds none, so it passes."""
+    try:
+        new = con.execute(
+            f"SELECT ticker, date, reason, location, source FROM {QUARANTINE} WHERE run_id = ? ORDER BY ticker, date",
+            [run_id],
+        ).df()
+        total = con.execute(f"SELECT count(*) FROM {QUARANTINE}").fetchone()[0]
+    except duckdb.CatalogException:  # a warehouse from before the quarantine existed
+        new, total = None, 0
+    added = 0 if new is None else len(new)
+    metadata = {"quarantined_this_run": added, "quarantine_total": int(total)}
+    if added:
+        rules = new["reason"].str.split("; ").explode().str.split(":").str[0].value_counts()
+        metadata["by_reason"] = MetadataValue.md("\n".join(f"- {rule}: {n}" for rule, n in rules.items()))
+        metadata["sample"] = MetadataValue.md(markdown_table(new.head(20)))
+        metadata["next_step"] = MetadataValue.text(
+            f"Inspect `SELECT * FROM {QUARANTINE} WHERE run_id = '{run_id}'`, fix the source, "
+            "and re-run the affected dates; quarantined rows never reach the mart."
+        )
+        context.log.warning(f"{added} rows quarantined by this run ({', '.join(rules.index)}); see {QUARANTINE}")
+    return AssetCheckResult(
+        check_name="no_new_quarantined_rows",
+        passed=added == 0,
+        severity=AssetCheckSeverity.WARN,
+        metadata=metadata,
+    )
 
 
 def completeness_result(tickers, present, start, end, context) -> AssetCheckResult:

@@ -11,6 +11,7 @@ EXIT_UNEXPECTED = 1
 EXIT_CONFIG = 2
 EXIT_DATA_QUALITY = 3
 EXIT_CONNECTION = 4
+EXIT_STORAGE = 5
 
 
 class FinancialEtlError(Exception):
@@ -35,6 +36,24 @@ class DestinationConnectionError(FinancialEtlError):
     """A database or server could not be reached or refused the login."""
 
     exit_code = EXIT_CONNECTION
+
+
+class MissingTickersError(DataQualityError):
+    """Some requested tickers returned no rows for a range with trading sessions."""
+
+
+class SourceUnavailableError(FinancialEtlError):
+    """The price source kept failing after its retries, or answered nothing at all for
+    a range with trading sessions."""
+
+    exit_code = EXIT_CONNECTION
+
+
+class StorageError(FinancialEtlError):
+    """A file the pipeline must write cannot be written: the disk is full, or the path
+    is read-only or not permitted. The message names the path."""
+
+    exit_code = EXIT_STORAGE
 
 
 # Dagster's own error when a blocking asset check fails.

@@ -46,6 +46,7 @@ class Settings:
     owner: str = "team:data-engineering"
     alert_log: Path = DEFAULT_DATA_DIR / "alerts.log"
     alert_webhook_url: str | None = None
+    allow_partial_loads: bool = False  # load the other tickers when some return nothing
 
     @property
     def data_dir(self) -> Path:
@@ -116,6 +117,17 @@ def read_tickers_file(path: Path) -> tuple[str, ...]:
         twice = sorted({t for t in tickers if tickers.count(t) > 1})
         raise ConfigError(f"{path} lists {', '.join(twice)} twice")
     return tuple(tickers)
+
+
+def parse_bool(name: str, value: str | None, default: bool) -> bool:
+    if value is None:
+        return default
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={value!r} is not a boolean; use true or false")
 
 
 def _check_range(start: dt.date, end: dt.date) -> None:
@@ -208,4 +220,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         owner=owner,
         alert_log=alert_log,
         alert_webhook_url=webhook,
+        allow_partial_loads=parse_bool("FINANCIAL_ETL_ALLOW_PARTIAL_LOADS", get("ALLOW_PARTIAL_LOADS"), False),
     )

@@ -86,32 +86,33 @@ def test_synthetic_default_run_materializes_the_graph_with_a_synthetic_label(wor
     assert export_meta["rows_exported"].value == export_meta["dagster/partition_row_count"].value == 7 * 21
 
 
-def test_yfinance_run_names_the_empty_ticker_and_loads_the_rest(workdir, clean_env, monkeypatch):
+def test_yfinance_partial_load_names_the_empty_ticker_and_loads_the_rest(workdir, clean_env, monkeypatch):
     frame = yahoo_download_frame(
         ["AAPL", "GONE", "MSFT"], "2024-02-01", "2024-02-29", empty=["GONE"], nan_rows=[("MSFT", "2024-02-14")]
     )
     monkeypatch.setattr("yfinance.download", lambda tickers, **kw: frame)
     clean_env.setenv("FINANCIAL_ETL_SOURCE", "yfinance")
     clean_env.setenv("FINANCIAL_ETL_TICKERS", "AAPL,GONE,MSFT")
+    clean_env.setenv("FINANCIAL_ETL_ALLOW_PARTIAL_LOADS", "true")
     result = execute_range(load_settings(), day("2024-02-01"), day("2024-02-29"))
     assert result.success
     raw_mat = next(
         m.materialization for m in result.get_asset_materialization_events()
         if m.materialization.asset_key.path == ["raw", "eod_prices_raw"]
     )
-    assert raw_mat.metadata["empty_tickers"].value == "GONE"
+    assert raw_mat.metadata["missing_tickers"].value == "GONE"
     sessions = len(frame.index)  # weekdays in February 2024
-    assert raw_mat.metadata["rows_without_trade_dropped"].value == sessions + 1
+    assert raw_mat.metadata["rows_without_trade_dropped"].value == 1  # MSFT's gap
     db = workdir / "data" / "financial_etl.duckdb"
     counts = dict(query(db, "SELECT ticker, count(*) FROM raw.eod_prices_raw GROUP BY ticker"))
     assert counts == {"AAPL": sessions, "MSFT": sessions - 1}
 
 
-def test_malformed_csv_fails_with_exit_2_and_writes_nothing(workdir, csv_history, capsys):
-    (workdir / "csv" / "BBB.csv").write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,x,1,10\n")
+def test_a_csv_file_with_a_foreign_header_fails_with_exit_2_and_writes_nothing(workdir, csv_history, capsys):
+    (workdir / "csv" / "BBB.csv").write_text("Date;Open;High;Low;Close;Volume\n2024-01-02;1;2;0.5;1;10\n")
     assert main(["run", "--start", "2024-01-02", "--end", "2024-01-31"]) == EXIT_CONFIG
     err = capsys.readouterr().err
-    assert "BBB.csv:2" in err and "Low 'x'" in err
+    assert "BBB.csv:1" in err and "not Yahoo's CSV format" in err
     db = workdir / "data" / "financial_etl.duckdb"
     rows = query(db, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'eod_prices_raw'") if db.exists() else [(0,)]
     assert rows == [(0,)]

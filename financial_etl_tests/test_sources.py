@@ -6,7 +6,7 @@ import pytest
 from financial_etl.errors import ConfigError
 from financial_etl.sources import csv as csv_source
 from financial_etl.sources import yfinance as yf_source
-from financial_etl.sources.prices import to_arrow
+from financial_etl.sources.contract import RAW_SCHEMA, apply_contract
 from financial_etl.calendar import trading_sessions
 from financial_etl.sources.synthetic import fetch_synthetic
 from financial_etl_tests.conftest import day, write_yahoo_csv, yahoo_download_frame
@@ -40,8 +40,7 @@ def test_yfinance_downloads_all_tickers_in_one_call_with_an_inclusive_end(fake_d
     assert kwargs["auto_adjust"] is True
     assert len(batch.frame) == 2 * 21
     assert list(batch.frame.columns) == ["ticker", "date", "open_price", "high_price", "low_price", "close_price", "volume"]
-    assert batch.frame["volume"].dtype == np.int64
-    assert batch.empty_tickers == []
+    assert batch.ticker_errors == {}
 
 
 def test_yfinance_values_land_in_the_right_columns(fake_download):
@@ -57,20 +56,23 @@ def test_yfinance_values_land_in_the_right_columns(fake_download):
     assert row.volume == int(source[("Volume", "MSFT")])
 
 
-def test_yfinance_names_an_empty_ticker_and_drops_nan_rows(fake_download):
+def test_yfinance_names_an_empty_ticker_and_the_contract_drops_gap_rows(fake_download):
     fake_download(
         yahoo_download_frame(
             ["AAPL", "DEAD", "MSFT"], "2024-03-01", "2024-03-29",
             empty=["DEAD"], nan_rows=[("AAPL", "2024-03-12"), ("MSFT", "2024-03-20")],
         )
     )
-    batch = yf_source.fetch_yfinance(["AAPL", "DEAD", "MSFT"], day("2024-03-01"), day("2024-03-29"))
-    assert batch.empty_tickers == ["DEAD"]
+    start, end = day("2024-03-01"), day("2024-03-29")
+    batch = yf_source.fetch_yfinance(["AAPL", "DEAD", "MSFT"], start, end)
+    assert set(batch.ticker_errors) == {"DEAD"}
     assert set(batch.frame.ticker) == {"AAPL", "MSFT"}
-    assert len(batch.frame) == 2 * 21 - 2
-    assert day("2024-03-12") not in set(batch.frame[batch.frame.ticker == "AAPL"].date)
-    assert batch.dropped_rows == 21 + 2  # DEAD's all-NaN rows and the two gaps
-    assert not batch.frame[["open_price", "close_price", "volume"]].isna().any().any()
+    result = apply_contract(batch.frame, start, end, ["AAPL", "DEAD", "MSFT"], "yfinance")
+    valid = result.valid.to_pandas()
+    assert len(valid) == 2 * 21 - 2
+    assert day("2024-03-12") not in set(valid[valid.ticker == "AAPL"].date)
+    assert result.untraded == 2 and result.quarantined == 0  # a gap is no trade, not bad data
+    assert not valid[["open_price", "close_price", "volume"]].isna().any().any()
 
 
 def test_yfinance_single_ticker_and_empty_answers(fake_download):
@@ -80,7 +82,7 @@ def test_yfinance_single_ticker_and_empty_answers(fake_download):
 
     fake_download(pd.DataFrame())
     batch = yf_source.fetch_yfinance(["AAPL", "MSFT"], day("2024-03-01"), day("2024-03-08"))
-    assert batch.frame.empty and batch.empty_tickers == ["AAPL", "MSFT"]
+    assert batch.frame.empty and set(batch.ticker_errors) == {"AAPL", "MSFT"}
 
 
 # --- csv ------------------------------------------------------------------------------
@@ -111,31 +113,60 @@ def test_csv_null_rows_are_untraded_days_not_errors(tmp_path):
         "2024-01-03,null,null,null,null,null,null\n"
         "2024-01-04,10,11,9,10.2,10.2,120\n"
     )
-    batch = csv_source.make_csv_fetch(tmp_path)(["AAA"], day("2024-01-01"), day("2024-01-31"))
-    assert list(batch.frame.date) == [day("2024-01-02"), day("2024-01-04")]
-    assert batch.dropped_rows == 1
+    start, end = day("2024-01-01"), day("2024-01-31")
+    batch = csv_source.make_csv_fetch(tmp_path)(["AAA"], start, end)
+    result = apply_contract(batch.frame, start, end, ["AAA"], "csv", batch.rejected)
+    assert result.valid.column("date").to_pylist() == [day("2024-01-02"), day("2024-01-04")]
+    assert result.untraded == 1 and result.quarantined == 0
 
 
 @pytest.mark.parametrize(
-    ("content", "where", "what"),
+    ("content", "what"),
     [
-        ("", ":1:", "empty"),
-        ("Date,Open,High,Low,Close\n2024-01-02,1,2,0.5,1\n", ":1:", "header"),
-        ("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1,10\n02/01/2024,1,2,0.5,1,10\n", ":3:", "YYYY-MM-DD"),
-        ("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,abc,1,10\n", ":2:", "Low 'abc'"),
-        ("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1\n", ":2:", "5 fields"),
-        ("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1,10\n2024-01-02,1,2,0.5,1,10\n", ":3:", "twice"),
-        ("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,inf,10\n", ":2:", "finite"),
+        ("", "empty"),
+        ("Date,Open,High,Low,Close\n2024-01-02,1,2,0.5,1\n", "header"),
+        ("Date;Open;High;Low;Close;Volume\n", "header"),
+        (b"\xff\xfeD\x00a\x00t\x00e\x00\n", "header"),
     ],
 )
-def test_malformed_csv_names_the_file_and_line(tmp_path, content, where, what):
+def test_an_unusable_csv_file_fails_naming_the_file(tmp_path, content, what):
     path = tmp_path / "AAA.csv"
-    path.write_text(content)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(ConfigError) as excinfo:
         csv_source.make_csv_fetch(tmp_path)(["AAA"], day("2024-01-01"), day("2024-12-31"))
-    message = str(excinfo.value)
-    assert f"{path}{where}" in message
-    assert what in message
+    assert f"{path}:1:" in str(excinfo.value)
+    assert what in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("line", "what"),
+    [
+        ("02/01/2024,1,2,0.5,1,10", "Date '02/01/2024' is not YYYY-MM-DD"),
+        ("2024-01-03,1,2,abc,1,10", "Low 'abc' is not a number"),
+        ("2024-01-03,1,2,0.5,1", "5 fields, the header has 6"),
+        ("2024-01-03,1,2,0.5,1,10,7", "7 fields, the header has 6"),
+        ('2024-01-03,"1,2,0.5,1,10', "fields"),
+        ("2024-01-03,1,2,0.5,1,1\x0010", "Volume"),
+    ],
+)
+def test_an_unparseable_csv_line_is_rejected_with_its_line_and_the_rest_loads(tmp_path, line, what):
+    path = tmp_path / "AAA.csv"
+    path.write_text(f"Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1,10\n{line}\n2024-01-04,1,2,0.5,1,10\n")
+    batch = csv_source.make_csv_fetch(tmp_path)(["AAA"], day("2024-01-01"), day("2024-12-31"))
+    assert batch.frame.date.tolist() == [day("2024-01-02"), day("2024-01-04")]
+    assert len(batch.rejected) == 1
+    rejected = batch.rejected[0]
+    assert rejected.location == "AAA.csv:3" and rejected.ticker == "AAA"
+    assert what in rejected.detail
+    assert rejected.raw_line.startswith("2024-01-03") or rejected.raw_line.startswith("02/01")
+
+
+def test_a_bad_csv_line_dated_outside_the_range_is_not_this_runs_business(tmp_path):
+    (tmp_path / "AAA.csv").write_text(
+        "Date,Open,High,Low,Close,Volume\n2023-05-02,1,2,x,1,10\n2024-01-02,1,2,0.5,1,10\nnot-a-date,1\n"
+    )
+    batch = csv_source.make_csv_fetch(tmp_path)(["AAA"], day("2024-01-01"), day("2024-01-31"))
+    assert [r.location for r in batch.rejected] == ["AAA.csv:4"]  # its date is unknown, so it is reported
 
 
 def test_csv_missing_ticker_file_is_named(tmp_path):
@@ -171,5 +202,7 @@ def test_synthetic_rows_are_valid_ohlcv_on_exchange_sessions_only():
 
 
 def test_arrow_handoff_keeps_the_raw_types():
-    table = to_arrow(fetch_synthetic(["AAPL"], day("2024-01-01"), day("2024-01-31")).frame)
-    assert [str(t) for t in table.schema.types] == ["string", "date32[day]", "double", "double", "double", "double", "int64"]
+    start, end = day("2024-01-01"), day("2024-01-31")
+    result = apply_contract(fetch_synthetic(["AAPL"], start, end).frame, start, end, ["AAPL"], "synthetic")
+    assert result.valid.schema == RAW_SCHEMA
+    assert [str(t) for t in result.valid.schema.types] == ["string", "date32[day]", "double", "double", "double", "double", "int64"]

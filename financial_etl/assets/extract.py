@@ -16,7 +16,7 @@ from financial_etl.resources import Project
 from financial_etl.run_tags import restated_tickers, run_tickers
 from financial_etl.warehouse_lock import warehouse_lock
 from financial_etl.sources import PriceBatch, eod_prices_resource, fetch_for
-from financial_etl.sources.prices import RAW_DATASET, RAW_TABLE
+from financial_etl.sources.prices import QUARANTINE_TABLE, RAW_DATASET, RAW_TABLE
 
 RAW_KEY = AssetKey([RAW_DATASET, RAW_TABLE])
 
@@ -49,21 +49,56 @@ def raw_row_counts(duckdb_path: str, start, end) -> dict:
                 "SELECT count(*), count(CASE WHEN date BETWEEN ? AND ? THEN 1 END) FROM raw.eod_prices_raw",
                 [start, end],
             ).fetchone()
+            quarantine_total = con.execute(f"SELECT count(*) FROM {RAW_DATASET}.{QUARANTINE_TABLE}").fetchone()[0]
         except duckdb.CatalogException:  # nothing loaded yet: an empty first range
             return {}
-    return {"dagster/row_count": MetadataValue.int(total), "dagster/partition_row_count": MetadataValue.int(in_range)}
+    return {
+        "dagster/row_count": MetadataValue.int(total),
+        "dagster/partition_row_count": MetadataValue.int(in_range),
+        "quarantine_total_rows": MetadataValue.int(quarantine_total),
+    }
 
 
-def prices_source(project: Project, start, end, report=None, tickers=None, replace_tickers=False):
+def prices_source(project: Project, start, end, report=None, tickers=None, replace_tickers=False, run_id=None):
     settings = project.settings
 
     @dlt.source(name="prices")
     def prices():
         return eod_prices_resource(
-            fetch_for(settings), tickers or settings.tickers, start, end, report, replace_tickers=replace_tickers
+            fetch_for(settings), tickers or settings.tickers, start, end, report, replace_tickers=replace_tickers,
+            allow_partial=settings.allow_partial_loads, run_id=run_id,
         )
 
     return prices()
+
+
+def batch_metadata(settings, batch: PriceBatch | None, tickers, start, end) -> dict:
+    """What the operator should see about this load, beside dagster-dlt's own metadata."""
+    contract = batch.contract if batch else None
+    extra = {
+        "source": MetadataValue.text(settings.source),
+        "range_start": MetadataValue.text(start.isoformat()),
+        "range_end": MetadataValue.text(end.isoformat()),
+        "rows_in_range": MetadataValue.int(batch.rows if batch else 0),
+        "tickers_requested": MetadataValue.text(", ".join(tickers)),
+        "missing_tickers": MetadataValue.text(", ".join(batch.missing_tickers) if batch else ""),
+        "rows_without_trade_dropped": MetadataValue.int(contract.untraded if contract else 0),
+        "rows_quarantined": MetadataValue.int(contract.quarantined if contract else 0),
+    }
+    if contract and contract.quarantined:
+        extra["quarantine_reasons"] = MetadataValue.md(
+            "\n".join(f"- {reason}: {n}" for reason, n in contract.reasons().items())
+        )
+    warned = contract.warned if contract else {}
+    extra["rows_loaded_with_warnings"] = MetadataValue.int(sum(warned.values()))
+    if warned:
+        extra["warnings"] = MetadataValue.md("\n".join(f"- {rule}: {n}" for rule, n in warned.items()))
+    if batch and batch.synthetic:
+        extra["synthetic"] = MetadataValue.bool(True)
+        extra["data_notice"] = MetadataValue.text(
+            "SYNTHETIC data: generated prices, not market data (FINANCIAL_ETL_SOURCE=synthetic)"
+        )
+    return extra
 
 
 def build_extract_assets(project: Project, partitions_def):
@@ -85,39 +120,23 @@ def build_extract_assets(project: Project, partitions_def):
             f"extracting {len(tickers)} tickers from the {settings.source} source, {start} to {end}"
             + (f"; replacing the whole history of {', '.join(restated)}" if restated else "")
         )
+        source = prices_source(project, start, end, report, tickers, replace_tickers=bool(restated), run_id=context.run_id)
         with warehouse_lock(settings.duckdb_path, log=context.log.info):
-            results = list(
-                dlt.run(
-                    context=context,
-                    dlt_source=prices_source(project, start, end, report, tickers, replace_tickers=bool(restated)),
-                    dlt_pipeline=project.extract_pipeline(),
-                )
-            )
+            results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=project.extract_pipeline()))
             counts = raw_row_counts(str(settings.duckdb_path), start, end) if settings.duckdb_path.exists() else {}
-        for result in results:
-            batch = report[0] if report else None
-            rows = len(batch.frame) if batch else 0
-            extra = {
-                "source": MetadataValue.text(settings.source),
-                "range_start": MetadataValue.text(start.isoformat()),
-                "range_end": MetadataValue.text(end.isoformat()),
-                "rows_in_range": MetadataValue.int(rows),
-                "tickers_requested": MetadataValue.text(", ".join(tickers)),
-                "empty_tickers": MetadataValue.text(", ".join(batch.empty_tickers) if batch else ""),
-                "rows_without_trade_dropped": MetadataValue.int(batch.dropped_rows if batch else 0),
-            }
-            if batch and batch.synthetic:
-                extra["synthetic"] = MetadataValue.bool(True)
-                extra["data_notice"] = MetadataValue.text(
-                    "SYNTHETIC data: generated prices, not market data (FINANCIAL_ETL_SOURCE=synthetic)"
-                )
-            if batch and batch.empty_tickers:
-                context.log.warning(f"no rows in range for: {', '.join(batch.empty_tickers)}")
-            context.log.info(f"loaded {rows} rows into raw.eod_prices_raw")
-            extra.update(counts)
-            yield MaterializeResult(
-                asset_key=result.asset_key,
-                metadata={**(result.metadata or {}), **extra},
+        batch = report[0] if report else None
+        if batch and batch.missing_tickers:
+            context.log.warning(f"no rows in range for: {', '.join(batch.missing_tickers)}")
+        if batch and batch.contract and batch.contract.quarantined:
+            context.log.warning(
+                f"quarantined {batch.contract.quarantined} rows ({', '.join(batch.contract.reasons())}); "
+                f"see {RAW_DATASET}.{QUARANTINE_TABLE}"
             )
+        for rule, n in (batch.contract.warned if batch and batch.contract else {}).items():
+            context.log.warning(f"loaded {n} rows with a warning: {rule}")
+        context.log.info(f"loaded {batch.rows if batch else 0} rows into raw.eod_prices_raw")
+        extra = {**batch_metadata(settings, batch, tickers, start, end), **counts}
+        for result in results:
+            yield MaterializeResult(asset_key=result.asset_key, metadata={**(result.metadata or {}), **extra})
 
     return extract_prices

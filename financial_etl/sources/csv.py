@@ -1,8 +1,11 @@
 """A folder of Yahoo-format CSV files, one `<TICKER>.csv` per ticker.
 
 Header `Date,Open,High,Low,Close,Adj Close,Volume` (Adj Close optional), dates
-YYYY-MM-DD. Every file is parsed in full before anything is handed to dlt, so a
-malformed line fails the load with its file and line number and nothing is written.
+YYYY-MM-DD. A file that cannot be read, or whose header is not Yahoo's, fails the run
+naming the file. A line that cannot be parsed (wrong field count, a bad date or number,
+bytes that are not UTF-8) is rejected with its file and line number and goes to the
+quarantine; the file's other lines still load. Files are read only inside the
+configured folder: a symlink pointing elsewhere is refused.
 """
 
 from __future__ import annotations
@@ -13,104 +16,112 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from financial_etl.errors import ConfigError
-from financial_etl.sources.prices import PriceBatch, drop_untraded
+from financial_etl.sources.contract import Rejected
+from financial_etl.sources.prices import PriceBatch, validate_tickers
 
 REQUIRED = ("Date", "Open", "High", "Low", "Close", "Volume")
 OPTIONAL = ("Adj Close",)
 MISSING_MARKERS = {"", "null", "nan", "NaN"}
+VALUES = ("Open", "High", "Low", "Close", "Volume")
 
 
-def _number(text: str, where: str, column: str) -> float:
+class BadLine(ValueError):
+    """One line that cannot become a row; the message says why."""
+
+
+def _number(text: str, column: str) -> float:
     if text.strip() in MISSING_MARKERS:
         return math.nan
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        raise ConfigError(f"{where}: {column} {text!r} is not a number") from None
-    if math.isinf(value):
-        raise ConfigError(f"{where}: {column} {text!r} is not a finite number")
-    return value
+        raise BadLine(f"{column} {text.strip()[:40]!r} is not a number") from None
 
 
-def read_ticker_csv(path: Path, ticker: str) -> tuple[pd.DataFrame, int]:
-    """Parse one file strictly; returns the traded rows and how many untraded were dropped."""
+def _date(text: str) -> dt.date:
+    raw = text.strip()
     try:
-        handle = path.open(newline="", encoding="utf-8-sig")
+        if len(raw) != 10:
+            raise ValueError
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise BadLine(f"Date {raw[:40]!r} is not YYYY-MM-DD") from None
+
+
+def _header(first: bytes, path: Path) -> list[str]:
+    try:
+        text = first.decode("utf-8-sig")
+        header = [h.strip() for h in next(csv.reader([text]))]
+    except (UnicodeDecodeError, csv.Error, StopIteration) as exc:
+        raise ConfigError(f"{path}:1: unreadable header ({exc})") from None
+    unknown = [h for h in header if h not in REQUIRED + OPTIONAL]
+    missing = [h for h in REQUIRED if h not in header]
+    if unknown or missing or len(set(header)) != len(header):
+        raise ConfigError(
+            f"{path}:1: header {','.join(header)[:200]!r} is not Yahoo's CSV format "
+            f"(expected Date,Open,High,Low,Close[,Adj Close],Volume)"
+        )
+    return header
+
+
+def read_ticker_csv(path: Path, ticker: str) -> tuple[pd.DataFrame, list[Rejected]]:
+    """Every parseable line as a row (values as written), and every other line rejected."""
+    try:
+        lines = path.read_bytes().splitlines()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
-    with handle:
-        reader = csv.reader(handle)
+    if not lines or not lines[0].strip():
+        raise ConfigError(f"{path}:1: the file is empty; expected the header {','.join(REQUIRED)}")
+    header = _header(lines[0], path)
+    index = {name: header.index(name) for name in REQUIRED}
+    dates: list[dt.date] = []
+    values: list[tuple[float, ...]] = []
+    rejected: list[Rejected] = []
+    for line_no, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        text = line.decode("utf-8", errors="backslashreplace")
+        day = None
         try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise ConfigError(f"{path}:1: the file is empty; expected the header {','.join(REQUIRED)}") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}:1: unreadable header ({exc})") from None
-        unknown = [h for h in header if h not in REQUIRED + OPTIONAL]
-        missing = [h for h in REQUIRED if h not in header]
-        if unknown or missing or len(set(header)) != len(header):
-            raise ConfigError(
-                f"{path}:1: header {','.join(header)!r} is not Yahoo's CSV format "
-                f"(expected Date,Open,High,Low,Close[,Adj Close],Volume)"
-            )
-        index = {name: header.index(name) for name in REQUIRED}
-        dates: list[dt.date] = []
-        values: list[tuple[float, float, float, float, float]] = []
-        seen: set[dt.date] = set()
-        line_no = 1
-        try:
-            for line_no, row in enumerate(reader, start=2):
-                if not row or all(not cell.strip() for cell in row):
-                    continue
-                where = f"{path}:{line_no}"
-                if len(row) != len(header):
-                    raise ConfigError(f"{where}: {len(row)} fields, the header has {len(header)}")
-                raw_date = row[index["Date"]].strip()
-                try:
-                    if len(raw_date) != 10:
-                        raise ValueError
-                    day = dt.date.fromisoformat(raw_date)
-                except ValueError:
-                    raise ConfigError(f"{where}: Date {raw_date!r} is not YYYY-MM-DD") from None
-                if day in seen:
-                    raise ConfigError(f"{where}: date {raw_date} appears twice")
-                seen.add(day)
-                dates.append(day)
-                values.append(
-                    tuple(_number(row[index[c]], where, c) for c in ("Open", "High", "Low", "Close", "Volume"))
-                )
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}:{line_no + 1}: unreadable line ({exc})") from None
-
-    array = np.array(values, dtype="float64").reshape(-1, 5)
-    volume = array[:, 4]
-    fractional = ~np.isnan(volume) & (volume != np.round(volume))
-    if fractional.any():
-        raise ConfigError(f"{path}: Volume must be a whole number (first bad date {dates[int(np.argmax(fractional))]})")
-    frame = pd.DataFrame(
-        {
-            "ticker": ticker,
-            "date": dates,
-            "open_price": array[:, 0],
-            "high_price": array[:, 1],
-            "low_price": array[:, 2],
-            "close_price": array[:, 3],
-            "volume": volume,
-        }
-    )
-    return drop_untraded(frame)
+            if text != line.decode("utf-8", errors="ignore"):
+                raise BadLine("not UTF-8 text")
+            row = next(csv.reader([text]))
+            if len(row) != len(header):
+                raise BadLine(f"{len(row)} fields, the header has {len(header)}")
+            day = _date(row[index["Date"]])
+            numbers = tuple(_number(row[index[c]], c) for c in VALUES)
+        except (BadLine, csv.Error) as exc:
+            rejected.append(Rejected(ticker=ticker, location=f"{path.name}:{line_no}", raw_line=text,
+                                     detail=str(exc), date=day))
+            continue
+        dates.append(day)
+        values.append(numbers)
+    frame = pd.DataFrame(values, columns=["open_price", "high_price", "low_price", "close_price", "volume"],
+                         dtype="float64")
+    frame.insert(0, "date", dates)
+    frame.insert(0, "ticker", ticker)
+    return frame, rejected
 
 
 def ticker_file(csv_dir: Path, ticker: str) -> Path:
-    return csv_dir / f"{ticker}.csv"
+    """The ticker's file, refused when it (or a symlink on the way) leads outside csv_dir."""
+    validate_tickers([ticker])
+    root = csv_dir.resolve()
+    path = csv_dir / f"{ticker}.csv"
+    target = path.resolve()
+    if not target.is_relative_to(root):
+        raise ConfigError(
+            f"{path} resolves to {target}, outside FINANCIAL_ETL_CSV_DIR={str(root)!r}; "
+            "the CSV source reads only files inside that folder"
+        )
+    return target
 
 
 def check_csv_dir(csv_dir: Path, tickers: Sequence[str]) -> None:
-    """Cheap pre-flight: every requested ticker has its file."""
+    """Cheap pre-flight: every requested ticker has its file, inside the folder."""
     missing = [t for t in tickers if not ticker_file(csv_dir, t).is_file()]
     if missing:
         raise ConfigError(
@@ -122,19 +133,13 @@ def check_csv_dir(csv_dir: Path, tickers: Sequence[str]) -> None:
 def make_csv_fetch(csv_dir: Path):
     def fetch_csv(tickers: Sequence[str], start: dt.date, end: dt.date) -> PriceBatch:
         check_csv_dir(csv_dir, tickers)
-        frames, dropped = [], 0
+        frames, rejected = [], []
         for ticker in tickers:
-            frame, n = read_ticker_csv(ticker_file(csv_dir, ticker), ticker)
-            frames.append(frame)
-            dropped += n
-        frame = pd.concat(frames, ignore_index=True).sort_values(["ticker", "date"]).reset_index(drop=True)
-        in_range = frame[(frame["date"] >= start) & (frame["date"] <= end)]
-        present = set(in_range["ticker"].unique())
-        return PriceBatch(
-            frame=in_range.reset_index(drop=True),
-            source="csv",
-            empty_tickers=[t for t in tickers if t not in present],
-            dropped_rows=dropped,
-        )
+            frame, bad = read_ticker_csv(ticker_file(csv_dir, ticker), ticker)
+            frames.append(frame[(frame["date"] >= start) & (frame["date"] <= end)] if len(frame) else frame)
+            # A bad line dated outside the range is that range's business, not this run's.
+            rejected.extend(r for r in bad if r.date is None or start <= r.date <= end)
+        frame = pd.concat(frames, ignore_index=True)
+        return PriceBatch(frame=frame, source="csv", rejected=rejected)
 
     return fetch_csv

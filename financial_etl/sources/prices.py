@@ -1,8 +1,10 @@
-"""The raw price contract shared by every source, and the dlt resource that loads it.
+"""The dlt resource that loads raw.eod_prices_raw (and its quarantine) from any source.
 
-A source is a plain function `fetch(tickers, start, end) -> PriceBatch`. The resource
-hands its frame to dlt as one Arrow table (bulk, never a dict per row), merged on
-(ticker, date) so a repeated load never duplicates a row.
+A source is a plain function `fetch(tickers, start, end) -> PriceBatch` returning the rows
+as fetched. The resource passes them through the raw contract (`contract.py`), makes sure
+every requested ticker answered, and hands dlt one Arrow table per table: valid rows
+merged on (ticker, date) so a repeated load never duplicates a row, broken rows
+inserted once into the quarantine.
 """
 
 from __future__ import annotations
@@ -13,48 +15,45 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import dlt
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-log = logging.getLogger(__name__)
-
-RAW_TABLE = "eod_prices_raw"
-RAW_DATASET = "raw"
-PRICE_COLUMNS = ("open_price", "high_price", "low_price", "close_price")
-
-RAW_SCHEMA = pa.schema(
-    [
-        pa.field("ticker", pa.string(), nullable=False),
-        pa.field("date", pa.date32(), nullable=False),
-        ("open_price", pa.float64()),
-        ("high_price", pa.float64()),
-        ("low_price", pa.float64()),
-        ("close_price", pa.float64()),
-        ("volume", pa.int64()),
-    ]
+from financial_etl.calendar import trading_sessions
+from financial_etl.errors import ConfigError, MissingTickersError, SourceUnavailableError
+from financial_etl.settings import TICKER_PATTERN
+from financial_etl.sources.contract import (
+    PRICE_COLUMNS,
+    QUARANTINE_COLUMN_HINTS,
+    QUARANTINE_TABLE,
+    RAW_COLUMN_HINTS,
+    RAW_DATASET,
+    RAW_SCHEMA,
+    RAW_TABLE,
+    ContractResult,
+    Rejected,
+    apply_contract,
 )
 
-RAW_COLUMN_HINTS = {
-    "ticker": {"data_type": "text", "nullable": False},
-    "date": {"data_type": "date", "nullable": False},
-    "open_price": {"data_type": "double"},
-    "high_price": {"data_type": "double"},
-    "low_price": {"data_type": "double"},
-    "close_price": {"data_type": "double"},
-    "volume": {"data_type": "bigint"},
-}
+__all__ = ["RAW_DATASET", "RAW_SCHEMA", "RAW_TABLE", "QUARANTINE_TABLE", "PriceBatch", "eod_prices_resource"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class PriceBatch:
-    """What a source fetched for one range: the rows, and what an operator should know."""
+    """What a source fetched for one range, and, once the contract ran, what became of it."""
 
-    frame: pd.DataFrame
+    frame: pd.DataFrame  # one row per (ticker, date) as fetched; gaps may be all-NaN rows
     source: str
-    empty_tickers: list[str] = field(default_factory=list)
-    dropped_rows: int = 0  # rows without a close or volume (no trade that day)
+    rejected: list[Rejected] = field(default_factory=list)  # input that never became a row
+    ticker_errors: dict[str, str] = field(default_factory=dict)  # the source's word on a ticker
     synthetic: bool = False
+    contract: ContractResult | None = None
+    missing_tickers: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return self.contract.valid.num_rows if self.contract else 0
 
 
 Fetch = Callable[[Sequence[str], dt.date, dt.date], PriceBatch]
@@ -73,16 +72,39 @@ def to_raw_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
 
 
-def drop_untraded(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Drop rows with no close or no volume, as the seed does: no trade was recorded."""
-    keep = frame["close_price"].notna() & frame["volume"].notna()
-    kept = frame.loc[keep].copy()
-    kept["volume"] = kept["volume"].astype(np.int64)
-    return kept.reset_index(drop=True), int((~keep).sum())
+def validate_tickers(tickers: Sequence[str]) -> None:
+    """Symbols reach file paths, SQL and HTTP requests: refuse anything else at the door."""
+    bad = [t for t in tickers if not isinstance(t, str) or not TICKER_PATTERN.match(t)]
+    if bad:
+        raise ConfigError(
+            f"refusing ticker symbol(s) {', '.join(repr(t) for t in bad)}: "
+            "allowed are A-Z, 0-9 and . ^ = -, at most 15 characters"
+        )
 
 
-def to_arrow(frame: pd.DataFrame) -> pa.Table:
-    return pa.Table.from_pandas(frame[list(RAW_SCHEMA.names)], schema=RAW_SCHEMA, preserve_index=False)
+def require_answers(batch: PriceBatch, tickers: Sequence[str], start: dt.date, end: dt.date,
+                    allow_partial: bool) -> None:
+    """Every ticker must answer for a range with NYSE sessions; none is expected otherwise."""
+    assert batch.contract is not None
+    answered = set(batch.contract.valid.column("ticker").to_pylist())
+    answered |= {t for t in batch.contract.quarantine.column("ticker").to_pylist() if t}
+    sessions = trading_sessions(start, end)
+    batch.missing_tickers = [t for t in tickers if t not in answered] if sessions else []
+    if not sessions or not batch.missing_tickers:
+        return
+    why = "; ".join(f"{t}: {batch.ticker_errors.get(t, 'no rows')}" for t in batch.missing_tickers)
+    span = f"{start} to {end} ({len(sessions)} NYSE session{'s' if len(sessions) > 1 else ''})"
+    if len(batch.missing_tickers) == len(tickers):
+        raise SourceUnavailableError(
+            f"the {batch.source} source returned no rows for any of the {len(tickers)} tickers for {span}: {why}"
+        )
+    if not allow_partial:
+        raise MissingTickersError(
+            f"the {batch.source} source returned no rows for {', '.join(batch.missing_tickers)} for {span} ({why}); "
+            "nothing was loaded. Fix or remove the symbol, or set FINANCIAL_ETL_ALLOW_PARTIAL_LOADS=true "
+            "to load the other tickers"
+        )
+    log.warning("loading without %s (FINANCIAL_ETL_ALLOW_PARTIAL_LOADS): %s", ", ".join(batch.missing_tickers), why)
 
 
 def eod_prices_resource(
@@ -92,12 +114,17 @@ def eod_prices_resource(
     end: dt.date,
     report: list[PriceBatch] | None = None,
     replace_tickers: bool = False,
+    *,
+    allow_partial: bool = False,
+    run_id: str | None = None,
 ):
     """The dlt resource for raw.eod_prices_raw; `report` receives the fetched batch.
 
     Rows merge on (ticker, date). With `replace_tickers`, the merge key is the ticker, so
     dlt first deletes every stored row of each loaded ticker: a restated history leaves
-    no stale row behind."""
+    no stale row behind. Quarantined rows go to raw.eod_prices_quarantine, keyed by a hash
+    of the bad input, so re-reading the same bad line never adds it twice."""
+    validate_tickers(tickers)
 
     @dlt.resource(
         name=RAW_TABLE,
@@ -109,14 +136,28 @@ def eod_prices_resource(
     )
     def eod_prices_raw() -> Iterator[pa.Table]:
         batch = fetch(tickers, start, end)
-        in_range = batch.frame[(batch.frame["date"] >= start) & (batch.frame["date"] <= end)]
-        batch.frame = in_range.reset_index(drop=True)
+        batch.contract = apply_contract(batch.frame, start, end, tickers, batch.source, batch.rejected, run_id)
         if report is not None:
             report.append(batch)
-        if batch.empty_tickers:
-            log.warning("no rows for %s from the %s source", ", ".join(batch.empty_tickers), batch.source)
-        # An empty table still carries the schema, so a first run on a holiday creates
-        # raw.eod_prices_raw (empty) and the transform and checks find it.
-        yield to_arrow(batch.frame) if len(batch.frame) else RAW_SCHEMA.empty_table()
+        require_answers(batch, tickers, start, end, allow_partial)
+        if batch.contract.quarantined:
+            log.warning(
+                "quarantined %d rows from the %s source: %s", batch.contract.quarantined, batch.source,
+                ", ".join(f"{n} {reason}" for reason, n in batch.contract.reasons().items()),
+            )
+        # Empty tables still carry their schema, so a first run on a holiday creates both
+        # tables (empty) and the transform and checks find them.
+        yield batch.contract.valid
+        yield dlt.mark.with_hints(
+            batch.contract.quarantine,
+            dlt.mark.make_hints(
+                table_name=QUARANTINE_TABLE,
+                write_disposition={"disposition": "merge", "strategy": "insert-only"},
+                primary_key="quarantine_id",
+                merge_key=(),
+                columns=QUARANTINE_COLUMN_HINTS,
+            ),
+            create_table_variant=True,
+        )
 
     return eod_prices_raw

@@ -1,19 +1,97 @@
-"""Yahoo Finance end-of-day prices: one `yf.download` call for all tickers, as in the seed.
+"""Yahoo Finance end-of-day prices: one `yf.download` call for all tickers, as in the seed,
+retried for the tickers that hit a transient error.
 
-The wide (field, ticker) frame is stacked into the long raw shape in bulk. Tickers that
-come back empty or all-NaN are reported by name rather than silently missing.
+yfinance (1.x) does not raise per-ticker failures: it logs `['MSFT']: <error>` on its
+`yfinance` logger and returns all-NaN columns for the ticker. `YahooErrors` reads those
+log records, so a rate limit or a timeout is retried with exponential backoff and
+jitter, within a bounded total wait, while "possibly delisted" is reported at once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import pandas as pd
 
-from financial_etl.sources.prices import PriceBatch, drop_untraded, to_raw_frame
+from financial_etl.errors import SourceUnavailableError
+from financial_etl.sources.prices import PriceBatch, to_raw_frame
+
+log = logging.getLogger(__name__)
 
 FIELDS = {"Open": "open_price", "High": "high_price", "Low": "low_price", "Close": "close_price", "Volume": "volume"}
+
+# Failures worth another try: rate limits, timeouts, dropped connections, 5xx answers.
+TRANSIENT = re.compile(
+    r"RateLimit|Too Many Requests|\b429\b|timed? ?out|Timeout|ConnectionError|Connection (?:reset|refused|aborted)"
+    r"|RemoteDisconnected|Temporary failure|Could not resolve|HTTP Error 5\d\d|\b5\d\d (?:Server Error|Bad Gateway"
+    r"|Service Unavailable|Gateway Time)|curl: \((?:6|7|28|35|52|55|56)\)",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter, bounded both in attempts and in total waiting."""
+
+    attempts: int = 5
+    base_delay_s: float = 2.0
+    max_delay_s: float = 30.0
+    budget_s: float = 120.0
+
+    def delay(self, retry: int, rng: random.Random) -> float:
+        """Wait before retry number `retry` (1-based): half fixed, half random ("equal jitter"),
+        so many clients hitting one rate limit spread out without retrying at once."""
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (retry - 1))
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+def is_transient(error: BaseException | str) -> bool:
+    if isinstance(error, BaseException):
+        names = " ".join(cls.__name__ for cls in type(error).__mro__)
+        if isinstance(error, (TimeoutError, ConnectionError)) or TRANSIENT.search(names):
+            return True
+        error = f"{type(error).__name__}: {error}"
+    return bool(TRANSIENT.search(error))
+
+
+class YahooErrors(logging.Handler):
+    """Collects the per-ticker errors yfinance logs instead of raising."""
+
+    SUMMARY = re.compile(r"^\[([^\]]*)\]: (.*)$", re.DOTALL)  # "['MSFT', 'X']: <error>"
+    SINGLE = re.compile(r"^\$([A-Z0-9.^=-]{1,15}): (.*)$", re.DOTALL)  # "$MSFT: <error>"
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.by_ticker: dict[str, str] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage().strip()
+        if match := self.SUMMARY.match(message):
+            for ticker in re.findall(r"'([^']+)'", match.group(1)):
+                self.by_ticker[ticker] = match.group(2).strip()
+        elif match := self.SINGLE.match(message):
+            self.by_ticker.setdefault(match.group(1), match.group(2).strip())
+
+
+@contextmanager
+def yahoo_errors() -> Iterator[YahooErrors]:
+    handler = YahooErrors()
+    logger = logging.getLogger("yfinance")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
 
 
 def download(tickers: Sequence[str], start: dt.date, end: dt.date) -> pd.DataFrame:
@@ -43,23 +121,74 @@ def wide_to_long(data: pd.DataFrame, tickers: Sequence[str]) -> pd.DataFrame:
     fields = data.columns.get_level_values(level)
     missing = sorted(set(FIELDS) - set(fields))
     if missing:
-        raise ValueError(f"Yahoo Finance answer lacks the columns {missing}")
+        raise SourceUnavailableError(f"the Yahoo Finance answer lacks the columns {missing}")
     data = data.loc[:, fields.isin(list(FIELDS))]
     if level == 1:
         data = data.swaplevel(0, 1, axis=1)
     long = data.stack(level=1, future_stack=True)
     long.index = long.index.set_names(["date", "ticker"])
     long = long.rename(columns=FIELDS).reset_index()
+    long["date"] = pd.to_datetime(long["date"]).dt.tz_localize(None)
     return long
 
 
-def fetch_yfinance(tickers: Sequence[str], start: dt.date, end: dt.date) -> PriceBatch:
-    long = wide_to_long(download(tickers, start, end), tickers)
-    if len(long):
-        long["date"] = pd.to_datetime(long["date"]).dt.tz_localize(None)
-        frame, dropped = drop_untraded(to_raw_frame(long))
-    else:
-        frame, dropped = to_raw_frame(long), 0
-    present = set(frame["ticker"].unique())
-    empty = [t for t in tickers if t not in present]
-    return PriceBatch(frame=frame, source="yfinance", empty_tickers=empty, dropped_rows=dropped)
+def _with_prices(long: pd.DataFrame) -> set[str]:
+    priced = long[list(FIELDS.values())].notna().any(axis=1)
+    return set(long.loc[priced, "ticker"])
+
+
+def fetch_yfinance(
+    tickers: Sequence[str],
+    start: dt.date,
+    end: dt.date,
+    *,
+    policy: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> PriceBatch:
+    policy = policy or DEFAULT_POLICY
+    rng = rng or random.Random()
+    pending, parts, errors = list(tickers), [], {}
+    waited, retry = 0.0, 0
+    while True:
+        failed: dict[str, str] = {}
+        try:
+            with yahoo_errors() as logged:
+                long = wide_to_long(download(pending, start, end), pending)
+        except SourceUnavailableError:
+            raise
+        except Exception as exc:  # the request itself failed, for every pending ticker
+            if not is_transient(exc):
+                raise SourceUnavailableError(
+                    f"Yahoo Finance request for {', '.join(pending)} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            failed = {t: f"{type(exc).__name__}: {exc}" for t in pending}
+        else:
+            answered = _with_prices(long)
+            parts.append(long[long["ticker"].isin(answered)])
+            for ticker in pending:
+                if ticker in answered:
+                    continue
+                reason = logged.by_ticker.get(ticker, "no data from Yahoo Finance")
+                (failed if is_transient(reason) else errors)[ticker] = reason
+        if not failed:
+            break
+        retry += 1
+        delay = policy.delay(retry, rng)
+        if retry >= policy.attempts or waited + delay > policy.budget_s:
+            for ticker, reason in failed.items():
+                errors[ticker] = f"{reason} (still failing after {retry} attempts, {waited:.0f} s of waiting)"
+            log.error("Yahoo Finance: giving up on %s after %d attempts", ", ".join(failed), retry)
+            break
+        sample = next(iter(failed.values()))
+        log.warning(
+            "Yahoo Finance: transient error for %s (%s); retry %d of %d in %.1f s",
+            ", ".join(failed), sample, retry, policy.attempts - 1, delay,
+        )
+        sleep(delay)
+        waited += delay
+        pending = list(failed)
+
+    frames = [p for p in parts if len(p)]
+    frame = to_raw_frame(pd.concat(frames, ignore_index=True)) if frames else to_raw_frame(wide_to_long(None, []))
+    return PriceBatch(frame=frame, source="yfinance", ticker_errors=errors)
