@@ -137,9 +137,6 @@ def build_raw_checks(project: Project, partitions_def: TimeWindowPartitionsDefin
             AssetCheckSpec("no_new_quarantined_rows", asset=RAW_KEY,
                            description=f"This run added no row to {QUARANTINE}, the rows that broke the raw "
                                        "contract (warns, with the count and the reasons)."),
-            AssetCheckSpec("open_close_within_high_low", asset=RAW_KEY,
-                           description="Open and close lie within [low, high] (warns: vendors' adjusted prices "
-                                       "break this by a rounding step, so such rows load)."),
         ],
         can_subset=True,
         name="raw_prices_checks",
@@ -177,20 +174,6 @@ def build_raw_checks(project: Project, partitions_def: TimeWindowPartitionsDefin
                 )
             if "no_new_quarantined_rows" in selected:
                 yield quarantine_result(con, context.run.run_id, context)
-            if "open_close_within_high_low" in selected:
-                outside = con.execute(
-                    "SELECT ticker, date, open_price, high_price, low_price, close_price FROM raw.eod_prices_raw "
-                    "WHERE date BETWEEN ? AND ? AND (high_price < greatest(open_price, close_price) "
-                    "OR low_price > least(open_price, close_price)) ORDER BY date, ticker",
-                    [start, end],
-                ).df()
-                yield AssetCheckResult(
-                    check_name="open_close_within_high_low",
-                    passed=outside.empty,
-                    severity=AssetCheckSeverity.WARN,
-                    metadata={"range": f"{start} to {end}", "violating_rows": len(outside),
-                              "sample": MetadataValue.md(markdown_table(outside.head(20)))},
-                )
             if "complete_sessions" in selected:
                 present = con.execute(
                     "SELECT ticker, date FROM raw.eod_prices_raw WHERE date BETWEEN ? AND ?", [start, end]

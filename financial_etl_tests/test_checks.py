@@ -56,7 +56,7 @@ def test_failing_audits_fail_their_checks_and_stop_the_export(planted, workdir):
     ohlc, volume = evals[(MART, "valid_ohlc_prices")], evals[(MART, "positive_volume")]
     assert not ohlc.passed and ohlc.metadata["violating_rows"].value == 1
     assert not volume.passed and volume.metadata["violating_rows"].value == 1
-    assert ohlc.severity == AssetCheckSeverity.ERROR
+    assert ohlc.severity == AssetCheckSeverity.ERROR and volume.severity == AssetCheckSeverity.WARN
     assert "BAD" in ohlc.metadata["sample"].value and "2024-03-05" in ohlc.metadata["sample"].value
     assert ohlc.metadata["failing_partitions"].value == "2024-03-05"
     assert "financial-etl run --start 2024-03-05 --end 2024-03-05" in ohlc.metadata["next_step"].value
@@ -72,12 +72,13 @@ def test_failing_audits_fail_their_checks_and_stop_the_export(planted, workdir):
 def test_run_exits_3_and_check_alone_gives_the_same_results(planted, capsys):
     assert main(["run", "--start", START.isoformat(), "--end", END.isoformat()]) == EXIT_DATA_QUALITY
     err = capsys.readouterr().err
-    assert "marts/stock_metrics:valid_ohlc_prices" in err and "marts/stock_metrics:positive_volume" in err
+    assert "marts/stock_metrics:valid_ohlc_prices" in err
+    assert "marts/stock_metrics:positive_volume" not in err  # zero volume warns, it does not block
     assert main(["check", "--start", START.isoformat(), "--end", END.isoformat()]) == EXIT_DATA_QUALITY
     table = capsys.readouterr().out
     lines = {tuple(line.split()[:3]): line.split()[3:] for line in table.splitlines()[1:]}
     assert lines[("FAIL", "marts/stock_metrics", "valid_ohlc_prices")] == ["1"]
-    assert lines[("FAIL", "marts/stock_metrics", "positive_volume")] == ["1"]
+    assert lines[("WARN", "marts/stock_metrics", "positive_volume")] == ["1"]
     assert lines[("PASS", "marts/stock_metrics", "valid_atr")] == ["0"]
     assert ("PASS", "raw/eod_prices_raw", "no_duplicate_ticker_date") in lines
 

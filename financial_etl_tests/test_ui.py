@@ -33,7 +33,7 @@ DAILY_JOB = "daily_stock_metrics"
 ASSETS = {"raw/eod_prices_raw": "extract", "marts/stock_metrics": "transform", "dbo/Dim_Stock_Metrics": "export"}
 MART_CHECKS = {
     "not_null", "unique_combination_of_columns", "valid_rsi_range",
-    "valid_ohlc_prices", "positive_volume", "valid_atr",
+    "valid_ohlc_prices", "open_close_within_high_low", "positive_volume", "valid_atr",
 }
 SCHEDULES = {"daily_after_close"}
 SENSORS = {"new_ticker_backfill", "restated_history_backfill", "run_failure_alerts"}

@@ -32,6 +32,7 @@ MODEL (
     unique_combination_of_columns(columns := (ticker, trade_date)),
     valid_rsi_range,
     valid_ohlc_prices,
+    open_close_within_high_low,
     positive_volume,
     valid_atr
   )

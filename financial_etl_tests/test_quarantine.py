@@ -1,0 +1,130 @@
+"""Bad rows through the whole graph: they land in raw.eod_prices_quarantine with their
+reason, every valid row still loads, raw, mart and export equal a run over clean data, a
+warning check reports what this run quarantined, and re-running adds nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from financial_etl.cli import execute_range
+from financial_etl.settings import load_settings
+from financial_etl.sources import contract as c
+from financial_etl.sources.synthetic import fetch_synthetic
+from financial_etl_tests.conftest import day, query, write_yahoo_csv, yahoo_download_frame
+
+START, END = day("2024-02-01"), day("2024-02-29")
+RAW = "SELECT ticker, date, open_price, high_price, low_price, close_price, volume FROM raw.eod_prices_raw ORDER BY ticker, date"
+MART = "SELECT * FROM marts.stock_metrics ORDER BY ticker, trade_date"
+EXPORT = 'SELECT * FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
+QUARANTINE = "SELECT ticker, date, reason, location FROM raw.eod_prices_quarantine ORDER BY ticker, date, reason"
+
+
+def tables(root) -> dict[str, list[tuple]]:
+    db, export = root / "data" / "financial_etl.duckdb", root / "data" / "export.duckdb"
+    return {"raw": query(db, RAW), "mart": query(db, MART), "export": query(export, EXPORT)}
+
+
+def checks(result) -> dict[str, object]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key.path[0] == "raw"}
+
+
+def yahoo_with_bad_rows() -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """February 2024 for two tickers, with one row per quarantine rule Yahoo can send and
+    one warn-only row; returns the bad frame, the clean frame, and how many rows it plants."""
+    clean = yahoo_download_frame(["AAPL", "MSFT"], "2024-02-01", "2024-02-29")
+    clean = clean.drop(index=pd.Timestamp("2024-02-19"))  # Presidents' Day: Yahoo sends no row
+    bad = clean.copy()
+    bad.loc[pd.Timestamp("2024-02-05"), ("Close", "AAPL")] = np.nan  # missing price
+    bad.loc[pd.Timestamp("2024-02-06"), ("Low", "AAPL")] = -1.0  # negative price
+    bad.loc[pd.Timestamp("2024-02-07"), ("High", "MSFT")] = bad.loc[pd.Timestamp("2024-02-07"), ("Low", "MSFT")] / 2
+    bad.loc[pd.Timestamp("2024-02-08"), ("Volume", "MSFT")] = -5  # negative volume
+    early = bad.iloc[[0]].copy()
+    early.index = pd.DatetimeIndex([pd.Timestamp("2024-01-31")], name="Date")  # outside the range, both tickers
+    repeated = bad.iloc[[-1]]  # Yahoo's known doubled last row: both copies, both tickers
+    bad = pd.concat([early, bad, repeated])
+    warn_day = pd.Timestamp("2024-02-09")
+    bad.loc[warn_day, ("Open", "AAPL")] = bad.loc[warn_day, ("High", "AAPL")] + 0.01  # loads, warns
+    clean.loc[warn_day, ("Open", "AAPL")] = bad.loc[warn_day, ("Open", "AAPL")]
+    removed = [pd.Timestamp("2024-02-29")]
+    expected_clean = clean.drop(index=removed)  # the doubled day has no trusted row
+    for day_, ticker in (("2024-02-05", "AAPL"), ("2024-02-06", "AAPL"), ("2024-02-07", "MSFT"), ("2024-02-08", "MSFT")):
+        expected_clean.loc[pd.Timestamp(day_), (slice(None), ticker)] = np.nan  # absent, not bad
+    planted = 4 + 2 + 4
+    return bad, expected_clean, planted
+
+
+@pytest.fixture
+def yahoo_env(workdir, clean_env):
+    clean_env.setenv("FINANCIAL_ETL_SOURCE", "yfinance")
+    clean_env.setenv("FINANCIAL_ETL_TICKERS", "AAPL,MSFT")
+    clean_env.setenv("FINANCIAL_ETL_START_DATE", "2024-01-02")
+    return workdir
+
+
+def test_yahoo_bad_rows_are_quarantined_and_the_rest_equals_a_clean_run(yahoo_env, monkeypatch, tmp_path):
+    bad, clean, planted = yahoo_with_bad_rows()
+    monkeypatch.setattr("yfinance.download", lambda tickers, **kw: bad)
+    first = execute_range(load_settings(), START, END)
+    assert first.success
+    db = yahoo_env / "data" / "financial_etl.duckdb"
+    quarantined = query(db, QUARANTINE)
+    assert len(quarantined) == planted
+    reasons = {(t, d.isoformat()): r for t, d, r, _ in quarantined}
+    assert reasons[("AAPL", "2024-02-05")] == c.MISSING_PRICE
+    assert reasons[("AAPL", "2024-02-06")] == c.NON_POSITIVE_PRICE
+    assert reasons[("MSFT", "2024-02-07")] == c.HIGH_BELOW_LOW
+    assert reasons[("MSFT", "2024-02-08")] == c.NEGATIVE_VOLUME
+    assert reasons[("AAPL", "2024-01-31")] == c.OUTSIDE_RANGE
+    assert [r for t, d, r, _ in quarantined if d == day("2024-02-29")] == [c.DUPLICATE_KEY] * 4
+
+    raw_checks = checks(first)
+    assert not raw_checks["no_new_quarantined_rows"].passed
+    assert raw_checks["no_new_quarantined_rows"].metadata["quarantined_this_run"].value == planted
+    warned = {e.check_name: e for e in first.get_asset_check_evaluations()}["open_close_within_high_low"]
+    assert not warned.passed and warned.severity.value == "WARN"  # the warn-only row loaded, and says so
+    assert warned.metadata["violating_rows"].value == 1
+    raw_meta = next(m.materialization.metadata for m in first.get_asset_materialization_events()
+                    if m.materialization.asset_key.path == ["raw", "eod_prices_raw"])
+    assert raw_meta["rows_quarantined"].value == planted
+    assert raw_meta["rows_loaded_with_warnings"].value == 1
+    got = tables(yahoo_env)
+
+    # The same bad answer again: nothing new in the quarantine, the check passes.
+    again = execute_range(load_settings(), START, END)
+    assert again.success
+    assert query(db, QUARANTINE) == quarantined
+    assert checks(again)["no_new_quarantined_rows"].passed
+    assert tables(yahoo_env) == got
+
+    # A run fed only the clean rows ends with the same raw, mart and export.
+    monkeypatch.setattr("yfinance.download", lambda tickers, **kw: clean)
+    monkeypatch.setenv("FINANCIAL_ETL_DUCKDB_PATH", str(tmp_path / "clean" / "data" / "financial_etl.duckdb"))
+    assert execute_range(load_settings(), START, END).success
+    assert tables(tmp_path / "clean") == got
+    assert query(tmp_path / "clean" / "data" / "financial_etl.duckdb", "SELECT count(*) FROM raw.eod_prices_quarantine") == [(0,)]
+
+
+def test_csv_bad_lines_are_quarantined_with_file_and_line_and_the_rest_loads(workdir, clean_env):
+    csv_dir = workdir / "csv"
+    frame = fetch_synthetic(["AAA"], START, END).frame
+    path = write_yahoo_csv(csv_dir / "AAA.csv", frame)
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3].replace(",", ";", 1)  # one field fewer
+    lines[5] = lines[5].split(",")[0] + ",1,2,oops,1,1,100"
+    lines.append(lines[7])  # the same date twice
+    path.write_text("\n".join(lines) + "\n")
+    for key, value in {"SOURCE": "csv", "CSV_DIR": str(csv_dir), "TICKERS": "AAA", "START_DATE": "2024-01-02"}.items():
+        clean_env.setenv(f"FINANCIAL_ETL_{key}", value)
+    result = execute_range(load_settings(), START, END)
+    assert result.success
+    db = workdir / "data" / "financial_etl.duckdb"
+    quarantined = query(db, QUARANTINE)
+    locations = sorted(loc for *_, loc in quarantined if loc)
+    assert locations == ["AAA.csv:4", "AAA.csv:6"]
+    assert sum(r == c.DUPLICATE_KEY for _, _, r, _ in quarantined) == 2
+    loaded = {d for _, d, *_ in query(db, RAW)}
+    duplicated = frame.date.iloc[6]
+    assert loaded == set(frame.date) - {frame.date.iloc[2], frame.date.iloc[4], duplicated}
+    assert checks(result)["no_new_quarantined_rows"].metadata["quarantined_this_run"].value == 4
