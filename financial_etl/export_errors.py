@@ -62,6 +62,7 @@ def classify(exc: BaseException, target: ExportTarget) -> FinancialEtlError:
     if target.kind == "mssql" and (
         "im002" in lowered or "can't open lib" in lowered or "data source name not found" in lowered
         or "no module named 'pyodbc'" in lowered or "libodbc" in lowered
+        or "no supported odbc driver" in lowered  # dlt's own check, with DESTINATION__MSSQL__CREDENTIALS
     ):
         installed = installed_odbc_drivers()
         return NoOdbcDriverError(
