@@ -52,6 +52,7 @@ HIGH_BELOW_LOW = "high below low"
 MISSING_VOLUME = "missing volume"
 NEGATIVE_VOLUME = "negative volume"
 FRACTIONAL_VOLUME = "fractional volume"
+VOLUME_TOO_LARGE = "volume too large"  # 2**63 or more does not fit the bigint column
 DUPLICATE_KEY = "duplicate (ticker, date) in one batch"
 OUTSIDE_RANGE = "date outside the requested range"
 UNREQUESTED_TICKER = "ticker not requested"
@@ -187,6 +188,7 @@ def apply_contract(
             MISSING_VOLUME: np.isnan(volume),
             NEGATIVE_VOLUME: volume < 0,
             FRACTIONAL_VOLUME: np.isfinite(volume) & (volume != np.round(volume)),
+            VOLUME_TOO_LARGE: np.isfinite(volume) & (volume >= 2.0**63),
             DUPLICATE_KEY: _duplicate_mask(table),
             OUTSIDE_RANGE: _fill(
                 pc.or_(pc.less(table.column("date"), pa.scalar(start, pa.date32())),
@@ -226,18 +228,25 @@ def _quarantine_rows(table, bad, rules, source, rejected, run_id) -> pa.Table:
              "reason": f"{UNPARSEABLE}: {item.detail}", "source": source, "location": item.location,
              "raw_line": item.raw_line[:RAW_LINE_LIMIT]}
         )
+    copies: dict[str, int] = {}
     for row in rows:
-        row["quarantine_id"] = quarantine_id(row)
+        row["quarantine_id"] = quarantine_id(row, copies)
         row["run_id"] = run_id
         row["first_seen_at"] = now
     return pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA) if rows else QUARANTINE_SCHEMA.empty_table()
 
 
-def quarantine_id(row: dict) -> str:
+def quarantine_id(row: dict, copies: dict[str, int] | None = None) -> str:
     """Stable for the same bad input, so re-reading it never adds a second quarantine row.
 
     The location (a CSV line number) is left out: inserting a line above must not make
-    every later bad line look new."""
+    every later bad line look new. The same input twice in one batch (Yahoo's doubled last
+    row, a repeated CSV line) is two rows: with `copies` (counts per id so far in the batch)
+    the nth copy's id also hashes n, so the id stays the table's unique primary key."""
     parts = [row["source"], row["ticker"], row["date"], *(row[c] for c in (*PRICE_COLUMNS, "volume")),
              row["reason"], row["raw_line"]]
-    return hashlib.sha1("\x1f".join(repr(p) for p in parts).encode()).hexdigest()
+    first = hashlib.sha1("\x1f".join(repr(p) for p in parts).encode()).hexdigest()
+    if copies is None:
+        return first
+    copy = copies[first] = copies.get(first, -1) + 1
+    return first if not copy else hashlib.sha1(f"{first}\x1f{copy}".encode()).hexdigest()
