@@ -3,7 +3,8 @@
 `financial-etl run [--start D] [--end D]` materializes extract -> transform -> export for
 the partition range through Dagster (recorded in $DAGSTER_HOME when set) and exits with
 the seed's codes: 0 success, 1 unexpected error, 2 configuration error, 3 data-quality
-failure, 4 connection error.
+failure, 4 connection error (a database or the price source), and 5 storage error (a
+full disk or a read-only folder; the message names the path).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from dagster import AssetCheckSeverity
 from financial_etl.errors import (
     EXIT_CONFIG,
     EXIT_DATA_QUALITY,
+    EXIT_STORAGE,
     EXIT_SUCCESS,
     EXIT_UNEXPECTED,
     ConfigError,
+    FinancialEtlError,
     exit_code_for_class_name,
 )
 from financial_etl.settings import Settings, load_settings, parse_date
@@ -47,6 +50,9 @@ def quiet_libraries() -> None:
 
 def _preflight(settings: Settings) -> None:
     """Cheap checks that fail before any Dagster run starts."""
+    from financial_etl.storage import check_writable
+
+    check_writable(settings.data_dir, "FINANCIAL_ETL_DUCKDB_PATH")
     if settings.source == "csv":
         from financial_etl.sources.csv import check_csv_dir
 
@@ -58,18 +64,25 @@ def _exit_code_for_failure(error) -> int:
     """Walk a Dagster error chain to the first error class with a known exit code."""
     import financial_etl.export_errors  # noqa: F401 - registers the export error classes
 
-    seen = 0
+    from financial_etl.storage import STORAGE_TEXT
+
+    seen, storage = 0, False
     while error is not None and seen < 20:
         if (code := exit_code_for_class_name(error.cls_name)) is not None:
             return code
+        storage = storage or bool(STORAGE_TEXT.search(error.message))
         error = error.cause or error.context
         seen += 1
-    return EXIT_UNEXPECTED
+    return EXIT_STORAGE if storage else EXIT_UNEXPECTED
 
 
 def _failure_message(error) -> str:
+    """The project's own message when one is in the chain (it says what to do), else the
+    innermost cause."""
     messages = []
     while error is not None and len(messages) < 20:
+        if exit_code_for_class_name(error.cls_name) is not None:
+            return error.message.strip()
         messages.append(error.message.strip())
         error = error.cause or error.context
     return messages[-1] if messages else "unknown error"
@@ -218,6 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"financial-etl: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except FinancialEtlError as exc:
+        print(f"financial-etl: {exc}", file=sys.stderr)
+        return exc.exit_code
     except Exception as exc:  # the last resort: a readable line and the generic code
         print(f"financial-etl: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_UNEXPECTED

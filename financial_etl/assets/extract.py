@@ -14,6 +14,7 @@ from financial_etl.metadata import raw_table_schema
 from financial_etl.partitions import run_dates
 from financial_etl.resources import Project
 from financial_etl.run_tags import restated_tickers, run_tickers
+from financial_etl.storage import check_writable, storage_errors
 from financial_etl.warehouse_lock import warehouse_lock
 from financial_etl.sources import PriceBatch, eod_prices_resource, fetch_for
 from financial_etl.sources.prices import QUARANTINE_TABLE, RAW_DATASET, RAW_TABLE
@@ -121,8 +122,12 @@ def build_extract_assets(project: Project, partitions_def):
             + (f"; replacing the whole history of {', '.join(restated)}" if restated else "")
         )
         source = prices_source(project, start, end, report, tickers, replace_tickers=bool(restated), run_id=context.run_id)
-        with warehouse_lock(settings.duckdb_path, log=context.log.info):
-            results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=project.extract_pipeline()))
+        check_writable(settings.data_dir, "FINANCIAL_ETL_DUCKDB_PATH")
+        pipeline = project.extract_pipeline()
+        with warehouse_lock(settings.duckdb_path, log=context.log.info), storage_errors(
+            "the extract", settings.duckdb_path, on_failure=pipeline.drop_pending_packages
+        ):
+            results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
             counts = raw_row_counts(str(settings.duckdb_path), start, end) if settings.duckdb_path.exists() else {}
         batch = report[0] if report else None
         if batch and batch.missing_tickers:

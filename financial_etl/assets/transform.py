@@ -14,6 +14,7 @@ from financial_etl.checks import MART_KEY, MART_MODEL, RAW_KEY
 from financial_etl.metadata import model_column_lineage, model_table_schema
 from financial_etl.partitions import run_dates
 from financial_etl.resources import Project
+from financial_etl.storage import storage_errors
 from financial_etl.warehouse_lock import warehouse_lock
 from financial_etl.sqlmesh_adapter import code_version, model_names, run_range, sqlmesh_multi_asset
 
@@ -120,7 +121,9 @@ def build_transform_assets(project: Project, partitions_def):
     )
     def sqlmesh_models(context: AssetExecutionContext, sqlmesh: SQLMeshResource) -> Iterator[MaterializeResult]:
         start, end = run_dates(context)
-        with warehouse_lock(project.settings.duckdb_path, log=context.log.info):
+        with warehouse_lock(project.settings.duckdb_path, log=context.log.info), storage_errors(
+            "the SQLMesh run", project.settings.duckdb_path
+        ):
             yield from _transform(context, sqlmesh, start, end)
 
     def _transform(context, sqlmesh, start, end) -> Iterator[MaterializeResult]:

@@ -1,0 +1,114 @@
+"""Clear errors when the machine cannot store what the pipeline writes.
+
+A full disk or a read-only folder surfaces deep inside DuckDB, dlt or SQLMesh, wrapped
+two or three times. `check_writable` finds it before a run starts; `storage_errors`
+turns one found mid-run into a StorageError that names the path (exit code 5). Either
+way DuckDB rolls back the open transaction and dlt keeps its load package for the next
+run, so nothing already loaded is lost.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from financial_etl.errors import FinancialEtlError, StorageError
+
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+STORAGE_TEXT = re.compile(
+    r"No space left on device|Disk quota exceeded|Read-only file system|Permission denied|File too large"
+    r"|database or disk is full|attempt to write a readonly database",
+    re.IGNORECASE,
+)
+QUOTED_PATH = re.compile(r"""["'](/[^"']+)["']""")
+ADVICE = "free space there (or point the setting at another disk) and re-run; what was loaded before is intact"
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception, what it wraps, and the errors dagster-sqlmesh collects in `.errors`."""
+    pending, seen = [exc], set()
+    while pending and len(seen) < 50:
+        current = pending.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        pending.extend([current.__cause__, current.__context__])
+        pending.extend(e for e in getattr(current, "errors", None) or [] if isinstance(e, BaseException))
+        if isinstance(inner := getattr(current, "exception", None), BaseException):
+            pending.append(inner)
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """'<path>: <what went wrong>' when the failure is the disk or its permissions."""
+    for cause in _causes(exc):
+        if isinstance(cause, OSError) and cause.errno in STORAGE_ERRNOS:
+            path = cause.filename or "(unnamed file)"
+            return f"{path}: {cause.strerror or os.strerror(cause.errno)}"
+        text = str(cause)
+        if match := STORAGE_TEXT.search(text):
+            # The path quoted just before the reason ("Could not write file "/x": ..."),
+            # not one from a traceback elsewhere in the text.
+            before = text[max(0, match.start() - 400):match.start()].splitlines()[-1:] or [""]
+            paths = QUOTED_PATH.findall(before[0])
+            return f"{paths[-1] if paths else '(path not reported)'}: {match.group(0)}"
+    return None
+
+
+def checkpoint(database: Path) -> None:
+    """Fold DuckDB's write-ahead log into the database file, leaving the log empty."""
+    if database.exists():
+        with duckdb.connect(str(database)) as con:
+            con.execute("CHECKPOINT")
+
+
+def wal_path(database: Path) -> Path:
+    return database.with_name(database.name + ".wal")
+
+
+@contextmanager
+def storage_errors(what: str, database: Path | None = None,
+                   on_failure: Callable[[], None] | None = None) -> Iterator[None]:
+    """Re-raise a storage failure inside the block as a StorageError naming the path.
+
+    With `database`, the block starts from a checkpoint, and a storage failure discards
+    the write-ahead log: DuckDB can leave a half-written transaction in it when a write
+    fails (measured with DuckDB 1.5: a merge's deletes replayed without its inserts),
+    and the checkpoint is the state before the step. `on_failure` then drops whatever
+    else the step left half done (dlt's pending load package)."""
+    if database is not None:
+        with storage_errors(f"{what} (checkpoint before writing)"):
+            checkpoint(database)
+    try:
+        yield
+    except FinancialEtlError:
+        raise
+    except Exception as exc:
+        problem = storage_problem(exc)
+        if problem is None:
+            raise
+        if database is not None:
+            wal_path(database).unlink(missing_ok=True)
+        if on_failure is not None:
+            on_failure()
+        raise StorageError(f"{what} could not write {problem}; {ADVICE}") from exc
+
+
+def check_writable(directory: Path, setting: str) -> None:
+    """Fail before the run when `directory` cannot hold the pipeline's files."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise StorageError(
+            f"{setting}: the folder {directory} is not writable ({exc.strerror or exc}); "
+            "make it writable or point the setting at another folder"
+        ) from None

@@ -1,0 +1,182 @@
+"""A full disk or a read-only data folder: a clear error naming the path (exit 5),
+nothing already loaded lost, and a re-run that completes.
+
+The faults are real: a file-size limit (RLIMIT_FSIZE, any user), a tmpfs that fills up
+and a read-only bind mount (both in a private mount namespace, which needs root; the
+tests skip where `unshare` is not allowed)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from financial_etl.errors import EXIT_STORAGE, EXIT_SUCCESS, StorageError
+from financial_etl.storage import check_writable, storage_errors, storage_problem
+from financial_etl_tests.conftest import query
+
+CLI = str(Path(sys.executable).with_name("financial-etl"))
+FIRST = ("2024-01-02", "2024-06-28")
+BIGGER = ("2012-01-03", "2024-06-28")
+TABLES = {
+    "raw": "SELECT * FROM raw.eod_prices_raw ORDER BY ticker, date",
+    "mart": "SELECT * FROM marts.stock_metrics ORDER BY ticker, trade_date",
+}
+EXPORT = 'SELECT * FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
+
+
+def env_for(data: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINANCIAL_ETL_") and k != "DAGSTER_HOME"}
+    env.update(FINANCIAL_ETL_DUCKDB_PATH=str(data / "financial_etl.duckdb"), FINANCIAL_ETL_TICKERS="AAPL,MSFT",
+               FINANCIAL_ETL_START_DATE="2012-01-02")
+    return env
+
+
+def run_cli(data: Path, dates, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, "run", "--start", dates[0], "--end", dates[1]], env=env_for(data),
+                          capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def snapshot(data: Path) -> dict[str, list[tuple]]:
+    db = data / "financial_etl.duckdb"
+    tables = {name: query(db, sql) for name, sql in TABLES.items()}
+    tables["export"] = query(data / "export.duckdb", EXPORT)
+    return tables
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory) -> tuple[Path, dict]:
+    """A warehouse holding the first half of 2024, and what it holds."""
+    data = tmp_path_factory.mktemp("loaded") / "data"
+    done = run_cli(data, FIRST)
+    assert done.returncode == EXIT_SUCCESS, done.stderr
+    return data, snapshot(data)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    """The same two runs, on a disk that never fills: what a repaired run must equal."""
+    data = tmp_path_factory.mktemp("uninterrupted") / "data"
+    for dates in (FIRST, BIGGER):
+        done = run_cli(data, dates)
+        assert done.returncode == EXIT_SUCCESS, done.stderr
+    return snapshot(data)
+
+
+def copy_of(loaded, tmp_path) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(loaded[0], data, ignore=shutil.ignore_patterns("*.lock"))
+    return data
+
+
+def namespace_or_skip(script: str) -> subprocess.CompletedProcess:
+    """Run a bash script in a private mount namespace (mounts vanish with it)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"private mount namespaces are not allowed here: {probe.stderr.decode().strip()}")
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-euc", script],
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_a_file_size_limit_hit_mid_run_names_the_file_keeps_the_data_and_a_rerun_completes(
+    loaded, uninterrupted, tmp_path
+):
+    data = copy_of(loaded, tmp_path)
+    warehouse = data / "financial_etl.duckdb"
+    limit = 512 * 1024  # no file may grow past this: the larger load cannot fit
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    failed = run_cli(data, BIGGER, preexec_fn=limit_file_size)
+    assert failed.returncode == EXIT_STORAGE, failed.stderr[-3000:]
+    assert "File too large" in failed.stderr and str(data) in failed.stderr
+    assert snapshot(data) == loaded[1]  # nothing loaded before is lost or half-written
+
+    repaired = run_cli(data, BIGGER)
+    assert repaired.returncode == EXIT_SUCCESS, repaired.stderr[-3000:]
+    assert snapshot(data) == uninterrupted
+
+
+def test_a_disk_that_fills_up_mid_run_names_the_path_and_a_rerun_completes(loaded, uninterrupted, tmp_path):
+    data = copy_of(loaded, tmp_path)
+    used = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
+    mount, after = tmp_path / "small", tmp_path / "after"
+    mount.mkdir()
+    env = env_for(mount)
+    exports = " ".join(f"{k}={v!r}" for k, v in env.items() if k.startswith("FINANCIAL_ETL_"))
+    script = f"""
+        mount -t tmpfs -o size={used // 1024 + 768}k tmpfs {mount}
+        cp -a {data}/. {mount}/
+        set +e
+        env {exports} {CLI} run --start {BIGGER[0]} --end {BIGGER[1]} > {tmp_path}/out.txt 2> {tmp_path}/err.txt
+        echo $? > {tmp_path}/rc.txt
+        df -k {mount} > {tmp_path}/df.txt
+        set -e
+        mkdir -p {after} && cp -a {mount}/. {after}/
+    """
+    done = namespace_or_skip(script)
+    assert done.returncode == 0, done.stderr
+    err = (tmp_path / "err.txt").read_text()
+    assert int((tmp_path / "rc.txt").read_text()) == EXIT_STORAGE, err[-3000:]
+    assert "No space left on device" in err and str(mount) in err
+    assert snapshot(after) == loaded[1]
+
+    repaired = run_cli(after, BIGGER)
+    assert repaired.returncode == EXIT_SUCCESS, repaired.stderr[-3000:]
+    assert snapshot(after) == uninterrupted
+
+
+def test_a_read_only_data_folder_fails_before_the_run_naming_the_folder(loaded, tmp_path):
+    data = copy_of(loaded, tmp_path)
+    env = env_for(data)
+    exports = " ".join(f"{k}={v!r}" for k, v in env.items() if k.startswith("FINANCIAL_ETL_"))
+    script = f"""
+        mount --bind {data} {data} && mount -o remount,bind,ro {data}
+        set +e
+        env {exports} {CLI} run --start {FIRST[0]} --end {FIRST[1]} 2> {tmp_path}/err.txt
+        echo $? > {tmp_path}/rc.txt
+    """
+    done = namespace_or_skip(script)
+    assert done.returncode == 0, done.stderr
+    err = (tmp_path / "err.txt").read_text()
+    assert int((tmp_path / "rc.txt").read_text()) == EXIT_STORAGE, err
+    assert f"the folder {data} is not writable (Read-only file system)" in err
+    assert "FINANCIAL_ETL_DUCKDB_PATH" in err and "Traceback" not in err
+    assert snapshot(data) == loaded[1]
+
+
+def test_check_writable_names_the_setting_and_the_folder(tmp_path, monkeypatch):
+    target = tmp_path / "data"
+
+    def refuse(*args, **kwargs):
+        raise OSError(30, "Read-only file system", str(target))
+
+    monkeypatch.setattr("tempfile.NamedTemporaryFile", refuse)
+    with pytest.raises(StorageError, match=rf"FINANCIAL_ETL_DUCKDB_PATH: the folder {target} is not writable"):
+        check_writable(target, "FINANCIAL_ETL_DUCKDB_PATH")
+
+
+def test_storage_problems_are_found_deep_in_wrapped_errors():
+    class Wrapper(Exception):
+        def __init__(self, errors):
+            super().__init__("Plan application failed.")
+            self.errors = errors
+
+    deep = RuntimeError('IO Error: Could not write file "/data/w.duckdb.wal": No space left on device')
+    assert storage_problem(Wrapper([ValueError("x"), deep])) == "/data/w.duckdb.wal: No space left on device"
+    assert storage_problem(OSError(28, "No space left on device", "/data/x.parquet")) == "/data/x.parquet: No space left on device"
+    assert storage_problem(ValueError("a number is wrong")) is None
+    with pytest.raises(StorageError, match="the extract could not write /data/x: File too large"):
+        with storage_errors("the extract"):
+            raise RuntimeError("boom") from OSError(27, "File too large", "/data/x")
+    with pytest.raises(ValueError):  # anything else passes through untouched
+        with storage_errors("the extract"):
+            raise ValueError("not a disk problem")
