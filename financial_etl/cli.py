@@ -53,6 +53,8 @@ def _preflight(settings: Settings) -> None:
     from financial_etl.storage import check_writable
 
     check_writable(settings.data_dir, "FINANCIAL_ETL_DUCKDB_PATH")
+    if settings.export_duckdb_path.parent != settings.data_dir:
+        check_writable(settings.export_duckdb_path.parent, "FINANCIAL_ETL_EXPORT_DUCKDB_PATH")
     if settings.source == "csv":
         from financial_etl.sources.csv import check_csv_dir
 

@@ -22,6 +22,10 @@ from financial_etl.settings import Settings
 from financial_etl.sqlmesh_adapter import GATEWAY, ProjectSQLMeshConfig
 from financial_etl.sources.prices import RAW_DATASET
 
+# dlt reports anonymous usage to its vendor unless told not to: the pipeline talks only
+# to the price source and the export target. An operator's own setting wins.
+os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+
 EXTRACT_PIPELINE = "financial_extract"
 EXPORT_PIPELINE = "financial_export"
 

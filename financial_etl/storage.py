@@ -88,17 +88,20 @@ def storage_errors(what: str, database: Path | None = None,
             checkpoint(database)
     try:
         yield
-    except FinancialEtlError:
-        raise
     except Exception as exc:
-        problem = storage_problem(exc)
-        if problem is None:
+        if isinstance(exc, StorageError):
+            error = exc
+        elif isinstance(exc, FinancialEtlError) or (problem := storage_problem(exc)) is None:
             raise
+        else:
+            error = StorageError(f"{what} could not write {problem}; {ADVICE}")
         if database is not None:
             wal_path(database).unlink(missing_ok=True)
         if on_failure is not None:
             on_failure()
-        raise StorageError(f"{what} could not write {problem}; {ADVICE}") from exc
+        if error is exc:
+            raise
+        raise error from exc
 
 
 def check_writable(directory: Path, setting: str) -> None:

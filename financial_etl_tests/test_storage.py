@@ -180,3 +180,36 @@ def test_storage_problems_are_found_deep_in_wrapped_errors():
     with pytest.raises(ValueError):  # anything else passes through untouched
         with storage_errors("the extract"):
             raise ValueError("not a disk problem")
+
+
+def test_a_storage_failure_rolls_the_database_back_to_the_checkpoint_before_the_step(tmp_path):
+    import duckdb
+
+    db = tmp_path / "w.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE TABLE t AS SELECT 1 AS x")
+    dropped = []
+    with pytest.raises(StorageError, match=r"the step could not write /data/w.duckdb.wal: No space left on device"):
+        with storage_errors("the step", db, on_failure=lambda: dropped.append(True)):
+            con = duckdb.connect(str(db))
+            con.execute("PRAGMA disable_checkpoint_on_shutdown")
+            con.execute("DELETE FROM t")  # committed to the write-ahead log only
+            con.close()
+            assert (db.parent / "w.duckdb.wal").exists()
+            raise RuntimeError('IO Error: Could not write file "/data/w.duckdb.wal": No space left on device')
+    assert dropped == [True]
+    assert query(db, "SELECT x FROM t") == [(1,)]
+
+
+def test_other_failures_leave_the_database_alone(tmp_path):
+    import duckdb
+
+    db = tmp_path / "w.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE TABLE t AS SELECT 1 AS x")
+    with pytest.raises(ValueError):
+        with storage_errors("the step", db):
+            with duckdb.connect(str(db)) as con:
+                con.execute("DELETE FROM t")
+            raise ValueError("a bug, not the disk")
+    assert query(db, "SELECT count(*) FROM t") == [(0,)]

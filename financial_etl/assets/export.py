@@ -33,7 +33,9 @@ from financial_etl.export_errors import PermanentDestinationError, classify
 from financial_etl.export_target import ExportTarget
 from financial_etl.partitions import run_dates
 from financial_etl.resources import EXPORT_PIPELINE, ExportDestination, Project
+from financial_etl.errors import StorageError
 from financial_etl.run_tags import restated_tickers
+from financial_etl.storage import ADVICE, storage_errors, storage_problem
 from financial_etl.warehouse_lock import warehouse_lock
 
 MART_KEY = AssetKey(["marts", "stock_metrics"])
@@ -164,6 +166,8 @@ def load_export(
         pipeline.abort_packages()
         pipeline.run(resource()).raise_on_failed_jobs()
     except Exception as exc:
+        if problem := storage_problem(exc):
+            raise StorageError(f"the export could not write {problem}; {ADVICE}") from None
         raise classify(exc, target) from None
     return sent
 
@@ -205,9 +209,12 @@ def build_export_asset(project: Project, partitions_def, column_schema=None):
             context.log.warning(f"no SQL Server configured: exporting to the {target.description}")
         what = "the whole mart (full refresh, atomic replace)" if full_refresh else f"{start} to {end}"
         context.log.info(f"exporting {what} to {target.description}")
+        # The stand-in is a DuckDB file: a full disk must not leave a half-written merge in its log.
+        standin = project.settings.export_duckdb_path if target.is_standin else None
         try:
-            sent = load_export(project, target, start=start, end=end, tickers=restated, full_refresh=full_refresh)
-        except PermanentDestinationError as exc:
+            with storage_errors("the export", standin):
+                sent = load_export(project, target, start=start, end=end, tickers=restated, full_refresh=full_refresh)
+        except (PermanentDestinationError, StorageError) as exc:
             context.log.error(str(exc))
             raise Failure(description=str(exc), allow_retries=False) from exc
         context.log.info(f"exported {sent} rows")

@@ -1,0 +1,168 @@
+"""SIGKILL of a real `financial-etl run` during the extract, the SQLMesh run and the
+export; the next run ends with exactly the rows of an uninterrupted run.
+
+Each kill lands mid-stage: the uninterrupted run's log shows when each stage starts and
+finishes, and the killed run is stopped part-way through that window (asserted: the
+stage's "done" line never appeared). Between the kill and the re-run, the export target
+must be either as it was before or complete, never partial.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from financial_etl.errors import EXIT_SUCCESS
+from financial_etl_tests.conftest import query
+
+CLI = str(Path(sys.executable).with_name("financial-etl"))
+TICKERS = ",".join(f"K{i:03d}" for i in range(120))
+FIRST = ("2023-01-02", "2023-12-29")
+SECOND = ("2023-01-02", "2024-12-31")
+# stage -> (line that starts it, line that says it is done)
+STAGES = {
+    "extract": ("extracting 120 tickers", "rows into raw.eod_prices_raw"),
+    "transform": ("SQLMesh prod: recomputing", "no SQL Server configured"),
+    "export": ("exporting 2023-01-02", "exported "),
+}
+QUERIES = {
+    "raw": "SELECT * FROM raw.eod_prices_raw ORDER BY ticker, date",
+    "mart": "SELECT * FROM marts.stock_metrics ORDER BY ticker, trade_date",
+    "quarantine": "SELECT count(*) FROM raw.eod_prices_quarantine",
+    # SQLMesh's state: the same snapshot, the same covered span, nothing left pending.
+    "snapshots": "SELECT name, version FROM sqlmesh._snapshots ORDER BY name",
+    "intervals": "SELECT name, min(start_ts), max(end_ts), bool_or(is_pending_restatement) FROM sqlmesh._intervals "
+                 "WHERE NOT is_dev AND NOT is_removed GROUP BY name",
+}
+EXPORT = 'SELECT * FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
+
+
+def env_for(data: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINANCIAL_ETL_") and k != "DAGSTER_HOME"}
+    env.update(FINANCIAL_ETL_DUCKDB_PATH=str(data / "financial_etl.duckdb"), FINANCIAL_ETL_TICKERS=TICKERS,
+               FINANCIAL_ETL_START_DATE=FIRST[0], PYTHONUNBUFFERED="1")
+    return env
+
+
+class Run:
+    """`financial-etl run` in its own process, its output lines timestamped as they come."""
+
+    def __init__(self, data: Path, dates: tuple[str, str]):
+        self.started = time.monotonic()
+        self.lines: list[tuple[float, str]] = []
+        self.process = subprocess.Popen(
+            [CLI, "run", "--start", dates[0], "--end", dates[1]], env=env_for(data),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append((time.monotonic() - self.started, line))
+
+    def when(self, text: str) -> float | None:
+        return next((t for t, line in list(self.lines) if text in line), None)
+
+    def wait_for(self, text: str, timeout: float = 600) -> float:
+        deadline = time.monotonic() + timeout
+        while (t := self.when(text)) is None:
+            assert self.process.poll() is None or self.reader.is_alive(), f"run ended before {text!r}:\n{self.output()}"
+            assert time.monotonic() < deadline, f"no {text!r} within {timeout} s"
+            time.sleep(0.01)
+        return t
+
+    def finish(self) -> int:
+        code = self.process.wait(timeout=900)
+        self.reader.join(timeout=10)
+        return code
+
+    def output(self) -> str:
+        return "".join(line for _, line in self.lines)[-4000:]
+
+
+def snapshot(data: Path) -> dict:
+    tables = {name: query(data / "financial_etl.duckdb", sql) for name, sql in QUERIES.items()}
+    tables["export"] = export_rows(data)
+    return tables
+
+
+def export_rows(data: Path) -> list[tuple] | None:
+    path = data / "export.duckdb"
+    if not path.exists() or not query(path, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'Dim_Stock_Metrics'")[0][0]:
+        return None
+    return query(path, EXPORT)
+
+
+def completed(data: Path, dates) -> Run:
+    run = Run(data, dates)
+    assert run.finish() == EXIT_SUCCESS, run.output()
+    return run
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """The first year loaded, then the uninterrupted second run with its stage timings."""
+    root = tmp_path_factory.mktemp("crash")
+    before = root / "before"
+    completed(before, FIRST)
+    state_before = snapshot(before)
+    clean = root / "clean"
+    subprocess.run(["cp", "-a", str(before), str(clean)], check=True)
+    second = completed(clean, SECOND)
+    windows = {stage: (second.when(begin), second.when(end)) for stage, (begin, end) in STAGES.items()}
+    assert all(a is not None and b is not None and b > a for a, b in windows.values()), (windows, second.output())
+    return before, state_before, snapshot(clean), windows
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_a_run_killed_during_a_stage_is_repaired_by_the_next_run(history, stage, tmp_path):
+    before, state_before, uninterrupted, windows = history
+    data = tmp_path / "data"
+    subprocess.run(["cp", "-a", str(before), str(data)], check=True)
+    begin, end = windows[stage]
+    killed = Run(data, SECOND)
+    started = killed.wait_for(STAGES[stage][0])
+    time.sleep(0.4 * (end - begin))  # part-way through the stage, as timed without a kill
+    killed.process.send_signal(signal.SIGKILL)
+    assert killed.finish() == -signal.SIGKILL
+    assert killed.when(STAGES[stage][1]) is None, f"the kill came after {stage} finished:\n{killed.output()}"
+    assert started is not None
+
+    # Between the kill and the re-run: the export target is the old one or the complete new one.
+    assert export_rows(data) in (state_before["export"], uninterrupted["export"])
+
+    completed(data, SECOND)
+    assert snapshot(data) == uninterrupted
+
+
+def test_a_second_process_waits_for_the_warehouse_or_fails_with_a_clear_message(tmp_path):
+    from financial_etl.warehouse_lock import WarehouseBusyError, warehouse_lock
+
+    db = tmp_path / "w.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from financial_etl.warehouse_lock import warehouse_lock\n"
+         f"with warehouse_lock(Path({str(db)!r})):\n    print('held', flush=True); time.sleep(4)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(WarehouseBusyError) as busy:
+            with warehouse_lock(db, timeout_s=0.5, poll_s=0.05):
+                pass
+        assert str(db) in str(busy.value) and "try again" in str(busy.value)
+        said: list[str] = []
+        with warehouse_lock(db, timeout_s=60, poll_s=0.05, log=said.append):
+            assert holder.poll() == 0  # we got it only once the holder had finished
+        assert said[0] == f"waiting for the warehouse {db}: in use by pid {holder.pid}"
+        assert said[1].startswith("got the warehouse after")
+    finally:
+        holder.kill()
