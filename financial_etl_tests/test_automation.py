@@ -257,7 +257,7 @@ def test_a_restatement_must_cover_the_whole_history(workdir, csv_universe):
 
 def test_a_failed_run_is_recorded_with_asset_partition_and_error(workdir, csv_universe):
     csv_dir, _ = csv_universe
-    (csv_dir / "BBB.csv").write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,x,1,10\n")
+    (csv_dir / "BBB.csv").write_text("Date;Open;High;Low;Close;Volume\n2024-01-02;1;2;0.5;1;10\n")
     instance = DagsterInstance.ephemeral()
     result = execute_range(load_settings(), day("2024-01-02"), day("2024-01-31"), instance=instance)
     assert not result.success
@@ -273,7 +273,7 @@ def test_a_failed_run_is_recorded_with_asset_partition_and_error(workdir, csv_un
     assert record["run_id"] == result.run_id
     assert record["partitions"] == "2024-01-02 to 2024-01-31"
     assert record["failed_steps"][0]["step"] == "extract_prices"
-    assert "BBB.csv:2" in record["failed_steps"][0]["error"]
+    assert "BBB.csv:1" in record["failed_steps"][0]["error"]
 
 
 def test_a_backfill_and_the_daily_run_started_together_both_succeed(workdir, clean_env, tmp_path):
