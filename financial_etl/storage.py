@@ -46,19 +46,20 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
             pending.append(inner)
 
 
-def storage_problem(exc: BaseException) -> str | None:
-    """'<path>: <what went wrong>' when the failure is the disk or its permissions."""
+def storage_problem(exc: BaseException, where: Path | None = None) -> str | None:
+    """'<path>: <what went wrong>' when the failure is the disk or its permissions;
+    `where` names the folder when the library did not say which file (pyarrow doesn't)."""
+    unnamed = f"a file under {where}" if where else "(path not reported)"
     for cause in _causes(exc):
         if isinstance(cause, OSError) and cause.errno in STORAGE_ERRNOS:
-            path = cause.filename or "(unnamed file)"
-            return f"{path}: {cause.strerror or os.strerror(cause.errno)}"
+            return f"{cause.filename or unnamed}: {cause.strerror or os.strerror(cause.errno)}"
         text = str(cause)
         if match := STORAGE_TEXT.search(text):
             # The path quoted just before the reason ("Could not write file "/x": ..."),
             # not one from a traceback elsewhere in the text.
             before = text[max(0, match.start() - 400):match.start()].splitlines()[-1:] or [""]
             paths = QUOTED_PATH.findall(before[0])
-            return f"{paths[-1] if paths else '(path not reported)'}: {match.group(0)}"
+            return f"{paths[-1] if paths else unnamed}: {match.group(0)}"
     return None
 
 
@@ -91,7 +92,9 @@ def storage_errors(what: str, database: Path | None = None,
     except Exception as exc:
         if isinstance(exc, StorageError):
             error = exc
-        elif isinstance(exc, FinancialEtlError) or (problem := storage_problem(exc)) is None:
+        elif isinstance(exc, FinancialEtlError) or (
+            problem := storage_problem(exc, database.parent if database else None)
+        ) is None:
             raise
         else:
             error = StorageError(f"{what} could not write {problem}; {ADVICE}")

@@ -21,8 +21,9 @@ from financial_etl.storage import check_writable, storage_errors, storage_proble
 from financial_etl_tests.conftest import query
 
 CLI = str(Path(sys.executable).with_name("financial-etl"))
+TICKERS = ",".join(f"S{i:02d}" for i in range(20))
 FIRST = ("2024-01-02", "2024-06-28")
-BIGGER = ("2012-01-03", "2024-06-28")
+BIGGER = ("2023-01-03", "2024-06-28")
 TABLES = {
     "raw": "SELECT * FROM raw.eod_prices_raw ORDER BY ticker, date",
     "mart": "SELECT * FROM marts.stock_metrics ORDER BY ticker, trade_date",
@@ -32,8 +33,8 @@ EXPORT = 'SELECT * FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
 
 def env_for(data: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINANCIAL_ETL_") and k != "DAGSTER_HOME"}
-    env.update(FINANCIAL_ETL_DUCKDB_PATH=str(data / "financial_etl.duckdb"), FINANCIAL_ETL_TICKERS="AAPL,MSFT",
-               FINANCIAL_ETL_START_DATE="2012-01-02")
+    env.update(FINANCIAL_ETL_DUCKDB_PATH=str(data / "financial_etl.duckdb"), FINANCIAL_ETL_TICKERS=TICKERS,
+               FINANCIAL_ETL_START_DATE="2023-01-02")
     return env
 
 
@@ -90,7 +91,7 @@ def test_a_file_size_limit_hit_mid_run_names_the_file_keeps_the_data_and_a_rerun
 ):
     data = copy_of(loaded, tmp_path)
     warehouse = data / "financial_etl.duckdb"
-    limit = 512 * 1024  # no file may grow past this: the larger load cannot fit
+    limit = 256 * 1024  # no file may grow past this: the larger load cannot fit
 
     def limit_file_size():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))

@@ -166,7 +166,7 @@ def load_export(
         pipeline.abort_packages()
         pipeline.run(resource()).raise_on_failed_jobs()
     except Exception as exc:
-        if problem := storage_problem(exc):
+        if problem := storage_problem(exc, project.settings.data_dir):
             raise StorageError(f"the export could not write {problem}; {ADVICE}") from None
         raise classify(exc, target) from None
     return sent
