@@ -89,10 +89,9 @@ def audit_result(outcome: AuditOutcome, start: dt.date, end: dt.date) -> AssetCh
     )
 
 
-def build_mart_checks(project: Project, partitions_def: TimeWindowPartitionsDefinition):
+def build_mart_checks(project: Project, partitions_def: TimeWindowPartitionsDefinition, context):
     """One check per audit of the model, as SQLMesh defines it (blocking audits block)."""
-    with project.sqlmesh_context() as context:
-        audits = audit_names(context, MART_MODEL)
+    audits = audit_names(context, MART_MODEL)
     specs = [
         AssetCheckSpec(
             name,

@@ -27,13 +27,15 @@ CHECKS_JOB = "check_stock_metrics"
 def build_definitions(settings: Settings) -> Definitions:
     project = Project(settings)
     partitions_def = trading_day_partitions(settings.start_date)
-    transform = build_transform_assets(project, partitions_def)
+    with project.sqlmesh_context() as mesh:  # loading the SQLMesh project costs ~0.6 s: once
+        transform = build_transform_assets(project, partitions_def, mesh)
+        mart_checks = build_mart_checks(project, partitions_def, mesh)
     mart_schema = transform.specs_by_key[MART_KEY].metadata.get("dagster/column_schema")
     export = build_export_asset(project, partitions_def, column_schema=mart_schema)
     assets = [build_extract_assets(project, partitions_def), transform, export]
     checks = [
         build_raw_checks(project, partitions_def),
-        build_mart_checks(project, partitions_def),
+        mart_checks,
         build_export_check(project, partitions_def, export.key),
     ]
     daily_job = define_asset_job(

@@ -17,9 +17,11 @@ def column_lineage(context: Context, model_name: str) -> dict[str, list[tuple[st
     """{output column: [(source table, source column), ...]}, sorted, duplicates removed."""
     model = context.get_model(model_name, raise_if_missing=True)
     query = model.render_query_or_raise()
+    # All columns in one walk: sqlglot then qualifies the query once and shares the work
+    # between columns (a walk per column took 2 s of every definitions load).
+    nodes = lineage.lineage(None, query, dialect=model.dialect, trim_selects=False)
     result: dict[str, list[tuple[str, str]]] = {}
     for column in model.columns_to_types or {}:
-        node = lineage.lineage(column, query, dialect=model.dialect)
-        columns = (exp.to_column(name) for name in _leaf_names(node))
+        columns = (exp.to_column(name) for name in _leaf_names(nodes[column]))
         result[column] = sorted({(col.table, col.name) for col in columns})
     return result

@@ -46,15 +46,19 @@ PROD = "prod"
 GATEWAY = "duckdb_local"
 
 
-def mesh_config(duckdb_path: str, start_date: str) -> MeshConfig:
+def mesh_config(duckdb_path: str, start_date: str, unit_tests: bool = True) -> MeshConfig:
     """The SQLMesh config for a warehouse file; SQLMesh keeps its state in the same file,
-    so a deleted warehouse never leaves stale interval state behind."""
+    so a deleted warehouse never leaves stale interval state behind.
+
+    `unit_tests=False` leaves tests/ unread: the pipeline never runs them (`skip_tests`),
+    and parsing their YAML was a quarter of every definitions load."""
     return MeshConfig(
         gateways={GATEWAY: GatewayConfig(connection=DuckDBConnectionConfig(database=duckdb_path))},
         default_gateway=GATEWAY,
         model_defaults=ModelDefaultsConfig(dialect="duckdb", start=start_date),
         # No network in CI or on many servers; never phone home.
         disable_anonymized_analytics=True,
+        ignore_patterns=[*MeshConfig.model_fields["ignore_patterns"].default, *([] if unit_tests else ["tests/*"])],
     )
 
 
@@ -82,7 +86,7 @@ class ProjectSQLMeshConfig(SQLMeshContextConfig):
 
     @property
     def sqlmesh_config(self) -> MeshConfig:
-        return mesh_config(self.duckdb_path, self.start_date)
+        return mesh_config(self.duckdb_path, self.start_date, unit_tests=False)
 
 
 def sqlmesh_multi_asset(

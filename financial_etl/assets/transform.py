@@ -7,6 +7,7 @@ import duckdb
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
 from dagster_sqlmesh import SQLMeshResource
 from dagster_sqlmesh.resource import PlanOrRunFailedError
+from sqlmesh import Context
 
 from financial_etl.audits import evaluate_audits
 from financial_etl.chart import CHART_COLUMNS, png_markdown, price_chart_png
@@ -25,14 +26,13 @@ MART_DESCRIPTION = (
 )
 
 
-def mart_static_metadata(project: Project) -> dict:
-    with project.sqlmesh_context() as context:
-        return {
-            "models": model_names(context),
-            "code_version": code_version(context, MART_MODEL),
-            "column_schema": model_table_schema(context, MART_MODEL),
-            "column_lineage": model_column_lineage(context, MART_MODEL, {"eod_prices_raw": RAW_KEY}),
-        }
+def mart_static_metadata(context: Context) -> dict:
+    return {
+        "models": model_names(context),
+        "code_version": code_version(context, MART_MODEL),
+        "column_schema": model_table_schema(context, MART_MODEL),
+        "column_lineage": model_column_lineage(context, MART_MODEL, {"eod_prices_raw": RAW_KEY}),
+    }
 
 
 # Every indicator reads at most the 50 trading rows up to its own (sma_50_day): the
@@ -99,9 +99,10 @@ def _chart(project: Project, end: dt.date, warn: Callable[[str], None]) -> dict:
     return {"chart": MetadataValue.md(png_markdown(png, caption=f"{span} ({len(frame)} session{'s' * (len(frame) != 1)})"))}
 
 
-def build_transform_assets(project: Project, partitions_def):
+def build_transform_assets(project: Project, partitions_def, context: Context):
+    """`context`: the SQLMesh project, loaded once for all definitions."""
     config = project.sqlmesh_config
-    static = mart_static_metadata(project)
+    static = mart_static_metadata(context)
     spec_metadata = {
         "dagster/column_schema": static["column_schema"],
         "dagster/column_lineage": static["column_lineage"],
