@@ -1,0 +1,103 @@
+"""Dagster stage: how long the definitions take to load, and whole runs of the daily job
+in process (as `financial-etl run` executes them), split into the steps' own time and
+Dagster's overhead around them.
+
+Each function here runs in a fresh child process (see benchmarks.scale), so imports are
+cold and the process's peak RSS is the run's own.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from benchmarks.universe import sessions
+
+
+def definitions_load(env: dict[str, str]) -> dict:
+    """Import `financial_etl.definitions`, then resolve its Definitions the way Dagster's
+    loader does (call the lazy `defs`, build the repository, resolve every job)."""
+    isolate_env(env)
+    started = time.perf_counter()
+    import financial_etl.definitions as module
+
+    imported = time.perf_counter()
+    defs = module.defs()
+    built = time.perf_counter()
+    repository = defs.get_repository_def()
+    jobs = repository.get_all_jobs()
+    resolved = time.perf_counter()
+    return {
+        "import_s": imported - started,
+        "build_s": built - imported,
+        "resolve_s": resolved - built,
+        "total_s": resolved - started,
+        "jobs": sorted(job.name for job in jobs),
+    }
+
+
+def pipeline_env(workdir: Path, tickers: int, days: int) -> dict[str, str]:
+    """FINANCIAL_ETL_* for the synthetic source over the universe's tickers and sessions,
+    every file under `workdir`, the export going to the local DuckDB stand-in."""
+    all_sessions = sessions(days)
+    return {
+        "FINANCIAL_ETL_SOURCE": "synthetic",
+        "FINANCIAL_ETL_TICKERS": ",".join(f"T{i:04d}" for i in range(tickers)),
+        "FINANCIAL_ETL_START_DATE": all_sessions[0].isoformat(),
+        "FINANCIAL_ETL_END_DATE": all_sessions[-1].isoformat(),
+        "FINANCIAL_ETL_DUCKDB_PATH": str(workdir / "data" / "financial_etl.duckdb"),
+    }
+
+
+def isolate_env(env: dict[str, str]) -> None:
+    """Only these settings: no SQL Server, export URL or Dagster home of the caller."""
+    for key in list(os.environ):
+        if key.startswith("FINANCIAL_ETL_") or key == "DAGSTER_HOME" or key.startswith("DESTINATION__"):
+            del os.environ[key]
+    os.environ.update(env)
+
+
+def step_seconds(instance, run_id: str) -> dict[str, float]:
+    """Each step's duration, from its STEP_START to its STEP_SUCCESS event."""
+    return {
+        stats.step_key: stats.end_time - stats.start_time
+        for stats in instance.get_run_step_stats(run_id)
+        if stats.start_time is not None and stats.end_time is not None
+    }
+
+
+def pipeline_run(workdir: str, tickers: int, days: int, which: str) -> dict:
+    """`which` = "full_refresh": the whole history but its last session, export replaced;
+    "daily": then that last session as one partition, on top of it."""
+    from dagster import DagsterInstance
+
+    from financial_etl.assets.export import EXPORT_TAG, FULL_REFRESH
+    from financial_etl.cli import execute_range, quiet_libraries
+    from financial_etl.settings import load_settings
+
+    workdir_path = Path(workdir)
+    isolate_env(pipeline_env(workdir_path, tickers, days))
+    os.chdir(workdir_path)  # no credentials.json or .dlt/ of the caller is picked up
+    quiet_libraries()
+    all_sessions = sessions(days)
+    if which == "full_refresh":
+        start, end, tags = all_sessions[0], all_sessions[-2], {EXPORT_TAG: FULL_REFRESH}
+    else:
+        start = end = all_sessions[-1]
+        tags = None
+    instance = DagsterInstance.ephemeral()
+    started = time.perf_counter()
+    result = execute_range(load_settings(), start, end, instance=instance, tags=tags)
+    wall = time.perf_counter() - started
+    if not result.success:
+        raise RuntimeError(f"the {which} run failed: see the child log in {workdir}")
+    steps = step_seconds(instance, result.run_id)
+    stages = sum(steps.values())
+    return {
+        "range": f"{start} to {end}",
+        "run_s": wall,
+        "steps_s": steps,
+        "stages_s": stages,
+        "overhead_s": wall - stages,
+    }
