@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
+from benchmarks.clock import Clock
 from financial_etl.assets.export import MART_COLUMNS, load_export
 from financial_etl.export_target import export_target_for
 from financial_etl.resources import Project
@@ -51,15 +51,15 @@ def measure(frame: pd.DataFrame, export_url: str, workdir: Path | None = None, d
         settings = load_settings()
         project = Project(settings)
         target = export_target_for(settings, env={"FINANCIAL_ETL_EXPORT_URL": export_url})
-        started = time.perf_counter()
-        rows = load_export(project, target, start=None, end=None, full_refresh=True)
-        full = time.perf_counter() - started
+        with Clock() as full_clock:
+            rows = load_export(project, target, start=None, end=None, full_refresh=True)
+        full = full_clock.wall
         merges = []
         for day in held_back:
             write_mart(db, frame[frame["date"] == day], append=True)
-            started = time.perf_counter()
-            day_rows = load_export(project, target, start=day, end=day)
-            merges.append(time.perf_counter() - started)
+            with Clock() as merge:
+                day_rows = load_export(project, target, start=day, end=day)
+            merges.append(merge.wall)
     finally:
         for key, value in old.items():
             if value is None:
@@ -71,6 +71,7 @@ def measure(frame: pd.DataFrame, export_url: str, workdir: Path | None = None, d
         "target_kind": target.kind,
         "rows": rows,
         "full_refresh_s": full,
+        "full_refresh_cpu_s": full_clock.cpu,
         "rows_per_s": rows / full,
         "one_day_rows": day_rows,
         "one_day_merge_s": one_day,

@@ -5,13 +5,13 @@ project's bulk resource (one Arrow table) and by the seed's per-row dict generat
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import dlt
 import duckdb
 import pandas as pd
 
+from benchmarks.clock import Clock
 from financial_etl.sources.prices import RAW_DATASET, RAW_TABLE, PriceBatch, eod_prices_resource
 
 # The seed's yf.download columns and the raw columns they become.
@@ -68,8 +68,8 @@ def bulk_resource(frame: pd.DataFrame):
     )
 
 
-def load(resource, workdir: Path, name: str) -> tuple[float, int]:
-    """Seconds for dlt to run the resource into a fresh DuckDB file; rows landed."""
+def load(resource, workdir: Path, name: str) -> tuple[Clock, int]:
+    """How long dlt takes to run the resource into a fresh DuckDB file; rows landed."""
     db = workdir / f"{name}.duckdb"
     pipeline = dlt.pipeline(
         pipeline_name=f"bench_{name}",
@@ -77,12 +77,11 @@ def load(resource, workdir: Path, name: str) -> tuple[float, int]:
         dataset_name=RAW_DATASET,
         pipelines_dir=str(workdir / ".dlt_pipelines"),
     )
-    started = time.perf_counter()
-    pipeline.run(resource).raise_on_failed_jobs()
-    elapsed = time.perf_counter() - started
+    with Clock() as clock:
+        pipeline.run(resource).raise_on_failed_jobs()
     with duckdb.connect(str(db), read_only=True) as con:
         (rows,) = con.execute(f"SELECT count(*) FROM {RAW_DATASET}.{RAW_TABLE}").fetchone()
-    return elapsed, int(rows)
+    return clock, int(rows)
 
 
 def per_row_sample(frame: pd.DataFrame, min_rows: int) -> pd.DataFrame:
@@ -96,18 +95,20 @@ def measure(frame: pd.DataFrame, workdir: Path | None = None, per_row_rows: int 
     """Bulk on the whole frame; per-row on whole tickers covering `per_row_rows` rows
     (the seed's cost is per row, so its rows/s on a sample is its rows/s on the frame)."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="bench_extract_"))
-    bulk_s, bulk_rows = load(bulk_resource(frame), workdir, "bulk")
+    bulk, bulk_rows = load(bulk_resource(frame), workdir, "bulk")
     sample = per_row_sample(frame, per_row_rows)
     wide = yahoo_layout(sample)  # what yf.download would have returned: not timed
-    per_row_s, per_row_rows_loaded = load(seed_eod_prices(wide, list(dict.fromkeys(sample["ticker"]))), workdir, "per_row")
-    bulk_rate, per_row_rate = bulk_rows / bulk_s, per_row_rows_loaded / per_row_s
+    per_row, per_row_rows_loaded = load(seed_eod_prices(wide, list(dict.fromkeys(sample["ticker"]))), workdir, "per_row")
+    bulk_rate, per_row_rate = bulk_rows / bulk.wall, per_row_rows_loaded / per_row.wall
     return {
         "rows": len(frame),
         "bulk_rows": bulk_rows,
-        "bulk_s": bulk_s,
+        "bulk_s": bulk.wall,
+        "bulk_cpu_s": bulk.cpu,
         "bulk_rows_per_s": bulk_rate,
         "per_row_rows": per_row_rows_loaded,
-        "per_row_s": per_row_s,
+        "per_row_s": per_row.wall,
+        "per_row_cpu_s": per_row.cpu,
         "per_row_rows_per_s": per_row_rate,
         "bulk_vs_per_row": bulk_rate / per_row_rate,
     }

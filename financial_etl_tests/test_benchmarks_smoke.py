@@ -28,13 +28,17 @@ def test_scale_benchmark_writes_json_table_and_plot(tmp_path):
     extract = run["extract"]
     assert extract["bulk_rows"] == 360 and extract["per_row_rows"] == 360
     assert extract["bulk_rows_per_s"] > 0 and extract["per_row_rows_per_s"] > 0
-    assert run["transform"]["rows"] == 3 * (120 - 3) and run["transform"]["one_day_rows"] == 3
+    # Five sessions are held back from each full refresh, then run one at a time.
+    assert run["transform"]["rows"] == 3 * (120 - 5) and run["transform"]["one_day_rows"] == 3
+    assert len(run["transform"]["one_day_runs_s"]) == 5
     assert run["export"]["target_kind"] == "duckdb-standin"
-    assert run["export"]["rows"] == 3 * (120 - 3) and run["export"]["one_day_rows"] == 3
+    assert run["export"]["rows"] == 3 * (120 - 5) and run["export"]["one_day_rows"] == 3
+    assert len(run["export"]["one_day_merge_runs_s"]) == 5
     full, daily = run["dagster"]["full_refresh"], run["dagster"]["daily"]
     assert {"extract_prices", "sqlmesh_models", "dbo__Dim_Stock_Metrics"} <= set(daily["steps_s"])
     for measured in (extract, run["transform"], run["export"], full, daily):
         assert measured["peak_rss_bytes"] > 10 * 2**20  # a real process's VmHWM, in bytes
+        assert len(measured["load_average"]) == 2
     assert daily["overhead_s"] == daily["run_s"] - daily["stages_s"] and daily["stages_s"] > 0
     loads = result["definitions_load"]
     assert loads["runs"][0]["jobs"] == ["__ASSET_JOB", "check_stock_metrics", "daily_stock_metrics"]
@@ -64,11 +68,13 @@ def test_scale_targets_judge_the_measurements():
         rows = tickers * days
         return {
             "tickers": tickers, "days": days, "rows": rows,
-            "extract": {"rows": rows, "bulk_rows": rows, "bulk_s": bulk_s, "bulk_rows_per_s": rows / bulk_s,
-                        "bulk_vs_per_row": rows / bulk_s / 10_000},
-            "transform": {"rows": rows, "full_refresh_s": rows / 1e6, "one_day_s": transform_day_s},
-            "export": {"rows": rows, "full_refresh_s": rows / 5e5, "one_day_merge_s": merge_s},
-            "dagster": {"full_refresh": {"run_s": rows / 1e5, "peak_rss_bytes": rss_gib * GIB},
+            "extract": {"rows": rows, "bulk_rows": rows, "bulk_s": bulk_s, "bulk_cpu_s": bulk_s,
+                        "bulk_rows_per_s": rows / bulk_s, "bulk_vs_per_row": rows / bulk_s / 10_000},
+            "transform": {"rows": rows, "full_refresh_s": rows / 1e6, "full_refresh_cpu_s": rows / 1e6,
+                          "one_day_s": transform_day_s},
+            "export": {"rows": rows, "full_refresh_s": rows / 5e5, "full_refresh_cpu_s": rows / 5e5,
+                       "one_day_merge_s": merge_s},
+            "dagster": {"full_refresh": {"run_s": rows / 1e5, "run_cpu_s": rows / 1e5, "peak_rss_bytes": rss_gib * GIB},
                         "daily": {"overhead_s": 2.0}},
         }
 
