@@ -9,17 +9,21 @@ cold and the process's peak RSS is the run's own.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
 from benchmarks.clock import Clock
-from benchmarks.universe import sessions
+
+# Imported by the definitions: none may be loaded before the load is timed.
+HEAVY_MODULES = ("pandas", "pyarrow", "duckdb", "dagster", "dlt", "sqlmesh")
 
 
 def definitions_load(env: dict[str, str]) -> dict:
     """Import `financial_etl.definitions`, then resolve its Definitions the way Dagster's
     loader does (call the lazy `defs`, build the repository, resolve every job)."""
     isolate_env(env)
+    preloaded = [name for name in HEAVY_MODULES if name in sys.modules]
     started = time.perf_counter()
     import financial_etl.definitions as module
 
@@ -35,12 +39,15 @@ def definitions_load(env: dict[str, str]) -> dict:
         "resolve_s": resolved - built,
         "total_s": resolved - started,
         "jobs": sorted(job.name for job in jobs),
+        "preloaded_modules": preloaded,
     }
 
 
 def pipeline_env(workdir: Path, tickers: int, days: int) -> dict[str, str]:
     """FINANCIAL_ETL_* for the synthetic source over the universe's tickers and sessions,
     every file under `workdir`, the export going to the local DuckDB stand-in."""
+    from benchmarks.universe import sessions
+
     all_sessions = sessions(days)
     return {
         "FINANCIAL_ETL_SOURCE": "synthetic",
@@ -75,7 +82,10 @@ def pipeline_run(workdir: str, tickers: int, days: int, which: str) -> dict:
 
     from financial_etl.assets.export import EXPORT_TAG, FULL_REFRESH
     from financial_etl.cli import execute_range, quiet_libraries
+    from financial_etl.partitions import key_range_for_dates, trading_day_partitions
     from financial_etl.settings import load_settings
+
+    from benchmarks.universe import sessions
 
     workdir_path = Path(workdir)
     isolate_env(pipeline_env(workdir_path, tickers, days))
@@ -87,15 +97,20 @@ def pipeline_run(workdir: str, tickers: int, days: int, which: str) -> dict:
     else:
         start = end = all_sessions[-1]
         tags = None
+    settings = load_settings()
+    # Dagster records each partition of a range run: its cost grows with this count.
+    partitions = trading_day_partitions(settings.start_date).get_partition_keys_in_range(
+        key_range_for_dates(trading_day_partitions(settings.start_date), start, end))
     instance = DagsterInstance.ephemeral()
     with Clock() as clock:
-        result = execute_range(load_settings(), start, end, instance=instance, tags=tags)
+        result = execute_range(settings, start, end, instance=instance, tags=tags)
     if not result.success:
         raise RuntimeError(f"the {which} run failed: see the child log in {workdir}")
     steps = step_seconds(instance, result.run_id)
     stages = sum(steps.values())
     return {
         "range": f"{start} to {end}",
+        "partitions": len(partitions),
         "run_s": clock.wall,
         "run_cpu_s": clock.cpu,
         "steps_s": steps,

@@ -116,9 +116,11 @@ def in_child(target: str, log_path: Path, **kwargs) -> dict:
     send.close()
     try:
         status, payload = receive.recv()
-    except EOFError:
-        status, payload = "error", f"the child exited with code {process.exitcode} (see {log_path})"
+    except EOFError:  # it died before sending (killed, out of memory)
+        status, payload = "error", None
     process.join()
+    if payload is None:
+        payload = f"the child exited with code {process.exitcode} (see {log_path})"
     wall = time.perf_counter() - started
     if status != "ok":
         return {"error": payload.strip().splitlines()[-1], "log": str(log_path), "child_wall_s": wall}
@@ -392,8 +394,7 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     series = {
-        "extract": [("bulk (project)", "extract", None, "bulk_s", "bulk_rows"),
-                    ("per-row (seed)", "extract", None, "per_row_s", "per_row_rows")],
+        "extract": [("bulk (project)", "extract", None, "bulk_s", "bulk_rows")],
         "transform": [("full refresh", "transform", None, "full_refresh_s", "rows"),
                       ("one day on top", "transform", None, "one_day_s", "rows")],
         "export (DuckDB stand-in)": [("full refresh", "export", None, "full_refresh_s", "rows"),
@@ -415,6 +416,14 @@ def plot(result: dict, path: Path) -> None:
             (line,) = ax.plot(xs, ys, marker="o", label=label)
             if label in ("bulk (project)", "full refresh", "full-refresh run") and len(points) > 1:
                 ax.plot([xs[0], xs[-1]], [ys[-1] * xs[0] / xs[-1], ys[-1]], ls="--", lw=0.8, color=line.get_color())
+        if title == "extract":
+            # The seed's path runs on a sample: its time there, and the whole frame at its rate.
+            measured = [(e["per_row_rows"], e["per_row_s"], e["rows"]) for r in result["runs"] if (e := _ok(r, "extract"))]
+            if measured:
+                samples, seconds, rows = zip(*sorted(measured, key=lambda m: m[2]))
+                (line,) = ax.plot(samples, seconds, "o", label="per-row (seed), measured on its sample")
+                ax.plot(rows, [s / n * total for s, n, total in zip(seconds, samples, rows)], ls=":",
+                        color=line.get_color(), label="per-row (seed), whole frame at the sample's rate")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(title)

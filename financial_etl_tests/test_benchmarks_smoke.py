@@ -42,6 +42,7 @@ def test_scale_benchmark_writes_json_table_and_plot(tmp_path):
     assert daily["overhead_s"] == daily["run_s"] - daily["stages_s"] and daily["stages_s"] > 0
     loads = result["definitions_load"]
     assert loads["runs"][0]["jobs"] == ["__ASSET_JOB", "check_stock_metrics", "daily_stock_metrics"]
+    assert loads["runs"][0]["preloaded_modules"] == []  # the child's imports are all timed
     assert loads["median_s"] == loads["runs"][0]["total_s"] > 0
     assert set(result["targets"]) == {
         "bulk extract at least 20x the seed's per-row path",
