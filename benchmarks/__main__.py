@@ -1,7 +1,9 @@
-"""Benchmark harness: `python -m benchmarks transform --tickers 500 --days 6500`.
+"""Benchmark harness: `python -m benchmarks scale` (every stage at every size), or one
+stage at one size: `python -m benchmarks transform --tickers 500 --days 6500`.
 
-Each stage is measured in one process; results go to benchmarks/results/<stage>.json and
-a markdown table beside it. Targets are reported as met or missed with the figure.
+Each stage is measured in one process; results go to benchmarks/results/ as JSON and a
+markdown table (and, for `scale`, a PNG plot). Targets are reported as met or missed
+with the figure.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def machine() -> str:
     cpus = os.cpu_count()
-    mem = ""
+    mem = model = ""
     try:
         with open("/proc/meminfo") as f:
             mem = f"{int(f.readline().split()[1]) / 1024 / 1024:.0f} GiB"
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
     except OSError:
         pass
-    return f"{platform.processor() or platform.machine()}, {cpus} cores, {mem}, Python {platform.python_version()}"
+    cpu = f"{platform.machine()} {model}".strip()
+    return f"{cpu}, {cpus} cores, {mem}, Python {platform.python_version()}"
 
 
 def transform(args) -> dict:
@@ -80,7 +85,8 @@ def export_markdown(result: dict) -> str:
              "| measure | value |", "|---|---|",
              f"| full refresh (atomic replace) | {result['rows']:,} rows in {result['full_refresh_s']:.1f} s, "
              f"{result['rows_per_s']:,.0f} rows/s |",
-             f"| one-day merge on top | {result['one_day_rows']} rows in {result['one_day_merge_s']:.2f} s "
+             f"| one-day merge on top (median of {len(result['one_day_merge_runs_s'])} days) | "
+             f"{result['one_day_rows']} rows in {result['one_day_merge_s']:.2f} s "
              f"({100 * result['one_day_vs_full']:.1f}% of full) |", "",
              "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {name} | {t['measured']} | {'met' if t['met'] else 'MISSED'} |" for name, t in result["targets"].items()]
@@ -102,9 +108,35 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def scale(args) -> int:
+    from benchmarks.scale import run
+
+    started = time.perf_counter()
+    result = run(args.sizes, args.stages, args.out, per_row_rows=args.per_row_rows,
+                 definition_loads=args.definition_loads, workdir=args.workdir, keep=args.keep,
+                 progress=lambda msg: print(f"[{time.perf_counter() - started:7.1f} s] {msg}", flush=True))
+    print((args.out / "scale.md").read_text())
+    return 1 if result["errors"] else 0
+
+
 def main(argv=None) -> int:
+    from benchmarks import scale as scale_module
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="stage", required=True)
+    s = sub.add_parser("scale", help="every stage at every size: scale.json, scale.md, scale.png")
+    s.add_argument("--sizes", type=scale_module.parse_sizes, default=list(scale_module.SIZES),
+                   help="tickers x trading days, comma-separated (default: "
+                        + ",".join(f"{t}x{d}" for t, d in scale_module.SIZES) + ")")
+    s.add_argument("--stages", type=lambda text: [x.strip() for x in text.split(",")],
+                   default=list(scale_module.STAGES), help="default: " + ",".join(scale_module.STAGES))
+    s.add_argument("--out", type=Path, default=RESULTS)
+    s.add_argument("--per-row-rows", type=int, default=scale_module.PER_ROW_ROWS,
+                   help="the seed's per-row path loads whole tickers covering at least this many rows")
+    s.add_argument("--definition-loads", type=int, default=scale_module.DEFINITION_LOADS,
+                   help="fresh processes timing the definitions load (the median is reported)")
+    s.add_argument("--workdir", type=Path, default=None, help="where the temporary warehouses go (default: /tmp)")
+    s.add_argument("--keep", action="store_true", help="keep the working directory and the children's logs")
     t = sub.add_parser("transform", help="SQLMesh full refresh and one-day run vs bare DuckDB")
     t.add_argument("--tickers", type=int, default=500)
     t.add_argument("--days", type=int, default=6500)
@@ -114,6 +146,11 @@ def main(argv=None) -> int:
     e.add_argument("--days", type=int, default=2500)
     e.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.stage == "scale":
+        unknown = set(args.stages) - set(scale_module.STAGES)
+        if unknown:
+            parser.error(f"unknown stage(s) {', '.join(sorted(unknown))}; choose from {', '.join(scale_module.STAGES)}")
+        return scale(args)
     result = transform(args) if args.stage == "transform" else export(args)
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"{args.stage}_{args.tickers}x{args.days}"

@@ -1,24 +1,26 @@
-"""Export stage: full refresh of the mart to PostgreSQL (the same dlt path as SQL Server)
-and a one-day merge on top of it, in one process."""
+"""Export stage: full refresh of the mart to a dlt target (PostgreSQL, the same dlt path
+as SQL Server, or the local DuckDB stand-in) and one-day merges on top of it, in one process."""
 
 from __future__ import annotations
 
 import os
+import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
+from benchmarks.clock import Clock
 from financial_etl.assets.export import MART_COLUMNS, load_export
 from financial_etl.export_target import export_target_for
 from financial_etl.resources import Project
 from financial_etl.settings import load_settings
 
 
-def write_mart(db: Path, frame: pd.DataFrame) -> None:
-    """marts.stock_metrics with the mart's columns (indicator values derived from close)."""
+def write_mart(db: Path, frame: pd.DataFrame, append: bool = False) -> None:
+    """marts.stock_metrics with the mart's columns (indicator values derived from close);
+    `append` adds the frame's rows to the table instead of replacing it."""
     extra = [c for c in MART_COLUMNS if c not in frame.columns and c not in ("trade_date", "volume_sma_20")]
     select = ", ".join(
         ["ticker", "date AS trade_date", "open_price", "high_price", "low_price", "close_price", "volume"]
@@ -27,39 +29,52 @@ def write_mart(db: Path, frame: pd.DataFrame) -> None:
     )
     with duckdb.connect(str(db)) as con:
         con.execute("CREATE SCHEMA IF NOT EXISTS marts")
-        con.execute(f"CREATE OR REPLACE TABLE marts.stock_metrics AS SELECT {select} FROM frame")
+        if append:
+            con.execute(f"INSERT INTO marts.stock_metrics SELECT {select} FROM frame")
+        else:
+            con.execute(f"CREATE OR REPLACE TABLE marts.stock_metrics AS SELECT {select} FROM frame")
 
 
-def measure(frame: pd.DataFrame, postgres_url: str, workdir: Path | None = None) -> dict:
+def measure(frame: pd.DataFrame, export_url: str, workdir: Path | None = None, daily_days: int = 3) -> dict:
+    """Full refresh of the mart but its last `daily_days` sessions, then each of those
+    sessions added to the mart and merged on its own, as a daily run does."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="bench_export_"))
     db = workdir / "data" / "financial_etl.duckdb"
     db.parent.mkdir(parents=True, exist_ok=True)
-    write_mart(db, frame)
+    days = sorted(frame["date"].unique())
+    held_back = days[-daily_days:]
+    write_mart(db, frame[frame["date"] < held_back[0]])
     env = {"FINANCIAL_ETL_DUCKDB_PATH": str(db), "FINANCIAL_ETL_TICKERS": "AAA"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
         settings = load_settings()
         project = Project(settings)
-        target = export_target_for(settings, env={"FINANCIAL_ETL_EXPORT_URL": postgres_url})
-        started = time.perf_counter()
-        rows = load_export(project, target, start=None, end=None, full_refresh=True)
-        full = time.perf_counter() - started
-        last_day = max(frame["date"])
-        started = time.perf_counter()
-        day_rows = load_export(project, target, start=last_day, end=last_day)
-        one_day = time.perf_counter() - started
+        target = export_target_for(settings, env={"FINANCIAL_ETL_EXPORT_URL": export_url})
+        with Clock() as full_clock:
+            rows = load_export(project, target, start=None, end=None, full_refresh=True)
+        full = full_clock.wall
+        merges = []
+        for day in held_back:
+            write_mart(db, frame[frame["date"] == day], append=True)
+            with Clock() as merge:
+                day_rows = load_export(project, target, start=day, end=day)
+            merges.append(merge.wall)
     finally:
         for key, value in old.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+    one_day = statistics.median(merges)
     return {
+        "target_kind": target.kind,
         "rows": rows,
         "full_refresh_s": full,
+        "full_refresh_cpu_s": full_clock.cpu,
         "rows_per_s": rows / full,
         "one_day_rows": day_rows,
         "one_day_merge_s": one_day,
+        "one_day_merge_runs_s": merges,
         "one_day_vs_full": one_day / full,
     }

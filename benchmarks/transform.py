@@ -6,13 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 from sqlmesh import Context
 
+from benchmarks.clock import Clock
 from financial_etl.settings import SQLMESH_PROJECT_DIR
 from financial_etl.sqlmesh_adapter import mesh_config, prod_matches_project
 
@@ -56,9 +56,9 @@ def write_raw(db: Path, frame: pd.DataFrame) -> None:
 
 
 def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    with Clock() as clock:
+        fn()
+    return clock.wall
 
 
 def measure(frame: pd.DataFrame, workdir: Path | None = None, daily_days: int = 3) -> dict:
@@ -75,12 +75,12 @@ def measure(frame: pd.DataFrame, workdir: Path | None = None, daily_days: int = 
         bare = timed(lambda: con.execute(BARE_QUERY))
 
     ctx = Context(paths=[str(SQLMESH_PROJECT_DIR)], config=mesh_config(str(db), first_day.isoformat()))
-    full = timed(
-        lambda: ctx.plan(
+    with Clock() as full_clock:
+        ctx.plan(
             "prod", auto_apply=True, no_prompts=True, skip_tests=True,
             execution_time=held_back[0].isoformat(),
         )
-    )
+    full = full_clock.wall
     rows = ctx.engine_adapter.fetchone("SELECT count(*) FROM marts.stock_metrics")[0]
 
     def deploy_check(day: dt.date) -> None:
@@ -111,6 +111,7 @@ def measure(frame: pd.DataFrame, workdir: Path | None = None, daily_days: int = 
         "rows": int(rows),
         "bare_duckdb_s": bare,
         "full_refresh_s": full,
+        "full_refresh_cpu_s": full_clock.cpu,
         "full_vs_bare": full / bare,
         "one_day_s": one_day,
         "one_day_runs_s": incrementals,

@@ -16,3 +16,78 @@ def test_transform_benchmark_writes_json_and_a_table(tmp_path):
         "one-day incremental run at most 5% of the full refresh",
     }
     assert "| target | measured | met |" in (tmp_path / "transform_3x120.md").read_text()
+
+
+def test_scale_benchmark_writes_json_table_and_plot(tmp_path):
+    # Every stage at one tiny size, each in its own child process.
+    assert main(["scale", "--sizes", "3x120", "--out", str(tmp_path), "--definition-loads", "1"]) == 0
+    result = json.loads((tmp_path / "scale.json").read_text())
+    assert result["errors"] == [] and result["elapsed_s"] > 0 and result["machine"]
+    (run,) = result["runs"]
+    assert (run["tickers"], run["days"], run["rows"]) == (3, 120, 360)
+    extract = run["extract"]
+    assert extract["bulk_rows"] == 360 and extract["per_row_rows"] == 360
+    assert extract["bulk_rows_per_s"] > 0 and extract["per_row_rows_per_s"] > 0
+    # Five sessions are held back from each full refresh, then run one at a time.
+    assert run["transform"]["rows"] == 3 * (120 - 5) and run["transform"]["one_day_rows"] == 3
+    assert len(run["transform"]["one_day_runs_s"]) == 5
+    assert run["export"]["target_kind"] == "duckdb-standin"
+    assert run["export"]["rows"] == 3 * (120 - 5) and run["export"]["one_day_rows"] == 3
+    assert len(run["export"]["one_day_merge_runs_s"]) == 5
+    full, daily = run["dagster"]["full_refresh"], run["dagster"]["daily"]
+    assert {"extract_prices", "sqlmesh_models", "dbo__Dim_Stock_Metrics"} <= set(daily["steps_s"])
+    for measured in (extract, run["transform"], run["export"], full, daily):
+        assert measured["peak_rss_bytes"] > 10 * 2**20  # a real process's VmHWM, in bytes
+        assert len(measured["load_average"]) == 2
+    assert daily["overhead_s"] == daily["run_s"] - daily["stages_s"] and daily["stages_s"] > 0
+    loads = result["definitions_load"]
+    assert loads["runs"][0]["jobs"] == ["__ASSET_JOB", "check_stock_metrics", "daily_stock_metrics"]
+    assert loads["runs"][0]["preloaded_modules"] == []  # the child's imports are all timed
+    assert loads["median_s"] == loads["runs"][0]["total_s"] > 0
+    assert set(result["targets"]) == {
+        "bulk extract at least 20x the seed's per-row path",
+        "bulk extract at least 1M rows/s",
+        "one-day incremental transform within 2x from shortest to longest history at 500 tickers",
+        "one-day export merge within 2x from shortest to longest history at 500 tickers",
+        "extract (bulk) scales no worse than linearly (log-log slope <= 1.1)",
+        "transform full refresh scales no worse than linearly (log-log slope <= 1.1)",
+        "export full refresh scales no worse than linearly (log-log slope <= 1.1)",
+        "Dagster full-refresh run scales no worse than linearly (log-log slope <= 1.1)",
+        "definitions load under 3 s",
+        "daily run's Dagster overhead under 5 s",
+        "peak RSS of the 500 x 6,500 full refresh under 4 GiB",
+    }
+    table = (tmp_path / "scale.md").read_text()
+    assert "| 3 × 120 | 360 |" in table and "| target | measured | met |" in table
+    assert (tmp_path / "scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_scale_targets_judge_the_measurements():
+    from benchmarks.scale import GIB, targets
+
+    def size(tickers, days, bulk_s, transform_day_s, merge_s, rss_gib):
+        rows = tickers * days
+        return {
+            "tickers": tickers, "days": days, "rows": rows,
+            "extract": {"rows": rows, "bulk_rows": rows, "bulk_s": bulk_s, "bulk_cpu_s": bulk_s,
+                        "bulk_rows_per_s": rows / bulk_s, "bulk_vs_per_row": rows / bulk_s / 10_000},
+            "transform": {"rows": rows, "full_refresh_s": rows / 1e6, "full_refresh_cpu_s": rows / 1e6,
+                          "one_day_s": transform_day_s},
+            "export": {"rows": rows, "full_refresh_s": rows / 5e5, "full_refresh_cpu_s": rows / 5e5,
+                       "one_day_merge_s": merge_s},
+            "dagster": {"full_refresh": {"run_s": rows / 1e5, "run_cpu_s": rows / 1e5, "peak_rss_bytes": rss_gib * GIB},
+                        "daily": {"overhead_s": 2.0}},
+        }
+
+    result = {"runs": [size(500, 1500, 0.5, 0.2, 0.3, 1), size(500, 6500, 5.0, 0.5, 0.4, 4.5)],
+              "definitions_load": {"runs": [{}], "median_s": 3.2}}
+    verdicts = {name: t["met"] for name, t in targets(result).items()}
+    assert verdicts["bulk extract at least 1M rows/s"] is False  # 3.25M rows in 5 s
+    assert verdicts["bulk extract at least 20x the seed's per-row path"] is True  # 65x
+    assert verdicts["one-day incremental transform within 2x from shortest to longest history at 500 tickers"] is False
+    assert verdicts["one-day export merge within 2x from shortest to longest history at 500 tickers"] is True
+    assert verdicts["extract (bulk) scales no worse than linearly (log-log slope <= 1.1)"] is False
+    assert verdicts["transform full refresh scales no worse than linearly (log-log slope <= 1.1)"] is True
+    assert verdicts["definitions load under 3 s"] is False
+    assert verdicts["daily run's Dagster overhead under 5 s"] is True
+    assert verdicts["peak RSS of the 500 x 6,500 full refresh under 4 GiB"] is False
