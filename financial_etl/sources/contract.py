@@ -87,6 +87,7 @@ QUARANTINE_COLUMN_HINTS = {
 }
 
 RAW_LINE_LIMIT = 500
+EPOCH = dt.date(1970, 1, 1)
 
 
 @dataclass
@@ -122,39 +123,78 @@ class ContractResult:
 
 
 def fetched_table(frame: pd.DataFrame) -> pa.Table:
-    """A source's long frame as Arrow, before the contract (volume still float)."""
-    columns = {name: frame[name] for name in FETCHED_SCHEMA.names}
-    columns["volume"] = frame["volume"].astype("float64")
-    return pa.Table.from_pandas(pd.DataFrame(columns), schema=FETCHED_SCHEMA, preserve_index=False)
+    """A source's long frame as Arrow, before the contract (volume still float).
+    Column by column: building an intermediate DataFrame copied every value once more."""
+    arrays = [
+        pa.array(frame[name].to_numpy(dtype="float64") if name == "volume" else frame[name],
+                 type=field.type, from_pandas=True)
+        for name, field in zip(FETCHED_SCHEMA.names, FETCHED_SCHEMA)
+    ]
+    return pa.Table.from_arrays(arrays, schema=FETCHED_SCHEMA)
 
 
-def _fill(mask) -> np.ndarray:
-    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
+@dataclass
+class _Keys:
+    """(ticker, date) as integers: a ticker run's number and the date's day number
+    (INT_MIN where missing). Sources hand over rows grouped by ticker, so the tickers are
+    compared as strings only where they change, not on every row."""
+
+    codes: np.ndarray  # run number: consecutive rows with the same ticker share it
+    names: list[str | None]  # the ticker of each run
+    missing_ticker: np.ndarray
+    days: np.ndarray
+
+    @classmethod
+    def of(cls, table: pa.Table) -> _Keys:
+        ticker = table.column("ticker")
+        n = table.num_rows
+        missing = np.asarray(pc.is_null(ticker).to_numpy(zero_copy_only=False), dtype=bool)
+        filled = pc.fill_null(ticker, "")
+        changes = np.zeros(n, dtype=bool)
+        if n > 1:
+            changes[1:] = np.asarray(pc.not_equal(filled.slice(0, n - 1), filled.slice(1)).to_numpy(
+                zero_copy_only=False), dtype=bool) | (missing[1:] != missing[:-1])
+        if n:
+            changes[0] = True
+        starts = np.flatnonzero(changes)
+        names = pc.take(ticker, pa.array(starts)).to_pylist() if n else []
+        days = pc.fill_null(pc.cast(table.column("date"), pa.int32()), np.iinfo(np.int32).min)
+        codes = np.cumsum(changes) - 1
+        return cls(codes, names, missing, np.asarray(days.to_numpy(), dtype=np.int64))
+
+    def is_sorted(self) -> bool:
+        """Each ticker in one run, runs in ticker order, dates ascending within a run."""
+        if any(name is None for name in self.names):
+            return False
+        if any(a >= b for a, b in zip(self.names, self.names[1:])):
+            return False
+        same_run = np.diff(self.codes) == 0
+        return bool((np.diff(self.days)[same_run] >= 0).all())
+
+    def duplicated(self) -> np.ndarray:
+        """Every row whose (ticker, date) its neighbour shares: all copies (sorted keys)."""
+        n = len(self.codes)
+        dup = np.zeros(n, dtype=bool)
+        if n < 2:
+            return dup
+        same = (self.codes[1:] == self.codes[:-1]) & (self.days[1:] == self.days[:-1]) & ~self.missing_ticker[1:]
+        dup[:-1] |= same
+        dup[1:] |= same
+        return dup
+
+    def requested(self, tickers: Sequence[str]) -> np.ndarray:
+        wanted = set(tickers)
+        return np.array([name in wanted for name in self.names], dtype=bool)[self.codes] if self.names else \
+            np.zeros(0, dtype=bool)
 
 
-def _sorted_by_key(table: pa.Table) -> pa.Table:
+def _sorted_by_key(table: pa.Table) -> tuple[pa.Table, _Keys]:
     """Sort by (ticker, date) unless it already is: the duplicate rule compares neighbours."""
-    if table.num_rows < 2:
-        return table
-    ticker, date = table.column("ticker"), table.column("date")
-    t0, t1 = ticker.slice(0, table.num_rows - 1), ticker.slice(1)
-    d0, d1 = date.slice(0, table.num_rows - 1), date.slice(1)
-    ordered = pc.or_(pc.less(t0, t1), pc.and_(pc.equal(t0, t1), pc.less_equal(d0, d1)))
-    if _fill(ordered).all():
-        return table
-    return table.sort_by([("ticker", "ascending"), ("date", "ascending")])
-
-
-def _duplicate_mask(table: pa.Table) -> np.ndarray:
-    n = table.num_rows
-    if n < 2:
-        return np.zeros(n, dtype=bool)
-    ticker, date = table.column("ticker"), table.column("date")
-    same = _fill(pc.and_(pc.equal(ticker.slice(0, n - 1), ticker.slice(1)), pc.equal(date.slice(0, n - 1), date.slice(1))))
-    dup = np.zeros(n, dtype=bool)
-    dup[:-1] |= same
-    dup[1:] |= same
-    return dup
+    keys = _Keys.of(table)
+    if keys.is_sorted():
+        return table, keys
+    table = table.sort_by([("ticker", "ascending"), ("date", "ascending")])
+    return table, _Keys.of(table)
 
 
 def _column(table: pa.Table, name: str) -> np.ndarray:
@@ -171,30 +211,29 @@ def apply_contract(
     run_id: str | None = None,
 ) -> ContractResult:
     """Split a fetched batch into rows that load and rows that go to quarantine."""
-    table = _sorted_by_key(fetched_table(frame)) if len(frame) else FETCHED_SCHEMA.empty_table()
+    table, keys = _sorted_by_key(fetched_table(frame) if len(frame) else FETCHED_SCHEMA.empty_table())
     prices = {name: _column(table, name) for name in PRICE_COLUMNS}
     volume = _column(table, "volume")
-    price_matrix = np.column_stack(list(prices.values())) if table.num_rows else np.empty((0, 4))
-    missing_price = np.isnan(price_matrix)
-    untraded = missing_price.all(axis=1) & np.isnan(volume)
+    def any_price(test) -> np.ndarray:  # column by column: no (rows x 4) copy
+        return np.logical_or.reduce([test(values) for values in prices.values()])
+
+    untraded = np.logical_and.reduce([np.isnan(values) for values in prices.values()]) & np.isnan(volume)
 
     with np.errstate(invalid="ignore"):
         rules = {
-            MISSING_KEY: _fill(pc.or_(pc.is_null(table.column("ticker")), pc.is_null(table.column("date")))),
-            MISSING_PRICE: missing_price.any(axis=1),
-            NON_FINITE: np.isinf(price_matrix).any(axis=1) | np.isinf(volume),
-            NON_POSITIVE_PRICE: (price_matrix <= 0).any(axis=1),
+            MISSING_KEY: keys.missing_ticker | (keys.days == np.iinfo(np.int32).min),
+            MISSING_PRICE: any_price(np.isnan),
+            NON_FINITE: any_price(np.isinf) | np.isinf(volume),
+            NON_POSITIVE_PRICE: any_price(lambda values: values <= 0),
             HIGH_BELOW_LOW: prices["high_price"] < prices["low_price"],
             MISSING_VOLUME: np.isnan(volume),
             NEGATIVE_VOLUME: volume < 0,
             FRACTIONAL_VOLUME: np.isfinite(volume) & (volume != np.round(volume)),
             VOLUME_TOO_LARGE: np.isfinite(volume) & (volume >= 2.0**63),
-            DUPLICATE_KEY: _duplicate_mask(table),
-            OUTSIDE_RANGE: _fill(
-                pc.or_(pc.less(table.column("date"), pa.scalar(start, pa.date32())),
-                       pc.greater(table.column("date"), pa.scalar(end, pa.date32())))
-            ),
-            UNREQUESTED_TICKER: ~_fill(pc.is_in(table.column("ticker"), value_set=pa.array(list(tickers), pa.string()))),
+            DUPLICATE_KEY: keys.duplicated(),
+            OUTSIDE_RANGE: (keys.days != np.iinfo(np.int32).min)
+            & ((keys.days < (start - EPOCH).days) | (keys.days > (end - EPOCH).days)),
+            UNREQUESTED_TICKER: ~keys.requested(tickers),
         }
         low_close = np.fmin(prices["open_price"], prices["close_price"])
         high_close = np.fmax(prices["open_price"], prices["close_price"])

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import dlt
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from financial_etl.calendar import trading_sessions
 from financial_etl.errors import ConfigError, MissingTickersError, SourceUnavailableError
@@ -86,8 +87,8 @@ def require_answers(batch: PriceBatch, tickers: Sequence[str], start: dt.date, e
                     allow_partial: bool) -> None:
     """Every ticker must answer for a range with NYSE sessions; none is expected otherwise."""
     assert batch.contract is not None
-    answered = set(batch.contract.valid.column("ticker").to_pylist())
-    answered |= {t for t in batch.contract.quarantine.column("ticker").to_pylist() if t}
+    answered = set(pc.unique(batch.contract.valid.column("ticker")).to_pylist())
+    answered |= {t for t in pc.unique(batch.contract.quarantine.column("ticker")).to_pylist() if t}
     sessions = trading_sessions(start, end)
     batch.missing_tickers = [t for t in tickers if t not in answered] if sessions else []
     if not sessions or not batch.missing_tickers:
@@ -131,7 +132,9 @@ def eod_prices_resource(
         table_name=RAW_TABLE,
         primary_key=("ticker", "date"),
         merge_key="ticker" if replace_tickers else (),
-        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+        # The contract quarantines every copy of a duplicated (ticker, date), so dlt can
+        # skip its own ROW_NUMBER() de-duplication of the staged rows (half the merge time).
+        write_disposition={"disposition": "merge", "strategy": "delete-insert", "deduplicated": True},
         columns=RAW_COLUMN_HINTS,
     )
     def eod_prices_raw() -> Iterator[pa.Table]:
