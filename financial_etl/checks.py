@@ -32,6 +32,7 @@ from financial_etl.audits import AuditOutcome, audit_names, evaluate_audits
 from financial_etl.metadata import markdown_table
 from financial_etl.resources import Project
 from financial_etl.run_tags import run_tickers
+from financial_etl.sources.contract import count_rules
 from financial_etl.sources.prices import QUARANTINE_TABLE, RAW_DATASET, RAW_TABLE
 from financial_etl.warehouse_lock import warehouse_lock
 from financial_etl.calendar import trading_sessions
@@ -196,14 +197,14 @@ def quarantine_result(con, run_id: str, context) -> AssetCheckResult:
     added = 0 if new is None else len(new)
     metadata = {"quarantined_this_run": added, "quarantine_total": int(total)}
     if added:
-        rules = new["reason"].str.split("; ").explode().str.split(":").str[0].value_counts()
+        rules = count_rules(new["reason"])
         metadata["by_reason"] = MetadataValue.md("\n".join(f"- {rule}: {n}" for rule, n in rules.items()))
         metadata["sample"] = MetadataValue.md(markdown_table(new.head(20)))
         metadata["next_step"] = MetadataValue.text(
             f"Inspect `SELECT * FROM {QUARANTINE} WHERE run_id = '{run_id}'`, fix the source, "
             "and re-run the affected dates; quarantined rows never reach the mart."
         )
-        context.log.warning(f"{added} rows quarantined by this run ({', '.join(rules.index)}); see {QUARANTINE}")
+        context.log.warning(f"{added} rows quarantined by this run ({', '.join(rules)}); see {QUARANTINE}")
     return AssetCheckResult(
         check_name="no_new_quarantined_rows",
         passed=added == 0,

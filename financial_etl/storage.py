@@ -74,6 +74,12 @@ def wal_path(database: Path) -> Path:
     return database.with_name(database.name + ".wal")
 
 
+def storage_error(what: str, exc: BaseException, where: Path | None = None) -> StorageError | None:
+    """The StorageError for `exc` when its cause is the disk, else None."""
+    problem = storage_problem(exc, where)
+    return StorageError(f"{what} could not write {problem}; {ADVICE}") if problem else None
+
+
 @contextmanager
 def storage_errors(what: str, database: Path | None = None,
                    on_failure: Callable[[], None] | None = None) -> Iterator[None]:
@@ -93,11 +99,9 @@ def storage_errors(what: str, database: Path | None = None,
         if isinstance(exc, StorageError):
             error = exc
         elif isinstance(exc, FinancialEtlError) or (
-            problem := storage_problem(exc, database.parent if database else None)
+            error := storage_error(what, exc, database.parent if database else None)
         ) is None:
             raise
-        else:
-            error = StorageError(f"{what} could not write {problem}; {ADVICE}")
         if database is not None:
             wal_path(database).unlink(missing_ok=True)
         if on_failure is not None:

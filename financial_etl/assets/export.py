@@ -35,7 +35,7 @@ from financial_etl.partitions import run_dates
 from financial_etl.resources import EXPORT_PIPELINE, ExportDestination, Project
 from financial_etl.errors import StorageError
 from financial_etl.run_tags import restated_tickers
-from financial_etl.storage import ADVICE, storage_errors, storage_problem
+from financial_etl.storage import storage_error, storage_errors
 from financial_etl.warehouse_lock import warehouse_lock
 
 MART_KEY = AssetKey(["marts", "stock_metrics"])
@@ -166,9 +166,8 @@ def load_export(
         pipeline.abort_packages()
         pipeline.run(resource()).raise_on_failed_jobs()
     except Exception as exc:
-        if problem := storage_problem(exc, project.settings.data_dir):
-            raise StorageError(f"the export could not write {problem}; {ADVICE}") from None
-        raise classify(exc, target) from None
+        # Before classify, which would make a full local disk look like a server error.
+        raise (storage_error("the export", exc, project.settings.data_dir) or classify(exc, target)) from None
     return sent
 
 

@@ -130,12 +130,12 @@ def build_extract_assets(project: Project, partitions_def):
             results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
             counts = raw_row_counts(str(settings.duckdb_path), start, end) if settings.duckdb_path.exists() else {}
         batch = report[0] if report else None
-        if batch and batch.missing_tickers:
-            context.log.warning(f"no rows in range for: {', '.join(batch.missing_tickers)}")
+        # Missing tickers were logged with the source's reasons by the resource.
         if batch and batch.contract and batch.contract.quarantined:
             context.log.warning(
-                f"quarantined {batch.contract.quarantined} rows ({', '.join(batch.contract.reasons())}); "
-                f"see {RAW_DATASET}.{QUARANTINE_TABLE}"
+                f"quarantined {batch.contract.quarantined} rows from the {batch.source} source ("
+                + ", ".join(f"{n} {reason}" for reason, n in batch.contract.reasons().items())
+                + f"); see {RAW_DATASET}.{QUARANTINE_TABLE}"
             )
         for rule, n in (batch.contract.warned if batch and batch.contract else {}).items():
             context.log.warning(f"loaded {n} rows with a warning: {rule}")

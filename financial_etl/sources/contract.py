@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -114,12 +114,17 @@ class ContractResult:
 
     def reasons(self) -> dict[str, int]:
         """Quarantined rows per rule (a row breaking two rules counts for both)."""
-        counts: dict[str, int] = {}
-        for text in self.quarantine.column("reason").to_pylist():
-            for reason in text.split("; "):
-                rule = reason.split(":", 1)[0]
-                counts[rule] = counts.get(rule, 0) + 1
-        return dict(sorted(counts.items()))
+        return count_rules(self.quarantine.column("reason").to_pylist())
+
+
+def count_rules(reasons: Iterable[str]) -> dict[str, int]:
+    """Rows per rule from quarantine `reason` texts ("rule; rule: detail"), by rule name."""
+    counts: dict[str, int] = {}
+    for text in reasons:
+        for reason in text.split("; "):
+            rule = reason.split(":", 1)[0]
+            counts[rule] = counts.get(rule, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def fetched_table(frame: pd.DataFrame) -> pa.Table:

@@ -143,11 +143,6 @@ def eod_prices_resource(
         if report is not None:
             report.append(batch)
         require_answers(batch, tickers, start, end, allow_partial)
-        if batch.contract.quarantined:
-            log.warning(
-                "quarantined %d rows from the %s source: %s", batch.contract.quarantined, batch.source,
-                ", ".join(f"{n} {reason}" for reason, n in batch.contract.reasons().items()),
-            )
         # Empty tables still carry their schema, so a first run on a holiday creates both
         # tables (empty) and the transform and checks find them.
         yield batch.contract.valid
