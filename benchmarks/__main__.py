@@ -1,5 +1,6 @@
-"""Benchmark harness: `python -m benchmarks scale` (every stage at every size), or one
-stage at one size: `python -m benchmarks transform --tickers 500 --days 6500`.
+"""Benchmark harness: `python -m benchmarks scale` (every stage at every size), one
+stage at one size: `python -m benchmarks transform --tickers 500 --days 6500`, or
+`python -m benchmarks history` (one ticker's 8.5 years through `financial-etl run`).
 
 Each stage is measured in one process; results go to benchmarks/results/ as JSON and a
 markdown table (and, for `scale`, a PNG plot). Targets are reported as met or missed
@@ -119,6 +120,16 @@ def scale(args) -> int:
     return 1 if result["errors"] else 0
 
 
+def history(args) -> int:
+    from benchmarks.history import run
+
+    started = time.perf_counter()
+    result = run(args.before, args.out, progress=lambda msg: print(f"[{time.perf_counter() - started:7.1f} s] {msg}", flush=True))
+    print((args.out / "history.md").read_text())
+    latest = list(result["versions"].values())[-1]
+    return 0 if latest["wall_met"] and latest["growth_met"] else 1
+
+
 def main(argv=None) -> int:
     from benchmarks import scale as scale_module
 
@@ -137,6 +148,10 @@ def main(argv=None) -> int:
                    help="fresh processes timing the definitions load (the median is reported)")
     s.add_argument("--workdir", type=Path, default=None, help="where the temporary warehouses go (default: /tmp)")
     s.add_argument("--keep", action="store_true", help="keep the working directory and the children's logs")
+    h = sub.add_parser("history", help="one ticker's 8.5-year history through `financial-etl run`: wall time, "
+                                       "data work, DAGSTER_HOME growth")
+    h.add_argument("--before", metavar="REV", help="also measure this git revision (in a temporary worktree)")
+    h.add_argument("--out", type=Path, default=RESULTS)
     t = sub.add_parser("transform", help="SQLMesh full refresh and one-day run vs bare DuckDB")
     t.add_argument("--tickers", type=int, default=500)
     t.add_argument("--days", type=int, default=6500)
@@ -151,6 +166,8 @@ def main(argv=None) -> int:
         if unknown:
             parser.error(f"unknown stage(s) {', '.join(sorted(unknown))}; choose from {', '.join(scale_module.STAGES)}")
         return scale(args)
+    if args.stage == "history":
+        return history(args)
     result = transform(args) if args.stage == "transform" else export(args)
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"{args.stage}_{args.tickers}x{args.days}"

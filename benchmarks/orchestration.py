@@ -75,20 +75,68 @@ def step_seconds(instance, run_id: str) -> dict[str, float]:
     }
 
 
+def data_work(instance, run_id: str) -> dict:
+    """The steps' data work in a run, and the events Dagster wrote for it. A step's data
+    work runs from its STEP_START to its first asset materialization: the moment its code
+    hands the results to Dagster (a check step, which materializes nothing, to its
+    STEP_SUCCESS). What follows is Dagster recording the run's partitions."""
+    import collections
+
+    records = instance.all_logs(run_id)
+    counts = collections.Counter(r.dagster_event.event_type_value for r in records if r.dagster_event)
+    start, handed, success = {}, {}, {}
+    for r in records:
+        event = r.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        kind = event.event_type_value
+        if kind == "STEP_START":
+            start[event.step_key] = r.timestamp
+        elif kind == "ASSET_MATERIALIZATION":
+            handed.setdefault(event.step_key, r.timestamp)
+        elif kind == "STEP_SUCCESS":
+            success[event.step_key] = r.timestamp
+    steps = {key: handed.get(key, success.get(key, start[key])) - start[key] for key in start}
+    return {
+        "events": dict(counts),
+        "events_total": sum(counts.values()),
+        "steps_data_work_s": steps,
+        "data_work_s": sum(steps.values()),
+    }
+
+
+def dagster_home(path: Path) -> Path:
+    """A persistent DAGSTER_HOME: the project's dagster.yaml, its relative folders
+    resolved inside `path` (SQLite run, event and schedule storage, as a new user has)."""
+    from financial_etl.settings import REPO_ROOT
+
+    path.mkdir(parents=True, exist_ok=True)
+    text = (REPO_ROOT / "dagster.yaml").read_text().replace("base_dir: data/dagster", f"base_dir: {path}/data/dagster")
+    (path / "dagster.yaml").write_text(text)
+    return path
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
 def pipeline_run(workdir: str, tickers: int, days: int, which: str) -> dict:
     """`which` = "full_refresh": the whole history but its last session, export replaced;
-    "daily": then that last session as one partition, on top of it."""
+    "daily": then that last session, on top of it. Both on one persistent SQLite
+    DAGSTER_HOME under `workdir`."""
     from dagster import DagsterInstance
 
     from financial_etl.assets.export import EXPORT_TAG, FULL_REFRESH
     from financial_etl.cli import execute_range, quiet_libraries
-    from financial_etl.partitions import key_range_for_dates, trading_day_partitions
+    from financial_etl.partitions import keys_in_window, year_partitions
     from financial_etl.settings import load_settings
 
     from benchmarks.universe import sessions
 
     workdir_path = Path(workdir)
     isolate_env(pipeline_env(workdir_path, tickers, days))
+    home = dagster_home(workdir_path / "dagster_home")
+    os.environ["DAGSTER_HOME"] = str(home)
     os.chdir(workdir_path)  # no credentials.json or .dlt/ of the caller is picked up
     quiet_libraries()
     all_sessions = sessions(days)
@@ -99,15 +147,16 @@ def pipeline_run(workdir: str, tickers: int, days: int, which: str) -> dict:
         tags = None
     settings = load_settings()
     # Dagster records each partition of a range run: its cost grows with this count.
-    partitions = trading_day_partitions(settings.start_date).get_partition_keys_in_range(
-        key_range_for_dates(trading_day_partitions(settings.start_date), start, end))
-    instance = DagsterInstance.ephemeral()
+    partitions = keys_in_window(year_partitions(settings.start_date), start, end)
+    home_before = tree_bytes(home)
     with Clock() as clock:
+        instance = DagsterInstance.get()
         result = execute_range(settings, start, end, instance=instance, tags=tags)
     if not result.success:
         raise RuntimeError(f"the {which} run failed: see the child log in {workdir}")
     steps = step_seconds(instance, result.run_id)
     stages = sum(steps.values())
+    work = data_work(instance, result.run_id)
     return {
         "range": f"{start} to {end}",
         "partitions": len(partitions),
@@ -116,4 +165,7 @@ def pipeline_run(workdir: str, tickers: int, days: int, which: str) -> dict:
         "steps_s": steps,
         "stages_s": stages,
         "overhead_s": clock.wall - stages,
+        **work,
+        "run_vs_data_work": clock.wall / work["data_work_s"],
+        "dagster_home_growth_mb": (tree_bytes(home) - home_before) / 1e6,
     }

@@ -20,11 +20,12 @@ import duckdb
 import pandas as pd
 from dagster import (
     AssetKey,
+    DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
-    PartitionKeyRange,
     RunFailureSensorContext,
     RunRequest,
+    RunsFilter,
     ScheduleEvaluationContext,
     SensorEvaluationContext,
     SensorResult,
@@ -35,51 +36,68 @@ from dagster import (
     sensor,
 )
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
 
 from financial_etl.calendar import closure_reason
-from financial_etl.partitions import FMT, TIMEZONE
+from financial_etl.partitions import END_TAG, START_TAG, TIMEZONE, key_range_for_dates, range_tags, run_window
 from financial_etl.resources import Project
 from financial_etl.run_tags import MODE_TAG, REASON_TAG, RESTATE, TICKERS_TAG
 from financial_etl.sources import fetch_for
 
+SCHEDULE_NAME = "daily_after_close"
+SCHEDULE_TAG = "dagster/schedule_name"  # set by Dagster on every run a schedule launches
 SCHEDULE_CRON = "30 18 * * 1-5"  # weekdays, after the 16:00 close and Yahoo's end-of-day update
 RECENT_SESSIONS = 20  # the overlap compared by the restated-history sensor
 
 
-def last_completed_partition(project: Project, partitions_def: TimeWindowPartitionsDefinition) -> str | None:
-    """The newest partition whose day has ended in New York, capped by
-    FINANCIAL_ETL_END_DATE when it is set."""
-    now = dt.datetime.now(ZoneInfo(TIMEZONE))
-    last_day = now.date() - dt.timedelta(days=1)
+def last_completed_day(project: Project) -> dt.date:
+    """The newest day that has ended in New York, capped by FINANCIAL_ETL_END_DATE."""
+    last_day = dt.datetime.now(ZoneInfo(TIMEZONE)).date() - dt.timedelta(days=1)
     if project.settings.end_date:
         last_day = min(last_day, project.settings.end_date)
-    done = [k for k in partitions_def.get_partition_keys(current_time=now) if dt.date.fromisoformat(k) <= last_day]
-    return done[-1] if done else None
+    return last_day
 
 
 def backfill_request(
     partitions_def: TimeWindowPartitionsDefinition,
     asset_keys: Sequence[AssetKey],
-    first: str,
-    last: str,
+    start: dt.date,
+    end: dt.date,
     tags: dict[str, str],
 ) -> RunRequest:
-    subset = partitions_def.empty_subset().with_partition_key_range(partitions_def, PartitionKeyRange(first, last))
+    """A backfill of the year partitions holding [start, end], its runs narrowed to those dates."""
+    keys = key_range_for_dates(start, end)
+    subset = partitions_def.empty_subset().with_partition_key_range(partitions_def, keys)
     return RunRequest.for_asset_graph_subset(
         AssetGraphSubset(partitions_subsets_by_asset_key={key: subset for key in asset_keys}),
-        tags=tags,
+        tags={**tags, START_TAG: start.isoformat(), END_TAG: end.isoformat()},
     )
+
+
+def catch_up_start(instance, job_name: str, day: dt.date) -> dt.date:
+    """The first date the evening run for `day` loads: the day after the last date a
+    successful scheduled run covered, so a failed night is loaded again the next evening.
+    `day` itself when no scheduled run has succeeded yet (history is loaded by a backfill)."""
+    runs = instance.get_runs(
+        filters=RunsFilter(job_name=job_name, statuses=[DagsterRunStatus.SUCCESS], tags={SCHEDULE_TAG: SCHEDULE_NAME}),
+        limit=1,
+    )
+    if not runs or END_TAG not in runs[0].tags:
+        return day
+    covered = dt.date.fromisoformat(runs[0].tags[END_TAG])
+    return min(day, covered + dt.timedelta(days=1))
 
 
 def build_daily_schedule(project: Project, job, partitions_def: TimeWindowPartitionsDefinition):
     @schedule(
-        name="daily_after_close",
+        name=SCHEDULE_NAME,
         job=job,
         cron_schedule=SCHEDULE_CRON,
         execution_timezone=TIMEZONE,
         default_status=DefaultScheduleStatus.RUNNING,
-        description="Materializes the day's partition of the whole graph, checks included, after the NYSE close.",
+        description=(
+            "After the NYSE close, loads the day's session through the whole graph, checks included, "
+            "together with any earlier session since the last successful evening run (a failed night is repaired)."
+        ),
     )
     def daily_after_close(context: ScheduleEvaluationContext):
         day = context.scheduled_execution_time.astimezone(ZoneInfo(TIMEZONE)).date()
@@ -87,8 +105,13 @@ def build_daily_schedule(project: Project, job, partitions_def: TimeWindowPartit
             return SkipReason(f"{day.isoformat()}: the NYSE is closed ({reason}); nothing to load")
         if day < project.settings.start_date:
             return SkipReason(f"{day.isoformat()} is before FINANCIAL_ETL_START_DATE={project.settings.start_date}")
-        key = day.strftime(FMT)
-        return RunRequest(run_key=key, partition_key=key, tags={REASON_TAG: f"daily schedule for {key}"})
+        start = max(catch_up_start(context.instance, job.name, day), project.settings.start_date)
+        reason = f"daily schedule for {day}" + (f", catching up from {start}" if start < day else "")
+        tags = {REASON_TAG: reason, START_TAG: start.isoformat(), END_TAG: day.isoformat()}
+        keys = key_range_for_dates(start, day)
+        if keys.start == keys.end:
+            return RunRequest(run_key=day.isoformat(), partition_key=keys.start, tags=tags)
+        return RunRequest(run_key=day.isoformat(), tags={**tags, **range_tags(start, day)})
 
     return daily_after_close
 
@@ -117,10 +140,9 @@ def build_new_ticker_sensor(project: Project, partitions_def, asset_keys: Sequen
                 f"tickers removed from {source}: {', '.join(removed)}. Their rows are kept in raw, the mart "
                 "and the export; delete them by hand if they must go."
             )
-        last = last_completed_partition(project, partitions_def)
+        first, last = settings.start_date, last_completed_day(project)
         requests = []
-        if added and last:
-            first = partitions_def.get_first_partition_key()
+        if added and last >= first:
             for ticker in added:
                 requests.append(
                     backfill_request(partitions_def, asset_keys, first, last, {
@@ -177,10 +199,9 @@ def build_restated_history_sensor(project: Project, partitions_def, asset_keys: 
         ),
     )
     def restated_history_backfill(context: SensorEvaluationContext):
-        last = last_completed_partition(project, partitions_def)
-        if last is None or not settings.duckdb_path.exists():
+        end = last_completed_day(project)
+        if end < settings.start_date or not settings.duckdb_path.exists():
             return SkipReason("nothing loaded yet")
-        end = dt.date.fromisoformat(last)
         try:
             with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
                 stored = con.execute(
@@ -213,9 +234,8 @@ def build_restated_history_sensor(project: Project, partitions_def, asset_keys: 
                 notes.append(f"{ticker}: restatement already requested")
                 continue
             handled[ticker] = fingerprint
-            first = partitions_def.get_first_partition_key()
             requests.append(
-                backfill_request(partitions_def, asset_keys, first, last, {
+                backfill_request(partitions_def, asset_keys, settings.start_date, end, {
                     TICKERS_TAG: ticker,
                     MODE_TAG: RESTATE,
                     REASON_TAG: f"restated history for {ticker}: {change}"[:1000],
@@ -230,7 +250,7 @@ def build_restated_history_sensor(project: Project, partitions_def, asset_keys: 
     return restated_history_backfill
 
 
-def build_failure_sensor(project: Project, alert_log: Path, webhook_url: str | None):
+def build_failure_sensor(project: Project, partitions_def, alert_log: Path, webhook_url: str | None):
     @run_failure_sensor(
         name="run_failure_alerts",
         default_status=DefaultSensorStatus.RUNNING,
@@ -239,11 +259,8 @@ def build_failure_sensor(project: Project, alert_log: Path, webhook_url: str | N
     def run_failure_alerts(context: RunFailureSensorContext):
         run = context.dagster_run
         tags = run.tags
-        partitions = (
-            f"{tags[ASSET_PARTITION_RANGE_START_TAG]} to {tags[ASSET_PARTITION_RANGE_END_TAG]}"
-            if ASSET_PARTITION_RANGE_START_TAG in tags
-            else tags.get(PARTITION_NAME_TAG, "")
-        )
+        window = run_window(tags, partitions_def, project.settings)
+        partitions = f"{window[0]} to {window[1]}" if window else ""
         steps = []
         for event in context.get_step_failure_events():
             error = event.step_failure_data.error if event.step_failure_data else None

@@ -22,14 +22,10 @@ from dagster import (
     TimeWindowPartitionsDefinition,
     multi_asset_check,
 )
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    PARTITION_NAME_TAG,
-)
 
 from financial_etl.audits import AuditOutcome, audit_names, evaluate_audits
 from financial_etl.metadata import markdown_table
+from financial_etl.partitions import run_window
 from financial_etl.resources import Project
 from financial_etl.run_tags import run_tickers
 from financial_etl.sources.contract import count_rules
@@ -48,26 +44,23 @@ CHECK_END_TAG = "financial_etl/check_end"
 def check_range(
     context: AssetCheckExecutionContext, project: Project, partitions_def: TimeWindowPartitionsDefinition
 ) -> tuple[dt.date, dt.date]:
-    """The dates the run's partitions cover, else the whole configured range."""
+    """The dates the run covers, else the whole configured range."""
     tags = context.run.tags
     if CHECK_START_TAG in tags and CHECK_END_TAG in tags:  # `financial-etl check --start/--end`
         return dt.date.fromisoformat(tags[CHECK_START_TAG]), dt.date.fromisoformat(tags[CHECK_END_TAG])
-    first = tags.get(ASSET_PARTITION_RANGE_START_TAG) or tags.get(PARTITION_NAME_TAG)
-    last = tags.get(ASSET_PARTITION_RANGE_END_TAG) or tags.get(PARTITION_NAME_TAG)
-    if first and last:
-        start = partitions_def.time_window_for_partition_key(first).start.date()
-        end = partitions_def.time_window_for_partition_key(last).end.date() - dt.timedelta(days=1)
-        return start, end
-    return project.settings.start_date, project.settings.resolved_end()
+    return run_window(tags, partitions_def, project.settings) or (
+        project.settings.start_date, project.settings.resolved_end()
+    )
 
 
 def _backfill_hint(dates: tuple[dt.date, ...]) -> str:
     if not dates:
         return "Inspect the sample rows, fix the source, and re-materialize the affected partitions."
     first, last = dates[0].isoformat(), dates[-1].isoformat()
+    years = first[:4] if first[:4] == last[:4] else f"{first[:4]} to {last[:4]}"
     return (
-        f"Fix the source rows shown in the sample, then re-materialize partitions {first} to {last}: "
-        f"`financial-etl run --start {first} --end {last}`, or a backfill of that range from the UI."
+        f"Fix the source rows shown in the sample, then re-load {first} to {last}: "
+        f"`financial-etl run --start {first} --end {last}`, or re-materialize partition {years} from the UI."
     )
 
 

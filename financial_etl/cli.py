@@ -91,28 +91,28 @@ def _failure_message(error) -> str:
 
 
 def execute_range(settings: Settings, start: dt.date, end: dt.date, instance=None, tags=None):
-    """Materialize the whole graph for the partitions covering [start, end], in process."""
+    """Materialize the whole graph for exactly [start, end], in process: one run over the
+    year partitions that hold it."""
     from dagster import DagsterInstance
-    from dagster._core.storage.tags import (
-        ASSET_PARTITION_RANGE_END_TAG,
-        ASSET_PARTITION_RANGE_START_TAG,
-    )
 
     from financial_etl.definitions import DAILY_JOB, build_definitions
-    from financial_etl.partitions import key_range_for_dates, trading_day_partitions
+    from financial_etl.partitions import RANGE_END_TAG, RANGE_START_TAG, range_tags
 
     try:
-        keys = key_range_for_dates(trading_day_partitions(settings.start_date), start, end)
+        window = range_tags(start, end)
     except ValueError as exc:
         raise ConfigError(f"--start {start} / --end {end}: {exc}") from None
+    if end.year > dt.date.today().year:  # its partition does not exist yet
+        raise ConfigError(f"--end {end} is in a year that has not begun; the last partition is this year's")
     if instance is None:
         instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
     job = build_definitions(settings).resolve_job_def(DAILY_JOB)
+    keys = window[RANGE_START_TAG] + (f" to {window[RANGE_END_TAG]}" if window[RANGE_END_TAG] != window[RANGE_START_TAG] else "")
     print(f"financial-etl: {settings.source} source, {len(settings.tickers)} tickers, {start} to {end} "
-          f"(partitions {keys.start} to {keys.end})", flush=True)
+          f"(partition{'s' * (' to ' in keys)} {keys})", flush=True)
     return job.execute_in_process(
         instance=instance,
-        tags={**(tags or {}), ASSET_PARTITION_RANGE_START_TAG: keys.start, ASSET_PARTITION_RANGE_END_TAG: keys.end},
+        tags={**(tags or {}), **window},
         raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
     )

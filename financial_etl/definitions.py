@@ -16,7 +16,7 @@ from financial_etl.automation import (
     build_restated_history_sensor,
 )
 from financial_etl.checks import MART_KEY, build_export_check, build_mart_checks, build_raw_checks
-from financial_etl.partitions import trading_day_partitions
+from financial_etl.partitions import year_partitions
 from financial_etl.resources import ExportDestination, Project
 from financial_etl.settings import Settings, load_settings
 
@@ -26,7 +26,7 @@ CHECKS_JOB = "check_stock_metrics"
 
 def build_definitions(settings: Settings) -> Definitions:
     project = Project(settings)
-    partitions_def = trading_day_partitions(settings.start_date)
+    partitions_def = year_partitions(settings.start_date)
     with project.sqlmesh_context() as mesh:  # loading the SQLMesh project costs ~0.6 s: once
         transform = build_transform_assets(project, partitions_def, mesh)
         mart_checks = build_mart_checks(project, partitions_def, mesh)
@@ -58,7 +58,7 @@ def build_definitions(settings: Settings) -> Definitions:
         sensors=[
             build_new_ticker_sensor(project, partitions_def, asset_keys),
             build_restated_history_sensor(project, partitions_def, asset_keys),
-            build_failure_sensor(project, settings.alert_log, settings.alert_webhook_url),
+            build_failure_sensor(project, partitions_def, settings.alert_log, settings.alert_webhook_url),
         ],
         resources={
             "dlt": DagsterDltResource(),

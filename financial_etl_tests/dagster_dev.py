@@ -67,7 +67,8 @@ def instance_yaml(home: Path) -> str:
 
 def dagster_env(root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINANCIAL_ETL_") and k != "DAGSTER_HOME"}
-    start = dt.date.today() - dt.timedelta(days=60)
+    # Two year partitions: December of last year and this year so far.
+    start = dt.date(dt.date.today().year - 1, 12, 1)
     env.update({
         "DAGSTER_HOME": str(root / "home"),
         "FINANCIAL_ETL_DUCKDB_PATH": str(root / "data" / "financial_etl.duckdb"),

@@ -15,11 +15,12 @@ from dagster import (
     build_run_status_sensor_context,
     build_schedule_context,
     build_sensor_context,
+    instance_for_test,
 )
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from financial_etl.cli import execute_range
 from financial_etl.definitions import DAILY_JOB, build_definitions
+from financial_etl.partitions import END_TAG, RANGE_END_TAG, RANGE_START_TAG, START_TAG, range_tags
 from financial_etl.run_tags import MODE_TAG, REASON_TAG, TICKERS_TAG
 from financial_etl.settings import REPO_ROOT, load_settings
 from financial_etl.sources.synthetic import fetch_synthetic
@@ -39,34 +40,77 @@ def _tables(root):
 # --- schedule ---------------------------------------------------------------------------
 
 
-def _tick(when: str):
+@pytest.fixture
+def instance():
+    """A schedule reads its past runs from the instance: a persistent temporary one."""
+    with instance_for_test() as temporary:
+        yield temporary
+
+
+def _tick(when: str, instance):
     defs = build_definitions(load_settings())
     schedule = defs.resolve_schedule_def("daily_after_close")
     context = build_schedule_context(
-        scheduled_execution_time=pd.Timestamp(when, tz=NY).to_pydatetime(), repository_def=defs.get_repository_def()
+        scheduled_execution_time=pd.Timestamp(when, tz=NY).to_pydatetime(), repository_def=defs.get_repository_def(),
+        instance=instance,
     )
     return schedule, schedule.evaluate_tick(context)
 
 
-def test_schedule_runs_after_the_close_on_weekdays_in_new_york(workdir):
-    schedule, _ = _tick("2024-06-10 18:30")
+def test_schedule_runs_after_the_close_on_weekdays_in_new_york(workdir, instance):
+    schedule, _ = _tick("2024-06-10 18:30", instance)
     assert schedule.cron_schedule == "30 18 * * 1-5"
     assert schedule.execution_timezone == NY
     assert schedule.job_name == DAILY_JOB
 
 
-def test_schedule_requests_the_days_partition_on_a_trading_day(workdir):
-    _, tick = _tick("2024-06-10 18:30")
-    assert [r.partition_key for r in tick.run_requests] == ["2024-06-10"]
-    assert tick.run_requests[0].run_key == "2024-06-10"
+def test_schedule_requests_the_days_session_in_its_year_partition(workdir, instance):
+    _, tick = _tick("2024-06-10 18:30", instance)
+    (request,) = tick.run_requests
+    assert request.partition_key == "2024"
+    assert (request.tags[START_TAG], request.tags[END_TAG]) == ("2024-06-10", "2024-06-10")
+    assert request.run_key == "2024-06-10"
+
+
+def _scheduled_run(instance, start: str, end: str, fail: bool = False):
+    """A run as the schedule launches it (its tags), of the extract alone; `fail` breaks it."""
+    defs = build_definitions(load_settings())
+    tags = {"dagster/schedule_name": "daily_after_close", START_TAG: start, END_TAG: end}
+    if fail:
+        tags["financial_etl/tickers"] = "not a ticker!"
+    result = defs.resolve_job_def(DAILY_JOB).execute_in_process(
+        instance=instance, partition_key=start[:4], tags=tags, raise_on_error=False,
+        asset_selection=[__import__("dagster").AssetKey(["raw", "eod_prices_raw"])],
+    )
+    assert result.success is not fail
+    return result
+
+
+def test_the_evening_run_catches_up_from_the_last_successful_evening_run(workdir, clean_env, instance):
+    clean_env.setenv("FINANCIAL_ETL_TICKERS", "AAA")
+    clean_env.setenv("FINANCIAL_ETL_START_DATE", "2023-12-01")
+    _scheduled_run(instance, "2024-06-05", "2024-06-05")
+    _scheduled_run(instance, "2024-06-06", "2024-06-06", fail=True)  # a failed night
+    _, tick = _tick("2024-06-10 18:30", instance)
+    (request,) = tick.run_requests
+    assert (request.partition_key, request.tags[START_TAG], request.tags[END_TAG]) == ("2024", "2024-06-06", "2024-06-10")
+    assert "catching up from 2024-06-06" in request.tags["financial_etl/reason"]
+
+    # Across New Year the request covers both years' partitions.
+    _scheduled_run(instance, "2023-12-28", "2023-12-28")
+    _, tick = _tick("2024-01-02 18:30", instance)
+    (request,) = tick.run_requests
+    assert request.partition_key is None
+    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == ("2023", "2024")
+    assert (request.tags[START_TAG], request.tags[END_TAG]) == ("2023-12-29", "2024-01-02")
 
 
 @pytest.mark.parametrize(
     ("when", "reason"),
     [("2024-12-25 18:30", "Christmas"), ("2024-07-04 18:30", "July 4th"), ("2024-06-08 18:30", "Saturday")],
 )
-def test_schedule_skips_weekends_and_exchange_holidays_naming_them(workdir, when, reason):
-    _, tick = _tick(when)
+def test_schedule_skips_weekends_and_exchange_holidays_naming_them(workdir, instance, when, reason):
+    _, tick = _tick(when, instance)
     assert tick.run_requests == []
     assert reason in tick.skip_message and "NYSE is closed" in tick.skip_message
 
@@ -95,22 +139,23 @@ def test_a_three_month_backfill_in_one_run_equals_running_day_by_day(tmp_path, c
     assert [e.step_key for e in result.all_events if e.is_step_success].count("extract_prices") == 1
     raw_partitions = {m.partition for m in result.get_asset_materialization_events()
                       if m.materialization.asset_key.path == ["raw", "eod_prices_raw"]}
-    assert len(raw_partitions) == 64  # weekdays, holidays included
+    assert raw_partitions == {"2024"}
     by_range = _tables(tmp_path / "range")
 
     clean_env.setenv("FINANCIAL_ETL_DUCKDB_PATH", str(tmp_path / "daily" / "data" / "financial_etl.duckdb"))
     settings = load_settings()
     defs = build_definitions(settings)
     job = defs.resolve_job_def(DAILY_JOB)
-    keys = job.partitions_def.get_partition_keys(current_time=dt.datetime(2024, 4, 2))
-    keys = [k for k in keys if start <= day(k) <= end]
-    assert len(keys) == 64
+    days = [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
+    days = [d for d in days if d.weekday() < 5]
+    assert len(days) == 64  # weekdays, holidays included
     instance = DagsterInstance.ephemeral()
-    for key in keys:  # one run per day, assets only (the checks are not what is compared)
+    for one in days:  # one run per day as the schedule runs it, assets only (the checks are not what is compared)
         daily = job.execute_in_process(
-            instance=instance, partition_key=key, asset_selection=list(defs.resolve_all_asset_keys())
+            instance=instance, partition_key="2024", tags={START_TAG: one.isoformat(), END_TAG: one.isoformat()},
+            asset_selection=list(defs.resolve_all_asset_keys()),
         )
-        assert daily.success, key
+        assert daily.success, one
     by_day = _tables(tmp_path / "daily")
     for name, a, b in zip(("raw", "mart", "export"), by_range, by_day):
         assert_same_rows(a, b, name)
@@ -144,10 +189,10 @@ def _execute_request(request):
     subsets = request.asset_graph_subset.partitions_subsets_by_asset_key
     assert {key.to_user_string() for key in subsets} == {"raw/eod_prices_raw", "marts/stock_metrics", "dbo/Dim_Stock_Metrics"}
     keys = sorted({k for subset in subsets.values() for k in subset.get_partition_keys()})
-    tags = {**request.tags, ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}
+    tags = {**request.tags, RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}
     result = defs.resolve_job_def(DAILY_JOB).execute_in_process(tags=tags, raise_on_error=False)
     assert result.success
-    return keys
+    return keys, (request.tags[START_TAG], request.tags[END_TAG])
 
 
 @pytest.fixture
@@ -172,8 +217,8 @@ def test_adding_a_ticker_backfills_its_history_alone(workdir, universe_file):
     request = tick.run_requests[0]
     assert request.tags[TICKERS_TAG] == "CCC" and request.tags[MODE_TAG] == "restate"
     assert "new ticker CCC" in request.tags[REASON_TAG]
-    keys = _execute_request(request)
-    assert (keys[0], keys[-1]) == ("2024-01-02", "2024-06-28")
+    keys, dates = _execute_request(request)
+    assert keys == ["2024"] and dates == ("2024-01-02", "2024-06-28")
 
     raw_after, mart_after, export_after = _tables(workdir)
     expected_days = fetch_synthetic(["CCC"], day("2024-01-02"), day("2024-06-28")).frame.date.tolist()
@@ -246,8 +291,7 @@ def test_a_restatement_must_cover_the_whole_history(workdir, csv_universe):
     settings = load_settings()
     job = build_definitions(settings).resolve_job_def(DAILY_JOB)
     result = job.execute_in_process(
-        tags={TICKERS_TAG: "AAA", MODE_TAG: "restate",
-              ASSET_PARTITION_RANGE_START_TAG: "2024-03-01", ASSET_PARTITION_RANGE_END_TAG: "2024-03-29"},
+        tags={TICKERS_TAG: "AAA", MODE_TAG: "restate", **range_tags(day("2024-03-01"), day("2024-03-29"))},
         raise_on_error=False,
     )
     assert not result.success

@@ -129,7 +129,7 @@ def test_an_audit_added_to_the_sqlmesh_project_becomes_a_check(workdir, clean_en
     assert "close_below_ten_thousand" not in _check_specs()
 
 
-def test_materializations_carry_row_counts_schema_and_lineage(workdir, clean_env):
+def test_materializations_carry_row_counts_and_the_definitions_schema_and_lineage(workdir, clean_env):
     clean_env.setenv("FINANCIAL_ETL_TICKERS", "AAPL,MSFT")
     clean_env.setenv("FINANCIAL_ETL_START_DATE", "2024-01-02")
     result = execute_range(load_settings(), START, END)
@@ -138,12 +138,15 @@ def test_materializations_carry_row_counts_schema_and_lineage(workdir, clean_env
     for key in (RAW, MART, EXPORT):
         assert mats[key]["dagster/partition_row_count"].value == 2 * SESSIONS, key
         assert mats[key]["dagster/row_count"].value == 2 * SESSIONS, key
-    deps = mats[MART]["dagster/column_lineage"].value.deps_by_column
+    # Schema and lineage are on the definitions (the asset page shows them once), not on each event.
+    specs = {s.key: s.metadata for s in build_definitions(load_settings()).resolve_all_asset_specs()}
+    deps = specs[MART]["dagster/column_lineage"].deps_by_column
     assert {(d.asset_key, d.column_name) for d in deps["sma_20_day"]} >= {(RAW, "close_price")}
     assert {(d.asset_key, d.column_name) for d in deps["atr_14_day"]} >= {(RAW, "high_price"), (RAW, "low_price"), (RAW, "close_price")}
-    schema = mats[MART]["dagster/column_schema"].value
+    schema = specs[MART]["dagster/column_schema"]
     assert [c.name for c in schema.columns][:3] == ["ticker", "trade_date", "open_price"]
     assert next(c for c in schema.columns if c.name == "rsi_14_day").description.startswith("Simple-average")
+    assert "dagster/column_lineage" not in mats[MART] and "dagster/column_schema" not in mats[MART]
 
 
 def test_every_asset_has_description_owner_kinds_and_the_mart_a_code_version(workdir, clean_env, tmp_path):

@@ -46,14 +46,16 @@ def test_export_kind_is_mssql_when_a_server_is_configured(workdir, monkeypatch):
     assert specs[EXPORT].kinds == {"dlt", "mssql"}
 
 
-def test_all_assets_share_one_daily_weekday_partitioning(workdir):
+def test_all_assets_share_one_yearly_partitioning_from_the_start_year(workdir, clean_env):
+    clean_env.setenv("FINANCIAL_ETL_START_DATE", "2004-08-19")
     defs, specs = _specs(workdir)
     partitions = {key: spec.partitions_def for key, spec in specs.items()}
     assert partitions[RAW] == partitions[MART] == partitions[EXPORT]
-    keys = partitions[RAW].get_partition_keys_in_range(
-        __import__("dagster").PartitionKeyRange("2024-07-01", "2024-07-08")
-    )
-    assert keys == ["2024-07-01", "2024-07-02", "2024-07-03", "2024-07-04", "2024-07-05", "2024-07-08"]
+    keys = partitions[RAW].get_partition_keys(current_time=__import__("datetime").datetime(2013, 3, 1))
+    # The start date's year is the first partition; the current year's partition exists.
+    assert keys == [str(year) for year in range(2004, 2014)]
+    window = partitions[RAW].time_window_for_partition_key("2008")
+    assert (window.start.date().isoformat(), window.end.date().isoformat()) == ("2008-01-01", "2009-01-01")
     for key in (RAW, MART, EXPORT):  # a backfill of a range runs as one run
         assert defs.resolve_assets_def(key).backfill_policy.max_partitions_per_run is None
     job = defs.resolve_job_def(DAILY_JOB)

@@ -125,7 +125,7 @@ def test_a_csv_file_with_a_foreign_header_fails_with_exit_2_and_writes_nothing(w
         (["run", "--start", "2019-06-03"], {}, "before FINANCIAL_ETL_START_DATE"),
         (["run", "--start", "yesterday"], {}, "--start='yesterday'"),
         (["run"], {"FINANCIAL_ETL_SOURCE": "nope"}, "FINANCIAL_ETL_SOURCE='nope'"),
-        (["run", "--start", "2024-01-06", "--end", "2024-01-07"], {}, "holds no weekday"),
+        (["run", "--start", "2024-01-02", "--end", "2999-01-04"], {}, "--end 2999-01-04 is in a year that has not begun"),
     ],
 )
 def test_configuration_errors_exit_2_before_anything_is_written(workdir, clean_env, capsys, args, env, message):

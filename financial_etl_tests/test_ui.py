@@ -92,16 +92,13 @@ def definitions(dagster_dev: DagsterDev) -> dict:
     return dagster_dev.graphql(DEFINITIONS)
 
 
-@pytest.fixture(scope="module")
-def materialized(dagster_dev: DagsterDev, definitions: dict) -> Materialized:
-    """Launches job daily_stock_metrics for the latest partition that is an NYSE session
-    and waits for the daemon to dequeue and finish it."""
+def launch_and_wait(dagster_dev: DagsterDev, definitions: dict, tags: dict[str, str]) -> tuple[str, str]:
+    """Launches job daily_stock_metrics with these run tags and waits for the daemon to
+    dequeue and finish it: (run id, final status)."""
     (repo,) = definitions["repositoriesOrError"]["nodes"]
-    mart = next(n for n in definitions["assetNodes"] if key(n["assetKey"]["path"]) == "marts/stock_metrics")
-    partition = next(p for p in reversed(mart["partitionKeys"]) if is_session(dt.date.fromisoformat(p)))
     launched = dagster_dev.graphql(LAUNCH_RUN, {"params": {
         "selector": {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"], "jobName": DAILY_JOB},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
         "runConfigData": {},
     }})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
@@ -111,11 +108,25 @@ def materialized(dagster_dev: DagsterDev, definitions: dict) -> Materialized:
         status = dagster_dev.graphql(RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
         return status if status in TERMINAL else None
 
-    status = wait_until(f"run {run_id} to finish", finished, RUN_TIMEOUT_S, dagster_dev, every=3)
+    return run_id, wait_until(f"run {run_id} to finish", finished, RUN_TIMEOUT_S, dagster_dev, every=3)
+
+
+def run_errors(dagster_dev: DagsterDev, run_id: str) -> list[str]:
+    events = dagster_dev.graphql(RUN_ERRORS, {"runId": run_id})["logsForRun"].get("events", [])
+    return [e.get("message") or f"{e.get('stepKey')}: {e['error']['message']}" for e in events if len(e) > 1]
+
+
+@pytest.fixture(scope="module")
+def materialized(dagster_dev: DagsterDev, definitions: dict) -> Materialized:
+    """The latest NYSE session, as the evening schedule loads it: its year's partition,
+    narrowed to that day by the run's financial_etl/start and financial_etl/end tags."""
+    session = next(d for n in range(10) if is_session(d := dt.date.today() - dt.timedelta(days=n)))
+    partition = str(session.year)
+    run_id, status = launch_and_wait(dagster_dev, definitions, {
+        "dagster/partition": partition, "financial_etl/start": session.isoformat(), "financial_etl/end": session.isoformat(),
+    })
     if status != "SUCCESS":
-        events = dagster_dev.graphql(RUN_ERRORS, {"runId": run_id})["logsForRun"].get("events", [])
-        errors = [e.get("message") or f"{e.get('stepKey')}: {e['error']['message']}" for e in events if len(e) > 1]
-        pytest.fail(f"run {run_id} for {partition} ended {status}: {errors}\n{dagster_dev.log_tail()}")
+        pytest.fail(f"run {run_id} for {session} ended {status}: {run_errors(dagster_dev, run_id)}\n{dagster_dev.log_tail()}")
     # Only this one session is loaded: one row per ticker of the universe.
     tickers = load_settings(dagster_dev.env).tickers
     return Materialized(run_id, partition, expected_rows=len(tickers))
@@ -221,3 +232,38 @@ def test_the_chart_opens_as_an_image_from_the_materialization_metadata(dagster_d
     assert browser.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", image) == [WIDTH_PX, HEIGHT_PX]
     time.sleep(1)  # the dialog fades in
     assert browser.save_screenshot(str(ARTIFACTS / "stock-metrics-chart.png"))
+
+
+# --- partition status after a range run (last: it replaces the latest materializations) ---
+
+PARTITION_STATUSES = """{ assetNodes { assetKey { path } partitionKeys assetPartitionStatuses { __typename
+  ... on TimePartitionStatuses { ranges { status startKey endKey } } } } }"""
+
+
+def partition_statuses(dagster_dev: DagsterDev) -> dict[str, dict[str, str]]:
+    """Each asset's partitions and the status the UI shows for them (absent: never run)."""
+    shown = {}
+    for node in dagster_dev.graphql(PARTITION_STATUSES)["assetNodes"]:
+        keys = node["partitionKeys"]
+        statuses = {}
+        for r in node["assetPartitionStatuses"]["ranges"]:
+            for k in keys[keys.index(r["startKey"]):keys.index(r["endKey"]) + 1]:
+                statuses[k] = r["status"]
+        shown[key(node["assetKey"]["path"])] = statuses
+    return shown
+
+
+def test_a_range_run_shows_every_partition_materialized_and_a_failed_one_shows_them_failed(dagster_dev, definitions):
+    mart = next(n for n in definitions["assetNodes"] if key(n["assetKey"]["path"]) == "marts/stock_metrics")
+    keys = mart["partitionKeys"]
+    assert len(keys) == 2  # December of last year, and this year
+    whole = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+    run_id, status = launch_and_wait(dagster_dev, definitions, whole)
+    assert status == "SUCCESS", run_errors(dagster_dev, run_id)
+    assert partition_statuses(dagster_dev) == {asset: dict.fromkeys(keys, "MATERIALIZED") for asset in ASSETS}
+
+    # The same range with a ticker the extract refuses: the run fails before writing.
+    run_id, status = launch_and_wait(dagster_dev, definitions, {**whole, "financial_etl/tickers": "NOT A TICKER"})
+    assert status == "FAILURE"
+    assert any("NOT A TICKER" in e for e in run_errors(dagster_dev, run_id))
+    assert partition_statuses(dagster_dev) == {asset: dict.fromkeys(keys, "FAILED") for asset in ASSETS}

@@ -31,7 +31,7 @@ from dlt.pipeline.pipeline import Pipeline
 from financial_etl.assets.transform import window_reach_end
 from financial_etl.export_errors import PermanentDestinationError, classify
 from financial_etl.export_target import ExportTarget
-from financial_etl.partitions import run_dates
+from financial_etl.partitions import add_partition_row_counts, partition_counts_sql, run_dates
 from financial_etl.resources import EXPORT_PIPELINE, ExportDestination, Project
 from financial_etl.errors import StorageError
 from financial_etl.run_tags import restated_tickers
@@ -114,17 +114,19 @@ def export_pipeline(project: Project, target: ExportTarget, replace_strategy: st
     )
 
 
-def target_row_counts(pipeline: Pipeline, table: str, start: dt.date, end: dt.date) -> tuple[int, int]:
-    """(rows in the whole target table, rows in [start, end])."""
+def target_row_counts(pipeline: Pipeline, table: str, start: dt.date, end: dt.date, partitions_def, keys) -> tuple[int, int, list[int]]:
+    """(rows in the whole target table, rows in [start, end], rows of each partition in `keys`)."""
+    per_key, params = partition_counts_sql("trade_date", partitions_def, keys, placeholder="%s")
     try:
         with pipeline.sql_client() as client:
             name = client.make_qualified_table_name(table)
-            total, in_range = client.execute_sql(
-                f"SELECT count(*), count(CASE WHEN trade_date BETWEEN %s AND %s THEN 1 END) FROM {name}", start, end
+            total, in_range, *by_key = client.execute_sql(
+                f"SELECT count(*), count(CASE WHEN trade_date BETWEEN %s AND %s THEN 1 END), {per_key} FROM {name}",
+                start, end, *params,
             )[0]
     except DatabaseUndefinedRelation:
-        return 0, 0
-    return int(total), int(in_range)
+        return 0, 0, [0] * len(keys)
+    return int(total), int(in_range), [int(n) for n in by_key]
 
 
 def load_export(
@@ -192,7 +194,7 @@ def build_export_asset(project: Project, partitions_def, column_schema=None):
         metadata={"dagster/column_schema": column_schema} if column_schema else None,
     )
     def export_stock_metrics(context: AssetExecutionContext, export_destination: ExportDestination) -> MaterializeResult:
-        start, end = run_dates(context)
+        start, end = run_dates(context, project.settings)
         target = export_destination.target(project.settings)
         # The whole step holds the warehouse lock: it reads the mart, and the dlt pipeline's
         # working state (and a DuckDB stand-in) take one writer at a time as well.
@@ -218,11 +220,13 @@ def build_export_asset(project: Project, partitions_def, column_schema=None):
             raise Failure(description=str(exc), allow_retries=False) from exc
         context.log.info(f"exported {sent} rows")
         pipeline = export_pipeline(project, target)
-        total, in_range = target_row_counts(pipeline, target.table, start, end)
+        keys = context.partition_keys
+        total, in_range, by_partition = target_row_counts(pipeline, target.table, start, end, partitions_def, keys)
+        add_partition_row_counts(context, context.assets_def.key, keys, by_partition)
         return MaterializeResult(
             metadata={
                 "dagster/row_count": MetadataValue.int(total),
-                "dagster/partition_row_count": MetadataValue.int(in_range),
+                "table_rows_in_range": MetadataValue.int(in_range),
                 "rows_exported": MetadataValue.int(sent),
                 "full_refresh": MetadataValue.bool(full_refresh),
                 "target": MetadataValue.text(target.description),

@@ -11,7 +11,7 @@ from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 
 from financial_etl.metadata import raw_table_schema
-from financial_etl.partitions import run_dates
+from financial_etl.partitions import add_partition_row_counts, partition_counts_sql, run_dates
 from financial_etl.resources import Project
 from financial_etl.run_tags import restated_tickers, run_tickers
 from financial_etl.storage import check_writable, storage_errors
@@ -43,21 +43,23 @@ class RawTranslator(DagsterDltTranslator):
         ).merge_attributes(metadata={"dagster/column_schema": raw_table_schema()})
 
 
-def raw_row_counts(duckdb_path: str, start, end) -> dict:
+def raw_row_counts(duckdb_path: str, start, end, partitions_def, keys) -> tuple[dict, list[int]]:
+    """(the run's row-count metadata, each partition's row count in `keys` order)."""
+    per_key, params = partition_counts_sql("date", partitions_def, keys)
     with duckdb.connect(duckdb_path, read_only=True) as con:
         try:
-            total, in_range = con.execute(
-                "SELECT count(*), count(CASE WHEN date BETWEEN ? AND ? THEN 1 END) FROM raw.eod_prices_raw",
-                [start, end],
+            total, in_range, *by_key = con.execute(
+                f"SELECT count(*), count(CASE WHEN date BETWEEN ? AND ? THEN 1 END), {per_key} FROM raw.eod_prices_raw",
+                [start, end, *params],
             ).fetchone()
             quarantine_total = con.execute(f"SELECT count(*) FROM {RAW_DATASET}.{QUARANTINE_TABLE}").fetchone()[0]
         except duckdb.CatalogException:  # nothing loaded yet: an empty first range
-            return {}
+            return {}, [0] * len(keys)
     return {
         "dagster/row_count": MetadataValue.int(total),
-        "dagster/partition_row_count": MetadataValue.int(in_range),
+        "table_rows_in_range": MetadataValue.int(in_range),
         "quarantine_total_rows": MetadataValue.int(quarantine_total),
-    }
+    }, by_key
 
 
 def prices_source(project: Project, start, end, report=None, tickers=None, replace_tickers=False, run_id=None):
@@ -113,7 +115,7 @@ def build_extract_assets(project: Project, partitions_def):
         partitions_def=partitions_def,
     )
     def extract_prices(context: AssetExecutionContext, dlt: DagsterDltResource) -> Iterator[MaterializeResult]:
-        start, end = run_dates(context)
+        start, end = run_dates(context, settings)
         tickers = run_tickers(context.run.tags, settings)
         restated = restated_tickers(context.run.tags, settings, start)
         report: list[PriceBatch] = []
@@ -128,7 +130,9 @@ def build_extract_assets(project: Project, partitions_def):
             "the extract", settings.duckdb_path, on_failure=pipeline.drop_pending_packages
         ):
             results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
-            counts = raw_row_counts(str(settings.duckdb_path), start, end) if settings.duckdb_path.exists() else {}
+            counts, by_partition = raw_row_counts(
+                str(settings.duckdb_path), start, end, partitions_def, context.partition_keys
+            ) if settings.duckdb_path.exists() else ({}, [0] * len(context.partition_keys))
         batch = report[0] if report else None
         # Missing tickers were logged with the source's reasons by the resource.
         if batch and batch.contract and batch.contract.quarantined:
@@ -141,7 +145,10 @@ def build_extract_assets(project: Project, partitions_def):
             context.log.warning(f"loaded {n} rows with a warning: {rule}")
         context.log.info(f"loaded {batch.rows if batch else 0} rows into raw.eod_prices_raw")
         extra = {**batch_metadata(settings, batch, tickers, start, end), **counts}
+        add_partition_row_counts(context, RAW_KEY, context.partition_keys, by_partition)
         for result in results:
-            yield MaterializeResult(asset_key=result.asset_key, metadata={**(result.metadata or {}), **extra})
+            # The column schema is on the definition: copied into every partition's event it only costs.
+            loaded = {k: v for k, v in (result.metadata or {}).items() if k != "dagster/column_schema"}
+            yield MaterializeResult(asset_key=result.asset_key, metadata={**loaded, **extra})
 
     return extract_prices

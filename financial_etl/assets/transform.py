@@ -13,7 +13,7 @@ from financial_etl.audits import evaluate_audits
 from financial_etl.chart import CHART_COLUMNS, png_markdown, price_chart_png
 from financial_etl.checks import MART_KEY, MART_MODEL, RAW_KEY
 from financial_etl.metadata import model_column_lineage, model_table_schema
-from financial_etl.partitions import run_dates
+from financial_etl.partitions import add_partition_row_counts, partition_counts_sql, run_dates
 from financial_etl.resources import Project
 from financial_etl.storage import storage_errors
 from financial_etl.warehouse_lock import warehouse_lock
@@ -56,17 +56,18 @@ def window_reach_end(duckdb_path: str, end: dt.date) -> dt.date:
     return max(end, reach) if reach else end
 
 
-def _row_counts(project: Project, start, end) -> dict:
+def _row_counts(project: Project, start, end, partitions_def, keys) -> tuple[dict, list[int]]:
+    per_key, params = partition_counts_sql("trade_date", partitions_def, keys)
     with duckdb.connect(str(project.settings.duckdb_path), read_only=True) as con:
-        total, in_range = con.execute(
-            "SELECT count(*), count(CASE WHEN trade_date BETWEEN ? AND ? THEN 1 END) FROM marts.stock_metrics",
-            [start, end],
+        total, in_range, *by_key = con.execute(
+            f"SELECT count(*), count(CASE WHEN trade_date BETWEEN ? AND ? THEN 1 END), {per_key} FROM marts.stock_metrics",
+            [start, end, *params],
         ).fetchone()
     return {
         "dagster/row_count": MetadataValue.int(total),
-        "dagster/partition_row_count": MetadataValue.int(in_range),
+        "table_rows_in_range": MetadataValue.int(in_range),
         "range": MetadataValue.text(f"{start} to {end}"),
-    }
+    }, by_key
 
 
 # About a year of sessions on the chart.
@@ -121,7 +122,7 @@ def build_transform_assets(project: Project, partitions_def, context: Context):
         },
     )
     def sqlmesh_models(context: AssetExecutionContext, sqlmesh: SQLMeshResource) -> Iterator[MaterializeResult]:
-        start, end = run_dates(context)
+        start, end = run_dates(context, project.settings)
         with warehouse_lock(project.settings.duckdb_path, log=context.log.info), storage_errors(
             "the SQLMesh run", project.settings.duckdb_path
         ):
@@ -146,14 +147,19 @@ def build_transform_assets(project: Project, partitions_def, context: Context):
                 "the rows stay in marts.stock_metrics for inspection and the export will not run"
             )
             results = [MaterializeResult(asset_key=MART_KEY, metadata={"failed_audits": ", ".join(failing)})]
+        keys = context.partition_keys
+        counts, by_partition = _row_counts(project, start, end, partitions_def, keys)
+        add_partition_row_counts(context, MART_KEY, keys, by_partition)
+        # The chart once per run, on its newest partition; schema and lineage are on the
+        # definition. Copied into every partition's event they made a 25-year history cost GBs.
+        if chart := _chart(project, end, context.log.warning):
+            context.add_asset_metadata(chart, asset_key=MART_KEY, partition_key=keys[-1])
         for result in results:
             yield MaterializeResult(
                 asset_key=result.asset_key,
                 metadata={
                     **(result.metadata or {}),
-                    **spec_metadata,
-                    **_row_counts(project, start, end),
-                    **_chart(project, end, context.log.warning),
+                    **counts,
                     "recomputed_through": MetadataValue.text(reach.isoformat()),
                 },
             )

@@ -1,0 +1,139 @@
+"""History benchmark: one ticker's 8.5-year history (2004-08-19 to 2013-03-01, 2,227
+weekdays) through the csv source and `financial-etl run`, as a new user runs it: a
+persistent DAGSTER_HOME (the project's dagster.yaml, SQLite storage), a fresh process.
+
+It reports the run's wall time, how much DAGSTER_HOME grew, the events Dagster wrote,
+and the steps' data work: for each step, from its STEP_START to its first asset
+materialization (the moment the step's code hands its results to Dagster; a check step,
+which materializes nothing, to its STEP_SUCCESS). What comes after that is Dagster
+recording the partitions. Targets: wall at most 2x data work + 10 s, DAGSTER_HOME
+growth at most 20 MB.
+
+`--before REV` measures that git revision too, in a temporary worktree (the same
+environment, its own code), so both figures come from one run on one machine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.orchestration import dagster_home, data_work, step_seconds, tree_bytes
+
+REPO = Path(__file__).resolve().parent.parent
+TICKER = "HIST"
+START, END = dt.date(2004, 8, 19), dt.date(2013, 3, 1)
+WALL_FACTOR, WALL_SLACK_S, GROWTH_LIMIT_MB = 2.0, 10.0, 20.0
+
+
+def write_history_csv(csv_dir: Path) -> int:
+    from financial_etl.sources.synthetic import fetch_synthetic
+    from financial_etl_tests.conftest import write_yahoo_csv
+
+    frame = fetch_synthetic([TICKER], START, END).frame
+    write_yahoo_csv(csv_dir / f"{TICKER}.csv", frame)
+    return len(frame)
+
+
+def run_data_work(home: Path) -> dict:
+    """Event counts and the steps' data work of the one run stored in `home`."""
+    os.environ["DAGSTER_HOME"] = str(home)
+    from dagster import DagsterInstance
+
+    with DagsterInstance.get() as instance:
+        (run,) = instance.get_runs()
+        steps = step_seconds(instance, run.run_id)
+        return {"run_success": run.is_success, **data_work(instance, run.run_id), "steps_total_s": sum(steps.values())}
+
+
+def measure(code: Path, base: Path, csv_dir: Path) -> dict:
+    """One `financial-etl run` of the history with the package found in `code`."""
+    home = dagster_home(base / "dagster_home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FINANCIAL_ETL_", "DESTINATION__"))}
+    env.update({
+        "PYTHONPATH": str(code),
+        "DAGSTER_HOME": str(home),
+        "FINANCIAL_ETL_SOURCE": "csv",
+        "FINANCIAL_ETL_CSV_DIR": str(csv_dir),
+        "FINANCIAL_ETL_TICKERS": TICKER,
+        "FINANCIAL_ETL_START_DATE": START.isoformat(),
+        "FINANCIAL_ETL_DUCKDB_PATH": str(base / "data" / "financial_etl.duckdb"),
+    })
+    before = tree_bytes(home)
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "financial_etl.cli", "run", "--start", START.isoformat(), "--end", END.isoformat()],
+        cwd=base, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"financial-etl run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    growth_mb = (tree_bytes(home) - before) / 1e6
+    work = run_data_work(home)
+    return {
+        "wall_s": wall,
+        "dagster_home_growth_mb": growth_mb,
+        **work,
+        "wall_limit_s": WALL_FACTOR * work["data_work_s"] + WALL_SLACK_S,
+        "wall_met": wall <= WALL_FACTOR * work["data_work_s"] + WALL_SLACK_S,
+        "growth_met": growth_mb <= GROWTH_LIMIT_MB,
+    }
+
+
+def run(before_rev: str | None, out: Path, progress=print) -> dict:
+    from benchmarks.__main__ import machine
+
+    base = Path(tempfile.mkdtemp(prefix="bench_history_"))
+    csv_dir = base / "csv"
+    rows = write_history_csv(csv_dir)
+    result: dict = {
+        "machine": machine(),
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "ticker_rows": rows,
+        "range": f"{START} to {END}",
+        "weekdays": sum(1 for n in range((END - START).days + 1) if (START + dt.timedelta(days=n)).weekday() < 5),
+        "versions": {},
+    }
+    worktree = None
+    try:
+        versions = [("after", REPO)]
+        if before_rev:
+            worktree = base / "before_code"
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), before_rev],
+                           check=True, capture_output=True)
+            versions.insert(0, (f"before ({before_rev})", worktree))
+        for label, code in versions:
+            progress(f"history run: {label}")
+            result["versions"][label] = measure(code, base / label.split()[0], csv_dir)
+    finally:
+        if worktree is not None:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    import json
+
+    (out / "history.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / "history.md").write_text(markdown(result))
+    return result
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"One ticker, {result['range']} ({result['ticker_rows']:,} rows, {result['weekdays']:,} weekdays), csv source, "
+        f"`financial-etl run` with a persistent SQLite DAGSTER_HOME, on {result['machine']}", "",
+        "| code | wall | steps' data work | wall limit (2x work + 10 s) | DAGSTER_HOME growth | events written | materializations | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, v in result["versions"].items():
+        met = "met" if v["wall_met"] and v["growth_met"] else "MISSED"
+        lines.append(
+            f"| {label} | {v['wall_s']:.1f} s | {v['data_work_s']:.1f} s | {v['wall_limit_s']:.1f} s | "
+            f"{v['dagster_home_growth_mb']:.1f} MB | {v['events_total']:,} | {v['events'].get('ASSET_MATERIALIZATION', 0):,} | {met} |"
+        )
+    return "\n".join(lines) + "\n"
