@@ -1,6 +1,7 @@
 """Benchmark harness: `python -m benchmarks scale` (every stage at every size), one
 stage at one size: `python -m benchmarks transform --tickers 500 --days 6500`, or
-`python -m benchmarks history` (one ticker's 8.5 years through `financial-etl run`).
+`python -m benchmarks history` (one ticker's 8.5 years through `financial-etl run`) and
+`python -m benchmarks partitions` (Dagster's bookkeeping alone, per partition granularity).
 
 Each stage is measured in one process; results go to benchmarks/results/ as JSON and a
 markdown table (and, for `scale`, a PNG plot). Targets are reported as met or missed
@@ -130,6 +131,18 @@ def history(args) -> int:
     return 0 if latest["wall_met"] and latest["growth_met"] else 1
 
 
+def partitions(args) -> int:
+    from benchmarks.partition_cost import markdown, run
+
+    rows = run(progress=lambda msg: print(f"partition cost: {msg}", flush=True))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "partition_cost.json").write_text(json.dumps({"machine": machine(), "runs": rows}, indent=2))
+    table = markdown(rows)
+    (args.out / "partition_cost.md").write_text(f"On {machine()}:\n\n{table}")
+    print(table)
+    return 0
+
+
 def main(argv=None) -> int:
     from benchmarks import scale as scale_module
 
@@ -152,6 +165,8 @@ def main(argv=None) -> int:
                                        "data work, DAGSTER_HOME growth")
     h.add_argument("--before", metavar="REV", help="also measure this git revision (in a temporary worktree)")
     h.add_argument("--out", type=Path, default=RESULTS)
+    p = sub.add_parser("partitions", help="Dagster's bookkeeping alone per partition granularity (no-op assets)")
+    p.add_argument("--out", type=Path, default=RESULTS)
     t = sub.add_parser("transform", help="SQLMesh full refresh and one-day run vs bare DuckDB")
     t.add_argument("--tickers", type=int, default=500)
     t.add_argument("--days", type=int, default=6500)
@@ -168,6 +183,8 @@ def main(argv=None) -> int:
         return scale(args)
     if args.stage == "history":
         return history(args)
+    if args.stage == "partitions":
+        return partitions(args)
     result = transform(args) if args.stage == "transform" else export(args)
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"{args.stage}_{args.tickers}x{args.days}"

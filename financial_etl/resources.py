@@ -25,6 +25,10 @@ from financial_etl.sources.prices import RAW_DATASET
 # dlt reports anonymous usage to its vendor unless told not to: the pipeline talks only
 # to the price source and the export target. An operator's own setting wins.
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+# Every raw and export row carries the dlt load that last wrote it (`_dlt_load_id`, see
+# `_dlt_loads`): an analyst can tell when a row changed, and a restatement of one ticker
+# provably leaves the other tickers' rows as they were.
+os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID", "true")
 
 EXTRACT_PIPELINE = "financial_extract"
 EXPORT_PIPELINE = "financial_export"

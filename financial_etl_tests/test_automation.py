@@ -29,12 +29,19 @@ from financial_etl_tests.conftest import assert_same_rows, day, query, write_yah
 NY = "America/New_York"
 RAW_ROWS = "SELECT ticker, date, open_price, high_price, low_price, close_price, volume FROM raw.eod_prices_raw ORDER BY ALL"
 MART_ROWS = "SELECT * FROM marts.stock_metrics ORDER BY ticker, trade_date"
-EXPORT_ROWS = 'SELECT * FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
+EXPORT_ROWS = 'SELECT * EXCLUDE (_dlt_load_id) FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
 
 
 def _tables(root):
     db, export = root / "data" / "financial_etl.duckdb", root / "data" / "export.duckdb"
     return query(db, RAW_ROWS), query(db, MART_ROWS), query(export, EXPORT_ROWS)
+
+
+def _written_by(root, ticker: str):
+    """A ticker's raw and export rows with the dlt load that last wrote each one."""
+    db, export = root / "data" / "financial_etl.duckdb", root / "data" / "export.duckdb"
+    return (query(db, "SELECT * FROM raw.eod_prices_raw WHERE ticker = ? ORDER BY date", [ticker]),
+            query(export, 'SELECT * FROM dbo."Dim_Stock_Metrics" WHERE ticker = ? ORDER BY trade_date', [ticker]))
 
 
 # --- schedule ---------------------------------------------------------------------------
@@ -210,6 +217,7 @@ def test_adding_a_ticker_backfills_its_history_alone(workdir, universe_file):
     assert first.run_requests == [] and "recorded the ticker universe" in first.skip_message
     assert execute_range(load_settings(), day("2024-01-02"), day("2024-06-28")).success
     raw_before, mart_before, export_before = _tables(workdir)
+    written_before = {t: _written_by(workdir, t) for t in ("AAA", "BBB")}
 
     universe_file.write_text("# universe\nAAA\nBBB\nCCC\n")
     tick = _evaluate("new_ticker_backfill", cursor=first.cursor)
@@ -227,6 +235,8 @@ def test_adding_a_ticker_backfills_its_history_alone(workdir, universe_file):
     assert [r for r in raw_after if r[0] != "CCC"] == raw_before
     assert [r for r in export_after if r[0] != "CCC"] == export_before
     assert [r for r in export_after if r[0] == "CCC"] == [r for r in mart_after if r[0] == "CCC"]
+    # Not rewritten either: the same loads still hold the other tickers' raw and export rows.
+    assert {t: _written_by(workdir, t) for t in ("AAA", "BBB")} == written_before
 
     again = _evaluate("new_ticker_backfill", cursor=tick.cursor)
     assert again.run_requests == []
@@ -260,6 +270,7 @@ def test_a_four_for_one_split_restates_that_ticker_only(workdir, csv_universe, t
     quiet = _evaluate("restated_history_backfill")
     assert quiet.run_requests == [] and "matches the source" in quiet.skip_message
     _, mart_before, _ = _tables(workdir)
+    written_before = _written_by(workdir, "AAA")
 
     split = frames["BBB"].copy()
     before_split = split.date < day("2024-06-28")
@@ -284,6 +295,11 @@ def test_a_four_for_one_split_restates_that_ticker_only(workdir, csv_universe, t
     for name, a, b in zip(("raw", "mart", "export"), restated, fresh):
         assert_same_rows(a, b, name)
     assert [r for r in restated[1] if r[0] == "AAA"] == [r for r in mart_before if r[0] == "AAA"]
+    # AAA's raw and export rows were not rewritten: the loads that wrote them still hold them.
+    assert _written_by(workdir, "AAA") == written_before
+    assert all(len(rows) > 100 for rows in written_before)
+    restated_load = {r[-1] for r in _written_by(workdir, "BBB")[1]}
+    assert len(restated_load) == 1 and restated_load.isdisjoint({r[-1] for r in written_before[1]})
     assert _evaluate("restated_history_backfill", cursor=tick.cursor).run_requests == []
 
 

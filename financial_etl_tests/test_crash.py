@@ -33,7 +33,7 @@ STAGES = {
     "export": ("exporting 2023-01-02", "exported "),
 }
 QUERIES = {
-    "raw": "SELECT * FROM raw.eod_prices_raw ORDER BY ticker, date",
+    "raw": "SELECT * EXCLUDE (_dlt_load_id) FROM raw.eod_prices_raw ORDER BY ticker, date",
     "mart": "SELECT * FROM marts.stock_metrics ORDER BY ticker, trade_date",
     "quarantine": "SELECT count(*) FROM raw.eod_prices_quarantine",
     # SQLMesh's state: the same snapshot, the same covered span, nothing left pending.
@@ -41,7 +41,7 @@ QUERIES = {
     "intervals": "SELECT name, min(start_ts), max(end_ts), bool_or(is_pending_restatement) FROM sqlmesh._intervals "
                  "WHERE NOT is_dev AND NOT is_removed GROUP BY name",
 }
-EXPORT = 'SELECT * FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
+EXPORT = 'SELECT * EXCLUDE (_dlt_load_id) FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
 
 
 def env_for(data: Path) -> dict[str, str]:

@@ -12,7 +12,7 @@ from financial_etl_tests.conftest import day, query, write_yahoo_csv, yahoo_down
 
 RAW_ROWS = "SELECT ticker, date, open_price, high_price, low_price, close_price, volume FROM raw.eod_prices_raw ORDER BY ticker, date"
 MART_ROWS = "SELECT * FROM marts.stock_metrics ORDER BY ticker, trade_date"
-EXPORT_ROWS = 'SELECT * FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
+EXPORT_ROWS = 'SELECT * EXCLUDE (_dlt_load_id) FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
 
 
 @pytest.fixture

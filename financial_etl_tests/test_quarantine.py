@@ -17,7 +17,7 @@ from financial_etl_tests.conftest import day, query, write_yahoo_csv, yahoo_down
 START, END = day("2024-02-01"), day("2024-02-29")
 RAW = "SELECT ticker, date, open_price, high_price, low_price, close_price, volume FROM raw.eod_prices_raw ORDER BY ticker, date"
 MART = "SELECT * FROM marts.stock_metrics ORDER BY ticker, trade_date"
-EXPORT = 'SELECT * FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
+EXPORT = 'SELECT * EXCLUDE (_dlt_load_id) FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
 QUARANTINE = "SELECT ticker, date, reason, location FROM raw.eod_prices_quarantine ORDER BY ticker, date, reason"
 
 

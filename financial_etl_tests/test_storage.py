@@ -25,10 +25,10 @@ TICKERS = ",".join(f"S{i:02d}" for i in range(20))
 FIRST = ("2024-01-02", "2024-06-28")
 BIGGER = ("2023-01-03", "2024-06-28")
 TABLES = {
-    "raw": "SELECT * FROM raw.eod_prices_raw ORDER BY ticker, date",
+    "raw": "SELECT * EXCLUDE (_dlt_load_id) FROM raw.eod_prices_raw ORDER BY ticker, date",
     "mart": "SELECT * FROM marts.stock_metrics ORDER BY ticker, trade_date",
 }
-EXPORT = 'SELECT * FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
+EXPORT = 'SELECT * EXCLUDE (_dlt_load_id) FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
 
 
 def env_for(data: Path) -> dict[str, str]:
