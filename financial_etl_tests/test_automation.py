@@ -15,7 +15,6 @@ from dagster import (
     build_run_status_sensor_context,
     build_schedule_context,
     build_sensor_context,
-    instance_for_test,
 )
 
 from financial_etl.cli import execute_range
@@ -48,10 +47,13 @@ def _written_by(root, ticker: str):
 
 
 @pytest.fixture
-def instance():
-    """A schedule reads its past runs from the instance: a persistent temporary one."""
-    with instance_for_test() as temporary:
-        yield temporary
+def instance(tmp_path):
+    """A schedule reads its past runs from the instance: a persistent temporary one (not
+    entered as a context manager, which would leave Dagster's defs-state storage pointing
+    at it after the test)."""
+    temporary = DagsterInstance.local_temp(tempdir=str(tmp_path / "dagster_home"))
+    yield temporary
+    temporary.dispose()
 
 
 def _tick(when: str, instance):

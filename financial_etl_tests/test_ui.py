@@ -61,7 +61,7 @@ RUN_STATUS = """query Status($runId: ID!) { runOrError(runId: $runId) { __typena
 
 RUN_ERRORS = """query Errors($runId: ID!) { logsForRun(runId: $runId, limit: 5000) { __typename
   ... on EventConnection { events { __typename
-    ... on ExecutionStepFailureEvent { stepKey error { message } }
+    ... on ExecutionStepFailureEvent { stepKey error { message cause { message } } }
     ... on RunFailureEvent { message } } } } }"""
 
 MART_RESULTS = """{
@@ -113,7 +113,10 @@ def launch_and_wait(dagster_dev: DagsterDev, definitions: dict, tags: dict[str, 
 
 def run_errors(dagster_dev: DagsterDev, run_id: str) -> list[str]:
     events = dagster_dev.graphql(RUN_ERRORS, {"runId": run_id})["logsForRun"].get("events", [])
-    return [e.get("message") or f"{e.get('stepKey')}: {e['error']['message']}" for e in events if len(e) > 1]
+    return [
+        e.get("message") or f"{e.get('stepKey')}: {e['error']['message']} {(e['error'].get('cause') or {}).get('message', '')}"
+        for e in events if len(e) > 1
+    ]
 
 
 @pytest.fixture(scope="module")
