@@ -51,6 +51,7 @@ def instance(tmp_path):
     """A schedule reads its past runs from the instance: a persistent temporary one (not
     entered as a context manager, which would leave Dagster's defs-state storage pointing
     at it after the test)."""
+    (tmp_path / "dagster_home").mkdir()
     temporary = DagsterInstance.local_temp(tempdir=str(tmp_path / "dagster_home"))
     yield temporary
     temporary.dispose()

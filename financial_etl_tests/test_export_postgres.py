@@ -10,7 +10,7 @@ import time
 import duckdb
 import pytest
 
-from financial_etl.assets.export import load_export
+from financial_etl.assets.export import MART_COLUMNS, load_export
 from financial_etl.cli import main
 from financial_etl.errors import EXIT_CONNECTION, EXIT_SUCCESS
 from financial_etl.export_errors import DestinationUnreachableError, LoginFailedError, MissingDatabaseError
@@ -19,7 +19,8 @@ from financial_etl.resources import Project
 from financial_etl.settings import REPO_ROOT, load_settings
 from financial_etl_tests.conftest import assert_same_rows, day, query
 
-TARGET_ROWS = 'SELECT * FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
+# The mart's columns: the target also holds _dlt_load_id, the load that wrote each row.
+TARGET_ROWS = f'SELECT {", ".join(MART_COLUMNS)} FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
 MART_ROWS = "SELECT * FROM marts.stock_metrics ORDER BY ticker, trade_date"
 
 
