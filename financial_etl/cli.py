@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
+import gc
 import logging
 import os
 import sys
@@ -46,6 +48,17 @@ def quiet_libraries() -> None:
         warnings.filterwarnings("ignore", category=PreviewWarning)
     except ImportError:  # pragma: no cover - older dagster
         pass
+
+
+@functools.cache
+def _load_and_freeze_libraries() -> None:
+    """Import the definitions' libraries (dagster, dlt, sqlmesh, pandas: about a million
+    objects), then freeze them out of the garbage collector: otherwise every full
+    collection during the run re-scans them, about 1 s of a 10 s first run. Once per process."""
+    import financial_etl.definitions  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
 
 
 def _preflight(settings: Settings) -> None:
@@ -212,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--end", help="last date to check")
     args = parser.parse_args(argv)
     quiet_libraries()
+    _load_and_freeze_libraries()
     try:
         settings = load_settings()
         if args.command == "check":

@@ -131,18 +131,23 @@ def prod_matches_project(context: Context) -> bool:
     """True when prod exists and runs exactly the project's current models, so a range can
     be restated without a deploying plan first (that no-op plan costs more than a day's
     restatement)."""
+    return _prod_state(context) == "current"
+
+
+def _prod_state(context: Context) -> str:
+    """"missing" (no prod yet), "behind" (prod runs other models) or "current"."""
     env = context.state_reader.get_environment(PROD)
     if env is None:
-        return False
+        return "missing"
     local = {s.name: s.fingerprint for s in context.snapshots.values() if not s.is_external}
     deployed = {s.name: s.fingerprint for s in env.snapshots}
-    return local == deployed
+    return "current" if local == deployed else "behind"
 
 
-def _prod_is_current(config: ProjectSQLMeshConfig) -> bool:
+def _prod_state_of(config: ProjectSQLMeshConfig) -> str:
     context = Context(paths=config.path, gateway=config.gateway, config=config.sqlmesh_config)
     try:
-        return prod_matches_project(context)
+        return _prod_state(context)
     finally:
         context.close()
         for adapter in context.engine_adapters.values():
@@ -158,13 +163,27 @@ def run_range(
     restate: Sequence[str],
 ) -> Iterator[MaterializeResult]:
     """Bring prod up to date before the range, then recompute exactly [start, end]."""
-    # Step 1, only when prod is missing or behind the project: a plain prod plan that sees
-    # "now" as the range's first day, so it creates or migrates the model and fills
-    # missing intervals before the range; the range itself is computed once, by step 2.
-    # SQLMesh runs only intervals that have ended, so step 2's execution time is the day
+    # SQLMesh runs only intervals that have ended, so a plan's execution time is the day
     # after the range (the evening run includes today). SQLMesh's unit tests run in CI
     # and `sqlmesh test`, not on every production plan.
-    if not _prod_is_current(config):
+    after = (end + dt.timedelta(days=1)).isoformat()
+    state = _prod_state_of(config)
+    if state == "missing" and start.isoformat() == config.start_date:
+        # The first run of a warehouse from the models' start: one plain prod plan creates
+        # the model and fills exactly [start, end], the same rows a restatement would.
+        context.log.info("SQLMesh prod does not exist yet: creating it and filling the range in one plan")
+        yield from sqlmesh.run(
+            context,
+            config=config,
+            environment=PROD,
+            plan_options={"execution_time": after, "skip_tests": True},
+            skip_run=True,
+        )
+        return
+    # Only when prod is missing or behind the project: a plain prod plan that sees "now"
+    # as the range's first day, so it creates or migrates the model and fills missing
+    # intervals before the range; the range itself is computed once, by the restatement.
+    if state != "current":
         context.log.info("SQLMesh prod is missing or behind the project: applying a prod plan first")
         for _ in sqlmesh.run(
             context,
@@ -182,8 +201,6 @@ def run_range(
         start=start.isoformat(),
         end=end.isoformat(),
         restate_models=list(restate),
-        plan_options={"execution_time": (end + dt.timedelta(days=1)).isoformat(), "skip_tests": True},
+        plan_options={"execution_time": after, "skip_tests": True},
         skip_run=True,
     )
-
-
