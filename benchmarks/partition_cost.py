@@ -20,7 +20,8 @@ from benchmarks.orchestration import tree_bytes
 CRONS = {"daily": "0 0 * * 1-5", "weekly": "0 0 * * 1", "monthly": "0 0 1 * *", "yearly": "0 0 1 1 *"}
 FMTS = {"daily": "%Y-%m-%d", "weekly": "%Y-%m-%d", "monthly": "%Y-%m-%d", "yearly": "%Y"}
 STARTS = {"daily": "2004-08-19", "weekly": "2004-08-16", "monthly": "2004-08-01", "yearly": "2004"}
-END = "2013-03-02"
+# Exclusive: the last partition is the one holding 2013-03-01.
+ENDS = {"daily": "2013-03-02", "weekly": "2013-03-04", "monthly": "2013-04-01", "yearly": "2014"}
 
 
 def variant(granularity: str, planned_subset: bool) -> dict:
@@ -35,21 +36,20 @@ def variant(granularity: str, planned_subset: bool) -> dict:
         define_asset_job,
     )
 
-    end = END[:4] if granularity == "yearly" else END
     partitions = TimeWindowPartitionsDefinition(cron_schedule=CRONS[granularity], start=STARTS[granularity],
-                                                end=end, fmt=FMTS[granularity], timezone="America/New_York")
+                                                end=ENDS[granularity], fmt=FMTS[granularity], timezone="America/New_York")
     policy = BackfillPolicy.single_run()
 
     @asset(partitions_def=partitions, backfill_policy=policy)
-    def first() -> MaterializeResult:
+    def first():
         return MaterializeResult(metadata={"rows": 1})
 
     @asset(partitions_def=partitions, backfill_policy=policy, deps=[first])
-    def second() -> MaterializeResult:
+    def second():
         return MaterializeResult(metadata={"rows": 1})
 
     @asset(partitions_def=partitions, backfill_policy=policy, deps=[second])
-    def third() -> MaterializeResult:
+    def third():
         return MaterializeResult(metadata={"rows": 1})
 
     job = Definitions(assets=[first, second, third], jobs=[define_asset_job("j", partitions_def=partitions)])
