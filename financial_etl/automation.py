@@ -38,6 +38,7 @@ from dagster import (
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 
 from financial_etl.calendar import closure_reason
+from financial_etl.errors import ConfigError
 from financial_etl.partitions import END_TAG, START_TAG, TIMEZONE, key_range_for_dates, range_tags, run_window
 from financial_etl.resources import Project
 from financial_etl.run_tags import MODE_TAG, REASON_TAG, RESTATE, TICKERS_TAG
@@ -259,8 +260,11 @@ def build_failure_sensor(project: Project, partitions_def, alert_log: Path, webh
     def run_failure_alerts(context: RunFailureSensorContext):
         run = context.dagster_run
         tags = run.tags
-        window = run_window(tags, partitions_def, project.settings)
-        partitions = f"{window[0]} to {window[1]}" if window else ""
+        try:
+            window = run_window(tags, partitions_def, project.settings)
+            partitions = f"{window[0]} to {window[1]}" if window else ""
+        except ConfigError:  # the run may have failed for that very tag: say what it held
+            partitions = f"{tags.get(START_TAG, '?')} to {tags.get(END_TAG, '?')} (run tags, not dates)"
         steps = []
         for event in context.get_step_failure_events():
             error = event.step_failure_data.error if event.step_failure_data else None

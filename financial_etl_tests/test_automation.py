@@ -339,6 +339,24 @@ def test_a_failed_run_is_recorded_with_asset_partition_and_error(workdir, csv_un
     assert "BBB.csv:1" in record["failed_steps"][0]["error"]
 
 
+def test_a_run_failed_on_a_bad_date_tag_is_recorded_with_the_tag_it_held(workdir, csv_universe):
+    instance = DagsterInstance.ephemeral()
+    defs = build_definitions(load_settings())
+    result = defs.resolve_job_def(DAILY_JOB).execute_in_process(
+        instance=instance, partition_key="2024", tags={START_TAG: "June 10th", END_TAG: "2024-06-10"}, raise_on_error=False,
+    )
+    assert not result.success
+    failure_event = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
+    context = build_run_status_sensor_context(
+        sensor_name="run_failure_alerts", dagster_instance=instance, dagster_run=result.dagster_run,
+        dagster_event=failure_event,
+    ).for_run_failure()
+    defs.resolve_sensor_def("run_failure_alerts")._run_status_sensor_fn(context)
+    record = json.loads((workdir / "data" / "alerts.log").read_text().splitlines()[-1])
+    assert record["partitions"] == "June 10th to 2024-06-10 (run tags, not dates)"
+    assert "financial_etl/start='June 10th' is not a date" in record["failed_steps"][0]["error"]
+
+
 def test_a_backfill_and_the_daily_run_started_together_both_succeed(workdir, clean_env, tmp_path):
     clean_env.setenv("FINANCIAL_ETL_TICKERS", "AAA,BBB")
     clean_env.setenv("FINANCIAL_ETL_START_DATE", "2024-01-02")
