@@ -48,9 +48,7 @@ def _written_by(root, ticker: str):
 
 @pytest.fixture
 def instance(tmp_path):
-    """A schedule reads its past runs from the instance: a persistent temporary one (not
-    entered as a context manager, which would leave Dagster's defs-state storage pointing
-    at it after the test)."""
+    """A schedule reads its past runs from the instance: a persistent temporary one."""
     (tmp_path / "dagster_home").mkdir()
     temporary = DagsterInstance.local_temp(tempdir=str(tmp_path / "dagster_home"))
     yield temporary
@@ -60,11 +58,13 @@ def instance(tmp_path):
 def _tick(when: str, instance):
     defs = build_definitions(load_settings())
     schedule = defs.resolve_schedule_def("daily_after_close")
-    context = build_schedule_context(
+    # Closed after the tick, as the daemon does: the context opens its own instance from
+    # the ref and would otherwise leave it as Dagster's current defs-state storage.
+    with build_schedule_context(
         scheduled_execution_time=pd.Timestamp(when, tz=NY).to_pydatetime(), repository_def=defs.get_repository_def(),
         instance=instance,
-    )
-    return schedule, schedule.evaluate_tick(context)
+    ) as context:
+        return schedule, schedule.evaluate_tick(context)
 
 
 def test_schedule_runs_after_the_close_on_weekdays_in_new_york(workdir, instance):
