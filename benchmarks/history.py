@@ -16,6 +16,7 @@ environment, its own code), so both figures come from one run on one machine.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -42,13 +43,13 @@ def write_history_csv(csv_dir: Path) -> int:
     return len(frame)
 
 
-def run_data_work(home: Path) -> dict:
-    """Event counts and the steps' data work of the one run stored in `home`."""
+def newest_run_work(home: Path) -> dict:
+    """Event counts and the steps' data work of the newest run stored in `home`."""
     os.environ["DAGSTER_HOME"] = str(home)
     from dagster import DagsterInstance
 
     with DagsterInstance.get() as instance:
-        (run,) = instance.get_runs()
+        (run,) = instance.get_runs(limit=1)
         steps = step_seconds(instance, run.run_id)
         return {"run_success": run.is_success, **data_work(instance, run.run_id), "steps_total_s": sum(steps.values())}
 
@@ -81,14 +82,9 @@ def measure(code: Path, base: Path, csv_dir: Path) -> dict:
     before = tree_bytes(home)
     wall = cli_run(env, base, START, END)
     growth_mb = (tree_bytes(home) - before) / 1e6
-    work = run_data_work(home)
+    work = newest_run_work(home)
     daily_wall = cli_run(env, base, DAILY, DAILY)
-    os.environ["DAGSTER_HOME"] = str(home)
-    from dagster import DagsterInstance
-
-    with DagsterInstance.get() as instance:
-        daily_run = instance.get_runs(limit=1)[0]
-        daily = data_work(instance, daily_run.run_id)
+    daily = newest_run_work(home)
     return {
         "wall_s": wall,
         "dagster_home_growth_mb": growth_mb,
@@ -132,8 +128,6 @@ def run(before_rev: str | None, out: Path, progress=print) -> dict:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    import json
-
     (out / "history.json").write_text(json.dumps(result, indent=2, default=str))
     (out / "history.md").write_text(markdown(result))
     return result

@@ -108,11 +108,10 @@ def data_work(instance, run_id: str) -> dict:
 def dagster_home(path: Path) -> Path:
     """A persistent DAGSTER_HOME: the project's dagster.yaml, its relative folders
     resolved inside `path` (SQLite run, event and schedule storage, as a new user has)."""
-    from financial_etl.settings import REPO_ROOT
+    from financial_etl_tests.dagster_dev import instance_yaml
 
     path.mkdir(parents=True, exist_ok=True)
-    text = (REPO_ROOT / "dagster.yaml").read_text().replace("base_dir: data/dagster", f"base_dir: {path}/data/dagster")
-    (path / "dagster.yaml").write_text(text)
+    (path / "dagster.yaml").write_text(instance_yaml(path))
     return path
 
 

@@ -120,9 +120,10 @@ def execute_range(settings: Settings, start: dt.date, end: dt.date, instance=Non
     if instance is None:
         instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
     job = build_definitions(settings).resolve_job_def(DAILY_JOB)
-    keys = window[RANGE_START_TAG] + (f" to {window[RANGE_END_TAG]}" if window[RANGE_END_TAG] != window[RANGE_START_TAG] else "")
-    print(f"financial-etl: {settings.source} source, {len(settings.tickers)} tickers, {start} to {end} "
-          f"(partition{'s' * (' to ' in keys)} {keys})", flush=True)
+    first, last = window[RANGE_START_TAG], window[RANGE_END_TAG]
+    years = f"partition {first}" if first == last else f"partitions {first} to {last}"
+    print(f"financial-etl: {settings.source} source, {len(settings.tickers)} tickers, {start} to {end} ({years})",
+          flush=True)
     return job.execute_in_process(
         instance=instance,
         tags={**(tags or {}), **window},
