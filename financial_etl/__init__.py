@@ -1,1 +1,11 @@
-"""financial_etl: a daily stock-market ETL as Dagster software-defined assets."""
+"""financial_etl: a daily stock-market ETL as Dagster assets (dlt, SQLMesh, dlt)."""
+
+import os
+
+# dlt reports anonymous usage to its vendor unless told not to: the pipeline talks only
+# to the price source and the export target. An operator's own setting wins.
+os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+# Every raw and export row carries the dlt load that last wrote it (`_dlt_load_id`, see
+# `_dlt_loads`): an analyst can tell when a row changed, and a restatement of one ticker
+# provably leaves the other tickers' rows as they were.
+os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID", "true")

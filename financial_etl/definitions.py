@@ -1,43 +1,56 @@
-"""Assembles the code location from the settings: nothing else lives here."""
+"""Assembles the code location from the settings: each stage's definitions, merged."""
 
 from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job, definitions
 from dagster_dlt import DagsterDltResource
-from dagster_sqlmesh import SQLMeshResource
 
-from financial_etl.assets.export import build_export_asset
-from financial_etl.assets.extract import build_extract_assets
-from financial_etl.assets.transform import build_transform_assets
-from financial_etl.automation import (
-    build_daily_schedule,
-    build_failure_sensor,
-    build_new_ticker_sensor,
-    build_restated_history_sensor,
-)
-from financial_etl.checks import MART_KEY, build_export_check, build_mart_checks, build_raw_checks
-from financial_etl.partitions import year_partitions
-from financial_etl.resources import ExportDestination, Project
+from financial_etl.automation.alerts import build_failure_sensor
+from financial_etl.automation.schedule import build_daily_schedule
+from financial_etl.automation.sensors import build_new_ticker_sensor, build_restated_history_sensor
+from financial_etl.calendar import year_partitions
+from financial_etl.export.assets import build_export_asset
+from financial_etl.export.checks import build_export_check
+from financial_etl.export.destination import ExportDestination
+from financial_etl.extract.assets import build_extract_assets
+from financial_etl.extract.checks import build_raw_checks
 from financial_etl.settings import Settings, load_settings
+from financial_etl.transform.assets import build_transform_assets
+from financial_etl.transform.checks import build_mart_checks
+from financial_etl.transform.sqlmesh_adapter import ProjectSQLMeshResource, sqlmesh_context
+from financial_etl.warehouse import MART_KEY
 
 DAILY_JOB = "daily_stock_metrics"
 CHECKS_JOB = "check_stock_metrics"
 
 
-def build_definitions(settings: Settings) -> Definitions:
-    project = Project(settings)
-    partitions_def = year_partitions(settings.start_date)
-    with project.sqlmesh_context() as mesh:  # loading the SQLMesh project costs ~0.6 s: once
-        transform = build_transform_assets(project, partitions_def, mesh)
-        mart_checks = build_mart_checks(project, partitions_def, mesh)
-    mart_schema = transform.specs_by_key[MART_KEY].metadata.get("dagster/column_schema")
-    export = build_export_asset(project, partitions_def, column_schema=mart_schema)
-    assets = [build_extract_assets(project, partitions_def), transform, export]
-    checks = [
-        build_raw_checks(project, partitions_def),
-        mart_checks,
-        build_export_check(project, partitions_def, export.key),
-    ]
+def extract_definitions(settings: Settings, partitions_def) -> Definitions:
+    return Definitions(
+        assets=[build_extract_assets(settings, partitions_def)],
+        asset_checks=[build_raw_checks(settings, partitions_def)],
+        resources={"dlt": DagsterDltResource()},
+    )
+
+
+def transform_definitions(settings: Settings, partitions_def) -> Definitions:
+    with sqlmesh_context(settings) as mesh:  # loading the SQLMesh project costs ~0.6 s: once
+        return Definitions(
+            assets=[build_transform_assets(settings, partitions_def, mesh)],
+            asset_checks=[build_mart_checks(settings, partitions_def, mesh)],
+            resources={"sqlmesh": ProjectSQLMeshResource()},
+        )
+
+
+def export_definitions(settings: Settings, partitions_def, mart_schema) -> Definitions:
+    export = build_export_asset(settings, partitions_def, column_schema=mart_schema)
+    return Definitions(
+        assets=[export],
+        asset_checks=[build_export_check(settings, partitions_def, export.key)],
+        resources={"export_destination": ExportDestination.from_environment()},
+    )
+
+
+def automation_definitions(settings: Settings, partitions_def, asset_keys) -> Definitions:
     daily_job = define_asset_job(
         DAILY_JOB,
         selection="*",
@@ -49,23 +62,26 @@ def build_definitions(settings: Settings) -> Definitions:
         selection=AssetSelection.all_asset_checks(),
         description="Re-evaluate every check against the current tables, materializing nothing.",
     )
-    asset_keys = [spec.key for a in assets for spec in a.specs]
     return Definitions(
-        assets=assets,
-        asset_checks=checks,
         jobs=[daily_job, checks_job],
-        schedules=[build_daily_schedule(project, daily_job, partitions_def)],
+        schedules=[build_daily_schedule(settings, daily_job)],
         sensors=[
-            build_new_ticker_sensor(project, partitions_def, asset_keys),
-            build_restated_history_sensor(project, partitions_def, asset_keys),
-            build_failure_sensor(project, partitions_def, settings.alert_log, settings.alert_webhook_url),
+            build_new_ticker_sensor(settings, asset_keys),
+            build_restated_history_sensor(settings, asset_keys),
+            build_failure_sensor(settings, partitions_def, settings.alert_log, settings.alert_webhook_url),
         ],
-        resources={
-            "dlt": DagsterDltResource(),
-            "sqlmesh": SQLMeshResource(),
-            "export_destination": ExportDestination.from_environment(),
-        },
     )
+
+
+def build_definitions(settings: Settings) -> Definitions:
+    partitions_def = year_partitions(settings.start_date)
+    extract = extract_definitions(settings, partitions_def)
+    transform = transform_definitions(settings, partitions_def)
+    mart_schema = transform.resolve_assets_def(MART_KEY).specs_by_key[MART_KEY].metadata.get("dagster/column_schema")
+    export = export_definitions(settings, partitions_def, mart_schema)
+    stages = [extract, transform, export]
+    asset_keys = [spec.key for stage in stages for spec in stage.resolve_all_asset_specs()]
+    return Definitions.merge(*stages, automation_definitions(settings, partitions_def, asset_keys))
 
 
 @definitions

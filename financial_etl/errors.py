@@ -1,7 +1,8 @@
-"""Error types and the exit codes the seed assigns to them.
+"""Every error class this project raises on purpose, and the exit code of each.
 
-Each error class maps to one exit code of `financial-etl`, so a failed Dagster step can be
-turned back into the right code from the error's class name alone.
+`financial-etl` turns a failed Dagster step back into its exit code from the error's
+class name (`exit_code_for_class_name`), so the table below is the one place that says
+which failure means which code.
 """
 
 from __future__ import annotations
@@ -32,12 +33,6 @@ class DataQualityError(FinancialEtlError):
     exit_code = EXIT_DATA_QUALITY
 
 
-class DestinationConnectionError(FinancialEtlError):
-    """A database or server could not be reached or refused the login."""
-
-    exit_code = EXIT_CONNECTION
-
-
 class MissingTickersError(DataQualityError):
     """Some requested tickers returned no rows for a range with trading sessions."""
 
@@ -49,6 +44,36 @@ class SourceUnavailableError(FinancialEtlError):
     exit_code = EXIT_CONNECTION
 
 
+class DestinationConnectionError(FinancialEtlError):
+    """A database or server could not be reached or refused the login."""
+
+    exit_code = EXIT_CONNECTION
+
+
+class DestinationUnreachableError(DestinationConnectionError):
+    """The server did not answer (down, wrong host or port, a firewall, killed mid-load)."""
+
+
+class PermanentDestinationError(DestinationConnectionError):
+    """Retrying will not help: fix the settings first."""
+
+
+class NoOdbcDriverError(PermanentDestinationError):
+    """No SQL Server ODBC driver that dlt accepts is installed."""
+
+
+class LoginFailedError(PermanentDestinationError):
+    """The server refused the username or password."""
+
+
+class MissingDatabaseError(PermanentDestinationError):
+    """The target database does not exist."""
+
+
+class ExportFailedError(FinancialEtlError):
+    """The export failed for another reason (the message says which)."""
+
+
 class StorageError(FinancialEtlError):
     """A file the pipeline must write cannot be written: the disk is full, or the path
     is read-only or not permitted. The message names the path."""
@@ -56,18 +81,22 @@ class StorageError(FinancialEtlError):
     exit_code = EXIT_STORAGE
 
 
-# Dagster's own error when a blocking asset check fails.
-_DAGSTER_CLASS_CODES = {"DagsterAssetCheckFailedError": EXIT_DATA_QUALITY}
+class WarehouseBusyError(FinancialEtlError):
+    """Another run held the warehouse for longer than the wait allows."""
+
+
+PROJECT_ERRORS: tuple[type[FinancialEtlError], ...] = (
+    ConfigError, DataQualityError, MissingTickersError, SourceUnavailableError, DestinationConnectionError,
+    DestinationUnreachableError, PermanentDestinationError, NoOdbcDriverError, LoginFailedError,
+    MissingDatabaseError, ExportFailedError, StorageError, WarehouseBusyError,
+)
+# Class name -> exit code: the project's errors, and Dagster's own when a blocking check fails.
+EXIT_CODES: dict[str, int] = {
+    **{cls.__name__: cls.exit_code for cls in PROJECT_ERRORS},
+    "DagsterAssetCheckFailedError": EXIT_DATA_QUALITY,
+}
 
 
 def exit_code_for_class_name(name: str) -> int | None:
-    """The exit code of a project error class (any subclass) or a known Dagster error."""
-    if name in _DAGSTER_CLASS_CODES:
-        return _DAGSTER_CLASS_CODES[name]
-    pending = [FinancialEtlError]
-    while pending:
-        cls = pending.pop()
-        if cls.__name__ == name and cls is not FinancialEtlError:
-            return cls.exit_code
-        pending.extend(cls.__subclasses__())
-    return None
+    """The exit code of an error recorded by its class name, or None for any other error."""
+    return EXIT_CODES.get(name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,10 +22,16 @@ DEFAULT_DATA_DIR = REPO_ROOT / "data"
 DEFAULT_TICKERS_FILE = REPO_ROOT / "tickers.txt"
 
 SOURCES = ("synthetic", "csv", "yfinance")
+DEFAULT_EXPORT_SCHEMA = "dbo"
+DEFAULT_EXPORT_TABLE = "Dim_Stock_Metrics"  # the seed's target table
+DEFAULT_OWNER = "team:data-engineering"
 SEED_TICKERS = ("AAPL", "MSFT", "GOOGL", "AMZN", "META", "NVDA", "TSLA")
 DEFAULT_START = dt.date(2020, 1, 1)
-# Symbols reach file paths and SQL, so only plain exchange-symbol characters pass.
-TICKER_PATTERN = re.compile(r"^[A-Z0-9.^=-]{1,15}$")
+# Symbols reach file paths, SQL and HTTP requests, so only plain exchange-symbol
+# characters pass: the one validator, used by every setting, run tag and source.
+TICKER_CHARS = r"[A-Z0-9.^=-]{1,15}"
+TICKER_PATTERN = re.compile(rf"^{TICKER_CHARS}$")
+TICKER_RULE = "allowed: A-Z, 0-9 and . ^ = -, at most 15 characters"
 
 
 @dataclass(frozen=True)
@@ -40,10 +46,10 @@ class Settings:
     end_date: dt.date | None = None  # None: today, resolved when asked
     duckdb_path: Path = DEFAULT_DATA_DIR / "financial_etl.duckdb"
     export_duckdb_path: Path = DEFAULT_DATA_DIR / "export.duckdb"
-    export_schema: str = "dbo"
-    export_table: str = "Dim_Stock_Metrics"
+    export_schema: str = DEFAULT_EXPORT_SCHEMA
+    export_table: str = DEFAULT_EXPORT_TABLE
     sqlmesh_project_dir: Path = SQLMESH_PROJECT_DIR
-    owner: str = "team:data-engineering"
+    owner: str = DEFAULT_OWNER
     alert_log: Path = DEFAULT_DATA_DIR / "alerts.log"
     alert_webhook_url: str | None = None
     allow_partial_loads: bool = False  # load the other tickers when some return nothing
@@ -88,13 +94,17 @@ def parse_tickers(name: str, value: str) -> tuple[str, ...]:
         raise ConfigError(f"{name}={value!r} holds no ticker; give a comma-separated list")
     for ticker in tickers:
         if not TICKER_PATTERN.match(ticker):
-            raise ConfigError(
-                f"{name}: {ticker!r} is not a valid ticker symbol "
-                f"(allowed: A-Z, 0-9 and . ^ = -, at most 15 characters)"
-            )
+            raise ConfigError(f"{name}: {ticker!r} is not a valid ticker symbol ({TICKER_RULE})")
     if len(set(tickers)) != len(tickers):
         raise ConfigError(f"{name}={value!r} lists a ticker twice")
     return tickers
+
+
+def validate_tickers(tickers: Sequence[str]) -> None:
+    """Refuse any symbol outside the pattern, even one handed over by code."""
+    bad = [t for t in tickers if not isinstance(t, str) or not TICKER_PATTERN.match(t)]
+    if bad:
+        raise ConfigError(f"refusing ticker symbol(s) {', '.join(repr(t) for t in bad)}: {TICKER_RULE}")
 
 
 def read_tickers_file(path: Path) -> tuple[str, ...]:
@@ -187,8 +197,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
 
     identifier = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-    export_schema = get("EXPORT_SCHEMA") or "dbo"
-    export_table = get("EXPORT_TABLE") or "Dim_Stock_Metrics"
+    export_schema = get("EXPORT_SCHEMA") or DEFAULT_EXPORT_SCHEMA
+    export_table = get("EXPORT_TABLE") or DEFAULT_EXPORT_TABLE
     for name, value in (("EXPORT_SCHEMA", export_schema), ("EXPORT_TABLE", export_table)):
         if not identifier.match(value):
             raise ConfigError(f"FINANCIAL_ETL_{name}={value!r} is not a plain SQL identifier")
@@ -196,7 +206,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     project_dir = Path(get("SQLMESH_PROJECT") or SQLMESH_PROJECT_DIR).expanduser()
     if not (project_dir / "models").is_dir():
         raise ConfigError(f"FINANCIAL_ETL_SQLMESH_PROJECT={str(project_dir)!r} is not a SQLMesh project (no models/ folder)")
-    owner = get("OWNER") or "team:data-engineering"
+    owner = get("OWNER") or DEFAULT_OWNER
     if not re.match(r"^(team:[A-Za-z0-9_-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$", owner):
         raise ConfigError(f"FINANCIAL_ETL_OWNER={owner!r} must be an email or team:<name>")
 

@@ -42,9 +42,10 @@ MODEL (
  * Why the lookback: SQLMesh hands this query one interval [@start_ds, @end_ds] at a
  * time. Windows computed over that interval alone would restart at every batch
  * boundary (the seed's bug: sma_50 = sma_20, one-row windows on daily runs). So each
- * batch also reads, per ticker, the last 50 trading rows before @start_ds (counted in
- * rows, not days, because of holidays and halts): enough to fill the longest window
- * (50 closes) and the 14 changes of RSI/ATR. Only rows of the interval are written.
+ * batch also reads, per ticker, the last @lookback_rows (config.py: 50) trading rows
+ * before @start_ds (counted in rows, not days, because of holidays and halts): enough to
+ * fill the longest window (50 closes) and the 14 changes of RSI/ATR. Only rows of the
+ * interval are written.
  * A calendar pre-filter keeps a one-day run from sorting the whole history.
  *
  * Warm-up: an indicator is NULL until its window is full, checked by counting the
@@ -63,12 +64,12 @@ WITH batch AS (
     AND date >= @start_ds::DATE - INTERVAL 120 DAY
     AND ticker IN (SELECT ticker FROM batch)
 ), sparse_tickers AS (
-  /* Tickers with fewer than 50 recent rows (a halt, a new listing) look further back. */
+  /* Tickers with fewer than @lookback_rows recent rows (a halt, a new listing) look further back. */
   SELECT DISTINCT b.ticker
   FROM batch AS b
   LEFT JOIN (SELECT ticker, COUNT(*) AS n FROM recent GROUP BY ticker) AS r
     ON r.ticker = b.ticker
-  WHERE COALESCE(r.n, 0) < 50
+  WHERE COALESCE(r.n, 0) < @lookback_rows
 ), history AS (
   SELECT * FROM recent WHERE ticker NOT IN (SELECT ticker FROM sparse_tickers)
   UNION ALL
@@ -79,7 +80,7 @@ WITH batch AS (
 ), lookback AS (
   SELECT *
   FROM history
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY ticker ORDER BY date DESC) <= 50
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY ticker ORDER BY date DESC) <= @lookback_rows
 ), prices AS (
   SELECT * FROM lookback
   UNION ALL

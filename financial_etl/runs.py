@@ -1,15 +1,11 @@
-"""The one partitions definition shared by the extract, transform and export assets.
-
-A partition is a calendar year in America/New_York. Dagster records every partition of a
-run with its own events (about 30 ms each on the embedded SQLite storage), so daily
-partitions made a 25-year history cost minutes of bookkeeping: years keep that to a few
-dozen events (README, "Partitions"). The current year's partition exists
-(`end_offset=1`), so the evening run can load the session that just closed.
+"""What a run covers: its dates, its tickers, and the run tags that say so.
 
 A run's dates are its partitions' window, narrowed by the run tags `financial_etl/start`
 and `financial_etl/end` (the CLI's `--start/--end`, the schedule's catch-up range) and
 clipped to FINANCIAL_ETL_START_DATE and the configured end (else today): re-materializing
-a year from the UI re-runs that year, a daily run loads just its sessions.
+a year from the UI re-runs that year, a daily run loads just its sessions. Sensors add
+tags that narrow the tickers or restate a ticker's history; the UI shows them as the
+run's reason. Every run tag the project reads or writes is named here.
 """
 
 from __future__ import annotations
@@ -17,40 +13,27 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
-from dagster import MetadataValue, PartitionKeyRange, TimeWindowPartitionsDefinition
+from dagster import TimeWindowPartitionsDefinition
 
+from financial_etl.calendar import key_range_for_dates
 from financial_etl.errors import ConfigError
-from financial_etl.settings import Settings
+from financial_etl.settings import Settings, parse_tickers
 
-TIMEZONE = "America/New_York"
-FMT = "%Y"
 START_TAG = "financial_etl/start"  # YYYY-MM-DD: the run's first date, inside its partitions
 END_TAG = "financial_etl/end"  # YYYY-MM-DD: the run's last date
-# Dagster's own run tags for a partition range run (public names, values are stable).
+TICKERS_TAG = "financial_etl/tickers"  # comma-separated: load only these tickers
+MODE_TAG = "financial_etl/mode"  # "restate": replace these tickers' whole history
+RESTATE = "restate"
+REASON_TAG = "financial_etl/reason"  # why the run was requested, for the operator
+EXPORT_TAG = "financial_etl/export"  # "full_refresh": replace the export target with the whole mart
+FULL_REFRESH = "full_refresh"
+CHECK_START_TAG = "financial_etl/check_start"  # `financial-etl check --start/--end`
+CHECK_END_TAG = "financial_etl/check_end"
+# Dagster's own run tags (public names, stable values).
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 PARTITION_TAG = "dagster/partition"
-
-
-def year_partitions(start: dt.date) -> TimeWindowPartitionsDefinition:
-    return TimeWindowPartitionsDefinition(
-        cron_schedule="0 0 1 1 *",
-        start=str(start.year),
-        fmt=FMT,
-        timezone=TIMEZONE,
-        end_offset=1,
-    )
-
-
-def partition_key(day: dt.date) -> str:
-    return day.strftime(FMT)
-
-
-def key_range_for_dates(start: dt.date, end: dt.date) -> PartitionKeyRange:
-    """The partition keys whose windows cover [start, end]."""
-    if end < start:
-        raise ValueError(f"{start} is after {end}")
-    return PartitionKeyRange(partition_key(start), partition_key(end))
+SCHEDULE_TAG = "dagster/schedule_name"
 
 
 def range_tags(start: dt.date, end: dt.date) -> dict[str, str]:
@@ -92,8 +75,12 @@ def run_dates(context, settings: Settings) -> tuple[dt.date, dt.date]:
     return window
 
 
-def keys_in_window(partitions_def: TimeWindowPartitionsDefinition, start: dt.date, end: dt.date) -> list[str]:
-    return partitions_def.get_partition_keys_in_range(key_range_for_dates(start, end))
+def check_range(tags: Mapping[str, str], partitions_def, settings: Settings) -> tuple[dt.date, dt.date]:
+    """The dates a check looks at: `financial-etl check --start/--end`, else the run's
+    dates, else (a check run alone) the whole configured range."""
+    if CHECK_START_TAG in tags and CHECK_END_TAG in tags:
+        return dt.date.fromisoformat(tags[CHECK_START_TAG]), dt.date.fromisoformat(tags[CHECK_END_TAG])
+    return run_window(tags, partitions_def, settings) or (settings.start_date, settings.resolved_end())
 
 
 def _tag_date(tags: Mapping[str, str], name: str) -> dt.date | None:
@@ -105,22 +92,21 @@ def _tag_date(tags: Mapping[str, str], name: str) -> dt.date | None:
         raise ConfigError(f"run tag {name}={tags[name]!r} is not a date (YYYY-MM-DD)") from None
 
 
-def partition_counts_sql(column: str, partitions_def, keys, placeholder: str = "?") -> tuple[str, list]:
-    """`count(...)` columns, one per partition key, for a query returning every partition's
-    row count at once; plain CASE WHEN works on DuckDB, PostgreSQL and SQL Server alike."""
-    parts, params = [], []
-    for key in keys:
-        window = partitions_def.time_window_for_partition_key(key)
-        parts.append(f"count(CASE WHEN {column} BETWEEN {placeholder} AND {placeholder} THEN 1 END)")
-        params += [window.start.date(), window.end.date() - dt.timedelta(days=1)]
-    return ", ".join(parts), params
+def run_tickers(tags: Mapping[str, str], settings: Settings) -> tuple[str, ...]:
+    if TICKERS_TAG in tags:
+        return parse_tickers(f"run tag {TICKERS_TAG}", tags[TICKERS_TAG])
+    return settings.current_tickers()
 
 
-def add_partition_row_counts(context, asset_key, keys, counts) -> None:
-    """Each partition's own `dagster/partition_row_count` (the rows of its year in the
-    table), on that partition's event only: MaterializeResult metadata would copy one
-    figure into every partition of a range run."""
-    for key, count in zip(keys, counts, strict=True):
-        context.add_asset_metadata(
-            {"dagster/partition_row_count": MetadataValue.int(int(count))}, asset_key=asset_key, partition_key=key
+def restated_tickers(tags: Mapping[str, str], settings: Settings, start: dt.date) -> tuple[str, ...] | None:
+    """The tickers whose history this run replaces, or None for an ordinary merge run."""
+    if tags.get(MODE_TAG) != RESTATE:
+        return None
+    if TICKERS_TAG not in tags:
+        raise ConfigError(f"run tag {MODE_TAG}={RESTATE} needs {TICKERS_TAG} naming the tickers to restate")
+    if start > settings.start_date:
+        raise ConfigError(
+            f"a restatement replaces a ticker's whole history, so its range must start at "
+            f"FINANCIAL_ETL_START_DATE={settings.start_date}, not {start}"
         )
+    return run_tickers(tags, settings)

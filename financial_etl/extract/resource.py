@@ -1,10 +1,10 @@
 """The dlt resource that loads raw.eod_prices_raw (and its quarantine) from any source.
 
 A source is a plain function `fetch(tickers, start, end) -> PriceBatch` returning the rows
-as fetched. The resource passes them through the raw contract (`contract.py`), makes sure
-every requested ticker answered, and hands dlt one Arrow table per table: valid rows
-merged on (ticker, date) so a repeated load never duplicates a row, broken rows
-inserted once into the quarantine.
+as fetched. `fetch_batch` passes them through the raw contract (`contract.py`) and makes
+sure every requested ticker answered; the resource then hands dlt one Arrow table per
+table: valid rows merged on (ticker, date) so a repeated load never duplicates a row,
+broken rows inserted once into the quarantine.
 """
 
 from __future__ import annotations
@@ -20,22 +20,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from financial_etl.calendar import trading_sessions
-from financial_etl.errors import ConfigError, MissingTickersError, SourceUnavailableError
-from financial_etl.settings import TICKER_PATTERN
-from financial_etl.sources.contract import (
+from financial_etl.errors import MissingTickersError, SourceUnavailableError
+from financial_etl.extract.contract import (
     PRICE_COLUMNS,
     QUARANTINE_COLUMN_HINTS,
-    QUARANTINE_TABLE,
     RAW_COLUMN_HINTS,
-    RAW_DATASET,
-    RAW_SCHEMA,
-    RAW_TABLE,
     ContractResult,
     Rejected,
     apply_contract,
 )
-
-__all__ = ["RAW_DATASET", "RAW_SCHEMA", "RAW_TABLE", "QUARANTINE_TABLE", "PriceBatch", "eod_prices_resource"]
+from financial_etl.settings import validate_tickers
+from financial_etl.warehouse import QUARANTINE_TABLE, RAW_KEY_COLUMNS, RAW_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +68,6 @@ def to_raw_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
 
 
-def validate_tickers(tickers: Sequence[str]) -> None:
-    """Symbols reach file paths, SQL and HTTP requests: refuse anything else at the door."""
-    bad = [t for t in tickers if not isinstance(t, str) or not TICKER_PATTERN.match(t)]
-    if bad:
-        raise ConfigError(
-            f"refusing ticker symbol(s) {', '.join(repr(t) for t in bad)}: "
-            "allowed are A-Z, 0-9 and . ^ = -, at most 15 characters"
-        )
-
-
 def require_answers(batch: PriceBatch, tickers: Sequence[str], start: dt.date, end: dt.date,
                     allow_partial: bool) -> None:
     """Every ticker must answer for a range with NYSE sessions; none is expected otherwise."""
@@ -108,29 +93,47 @@ def require_answers(batch: PriceBatch, tickers: Sequence[str], start: dt.date, e
     log.warning("loading without %s (FINANCIAL_ETL_ALLOW_PARTIAL_LOADS): %s", ", ".join(batch.missing_tickers), why)
 
 
-def eod_prices_resource(
+def fetch_batch(
     fetch: Fetch,
     tickers: Sequence[str],
     start: dt.date,
     end: dt.date,
-    report: list[PriceBatch] | None = None,
-    replace_tickers: bool = False,
     *,
     allow_partial: bool = False,
     run_id: str | None = None,
-):
-    """The dlt resource for raw.eod_prices_raw; `report` receives the fetched batch.
+) -> PriceBatch:
+    """Fetch [start, end] for `tickers` and pass the rows through the raw contract; raises
+    before anything is written when a ticker did not answer (see `require_answers`)."""
+    validate_tickers(tickers)
+    batch = fetch(tickers, start, end)
+    batch.contract = apply_contract(batch.frame, start, end, tickers, batch.source, batch.rejected, run_id)
+    require_answers(batch, tickers, start, end, allow_partial)
+    return batch
+
+
+def empty_batch(source: str) -> PriceBatch:
+    """A batch with no rows: what the asset definition is built from (dagster-dlt reads
+    only the resource's name and hints from it)."""
+    batch = PriceBatch(frame=pd.DataFrame(), source=source)
+    batch.contract = apply_contract(batch.frame, dt.date.min, dt.date.min, (), source)
+    return batch
+
+
+def eod_prices_resource(batch: PriceBatch, replace_tickers: bool = False):
+    """The dlt resource for raw.eod_prices_raw, over a batch the contract has split.
 
     Rows merge on (ticker, date). With `replace_tickers`, the merge key is the ticker, so
     dlt first deletes every stored row of each loaded ticker: a restated history leaves
     no stale row behind. Quarantined rows go to raw.eod_prices_quarantine, keyed by a hash
     of the bad input, so re-reading the same bad line never adds it twice."""
-    validate_tickers(tickers)
+    contract = batch.contract
+    if contract is None:
+        raise ValueError("eod_prices_resource needs a batch from fetch_batch (the contract has not run)")
 
     @dlt.resource(
         name=RAW_TABLE,
         table_name=RAW_TABLE,
-        primary_key=("ticker", "date"),
+        primary_key=RAW_KEY_COLUMNS,
         merge_key="ticker" if replace_tickers else (),
         # The contract quarantines every copy of a duplicated (ticker, date), so dlt can
         # skip its own ROW_NUMBER() de-duplication of the staged rows (half the merge time).
@@ -138,16 +141,11 @@ def eod_prices_resource(
         columns=RAW_COLUMN_HINTS,
     )
     def eod_prices_raw() -> Iterator[pa.Table]:
-        batch = fetch(tickers, start, end)
-        batch.contract = apply_contract(batch.frame, start, end, tickers, batch.source, batch.rejected, run_id)
-        if report is not None:
-            report.append(batch)
-        require_answers(batch, tickers, start, end, allow_partial)
         # Empty tables still carry their schema, so a first run on a holiday creates both
         # tables (empty) and the transform and checks find them.
-        yield batch.contract.valid
+        yield contract.valid
         yield dlt.mark.with_hints(
-            batch.contract.quarantine,
+            contract.quarantine,
             dlt.mark.make_hints(
                 table_name=QUARANTINE_TABLE,
                 write_disposition={"disposition": "merge", "strategy": "insert-only"},

@@ -21,10 +21,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-RAW_TABLE = "eod_prices_raw"
-QUARANTINE_TABLE = "eod_prices_quarantine"
-RAW_DATASET = "raw"
 PRICE_COLUMNS = ("open_price", "high_price", "low_price", "close_price")
+VALUE_COLUMNS = (*PRICE_COLUMNS, "volume")  # what a source says about one (ticker, date)
 
 _PRICES = [pa.field(col, pa.float64()) for col in PRICE_COLUMNS]
 RAW_SCHEMA = pa.schema(
@@ -77,7 +75,7 @@ QUARANTINE_COLUMN_HINTS = {
     "quarantine_id": {"data_type": "text", "nullable": False},
     "ticker": {"data_type": "text", "nullable": True},
     "date": {"data_type": "date", "nullable": True},
-    **{col: {"data_type": "double", "nullable": True} for col in (*PRICE_COLUMNS, "volume")},
+    **{col: {"data_type": "double", "nullable": True} for col in VALUE_COLUMNS},
     "reason": {"data_type": "text", "nullable": False},
     "source": {"data_type": "text", "nullable": False},
     "location": {"data_type": "text", "nullable": True},
@@ -268,7 +266,7 @@ def _quarantine_rows(table, bad, rules, source, rejected, run_id) -> pa.Table:
         row.update(source=source, location=None, raw_line=None)
     for item in rejected:
         rows.append(
-            {"ticker": item.ticker, "date": item.date, **{c: None for c in (*PRICE_COLUMNS, "volume")},
+            {"ticker": item.ticker, "date": item.date, **{c: None for c in VALUE_COLUMNS},
              "reason": f"{UNPARSEABLE}: {item.detail}", "source": source, "location": item.location,
              "raw_line": item.raw_line[:RAW_LINE_LIMIT]}
         )
@@ -287,7 +285,7 @@ def quarantine_id(row: dict, copies: dict[str, int] | None = None) -> str:
     every later bad line look new. The same input twice in one batch (Yahoo's doubled last
     row, a repeated CSV line) is two rows: with `copies` (counts per id so far in the batch)
     the nth copy's id also hashes n, so the id stays the table's unique primary key."""
-    parts = [row["source"], row["ticker"], row["date"], *(row[c] for c in (*PRICE_COLUMNS, "volume")),
+    parts = [row["source"], row["ticker"], row["date"], *(row[c] for c in VALUE_COLUMNS),
              row["reason"], row["raw_line"]]
     first = hashlib.sha1("\x1f".join(repr(p) for p in parts).encode()).hexdigest()
     if copies is None:

@@ -3,8 +3,9 @@ retried for the tickers that hit a transient error.
 
 yfinance (1.x) does not raise per-ticker failures: it logs `['MSFT']: <error>` on its
 `yfinance` logger and returns all-NaN columns for the ticker. `YahooErrors` reads those
-log records, so a rate limit or a timeout is retried with exponential backoff and
-jitter, within a bounded total wait, while "possibly delisted" is reported at once.
+log records, so a rate limit or a timeout is retried (tenacity, for the failed tickers
+only) with exponential backoff and jitter, within a bounded total wait, while "possibly
+delisted" is reported at once.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from financial_etl.errors import SourceUnavailableError
-from financial_etl.sources.prices import PriceBatch, to_raw_frame
+from financial_etl.extract.resource import PriceBatch, to_raw_frame
+from financial_etl.settings import TICKER_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ class YahooErrors(logging.Handler):
     """Collects the per-ticker errors yfinance logs instead of raising."""
 
     SUMMARY = re.compile(r"^\[([^\]]*)\]: (.*)$", re.DOTALL)  # "['MSFT', 'X']: <error>"
-    SINGLE = re.compile(r"^\$([A-Z0-9.^=-]{1,15}): (.*)$", re.DOTALL)  # "$MSFT: <error>"
+    SINGLE = re.compile(rf"^\$({TICKER_CHARS}): (.*)$", re.DOTALL)  # "$MSFT: <error>"
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
@@ -137,6 +140,36 @@ def _with_prices(long: pd.DataFrame) -> set[str]:
     return set(long.loc[priced, "ticker"])
 
 
+class _StillFailing(Exception):
+    """Some tickers hit a transient error in this attempt: tenacity tries them again."""
+
+    def __init__(self, failed: dict[str, str]) -> None:
+        super().__init__(", ".join(failed))
+        self.failed = failed
+
+
+def _retrying(policy: RetryPolicy, sleep: Callable[[float], None], rng: random.Random) -> Retrying:
+    """tenacity's loop with the policy's equal-jitter waits, stopping at the attempt limit
+    or before the total wait would pass the budget (counted in waits, not wall time)."""
+
+    def log_retry(state: RetryCallState) -> None:
+        failed = state.outcome.exception().failed  # type: ignore[union-attr]
+        log.warning(
+            "Yahoo Finance: transient error for %s (%s); retry %d of %d in %.1f s",
+            ", ".join(failed), next(iter(failed.values())), state.attempt_number, policy.attempts - 1,
+            state.upcoming_sleep,
+        )
+
+    return Retrying(
+        retry=retry_if_exception_type(_StillFailing),
+        wait=lambda state: policy.delay(state.attempt_number, rng),
+        stop=stop_after_attempt(policy.attempts) | (lambda state: state.idle_for + state.upcoming_sleep > policy.budget_s),
+        sleep=sleep,
+        before_sleep=log_retry,
+        reraise=True,
+    )
+
+
 def fetch_yfinance(
     tickers: Sequence[str],
     start: dt.date,
@@ -147,10 +180,10 @@ def fetch_yfinance(
     rng: random.Random | None = None,
 ) -> PriceBatch:
     policy = policy or DEFAULT_POLICY
-    rng = rng or random.Random()
     pending, parts, errors = list(tickers), [], {}
-    waited, retry = 0.0, 0
-    while True:
+
+    def attempt() -> None:
+        nonlocal pending
         failed: dict[str, str] = {}
         try:
             with yahoo_errors() as logged:
@@ -171,23 +204,18 @@ def fetch_yfinance(
                     continue
                 reason = logged.by_ticker.get(ticker, "no data from Yahoo Finance")
                 (failed if is_transient(reason) else errors)[ticker] = reason
-        if not failed:
-            break
-        retry += 1
-        delay = policy.delay(retry, rng)
-        if retry >= policy.attempts or waited + delay > policy.budget_s:
-            for ticker, reason in failed.items():
-                errors[ticker] = f"{reason} (still failing after {retry} attempts, {waited:.0f} s of waiting)"
-            log.error("Yahoo Finance: giving up on %s after %d attempts", ", ".join(failed), retry)
-            break
-        sample = next(iter(failed.values()))
-        log.warning(
-            "Yahoo Finance: transient error for %s (%s); retry %d of %d in %.1f s",
-            ", ".join(failed), sample, retry, policy.attempts - 1, delay,
-        )
-        sleep(delay)
-        waited += delay
-        pending = list(failed)
+        if failed:
+            pending = list(failed)
+            raise _StillFailing(failed)
+
+    retrying = _retrying(policy, sleep, rng or random.Random())
+    try:
+        retrying(attempt)
+    except _StillFailing as exc:
+        tries, waited = retrying.statistics.get("attempt_number", 1), retrying.statistics.get("idle_for", 0.0)
+        for ticker, reason in exc.failed.items():
+            errors[ticker] = f"{reason} (still failing after {tries} attempts, {waited:.0f} s of waiting)"
+        log.error("Yahoo Finance: giving up on %s after %d attempts", ", ".join(exc.failed), tries)
 
     frames = [p for p in parts if len(p)]
     frame = to_raw_frame(pd.concat(frames, ignore_index=True)) if frames else to_raw_frame(wide_to_long(None, []))

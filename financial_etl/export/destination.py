@@ -1,4 +1,4 @@
-"""Where the mart is exported, and with which credentials.
+"""The export's destination: which target, with which credentials, and its errors.
 
 Resolution order, first match wins:
 1. FINANCIAL_ETL_MSSQL_URL, or FINANCIAL_ETL_MSSQL_HOST with _PORT, _DATABASE, _USERNAME,
@@ -12,13 +12,16 @@ Resolution order, first match wins:
 5. else the local DuckDB stand-in, said so in the log and metadata.
 
 Credentials live only in `_credentials` (excluded from repr); `description` names host,
-port and database, never the password.
+port and database, never the password. A failed load is classified into one clear error
+(exit code 4 for connections) with every credential redacted: database drivers bury the
+cause in chained exceptions (dlt wraps pyodbc or psycopg2).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +29,17 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import dlt
+from dagster import ConfigurableResource, EnvVar
 
-from financial_etl.errors import ConfigError
+from financial_etl.errors import (
+    ConfigError,
+    DestinationUnreachableError,
+    ExportFailedError,
+    FinancialEtlError,
+    LoginFailedError,
+    MissingDatabaseError,
+    NoOdbcDriverError,
+)
 from financial_etl.settings import Settings
 
 MSSQL_PREFIX = "FINANCIAL_ETL_MSSQL_"
@@ -249,3 +261,85 @@ def export_target_for(
         ),
         _credentials=path,
     )
+
+
+class ExportDestination(ConfigurableResource):
+    """The SQL Server settings as Dagster resource config: definitions pass EnvVars, so the
+    UI and run config show variable names, never a password."""
+
+    host: str | None = None
+    port: str | None = None
+    database: str | None = None
+    username: str | None = None
+    password: str | None = None
+    driver: str | None = None
+    trust_server_certificate: str | None = None
+    url: str | None = None
+    connect_timeout: str | None = None
+
+    @classmethod
+    def from_environment(cls, env=None) -> "ExportDestination":
+        names = mssql_env_fields(os.environ if env is None else env)
+        return cls(**{name.lower(): EnvVar(MSSQL_PREFIX + name) for name in names})
+
+    def target(self, settings: Settings) -> ExportTarget:
+        fields = {name: getattr(self, name.lower()) for name in MSSQL_FIELDS if getattr(self, name.lower())}
+        return export_target_for(settings, mssql_fields=fields)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen and len(seen) < 30:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def installed_odbc_drivers() -> list[str]:
+    try:
+        import pyodbc
+
+        return list(pyodbc.drivers())
+    except Exception:  # pyodbc itself missing or unixODBC not installed
+        return []
+
+
+def classify(exc: BaseException, target: ExportTarget) -> FinancialEtlError:
+    text = target.redact(" | ".join(f"{type(e).__name__}: {e}" for e in _chain(exc)))
+    lowered = text.lower()
+    where = target.description
+
+    if target.kind == "mssql" and (
+        "im002" in lowered or "can't open lib" in lowered or "data source name not found" in lowered
+        or "no module named 'pyodbc'" in lowered or "libodbc" in lowered
+        or "no supported odbc driver" in lowered  # dlt's own check, with DESTINATION__MSSQL__CREDENTIALS
+    ):
+        installed = installed_odbc_drivers()
+        return NoOdbcDriverError(
+            f"no usable SQL Server ODBC driver for {where}. Installed ODBC drivers: "
+            f"{', '.join(installed) if installed else 'none'}. dlt's mssql destination needs "
+            f"{' or '.join(SUPPORTED_DRIVERS)}: install Microsoft's msodbcsql18 package (Debian/Ubuntu: "
+            "apt-get install msodbcsql18 from Microsoft's repository), or register the driver shipped in the "
+            "PyPI package mssql-python-odbc (see the README), and unixODBC (apt-get install unixodbc)."
+        )
+    if re.search(r"\b28000\b", text) or "login failed" in lowered or "password authentication failed" in lowered:
+        return LoginFailedError(f"login to {where} failed: check the username and password (detail: {_short(text)})")
+    if ("cannot open database" in lowered or re.search(r"\b4060\b", text)
+            or re.search(r'database "[^"]+" does not exist', lowered)):
+        return MissingDatabaseError(f"the database of {where} does not exist: create it or fix the database name "
+                                    f"(detail: {_short(text)})")
+    if (re.search(r"\b(08001|08S01|HYT00|HYT01)\b", text) or "could not connect" in lowered
+            or "connection refused" in lowered or "server closed the connection" in lowered
+            or "terminating connection" in lowered or "timeout expired" in lowered
+            or "connection already closed" in lowered or "no route to host" in lowered
+            or "name or service not known" in lowered or "could not translate host name" in lowered):
+        return DestinationUnreachableError(
+            f"cannot reach {where}: is the server running and the host and port right? The target was left as "
+            f"it was; the next run repeats the export (detail: {_short(text)})"
+        )
+    return ExportFailedError(f"export to {where} failed: {_short(text, 600)}")
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = re.sub(r"\s+", " ", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

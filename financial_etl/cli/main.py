@@ -16,6 +16,7 @@ import gc
 import logging
 import os
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 
@@ -63,13 +64,13 @@ def _load_and_freeze_libraries() -> None:
 
 def _preflight(settings: Settings) -> None:
     """Cheap checks that fail before any Dagster run starts."""
-    from financial_etl.storage import check_writable
+    from financial_etl.warehouse.storage import check_writable
 
     check_writable(settings.data_dir, "FINANCIAL_ETL_DUCKDB_PATH")
     if settings.export_duckdb_path.parent != settings.data_dir:
         check_writable(settings.export_duckdb_path.parent, "FINANCIAL_ETL_EXPORT_DUCKDB_PATH")
     if settings.source == "csv":
-        from financial_etl.sources.csv import check_csv_dir
+        from financial_etl.extract.sources.csv import check_csv_dir
 
         assert settings.csv_dir is not None
         check_csv_dir(settings.csv_dir, settings.current_tickers())
@@ -77,9 +78,7 @@ def _preflight(settings: Settings) -> None:
 
 def _exit_code_for_failure(error) -> int:
     """Walk a Dagster error chain to the first error class with a known exit code."""
-    import financial_etl.export_errors  # noqa: F401 - registers the export error classes
-
-    from financial_etl.storage import STORAGE_TEXT
+    from financial_etl.warehouse.storage import STORAGE_TEXT
 
     seen, storage = 0, False
     while error is not None and seen < 20:
@@ -103,13 +102,14 @@ def _failure_message(error) -> str:
     return messages[-1] if messages else "unknown error"
 
 
-def execute_range(settings: Settings, start: dt.date, end: dt.date, instance=None, tags=None):
+def execute_range(settings: Settings, start: dt.date, end: dt.date, instance=None, tags=None, verbose: bool = False):
     """Materialize the whole graph for exactly [start, end], in process: one run over the
-    year partitions that hold it."""
-    from dagster import DagsterInstance
+    year partitions that hold it, printing a line per stage as it ends."""
+    from dagster import DagsterInstance, Definitions
 
+    from financial_etl.cli.console import console_loggers, logger_config
     from financial_etl.definitions import DAILY_JOB, build_definitions
-    from financial_etl.partitions import RANGE_END_TAG, RANGE_START_TAG, range_tags
+    from financial_etl.runs import RANGE_END_TAG, RANGE_START_TAG, range_tags
 
     try:
         window = range_tags(start, end)
@@ -119,7 +119,8 @@ def execute_range(settings: Settings, start: dt.date, end: dt.date, instance=Non
         raise ConfigError(f"--end {end} is in a year that has not begun; the last partition is this year's")
     if instance is None:
         instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
-    job = build_definitions(settings).resolve_job_def(DAILY_JOB)
+    defs = Definitions.merge(build_definitions(settings), Definitions(loggers=console_loggers()))
+    job = defs.resolve_job_def(DAILY_JOB)
     first, last = window[RANGE_START_TAG], window[RANGE_END_TAG]
     years = f"partition {first}" if first == last else f"partitions {first} to {last}"
     print(f"financial-etl: {settings.source} source, {len(settings.tickers)} tickers, {start} to {end} ({years})",
@@ -128,7 +129,7 @@ def execute_range(settings: Settings, start: dt.date, end: dt.date, instance=Non
         instance=instance,
         tags={**(tags or {}), **window},
         raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        run_config={"loggers": logger_config(verbose)},
     )
 
 
@@ -150,13 +151,17 @@ def failed_blocking_checks(result) -> list[str]:
     ]
 
 
-def run_pipeline(settings: Settings, start: dt.date, end: dt.date, full_refresh: bool = False) -> int:
-    from financial_etl.assets.export import EXPORT_TAG, FULL_REFRESH
-    from financial_etl.summary import print_summary
+def run_pipeline(
+    settings: Settings, start: dt.date, end: dt.date, full_refresh: bool = False, verbose: bool = False
+) -> int:
+    from financial_etl.cli.summary import print_summary
+    from financial_etl.runs import EXPORT_TAG, FULL_REFRESH
 
-    result = execute_range(settings, start, end, tags={EXPORT_TAG: FULL_REFRESH} if full_refresh else None)
+    started = time.monotonic()
+    tags = {EXPORT_TAG: FULL_REFRESH} if full_refresh else None
+    result = execute_range(settings, start, end, tags=tags, verbose=verbose)
     if result.success:
-        print_summary(settings, result, start, end)
+        print_summary(settings, result, time.monotonic() - started)
         return EXIT_SUCCESS
     if failed := failed_blocking_checks(result):
         print(f"financial-etl: data-quality failure, blocking checks failed: {', '.join(failed)}; "
@@ -186,8 +191,8 @@ def run_checks(settings: Settings, start: dt.date | None, end: dt.date | None) -
     """Re-evaluate every check against the current tables, materializing nothing."""
     from dagster import DagsterInstance
 
-    from financial_etl.checks import CHECK_END_TAG, CHECK_START_TAG
     from financial_etl.definitions import CHECKS_JOB, build_definitions
+    from financial_etl.runs import CHECK_END_TAG, CHECK_START_TAG
 
     if not settings.duckdb_path.exists():
         raise ConfigError(f"no warehouse at {settings.duckdb_path}: run `financial-etl run` first")
@@ -221,6 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--full-refresh", action="store_true",
         help="replace the export target with the whole mart in one transaction (instead of merging the range)",
     )
+    run.add_argument(
+        "--verbose", action="store_true",
+        help="also print Dagster's event log and SQLMesh's plan details (DEBUG)",
+    )
     check = sub.add_parser("check", help="re-evaluate every check on the current tables; exit 0, or 3 on a failure")
     check.add_argument("--start", help="first date to check (default: the whole configured range)")
     check.add_argument("--end", help="last date to check")
@@ -244,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         settings.with_range(start, end)
         _preflight(settings)
-        return run_pipeline(settings, start, end, full_refresh=args.full_refresh)
+        return run_pipeline(settings, start, end, full_refresh=args.full_refresh, verbose=args.verbose)
     except ConfigError as exc:
         print(f"financial-etl: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

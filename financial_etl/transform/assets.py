@@ -1,4 +1,4 @@
-"""Transform group: the SQLMesh project (marts.stock_metrics) as a partitioned multi-asset."""
+"""Transform stage: the SQLMesh project (marts.stock_metrics) as a partitioned multi-asset."""
 
 import datetime as dt
 from collections.abc import Callable, Iterator
@@ -9,19 +9,30 @@ from dagster_sqlmesh import SQLMeshResource
 from dagster_sqlmesh.resource import PlanOrRunFailedError
 from sqlmesh import Context
 
-from financial_etl.audits import evaluate_audits
-from financial_etl.chart import CHART_COLUMNS, png_markdown, price_chart_png
-from financial_etl.checks import MART_KEY, MART_MODEL, RAW_KEY
-from financial_etl.metadata import model_column_lineage, model_table_schema
-from financial_etl.partitions import add_partition_row_counts, partition_counts_sql, run_dates
-from financial_etl.resources import Project
-from financial_etl.storage import storage_errors
-from financial_etl.warehouse_lock import warehouse_lock
-from financial_etl.sqlmesh_adapter import code_version, model_names, run_range, sqlmesh_multi_asset
+from financial_etl.calendar import add_partition_row_counts, partition_counts_sql
+from financial_etl.runs import run_dates
+from financial_etl.settings import Settings
+from financial_etl.transform.audits import evaluate_audits
+from financial_etl.transform.chart import CHART_COLUMNS, png_markdown, price_chart_png
+from financial_etl.transform.metadata import model_column_lineage, model_table_schema
+from financial_etl.transform.sqlmesh_adapter import (
+    code_version,
+    lookback_rows,
+    model_names,
+    project_sqlmesh_config,
+    run_range,
+    sqlmesh_context,
+    sqlmesh_multi_asset,
+)
+from financial_etl.warehouse import MART, MART_KEY, RAW, RAW_KEY, RAW_TABLE
+from financial_etl.warehouse.lock import warehouse_lock
+from financial_etl.warehouse.storage import storage_errors
+
+RECOMPUTED_THROUGH = "recomputed_through"  # metadata: the last date this run rewrote
 
 MART_DESCRIPTION = (
     "Daily technical indicators per ticker (SMA 9/20/50, Bollinger bands, RSI 14, MACD, "
-    "ATR 14, returns, volume ratios), computed by SQLMesh from raw.eod_prices_raw. Each "
+    f"ATR 14, returns, volume ratios), computed by SQLMesh from {RAW}. Each "
     "indicator is NULL until its window of trading rows is full."
 )
 
@@ -29,38 +40,34 @@ MART_DESCRIPTION = (
 def mart_static_metadata(context: Context) -> dict:
     return {
         "models": model_names(context),
-        "code_version": code_version(context, MART_MODEL),
-        "column_schema": model_table_schema(context, MART_MODEL),
-        "column_lineage": model_column_lineage(context, MART_MODEL, {"eod_prices_raw": RAW_KEY}),
+        "code_version": code_version(context, MART),
+        "column_schema": model_table_schema(context, MART),
+        "column_lineage": model_column_lineage(context, MART, {RAW_TABLE: RAW_KEY}),
     }
 
 
-# Every indicator reads at most the 50 trading rows up to its own (sma_50_day): the
-# model's look-back. Kept equal to the `<= 50` in stock_metrics.sql.
-WINDOW_ROWS = 50
-
-
-def window_reach_end(duckdb_path: str, end: dt.date) -> dt.date:
+def window_reach_end(settings: Settings, end: dt.date) -> dt.date:
     """The last date whose indicators read a raw row dated on or before `end`: each
-    ticker's 49th trading row after `end`. Re-loading [start, end] changes the mart up to
-    there, so the transform and the export recompute that far (a daily run: just `end`)."""
-    with duckdb.connect(duckdb_path, read_only=True) as con:
+    ticker's (lookback_rows - 1)th trading row after `end`. Re-loading [start, end]
+    changes the mart up to there, so the transform and the export recompute that far (a
+    daily run: just `end`)."""
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         try:
             (reach,) = con.execute(
                 "SELECT max(date) FROM (SELECT date, row_number() OVER (PARTITION BY ticker ORDER BY date) AS n "
-                "FROM raw.eod_prices_raw WHERE date > ?) WHERE n < ?",
-                [end, WINDOW_ROWS],
+                f"FROM {RAW} WHERE date > ?) WHERE n < ?",
+                [end, lookback_rows(settings)],
             ).fetchone()
         except duckdb.CatalogException:
             return end
     return max(end, reach) if reach else end
 
 
-def _row_counts(project: Project, start, end, partitions_def, keys) -> tuple[dict, list[int]]:
+def _row_counts(settings: Settings, start, end, partitions_def, keys) -> tuple[dict, list[int]]:
     per_key, params = partition_counts_sql("trade_date", partitions_def, keys)
-    with duckdb.connect(str(project.settings.duckdb_path), read_only=True) as con:
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         total, in_range, *by_key = con.execute(
-            f"SELECT count(*), count(CASE WHEN trade_date BETWEEN ? AND ? THEN 1 END), {per_key} FROM marts.stock_metrics",
+            f"SELECT count(*), count(CASE WHEN trade_date BETWEEN ? AND ? THEN 1 END), {per_key} FROM {MART}",
             [start, end, *params],
         ).fetchone()
     return {
@@ -74,20 +81,20 @@ def _row_counts(project: Project, start, end, partitions_def, keys) -> tuple[dic
 CHART_ROWS = 252
 
 
-def _chart(project: Project, end: dt.date, warn: Callable[[str], None]) -> dict:
+def _chart(settings: Settings, end: dt.date, warn: Callable[[str], None]) -> dict:
     """The `chart` metadata: the first ticker of the universe (alphabetically) that has
     rows, its last CHART_ROWS rows up to `end`. Empty when there is nothing to draw. A
     chart that fails to draw is logged, never fails the run: the rows are already written."""
-    universe = sorted(project.settings.current_tickers())
-    with duckdb.connect(str(project.settings.duckdb_path), read_only=True) as con:
+    universe = sorted(settings.current_tickers())
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         (ticker,) = con.execute(
-            "SELECT min(ticker) FROM marts.stock_metrics WHERE list_contains(?, ticker) AND trade_date <= ?",
+            f"SELECT min(ticker) FROM {MART} WHERE list_contains(?, ticker) AND trade_date <= ?",
             [universe, end],
         ).fetchone()
         if ticker is None:
             return {}
         frame = con.execute(
-            f"SELECT {', '.join(CHART_COLUMNS)} FROM marts.stock_metrics WHERE ticker = ? AND trade_date <= ? "
+            f"SELECT {', '.join(CHART_COLUMNS)} FROM {MART} WHERE ticker = ? AND trade_date <= ? "
             "ORDER BY trade_date DESC LIMIT ?",
             [ticker, end, CHART_ROWS],
         ).fetchdf()
@@ -100,9 +107,9 @@ def _chart(project: Project, end: dt.date, warn: Callable[[str], None]) -> dict:
     return {"chart": MetadataValue.md(png_markdown(png, caption=f"{span} ({len(frame)} session{'s' * (len(frame) != 1)})"))}
 
 
-def build_transform_assets(project: Project, partitions_def, context: Context):
+def build_transform_assets(settings: Settings, partitions_def, context: Context):
     """`context`: the SQLMesh project, loaded once for all definitions."""
-    config = project.sqlmesh_config
+    config = project_sqlmesh_config(settings)
     static = mart_static_metadata(context)
     spec_metadata = {
         "dagster/column_schema": static["column_schema"],
@@ -116,20 +123,20 @@ def build_transform_assets(project: Project, partitions_def, context: Context):
             MART_KEY.to_user_string(): {
                 "description": MART_DESCRIPTION,
                 "code_version": static["code_version"],
-                "owners": [project.settings.owner],
+                "owners": [settings.owner],
                 "metadata": spec_metadata,
             }
         },
     )
     def sqlmesh_models(context: AssetExecutionContext, sqlmesh: SQLMeshResource) -> Iterator[MaterializeResult]:
-        start, end = run_dates(context, project.settings)
-        with warehouse_lock(project.settings.duckdb_path, log=context.log.info), storage_errors(
-            "the SQLMesh run", project.settings.duckdb_path
+        start, end = run_dates(context, settings)
+        with warehouse_lock(settings.duckdb_path, log=context.log.warning), storage_errors(
+            "the SQLMesh run", settings.duckdb_path
         ):
             yield from _transform(context, sqlmesh, start, end)
 
     def _transform(context, sqlmesh, start, end) -> Iterator[MaterializeResult]:
-        reach = window_reach_end(str(project.settings.duckdb_path), end)
+        reach = window_reach_end(settings, end)
         context.log.info(
             f"SQLMesh prod: recomputing {', '.join(static['models'])} for {start} to {end}"
             + (f", and on to {reach}: later rows' windows read this range" if reach > end else "")
@@ -137,22 +144,22 @@ def build_transform_assets(project: Project, partitions_def, context: Context):
         try:
             results = list(run_range(context, sqlmesh, config, start, reach, restate=static["models"]))
         except PlanOrRunFailedError:
-            failing = _failing_blocking_audits(project, start, end)
+            failing = _failing_blocking_audits(settings, start, end)
             if not failing:
                 raise
             # SQLMesh wrote the rows, then stopped at a blocking audit. Keep them for
             # inspection: the blocking checks report them and keep the export from running.
             context.log.error(
                 f"SQLMesh stopped at failing blocking audits ({', '.join(failing)}) for {start} to {end}; "
-                "the rows stay in marts.stock_metrics for inspection and the export will not run"
+                f"the rows stay in {MART} for inspection and the export will not run"
             )
             results = [MaterializeResult(asset_key=MART_KEY, metadata={"failed_audits": ", ".join(failing)})]
         keys = context.partition_keys
-        counts, by_partition = _row_counts(project, start, end, partitions_def, keys)
+        counts, by_partition = _row_counts(settings, start, end, partitions_def, keys)
         add_partition_row_counts(context, MART_KEY, keys, by_partition)
         # The chart once per run, on its newest partition; schema and lineage are on the
         # definition. Copied into every partition's event they made a 25-year history cost GBs.
-        if chart := _chart(project, end, context.log.warning):
+        if chart := _chart(settings, end, context.log.warning):
             context.add_asset_metadata(chart, asset_key=MART_KEY, partition_key=keys[-1])
         for result in results:
             yield MaterializeResult(
@@ -160,13 +167,13 @@ def build_transform_assets(project: Project, partitions_def, context: Context):
                 metadata={
                     **(result.metadata or {}),
                     **counts,
-                    "recomputed_through": MetadataValue.text(reach.isoformat()),
+                    RECOMPUTED_THROUGH: MetadataValue.text(reach.isoformat()),
                 },
             )
 
     return sqlmesh_models
 
 
-def _failing_blocking_audits(project: Project, start, end) -> list[str]:
-    with project.sqlmesh_context() as context:
-        return [o.name for o in evaluate_audits(context, MART_MODEL, start, end) if o.blocking and not o.passed]
+def _failing_blocking_audits(settings: Settings, start, end) -> list[str]:
+    with sqlmesh_context(settings) as context:
+        return [o.name for o in evaluate_audits(context, MART, start, end) if o.blocking and not o.passed]

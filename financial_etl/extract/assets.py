@@ -1,32 +1,73 @@
-"""Extract group: the chosen source -> raw.eod_prices_raw in DuckDB, through dagster-dlt."""
+"""Extract stage: the chosen source -> raw.eod_prices_raw in DuckDB, through dagster-dlt.
 
+The batch is fetched and split by the raw contract first (no warehouse lock is held while
+a source answers), then dlt merges it into raw under the lock.
+"""
 
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dlt
 import duckdb
-from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, MetadataValue
+from dagster import (
+    AssetExecutionContext,
+    AssetSpec,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+    TimeWindowPartitionsDefinition,
+)
 from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
+from dlt.pipeline.pipeline import Pipeline
 
-from financial_etl.metadata import raw_table_schema
-from financial_etl.partitions import add_partition_row_counts, partition_counts_sql, run_dates
-from financial_etl.resources import Project
-from financial_etl.run_tags import restated_tickers, run_tickers
-from financial_etl.storage import check_writable, storage_errors
-from financial_etl.warehouse_lock import warehouse_lock
-from financial_etl.sources import PriceBatch, eod_prices_resource, fetch_for
-from financial_etl.sources.prices import QUARANTINE_TABLE, RAW_DATASET, RAW_TABLE
+from financial_etl.calendar import add_partition_row_counts, partition_counts_sql
+from financial_etl.extract.contract import RAW_SCHEMA
+from financial_etl.extract.resource import PriceBatch, empty_batch, eod_prices_resource, fetch_batch
+from financial_etl.extract.sources import fetch_for
+from financial_etl.runs import restated_tickers, run_dates, run_tickers
+from financial_etl.settings import DEFAULT_OWNER, Settings
+from financial_etl.warehouse import QUARANTINE, RAW, RAW_DATASET, RAW_KEY
+from financial_etl.warehouse.lock import warehouse_lock
+from financial_etl.warehouse.storage import check_writable, storage_errors
 
-RAW_KEY = AssetKey([RAW_DATASET, RAW_TABLE])
+EXTRACT_PIPELINE = "financial_extract"
+RAW_DESCRIPTIONS = {
+    "ticker": "Ticker symbol",
+    "date": "Trading session date",
+    "open_price": "Opening price",
+    "high_price": "Session high",
+    "low_price": "Session low",
+    "close_price": "Closing price (adjusted when the source adjusts)",
+    "volume": "Shares traded",
+}
+_ARROW_TO_SQL = {"string": "text", "date32[day]": "date", "double": "double", "int64": "bigint"}
+
+
+def raw_table_schema() -> TableSchema:
+    return TableSchema(
+        columns=[
+            TableColumn(f.name, _ARROW_TO_SQL.get(str(f.type), str(f.type)), RAW_DESCRIPTIONS.get(f.name))
+            for f in RAW_SCHEMA
+        ]
+    )
+
+
+def extract_pipeline(settings: Settings) -> Pipeline:
+    return dlt.pipeline(
+        pipeline_name=EXTRACT_PIPELINE,
+        destination=dlt.destinations.duckdb(str(settings.duckdb_path)),
+        dataset_name=RAW_DATASET,
+        pipelines_dir=str(settings.pipelines_dir),
+    )
 
 
 @dataclass
 class RawTranslator(DagsterDltTranslator):
     """The raw table's key is exactly the key the SQLMesh model depends on."""
 
-    owner: str = "team:data-engineering"
+    owner: str = DEFAULT_OWNER
 
     def get_asset_spec(self, data: DltResourceTranslatorData) -> AssetSpec:
         spec = super().get_asset_spec(data)
@@ -49,10 +90,10 @@ def raw_row_counts(duckdb_path: str, start, end, partitions_def, keys) -> tuple[
     with duckdb.connect(duckdb_path, read_only=True) as con:
         try:
             total, in_range, *by_key = con.execute(
-                f"SELECT count(*), count(CASE WHEN date BETWEEN ? AND ? THEN 1 END), {per_key} FROM raw.eod_prices_raw",
+                f"SELECT count(*), count(CASE WHEN date BETWEEN ? AND ? THEN 1 END), {per_key} FROM {RAW}",
                 [start, end, *params],
             ).fetchone()
-            quarantine_total = con.execute(f"SELECT count(*) FROM {RAW_DATASET}.{QUARANTINE_TABLE}").fetchone()[0]
+            quarantine_total = con.execute(f"SELECT count(*) FROM {QUARANTINE}").fetchone()[0]
         except duckdb.CatalogException:  # nothing loaded yet: an empty first range
             return {}, [0] * len(keys)
     return {
@@ -62,41 +103,36 @@ def raw_row_counts(duckdb_path: str, start, end, partitions_def, keys) -> tuple[
     }, by_key
 
 
-def prices_source(project: Project, start, end, report=None, tickers=None, replace_tickers=False, run_id=None):
-    settings = project.settings
-
+def prices_source(batch: PriceBatch, replace_tickers: bool = False):
     @dlt.source(name="prices")
     def prices():
-        return eod_prices_resource(
-            fetch_for(settings), tickers or settings.tickers, start, end, report, replace_tickers=replace_tickers,
-            allow_partial=settings.allow_partial_loads, run_id=run_id,
-        )
+        return eod_prices_resource(batch, replace_tickers=replace_tickers)
 
     return prices()
 
 
-def batch_metadata(settings, batch: PriceBatch | None, tickers, start, end) -> dict:
+def batch_metadata(settings: Settings, batch: PriceBatch, tickers, start, end) -> dict:
     """What the operator should see about this load, beside dagster-dlt's own metadata."""
-    contract = batch.contract if batch else None
+    contract = batch.contract
+    assert contract is not None
     extra = {
         "source": MetadataValue.text(settings.source),
         "range_start": MetadataValue.text(start.isoformat()),
         "range_end": MetadataValue.text(end.isoformat()),
-        "rows_in_range": MetadataValue.int(batch.rows if batch else 0),
+        "rows_in_range": MetadataValue.int(batch.rows),
         "tickers_requested": MetadataValue.text(", ".join(tickers)),
-        "missing_tickers": MetadataValue.text(", ".join(batch.missing_tickers) if batch else ""),
-        "rows_without_trade_dropped": MetadataValue.int(contract.untraded if contract else 0),
-        "rows_quarantined": MetadataValue.int(contract.quarantined if contract else 0),
+        "missing_tickers": MetadataValue.text(", ".join(batch.missing_tickers)),
+        "rows_without_trade_dropped": MetadataValue.int(contract.untraded),
+        "rows_quarantined": MetadataValue.int(contract.quarantined),
     }
-    if contract and contract.quarantined:
+    if contract.quarantined:
         extra["quarantine_reasons"] = MetadataValue.md(
             "\n".join(f"- {reason}: {n}" for reason, n in contract.reasons().items())
         )
-    warned = contract.warned if contract else {}
-    extra["rows_loaded_with_warnings"] = MetadataValue.int(sum(warned.values()))
-    if warned:
-        extra["warnings"] = MetadataValue.md("\n".join(f"- {rule}: {n}" for rule, n in warned.items()))
-    if batch and batch.synthetic:
+    extra["rows_loaded_with_warnings"] = MetadataValue.int(sum(contract.warned.values()))
+    if contract.warned:
+        extra["warnings"] = MetadataValue.md("\n".join(f"- {rule}: {n}" for rule, n in contract.warned.items()))
+    if batch.synthetic:
         extra["synthetic"] = MetadataValue.bool(True)
         extra["data_notice"] = MetadataValue.text(
             "SYNTHETIC data: generated prices, not market data (FINANCIAL_ETL_SOURCE=synthetic)"
@@ -104,12 +140,10 @@ def batch_metadata(settings, batch: PriceBatch | None, tickers, start, end) -> d
     return extra
 
 
-def build_extract_assets(project: Project, partitions_def):
-    settings = project.settings
-
+def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartitionsDefinition):
     @dlt_assets(
-        dlt_source=prices_source(project, settings.start_date, settings.resolved_end()),
-        dlt_pipeline=project.extract_pipeline(),
+        dlt_source=prices_source(empty_batch(settings.source)),
+        dlt_pipeline=extract_pipeline(settings),
         name="extract_prices",
         dagster_dlt_translator=RawTranslator(owner=settings.owner),
         partitions_def=partitions_def,
@@ -118,32 +152,35 @@ def build_extract_assets(project: Project, partitions_def):
         start, end = run_dates(context, settings)
         tickers = run_tickers(context.run.tags, settings)
         restated = restated_tickers(context.run.tags, settings, start)
-        report: list[PriceBatch] = []
         context.log.info(
             f"extracting {len(tickers)} tickers from the {settings.source} source, {start} to {end}"
             + (f"; replacing the whole history of {', '.join(restated)}" if restated else "")
         )
-        source = prices_source(project, start, end, report, tickers, replace_tickers=bool(restated), run_id=context.run_id)
         check_writable(settings.data_dir, "FINANCIAL_ETL_DUCKDB_PATH")
-        pipeline = project.extract_pipeline()
-        with warehouse_lock(settings.duckdb_path, log=context.log.info), storage_errors(
+        batch = fetch_batch(
+            fetch_for(settings), tickers, start, end, allow_partial=settings.allow_partial_loads, run_id=context.run_id
+        )
+        contract = batch.contract
+        assert contract is not None
+        pipeline = extract_pipeline(settings)
+        source = prices_source(batch, replace_tickers=bool(restated))
+        with warehouse_lock(settings.duckdb_path, log=context.log.warning), storage_errors(
             "the extract", settings.duckdb_path, on_failure=pipeline.drop_pending_packages
         ):
             results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
             counts, by_partition = raw_row_counts(
                 str(settings.duckdb_path), start, end, partitions_def, context.partition_keys
             ) if settings.duckdb_path.exists() else ({}, [0] * len(context.partition_keys))
-        batch = report[0] if report else None
-        # Missing tickers were logged with the source's reasons by the resource.
-        if batch and batch.contract and batch.contract.quarantined:
+        # Missing tickers were logged with the source's reasons by fetch_batch.
+        if contract.quarantined:
             context.log.warning(
-                f"quarantined {batch.contract.quarantined} rows from the {batch.source} source ("
-                + ", ".join(f"{n} {reason}" for reason, n in batch.contract.reasons().items())
-                + f"); see {RAW_DATASET}.{QUARANTINE_TABLE}"
+                f"quarantined {contract.quarantined} rows from the {batch.source} source ("
+                + ", ".join(f"{n} {reason}" for reason, n in contract.reasons().items())
+                + f"); see {QUARANTINE}"
             )
-        for rule, n in (batch.contract.warned if batch and batch.contract else {}).items():
+        for rule, n in contract.warned.items():
             context.log.warning(f"loaded {n} rows with a warning: {rule}")
-        context.log.info(f"loaded {batch.rows if batch else 0} rows into raw.eod_prices_raw")
+        context.log.info(f"loaded {batch.rows} rows into {RAW}")
         extra = {**batch_metadata(settings, batch, tickers, start, end), **counts}
         add_partition_row_counts(context, RAW_KEY, context.partition_keys, by_partition)
         for result in results:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from financial_etl.calendar import FIRST_DAY, trading_sessions
-from financial_etl.sources.prices import PriceBatch, to_raw_frame
+from financial_etl.extract.resource import PriceBatch, to_raw_frame
 
 ORIGIN = FIRST_DAY
 SEED = 20251127

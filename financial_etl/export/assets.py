@@ -1,4 +1,4 @@
-"""Export group: marts.stock_metrics -> the export target through dlt.
+"""Export stage: marts.stock_metrics -> the export target through dlt.
 
 Daily and backfill runs merge the run's range on (ticker, trade_date). A full refresh
 (`financial-etl run --full-refresh`, run tag financial_etl/export=full_refresh) replaces
@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
     Backoff,
     BackfillPolicy,
     Failure,
@@ -28,36 +27,23 @@ from dagster import (
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.pipeline.pipeline import Pipeline
 
-from financial_etl.assets.transform import window_reach_end
-from financial_etl.export_errors import PermanentDestinationError, classify
-from financial_etl.export_target import ExportTarget
-from financial_etl.partitions import add_partition_row_counts, partition_counts_sql, run_dates
-from financial_etl.resources import EXPORT_PIPELINE, ExportDestination, Project
-from financial_etl.errors import StorageError
-from financial_etl.run_tags import restated_tickers
-from financial_etl.storage import storage_error, storage_errors
-from financial_etl.warehouse_lock import warehouse_lock
+from financial_etl.calendar import add_partition_row_counts, partition_counts_sql
+from financial_etl.errors import PermanentDestinationError, StorageError
+from financial_etl.export.destination import ExportDestination, ExportTarget, classify, export_target_for
+from financial_etl.runs import EXPORT_TAG, FULL_REFRESH, restated_tickers, run_dates
+from financial_etl.settings import Settings
+from financial_etl.transform.assets import RECOMPUTED_THROUGH, window_reach_end
+from financial_etl.warehouse import MART, MART_KEY, MART_KEY_COLUMNS, export_key
+from financial_etl.warehouse.lock import warehouse_lock
+from financial_etl.warehouse.storage import storage_error, storage_errors
 
-MART_KEY = AssetKey(["marts", "stock_metrics"])
-EXPORT_TAG = "financial_etl/export"
-FULL_REFRESH = "full_refresh"
+EXPORT_PIPELINE = "financial_export"
 BATCH_ROWS = 100_000
-MART_COLUMNS = (
-    "ticker", "trade_date", "open_price", "high_price", "low_price", "close_price", "volume",
-    "sma_9_day", "sma_20_day", "sma_50_day", "bollinger_upper", "bollinger_lower", "rsi_14_day",
-    "macd_line", "atr_14_day", "daily_return_pct", "price_range_pct", "volume_ratio", "volume_sma_20",
-)
-# SQL Server gets a proper schema: nvarchar(16) ticker, date, float, bigint.
+# What Arrow does not say: SQL Server gets an nvarchar(16) ticker and a non-NULL key;
+# the other columns take the mart's types (double, bigint) from the Arrow batches.
 EXPORT_COLUMN_HINTS = {
     "ticker": {"data_type": "text", "precision": 16, "nullable": False},
     "trade_date": {"data_type": "date", "nullable": False},
-    "volume": {"data_type": "bigint"},
-    "volume_sma_20": {"data_type": "bigint"},
-    **{
-        name: {"data_type": "double"}
-        for name in MART_COLUMNS
-        if name not in ("ticker", "trade_date", "volume", "volume_sma_20")
-    },
 }
 
 
@@ -70,7 +56,7 @@ def nan_to_null(batch: pa.RecordBatch | pa.Table):
             column = pc.if_else(bad, pa.scalar(None, column.type), column)
         columns.append(column)
         # The merge key is never NULL; saying so keeps dlt's hints and Arrow's in agreement.
-        fields.append(field.with_nullable(field.name not in ("ticker", "trade_date")))
+        fields.append(field.with_nullable(field.name not in MART_KEY_COLUMNS))
     cls = pa.RecordBatch if isinstance(batch, pa.RecordBatch) else pa.Table
     return cls.from_arrays(columns, schema=pa.schema(fields))
 
@@ -84,7 +70,7 @@ def _mart_query(start, end, tickers) -> tuple[str, list]:
         where.append("ticker IN (SELECT unnest(?::VARCHAR[]))")
         params.append(list(tickers))
     clause = f"WHERE {' AND '.join(where)}" if where else ""
-    return f"SELECT {', '.join(MART_COLUMNS)} FROM marts.stock_metrics {clause} ORDER BY ticker, trade_date", params
+    return f"SELECT * FROM {MART} {clause} ORDER BY {', '.join(MART_KEY_COLUMNS)}", params
 
 
 def iter_mart(duckdb_path: str, start, end, tickers=None, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
@@ -105,12 +91,12 @@ def iter_mart(duckdb_path: str, start, end, tickers=None, batch_rows: int = BATC
             yield nan_to_null(pa.RecordBatch.from_pylist([], schema=reader.schema))
 
 
-def export_pipeline(project: Project, target: ExportTarget, replace_strategy: str | None = None) -> Pipeline:
+def export_pipeline(settings: Settings, target: ExportTarget, replace_strategy: str | None = None) -> Pipeline:
     return dlt.pipeline(
         pipeline_name=EXPORT_PIPELINE,
         destination=target.destination(replace_strategy),
         dataset_name=target.schema,
-        pipelines_dir=str(project.settings.pipelines_dir),
+        pipelines_dir=str(settings.pipelines_dir),
     )
 
 
@@ -130,7 +116,7 @@ def target_row_counts(pipeline: Pipeline, table: str, start: dt.date, end: dt.da
 
 
 def load_export(
-    project: Project,
+    settings: Settings,
     target: ExportTarget,
     *,
     start: dt.date | None,
@@ -144,7 +130,7 @@ def load_export(
 
     def batches():
         nonlocal sent
-        for batch in iter_mart(str(project.settings.duckdb_path), None if full_refresh else start, end, tickers):
+        for batch in iter_mart(str(settings.duckdb_path), None if full_refresh else start, end, tickers):
             sent += batch.num_rows
             yield batch
 
@@ -157,69 +143,80 @@ def load_export(
         batches,
         name=target.table,
         table_name=target.table,
-        primary_key=("ticker", "trade_date"),
+        primary_key=MART_KEY_COLUMNS,
         merge_key="ticker" if tickers and not full_refresh else (),
         write_disposition=disposition,
         columns=EXPORT_COLUMN_HINTS,
     )
-    pipeline = export_pipeline(project, target, "insert-from-staging" if full_refresh else None)
+    pipeline = export_pipeline(settings, target, "insert-from-staging" if full_refresh else None)
     try:
         # A package left by a killed run is recomputed from the mart anyway: drop it.
         pipeline.abort_packages()
         pipeline.run(resource()).raise_on_failed_jobs()
     except Exception as exc:
         # Before classify, which would make a full local disk look like a server error.
-        raise (storage_error("the export", exc, project.settings.data_dir) or classify(exc, target)) from None
+        raise (storage_error("the export", exc, settings.data_dir) or classify(exc, target)) from None
     return sent
 
 
-def build_export_asset(project: Project, partitions_def, column_schema=None):
-    spec_target = project.export_target
+def recomputed_through(context: AssetExecutionContext, settings: Settings, end: dt.date) -> dt.date:
+    """The last date the mart rewrote: what the transform recorded in this run, else (the
+    export re-run alone) the same reach computed from raw."""
+    event = context.instance.get_latest_materialization_event(MART_KEY)
+    if event is not None and event.run_id == context.run_id and event.asset_materialization is not None:
+        recorded = event.asset_materialization.metadata.get(RECOMPUTED_THROUGH)
+        if recorded is not None:
+            return max(end, dt.date.fromisoformat(str(recorded.value)))
+    return window_reach_end(settings, end)
+
+
+def build_export_asset(settings: Settings, partitions_def, column_schema=None):
+    spec_target = export_target_for(settings)
 
     @asset(
-        key=AssetKey([spec_target.schema, spec_target.table]),
+        key=export_key(spec_target.schema, spec_target.table),
         deps=[MART_KEY],
         group_name="export",
         kinds={"dlt", spec_target.dagster_kind},
-        owners=[project.settings.owner],
+        owners=[settings.owner],
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
         # Transient failures (a server restart, a dropped connection) are retried with
         # backoff; permanent ones (login, missing database, no driver) are not.
         retry_policy=RetryPolicy(max_retries=2, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
         description=(
-            f"marts.stock_metrics exported to {spec_target.schema}.{spec_target.table} through dlt, "
+            f"{MART} exported to {spec_target.schema}.{spec_target.table} through dlt, "
             "merged on (ticker, trade_date) for the run's date range; a full refresh replaces it atomically."
         ),
         metadata={"dagster/column_schema": column_schema} if column_schema else None,
     )
     def export_stock_metrics(context: AssetExecutionContext, export_destination: ExportDestination) -> MaterializeResult:
-        start, end = run_dates(context, project.settings)
-        target = export_destination.target(project.settings)
+        start, end = run_dates(context, settings)
+        target = export_destination.target(settings)
         # The whole step holds the warehouse lock: it reads the mart, and the dlt pipeline's
         # working state (and a DuckDB stand-in) take one writer at a time as well.
-        with warehouse_lock(project.settings.duckdb_path, log=context.log.info):
+        with warehouse_lock(settings.duckdb_path, log=context.log.warning):
             return _export(context, target, start, end)
 
     def _export(context: AssetExecutionContext, target: ExportTarget, start: dt.date, end: dt.date):
-        restated = restated_tickers(context.run.tags, project.settings, start)
+        restated = restated_tickers(context.run.tags, settings, start)
         full_refresh = context.run.tags.get(EXPORT_TAG) == FULL_REFRESH
         # Rows after the range whose windows read it were recomputed by the transform: sent too.
-        end = window_reach_end(str(project.settings.duckdb_path), end)
+        end = recomputed_through(context, settings, end)
         if target.is_standin:
             context.log.warning(f"no SQL Server configured: exporting to the {target.description}")
         what = "the whole mart (full refresh, atomic replace)" if full_refresh else f"{start} to {end}"
         context.log.info(f"exporting {what} to {target.description}")
         # The stand-in is a DuckDB file: a full disk must not leave a half-written merge in its log.
-        standin = project.settings.export_duckdb_path if target.is_standin else None
+        standin = settings.export_duckdb_path if target.is_standin else None
         try:
             with storage_errors("the export", standin):
-                sent = load_export(project, target, start=start, end=end, tickers=restated, full_refresh=full_refresh)
+                sent = load_export(settings, target, start=start, end=end, tickers=restated, full_refresh=full_refresh)
         except (PermanentDestinationError, StorageError) as exc:
             context.log.error(str(exc))
             raise Failure(description=str(exc), allow_retries=False) from exc
         context.log.info(f"exported {sent} rows")
-        pipeline = export_pipeline(project, target)
+        pipeline = export_pipeline(settings, target)
         keys = context.partition_keys
         total, in_range, by_partition = target_row_counts(pipeline, target.table, start, end, partitions_def, keys)
         add_partition_row_counts(context, context.assets_def.key, keys, by_partition)

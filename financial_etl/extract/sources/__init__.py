@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
+from financial_etl.extract.resource import Fetch
+from financial_etl.extract.sources.csv import make_csv_fetch
+from financial_etl.extract.sources.synthetic import fetch_synthetic
+from financial_etl.extract.sources.yfinance import fetch_yfinance
 from financial_etl.settings import Settings
-from financial_etl.sources.csv import make_csv_fetch
-from financial_etl.sources.prices import Fetch, PriceBatch, eod_prices_resource
-from financial_etl.sources.synthetic import fetch_synthetic
-from financial_etl.sources.yfinance import fetch_yfinance
-
-__all__ = ["Fetch", "PriceBatch", "eod_prices_resource", "fetch_for"]
 
 
 def fetch_for(settings: Settings) -> Fetch:

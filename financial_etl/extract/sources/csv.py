@@ -19,8 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from financial_etl.errors import ConfigError
-from financial_etl.sources.contract import Rejected
-from financial_etl.sources.prices import PriceBatch, validate_tickers
+from financial_etl.extract.contract import VALUE_COLUMNS, Rejected
+from financial_etl.extract.resource import PriceBatch
+from financial_etl.settings import validate_tickers
 
 REQUIRED = ("Date", "Open", "High", "Low", "Close", "Volume")
 OPTIONAL = ("Adj Close",)
@@ -99,7 +100,7 @@ def read_ticker_csv(path: Path, ticker: str) -> tuple[pd.DataFrame, list[Rejecte
             continue
         dates.append(day)
         values.append(numbers)
-    frame = pd.DataFrame(values, columns=["open_price", "high_price", "low_price", "close_price", "volume"],
+    frame = pd.DataFrame(values, columns=list(VALUE_COLUMNS),
                          dtype="float64")
     frame.insert(0, "date", dates)
     frame.insert(0, "ticker", ticker)

@@ -22,8 +22,13 @@ nowhere else:
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import importlib.util
+import types
 import typing as t
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 from dagster import (
     AssetCheckSpec,
@@ -35,31 +40,39 @@ from dagster import (
     multi_asset,
 )
 from dagster_sqlmesh import SQLMeshContextConfig, SQLMeshDagsterTranslator, SQLMeshResource
+from dagster_sqlmesh.resource import DagsterSQLMeshEventHandler
 from dagster_sqlmesh.asset import sqlmesh_to_multi_asset_options
 from sqlglot import exp
 from sqlmesh import Context
 from sqlmesh.core.config import Config as MeshConfig
-from sqlmesh.core.config import DuckDBConnectionConfig, GatewayConfig, ModelDefaultsConfig
 from sqlmesh.core.model import Model
 
+from financial_etl.settings import Settings
+
 PROD = "prod"
-GATEWAY = "duckdb_local"
 
 
-def mesh_config(duckdb_path: str, start_date: str, unit_tests: bool = True) -> MeshConfig:
-    """The SQLMesh config for a warehouse file; SQLMesh keeps its state in the same file,
-    so a deleted warehouse never leaves stale interval state behind.
+@functools.cache
+def project_config_module(project_dir: str) -> types.ModuleType:
+    """sqlmesh_project/config.py, loaded by path: the SQLMesh project stays a plain folder
+    that `sqlmesh -p` reads on its own, and this package reads the same gateway, dialect
+    and variables from it."""
+    path = Path(project_dir) / "config.py"
+    spec = importlib.util.spec_from_file_location(f"sqlmesh_project_config_{abs(hash(project_dir))}", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"no SQLMesh config at {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    `unit_tests=False` leaves tests/ unread: the pipeline never runs them (`skip_tests`),
-    and parsing their YAML was a quarter of every definitions load."""
-    return MeshConfig(
-        gateways={GATEWAY: GatewayConfig(connection=DuckDBConnectionConfig(database=duckdb_path))},
-        default_gateway=GATEWAY,
-        model_defaults=ModelDefaultsConfig(dialect="duckdb", start=start_date),
-        # No network in CI or on many servers; never phone home.
-        disable_anonymized_analytics=True,
-        ignore_patterns=[*MeshConfig.model_fields["ignore_patterns"].default, *([] if unit_tests else ["tests/*"])],
-    )
+
+def mesh_config(project_dir: str, duckdb_path: str, start_date: str, unit_tests: bool = True) -> MeshConfig:
+    return project_config_module(project_dir).build_config(duckdb_path, start_date, unit_tests=unit_tests)
+
+
+def lookback_rows(settings: Settings) -> int:
+    """How many trading rows before its own each mart row reads (the project's variable)."""
+    return int(project_config_module(str(settings.sqlmesh_project_dir)).VARIABLES["lookback_rows"])
 
 
 class ProjectTranslator(SQLMeshDagsterTranslator):
@@ -86,7 +99,68 @@ class ProjectSQLMeshConfig(SQLMeshContextConfig):
 
     @property
     def sqlmesh_config(self) -> MeshConfig:
-        return mesh_config(self.duckdb_path, self.start_date, unit_tests=False)
+        return mesh_config(self.path, self.duckdb_path, self.start_date, unit_tests=False)
+
+
+def project_sqlmesh_config(settings: Settings) -> ProjectSQLMeshConfig:
+    return ProjectSQLMeshConfig(
+        path=str(settings.sqlmesh_project_dir),
+        gateway=project_config_module(str(settings.sqlmesh_project_dir)).GATEWAY,
+        duckdb_path=str(settings.duckdb_path),
+        start_date=settings.start_date.isoformat(),
+    )
+
+
+@contextmanager
+def open_context(config: ProjectSQLMeshConfig) -> Iterator[Context]:
+    """A SQLMesh context on the warehouse, closed with all its connections after use:
+    `Context.close()` leaves the engine adapter's DuckDB connection open when no plan
+    ran, and DuckDB then refuses a read-only connection from the same process."""
+    context = Context(paths=config.path, gateway=config.gateway, config=config.sqlmesh_config)
+    try:
+        yield context
+    finally:
+        context.close()
+        for adapter in context.engine_adapters.values():
+            adapter.close()
+
+
+def sqlmesh_context(settings: Settings):
+    return open_context(project_sqlmesh_config(settings))
+
+
+class QuietEventHandler(DagsterSQLMeshEventHandler):
+    """dagster-sqlmesh logs each SQLMesh console event as a dict of plan objects at INFO:
+    several KB of Python reprs per run. They go to DEBUG (the UI's debug filter, the
+    CLI's --verbose); errors stay errors."""
+
+    def log(self, level: str | int, message: str, obj: dict[str, t.Any] | None = None) -> None:
+        super().log("error" if level == "error" else "debug", message, obj)
+
+
+class ProjectSQLMeshResource(SQLMeshResource):
+    """SQLMeshResource with the quiet event handler."""
+
+    def create_event_handler(
+        self,
+        *,
+        context: AssetExecutionContext,
+        config: SQLMeshContextConfig,
+        dag,
+        models_map: dict[str, Model],
+        prefix: str,
+        is_testing: bool,
+        materializations_enabled: bool,
+    ) -> DagsterSQLMeshEventHandler:
+        return QuietEventHandler(
+            context=context,
+            dag=dag,
+            models_map=models_map,
+            prefix=prefix,
+            translator=config.get_translator(),
+            is_testing=is_testing,
+            materializations_enabled=materializations_enabled,
+        )
 
 
 def sqlmesh_multi_asset(
@@ -145,13 +219,8 @@ def _prod_state(context: Context) -> str:
 
 
 def _prod_state_of(config: ProjectSQLMeshConfig) -> str:
-    context = Context(paths=config.path, gateway=config.gateway, config=config.sqlmesh_config)
-    try:
+    with open_context(config) as context:
         return _prod_state(context)
-    finally:
-        context.close()
-        for adapter in context.engine_adapters.values():
-            adapter.close()
 
 
 def run_range(

@@ -1,0 +1,1 @@
+"""`financial-etl`: the console command (cli/main.py) and its closing summary."""

@@ -1,0 +1,144 @@
+"""Checks of raw.eod_prices_raw: its grain, its range, complete sessions, new quarantine.
+
+Checks live in their own steps, so in a materializing run they run right after their
+asset (same run), and from the UI's "Execute checks" or `financial-etl check` they
+re-evaluate the current tables without materializing anything. A run's dates limit what
+they look at; run alone, they look at the whole configured range.
+"""
+
+import datetime as dt
+from collections.abc import Iterator
+
+import duckdb
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    MetadataValue,
+    TimeWindowPartitionsDefinition,
+    multi_asset_check,
+)
+
+from financial_etl.calendar import trading_sessions
+from financial_etl.extract.contract import count_rules
+from financial_etl.metadata import markdown_table
+from financial_etl.runs import check_range, run_tickers
+from financial_etl.settings import Settings
+from financial_etl.warehouse import QUARANTINE, RAW, RAW_KEY
+from financial_etl.warehouse.lock import warehouse_lock
+
+
+def build_raw_checks(settings: Settings, partitions_def: TimeWindowPartitionsDefinition):
+
+    @multi_asset_check(
+        specs=[
+            AssetCheckSpec("no_duplicate_ticker_date", asset=RAW_KEY, blocking=True,
+                           description="The (ticker, date) grain holds: no row appears twice."),
+            AssetCheckSpec("no_rows_outside_requested_range", asset=RAW_KEY,
+                           description="No row is dated outside FINANCIAL_ETL_START_DATE to the end date."),
+            AssetCheckSpec("complete_sessions", asset=RAW_KEY,
+                           description="Every requested ticker has a row on every XNYS session of the range (warns)."),
+            AssetCheckSpec("no_new_quarantined_rows", asset=RAW_KEY,
+                           description=f"This run added no row to {QUARANTINE}, the rows that broke the raw "
+                                       "contract (warns, with the count and the reasons)."),
+        ],
+        can_subset=True,
+        name="raw_prices_checks",
+    )
+    def raw_prices_checks(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
+        start, end = check_range(context.run.tags, partitions_def, settings)
+        selected = {key.name for key in context.selected_asset_check_keys}
+        with warehouse_lock(settings.duckdb_path, log=context.log.warning), duckdb.connect(
+            str(settings.duckdb_path), read_only=True
+        ) as con:
+            if "no_duplicate_ticker_date" in selected:
+                dupes = con.execute(
+                    f"SELECT ticker, date, count(*) AS copies FROM {RAW} "
+                    "GROUP BY ticker, date HAVING count(*) > 1 ORDER BY ticker, date"
+                ).df()
+                yield AssetCheckResult(
+                    check_name="no_duplicate_ticker_date",
+                    passed=dupes.empty,
+                    metadata={"duplicate_keys": len(dupes), "sample": MetadataValue.md(markdown_table(dupes))},
+                )
+            if "no_rows_outside_requested_range" in selected:
+                lo, hi = settings.start_date, settings.resolved_end()
+                outside = con.execute(
+                    f"SELECT ticker, date FROM {RAW} WHERE date < ? OR date > ? ORDER BY date",
+                    [lo, hi],
+                ).df()
+                yield AssetCheckResult(
+                    check_name="no_rows_outside_requested_range",
+                    passed=outside.empty,
+                    metadata={
+                        "requested_range": f"{lo} to {hi}",
+                        "rows_outside": len(outside),
+                        "sample": MetadataValue.md(markdown_table(outside)),
+                    },
+                )
+            if "no_new_quarantined_rows" in selected:
+                yield quarantine_result(con, context.run.run_id, context)
+            if "complete_sessions" in selected:
+                present = con.execute(
+                    f"SELECT ticker, date FROM {RAW} WHERE date BETWEEN ? AND ?", [start, end]
+                ).fetchall()
+        if "complete_sessions" in selected:
+            yield completeness_result(run_tickers(context.run.tags, settings), present, start, end, context)
+
+    return raw_prices_checks
+
+
+def quarantine_result(con, run_id: str, context) -> AssetCheckResult:
+    """Warns when this run quarantined rows; a check-only run adds none, so it passes."""
+    try:
+        new = con.execute(
+            f"SELECT ticker, date, reason, location, source FROM {QUARANTINE} WHERE run_id = ? ORDER BY ticker, date",
+            [run_id],
+        ).df()
+        total = con.execute(f"SELECT count(*) FROM {QUARANTINE}").fetchone()[0]
+    except duckdb.CatalogException:  # a warehouse from before the quarantine existed
+        new, total = None, 0
+    added = 0 if new is None else len(new)
+    metadata = {"quarantined_this_run": added, "quarantine_total": int(total)}
+    if added:
+        rules = count_rules(new["reason"])
+        metadata["by_reason"] = MetadataValue.md("\n".join(f"- {rule}: {n}" for rule, n in rules.items()))
+        metadata["sample"] = MetadataValue.md(markdown_table(new.head(20)))
+        metadata["next_step"] = MetadataValue.text(
+            f"Inspect `SELECT * FROM {QUARANTINE} WHERE run_id = '{run_id}'`, fix the source, "
+            "and re-run the affected dates; quarantined rows never reach the mart."
+        )
+        context.log.warning(f"{added} rows quarantined by this run ({', '.join(rules)}); see {QUARANTINE}")
+    return AssetCheckResult(
+        check_name="no_new_quarantined_rows",
+        passed=added == 0,
+        severity=AssetCheckSeverity.WARN,
+        metadata=metadata,
+    )
+
+
+def completeness_result(tickers, present, start, end, context) -> AssetCheckResult:
+    sessions = trading_sessions(start, end)
+    have: dict[str, set[dt.date]] = {t: set() for t in tickers}
+    for ticker, day in present:
+        have.setdefault(ticker, set()).add(day)
+    missing = {t: [d for d in sessions if d not in have[t]] for t in tickers}
+    missing = {t: days for t, days in missing.items() if days}
+    lines = [
+        f"{t}: {len(days)} sessions missing, " + ", ".join(d.isoformat() for d in days[:10]) + (" ..." if len(days) > 10 else "")
+        for t, days in missing.items()
+    ]
+    if missing:
+        context.log.warning(f"{RAW} is missing sessions:\n" + "\n".join(lines))
+    return AssetCheckResult(
+        check_name="complete_sessions",
+        passed=not missing,
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "range": f"{start} to {end}",
+            "sessions_in_range": len(sessions),
+            "missing_sessions": sum(len(d) for d in missing.values()),
+            "missing": MetadataValue.md("\n".join(f"- {line}" for line in lines) or "_none_"),
+        },
+    )
