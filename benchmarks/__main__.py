@@ -13,26 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
+from benchmarks.machine import machine
+
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine() -> str:
-    cpus = os.cpu_count()
-    mem = model = ""
-    try:
-        with open("/proc/meminfo") as f:
-            mem = f"{int(f.readline().split()[1]) / 1024 / 1024:.0f} GiB"
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        pass
-    cpu = f"{platform.machine()} {model}".strip()
-    return f"{cpu}, {cpus} cores, {mem}, Python {platform.python_version()}"
 
 
 def transform(args) -> dict:

@@ -12,27 +12,27 @@ import duckdb
 import pandas as pd
 
 from benchmarks.clock import Clock
-from financial_etl.assets.export import MART_COLUMNS, load_export
-from financial_etl.export_target import export_target_for
-from financial_etl.resources import Project
+from financial_etl.export.assets import load_export
+from financial_etl.export.destination import export_target_for
 from financial_etl.settings import load_settings
+from financial_etl.transform.sqlmesh_adapter import model_columns
+from financial_etl.warehouse import MART, MART_SCHEMA
 
-
-def write_mart(db: Path, frame: pd.DataFrame, append: bool = False) -> None:
-    """marts.stock_metrics with the mart's columns (indicator values derived from close);
-    `append` adds the frame's rows to the table instead of replacing it."""
-    extra = [c for c in MART_COLUMNS if c not in frame.columns and c not in ("trade_date", "volume_sma_20")]
+def write_mart(db: Path, frame: pd.DataFrame, columns: list[str], append: bool = False) -> None:
+    """The mart (marts.stock_metrics) with the model's `columns` (indicator values derived
+    from close); `append` adds the frame's rows to the table instead of replacing it."""
+    extra = [c for c in columns if c not in frame.columns and c not in ("trade_date", "volume_sma_20")]
     select = ", ".join(
         ["ticker", "date AS trade_date", "open_price", "high_price", "low_price", "close_price", "volume"]
         + [f"close_price * {1 + i / 100} AS {c}" for i, c in enumerate(extra)]
         + ["volume AS volume_sma_20"]
     )
     with duckdb.connect(str(db)) as con:
-        con.execute("CREATE SCHEMA IF NOT EXISTS marts")
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {MART_SCHEMA}")
         if append:
-            con.execute(f"INSERT INTO marts.stock_metrics SELECT {select} FROM frame")
+            con.execute(f"INSERT INTO {MART} SELECT {select} FROM frame")
         else:
-            con.execute(f"CREATE OR REPLACE TABLE marts.stock_metrics AS SELECT {select} FROM frame")
+            con.execute(f"CREATE OR REPLACE TABLE {MART} AS SELECT {select} FROM frame")
 
 
 def measure(frame: pd.DataFrame, export_url: str, workdir: Path | None = None, daily_days: int = 3) -> dict:
@@ -43,22 +43,22 @@ def measure(frame: pd.DataFrame, export_url: str, workdir: Path | None = None, d
     db.parent.mkdir(parents=True, exist_ok=True)
     days = sorted(frame["date"].unique())
     held_back = days[-daily_days:]
-    write_mart(db, frame[frame["date"] < held_back[0]])
+    columns = model_columns(load_settings({}), MART)
+    write_mart(db, frame[frame["date"] < held_back[0]], columns)
     env = {"FINANCIAL_ETL_DUCKDB_PATH": str(db), "FINANCIAL_ETL_TICKERS": "AAA"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
         settings = load_settings()
-        project = Project(settings)
         target = export_target_for(settings, env={"FINANCIAL_ETL_EXPORT_URL": export_url})
         with Clock() as full_clock:
-            rows = load_export(project, target, start=None, end=None, full_refresh=True)
+            rows = load_export(settings, target, start=None, end=None, full_refresh=True)
         full = full_clock.wall
         merges = []
         for day in held_back:
-            write_mart(db, frame[frame["date"] == day], append=True)
+            write_mart(db, frame[frame["date"] == day], columns, append=True)
             with Clock() as merge:
-                day_rows = load_export(project, target, start=day, end=day)
+                day_rows = load_export(settings, target, start=day, end=day)
             merges.append(merge.wall)
     finally:
         for key, value in old.items():

@@ -35,8 +35,8 @@ WALL_FACTOR, WALL_SLACK_S, GROWTH_LIMIT_MB = 2.0, 10.0, 20.0
 
 
 def write_history_csv(csv_dir: Path) -> int:
-    from financial_etl.sources.synthetic import fetch_synthetic
-    from financial_etl_tests.conftest import write_yahoo_csv
+    from financial_etl.extract.sources.synthetic import fetch_synthetic
+    from financial_etl_tests.helpers import write_yahoo_csv
 
     frame = fetch_synthetic([TICKER], START, DAILY).frame
     write_yahoo_csv(csv_dir / f"{TICKER}.csv", frame)
@@ -54,10 +54,17 @@ def newest_run_work(home: Path) -> dict:
         return {"run_success": run.is_success, **data_work(instance, run.run_id), "steps_total_s": sum(steps.values())}
 
 
+def cli_module(code: Path) -> str:
+    """The module behind `financial-etl` in the package found in `code`: financial_etl.cli.main,
+    or financial_etl.cli in revisions from before the package was organized by stage."""
+    return "financial_etl.cli.main" if (code / "financial_etl" / "cli" / "main.py").is_file() else "financial_etl.cli"
+
+
 def cli_run(env: dict, cwd: Path, start: dt.date, end: dt.date) -> float:
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "financial_etl.cli", "run", "--start", start.isoformat(), "--end", end.isoformat()],
+        [sys.executable, "-m", cli_module(Path(env["PYTHONPATH"])), "run",
+         "--start", start.isoformat(), "--end", end.isoformat()],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=1800,
     )
     if proc.returncode != 0:
@@ -99,7 +106,7 @@ def measure(code: Path, base: Path, csv_dir: Path) -> dict:
 
 
 def run(before_rev: str | None, out: Path, progress=print) -> dict:
-    from benchmarks.__main__ import machine
+    from benchmarks.machine import machine
 
     base = Path(tempfile.mkdtemp(prefix="bench_history_"))
     csv_dir = base / "csv"

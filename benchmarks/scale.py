@@ -179,7 +179,7 @@ def measure_definitions(loads: int, base: Path, progress) -> dict:
 
 def run(sizes, stages, out: Path, per_row_rows: int = PER_ROW_ROWS, definition_loads: int = DEFINITION_LOADS,
         workdir: Path | None = None, keep: bool = False, progress=print) -> dict:
-    from benchmarks.__main__ import machine
+    from benchmarks.machine import machine
 
     started = time.perf_counter()
     base = Path(tempfile.mkdtemp(prefix="bench_scale_", dir=workdir))

@@ -14,17 +14,18 @@ from sqlmesh import Context
 
 from benchmarks.clock import Clock
 from financial_etl.settings import SQLMESH_PROJECT_DIR
-from financial_etl.sqlmesh_adapter import mesh_config, prod_matches_project
+from financial_etl.transform.sqlmesh_adapter import mesh_config, prod_matches_project
+from financial_etl.warehouse import MART, RAW, RAW_DATASET
 
-MODEL = "marts.stock_metrics"
+MODEL = MART  # the SQLMesh model's name is the mart's table
 
 # The same window aggregates as the model, over the whole table, with no SQLMesh and no
 # lookback machinery: the floor a full refresh is measured against.
-BARE_QUERY = """
+BARE_QUERY = f"""
 CREATE OR REPLACE TABLE bare_metrics AS
 WITH s AS (
   SELECT *, LAG(close_price) OVER (PARTITION BY ticker ORDER BY date) AS prev_close
-  FROM raw.eod_prices_raw
+  FROM {RAW}
 ), t AS (
   SELECT *, close_price - prev_close AS change,
     GREATEST(close_price - prev_close, 0) AS gain, GREATEST(prev_close - close_price, 0) AS loss,
@@ -51,8 +52,8 @@ WINDOW
 
 def write_raw(db: Path, frame: pd.DataFrame) -> None:
     with duckdb.connect(str(db)) as con:
-        con.execute("CREATE SCHEMA IF NOT EXISTS raw")
-        con.execute("CREATE OR REPLACE TABLE raw.eod_prices_raw AS SELECT * FROM frame ORDER BY date, ticker")
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_DATASET}")
+        con.execute(f"CREATE OR REPLACE TABLE {RAW} AS SELECT * FROM frame ORDER BY date, ticker")
 
 
 def timed(fn) -> float:
@@ -74,14 +75,14 @@ def measure(frame: pd.DataFrame, workdir: Path | None = None, daily_days: int = 
     with duckdb.connect(str(db)) as con:
         bare = timed(lambda: con.execute(BARE_QUERY))
 
-    ctx = Context(paths=[str(SQLMESH_PROJECT_DIR)], config=mesh_config(str(db), first_day.isoformat()))
+    ctx = Context(paths=[str(SQLMESH_PROJECT_DIR)], config=mesh_config(str(SQLMESH_PROJECT_DIR), str(db), first_day.isoformat()))
     with Clock() as full_clock:
         ctx.plan(
             "prod", auto_apply=True, no_prompts=True, skip_tests=True,
             execution_time=held_back[0].isoformat(),
         )
     full = full_clock.wall
-    rows = ctx.engine_adapter.fetchone("SELECT count(*) FROM marts.stock_metrics")[0]
+    rows = ctx.engine_adapter.fetchone(f"SELECT count(*) FROM {MART}")[0]
 
     def deploy_check(day: dt.date) -> None:
         # run_range's first step: is prod current? (It is here, so no deploying plan.)
@@ -98,11 +99,11 @@ def measure(frame: pd.DataFrame, workdir: Path | None = None, daily_days: int = 
     checks, incrementals = [], []
     for day in held_back:
         day_rows = frame[frame["date"] == day]
-        ctx.engine_adapter.cursor.execute("INSERT INTO raw.eod_prices_raw SELECT * FROM day_rows")
+        ctx.engine_adapter.cursor.execute(f"INSERT INTO {RAW} SELECT * FROM day_rows")
         checks.append(timed(lambda: deploy_check(day)))
         incrementals.append(timed(lambda: incremental(day)))
     written = ctx.engine_adapter.fetchone(
-        f"SELECT count(*) FROM marts.stock_metrics WHERE trade_date = DATE '{held_back[-1].isoformat()}'"
+        f"SELECT count(*) FROM {MART} WHERE trade_date = DATE '{held_back[-1].isoformat()}'"
     )[0]
     ctx.close()
     one_day = statistics.median(incrementals)

@@ -7,7 +7,7 @@ import datetime as dt
 import pandas as pd
 
 from financial_etl.calendar import trading_sessions
-from financial_etl.sources.synthetic import ORIGIN, synthetic_series
+from financial_etl.extract.sources.synthetic import ORIGIN, synthetic_series
 
 
 def sessions(days: int) -> list[dt.date]:

@@ -190,6 +190,12 @@ def sqlmesh_multi_asset(
     )
 
 
+def model_columns(settings: Settings, model_name: str) -> list[str]:
+    """A model's columns, in its order, as SQLMesh knows them (no warehouse access)."""
+    with sqlmesh_context(settings) as context:
+        return list(context.get_model(model_name, raise_if_missing=True).columns_to_types or {})
+
+
 def model_names(context: Context) -> list[str]:
     return [model.name for model in context.models.values() if not model.kind.is_external]
 
