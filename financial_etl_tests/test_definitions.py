@@ -3,10 +3,12 @@
 Snapshot-style: a change to keys, groups, kinds or dependencies shows up here in review.
 """
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
-from dagster import AssetKey
+from dagster import AssetKey, Definitions
 
 from financial_etl.definitions import DAILY_JOB, build_definitions
 from financial_etl.settings import REPO_ROOT, load_settings
@@ -69,3 +71,61 @@ def test_dagster_definitions_validate_passes(workdir):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "All code locations passed validation" in proc.stdout + proc.stderr
+
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"
+
+
+def definitions_snapshot(defs: Definitions) -> dict:
+    """What an operator sees of the graph: assets, checks, partitions, jobs, schedules, sensors."""
+    assets = {}
+    for spec in defs.resolve_all_asset_specs():
+        assets_def = defs.resolve_assets_def(spec.key)
+        retry = assets_def.op.retry_policy
+        assets[spec.key.to_user_string()] = {
+            "group": spec.group_name,
+            "kinds": sorted(spec.kinds),
+            "owners": list(spec.owners),
+            "deps": sorted(d.asset_key.to_user_string() for d in spec.deps),
+            "partitions": repr(spec.partitions_def) if spec.partitions_def else None,
+            "backfill_policy": repr(assets_def.backfill_policy),
+            "retry_policy": repr(retry) if retry else None,
+        }
+    graph = defs.resolve_asset_graph()
+    checks = {}
+    for key in graph.asset_check_keys:
+        check = graph.get_check_spec(key)
+        checks[f"{check.asset_key.to_user_string()}:{check.name}"] = {
+            "blocking": check.blocking,
+            "partitioned": check.partitions_def is not None,
+        }
+    return {
+        "assets": assets,
+        "checks": checks,
+        "jobs": sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")),
+        "schedules": {
+            s.name: {"cron": s.cron_schedule, "timezone": s.execution_timezone, "job": s.job_name,
+                     "default_status": str(s.default_status)}
+            for s in defs.schedules or []
+        },
+        "sensors": {
+            s.name: {"type": type(s).__name__, "min_interval": s.minimum_interval_seconds,
+                     "default_status": str(s.default_status)}
+            for s in defs.sensors or []
+        },
+    }
+
+
+def test_the_definitions_match_the_reviewed_snapshot(workdir):
+    """A change to keys, checks, partitions, jobs, schedules or sensors must show in review:
+    regenerate the snapshot on purpose (`python -m financial_etl_tests.test_definitions`)."""
+    got = json.loads(json.dumps(definitions_snapshot(build_definitions(load_settings())), sort_keys=True))
+    assert got == json.loads(SNAPSHOT.read_text())
+
+
+if __name__ == "__main__":  # regenerate the snapshot after a reviewed change
+    import os
+    import tempfile
+
+    os.environ["FINANCIAL_ETL_DUCKDB_PATH"] = str(Path(tempfile.mkdtemp()) / "financial_etl.duckdb")
+    SNAPSHOT.write_text(json.dumps(definitions_snapshot(build_definitions(load_settings())), indent=2, sort_keys=True) + "\n")
