@@ -11,13 +11,13 @@ import duckdb
 import pandas as pd
 from sqlmesh import Context
 
-from financial_etl.assets.export import MART_COLUMNS  # noqa: F401 - the column order the mart promises
+from financial_etl.extract.contract import RAW_SCHEMA
+from financial_etl.extract.sources.synthetic import fetch_synthetic
 from financial_etl.settings import SQLMESH_PROJECT_DIR
-from financial_etl.sources.prices import RAW_SCHEMA
-from financial_etl.sources.synthetic import fetch_synthetic
-from financial_etl.sqlmesh_adapter import mesh_config
+from financial_etl.transform.sqlmesh_adapter import mesh_config
+from financial_etl.warehouse import MART, RAW, RAW_DATASET
 
-MODEL = "marts.stock_metrics"
+MODEL = MART
 
 
 def write_raw(db: Path, frame: pd.DataFrame) -> None:
@@ -25,8 +25,8 @@ def write_raw(db: Path, frame: pd.DataFrame) -> None:
     db.parent.mkdir(parents=True, exist_ok=True)
     prices = frame[list(RAW_SCHEMA.names)]
     with duckdb.connect(str(db)) as con:
-        con.execute("CREATE SCHEMA IF NOT EXISTS raw")
-        con.execute("CREATE OR REPLACE TABLE raw.eod_prices_raw AS SELECT * FROM prices")
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_DATASET}")
+        con.execute(f"CREATE OR REPLACE TABLE {RAW} AS SELECT * FROM prices")
 
 
 def project_copy(dest: Path, *, batch_size: int | None = None, audits: bool = True) -> Path:
@@ -48,7 +48,7 @@ def project_copy(dest: Path, *, batch_size: int | None = None, audits: bool = Tr
 
 
 def context(db: Path, start: dt.date, project: Path = SQLMESH_PROJECT_DIR) -> Context:
-    return Context(paths=[str(project)], config=mesh_config(str(db), start.isoformat()))
+    return Context(paths=[str(project)], config=mesh_config(str(project), str(db), start.isoformat()))
 
 
 def plan_prod(ctx: Context, until: dt.date, **kwargs) -> None:
@@ -62,7 +62,7 @@ def restate(ctx: Context, start: dt.date, end: dt.date) -> None:
 
 def mart(db: Path) -> pd.DataFrame:
     with duckdb.connect(str(db), read_only=True) as con:
-        return con.execute("SELECT * FROM marts.stock_metrics ORDER BY ticker, trade_date").df()
+        return con.execute(f"SELECT * FROM {MART} ORDER BY ticker, trade_date").df()
 
 
 def history_with_gaps(start: dt.date, end: dt.date) -> pd.DataFrame:

@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from benchmarks.__main__ import main
 
 
+@pytest.mark.slow
 def test_transform_benchmark_writes_json_and_a_table(tmp_path):
     assert main(["transform", "--tickers", "3", "--days", "120", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "transform_3x120.json").read_text())
@@ -18,6 +21,7 @@ def test_transform_benchmark_writes_json_and_a_table(tmp_path):
     assert "| target | measured | met |" in (tmp_path / "transform_3x120.md").read_text()
 
 
+@pytest.mark.slow
 def test_scale_benchmark_writes_json_table_and_plot(tmp_path):
     # Every stage at one tiny size, each in its own child process.
     assert main(["scale", "--sizes", "3x120", "--out", str(tmp_path), "--definition-loads", "1"]) == 0

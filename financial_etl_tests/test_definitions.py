@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from dagster import AssetKey, Definitions
 
 from financial_etl.definitions import DAILY_JOB, build_definitions
@@ -64,6 +65,7 @@ def test_all_assets_share_one_yearly_partitioning_from_the_start_year(workdir, c
     assert set(job.asset_layer.executable_asset_keys) >= {RAW, MART, EXPORT}
 
 
+@pytest.mark.slow
 def test_dagster_definitions_validate_passes(workdir):
     proc = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],

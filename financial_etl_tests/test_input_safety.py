@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from financial_etl.cli import main
+from financial_etl.cli.main import main
 from financial_etl.errors import EXIT_CONFIG, ConfigError
-from financial_etl.run_tags import TICKERS_TAG, run_tickers
-from financial_etl.settings import load_settings
-from financial_etl.sources import csv as csv_source
-from financial_etl.sources.prices import eod_prices_resource
-from financial_etl.sources.synthetic import fetch_synthetic
-from financial_etl_tests.conftest import day, settings_for, write_yahoo_csv
+from financial_etl.extract.resource import fetch_batch
+from financial_etl.extract.sources import csv as csv_source
+from financial_etl.extract.sources.synthetic import fetch_synthetic
+from financial_etl.runs import TICKERS_TAG, run_tickers
+from financial_etl.settings import load_settings, validate_tickers
+from financial_etl_tests.helpers import day, settings_for, write_yahoo_csv
 
 HOSTILE = ["AAPL'; DROP TABLE x;--", "../../etc/passwd", "AAPL\nMSFT", "A" * 16, "$(rm -rf ~)", "aapl%00"]
 
@@ -39,8 +39,17 @@ def test_a_hostile_symbol_is_refused_from_a_run_tag_set_by_a_sensor_or_the_ui(sy
 
 @pytest.mark.parametrize("symbol", HOSTILE[:2])
 def test_the_source_boundary_refuses_a_hostile_symbol_even_from_code(symbol):
+    asked = []
+
+    def fetch(tickers, start, end):
+        asked.append(list(tickers))
+        return fetch_synthetic(tickers, start, end)
+
     with pytest.raises(ConfigError, match="refusing ticker symbol"):
-        eod_prices_resource(fetch_synthetic, ["AAPL", symbol], day("2024-01-02"), day("2024-01-31"))
+        fetch_batch(fetch, ["AAPL", symbol], day("2024-01-02"), day("2024-01-31"))
+    assert asked == []  # refused before the source was asked
+    with pytest.raises(ConfigError, match="refusing ticker symbol"):
+        validate_tickers(["AAPL", symbol])
     with pytest.raises(ConfigError, match="refusing ticker symbol"):
         csv_source.ticker_file(csv_source.Path("/tmp"), symbol)
 

@@ -32,7 +32,7 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 from dagster._serdes import serialize_value
 
-from financial_etl.cli import main
+from financial_etl.cli.main import main
 from financial_etl.errors import EXIT_CONFIG, EXIT_CONNECTION
 from financial_etl.settings import REPO_ROOT
 from financial_etl_tests.dagster_dev import instance_yaml
@@ -234,6 +234,7 @@ def assert_found_in(scan: LeakScan, marker: str, places) -> None:
 DAGSTER_PLACES = ("console", "dagster home files", "events", "errors")
 
 
+@pytest.mark.slow
 def test_postgres_wrong_password(workdir, run_env, postgres, capfd, caplog):
     url = f"postgresql://{postgres.user}:{quote(PASSWORD, safe='')}@127.0.0.1:{postgres.port}/{postgres.database}"
     run_env.setenv("FINANCIAL_ETL_EXPORT_URL", url)
@@ -247,6 +248,7 @@ def test_postgres_wrong_password(workdir, run_env, postgres, capfd, caplog):
     assert_found_in(scan, str(workdir / "data" / "financial_etl.duckdb"), ["python logging"])
 
 
+@pytest.mark.slow
 def test_postgres_closed_port(workdir, run_env, capfd, caplog):
     port = free_port()
     run_env.setenv("FINANCIAL_ETL_EXPORT_URL",
@@ -265,10 +267,11 @@ def _mssql_settings(run_env, port: int) -> None:
         run_env.setenv(f"FINANCIAL_ETL_MSSQL_{name}", value)
 
 
+@pytest.mark.slow
 def test_mssql_settings_with_the_real_odbc_driver(workdir, run_env, capfd, caplog):
     """Microsoft's ODBC Driver 18 (from mssql-python-odbc) tries a closed port; without the
     package the run fails on the missing driver instead: either is the export failing."""
-    from financial_etl.odbc import register_pypi_driver
+    from financial_etl.export.odbc import register_pypi_driver
 
     try:
         run_env.setenv("ODBCSYSINI", str(register_pypi_driver(workdir / "odbc")))
@@ -286,6 +289,7 @@ def test_mssql_settings_with_the_real_odbc_driver(workdir, run_env, capfd, caplo
     assert_found_in(scan, "FINANCIAL_ETL_MSSQL_PASSWORD", ["job snapshot"])
 
 
+@pytest.mark.slow
 def test_mssql_url(workdir, run_env, capfd, caplog):
     port = free_port()
     # Driver 17 is registered nowhere: the run fails on the missing driver whatever an
@@ -301,6 +305,7 @@ def test_mssql_url(workdir, run_env, capfd, caplog):
     assert_found_in(scan, "FINANCIAL_ETL_MSSQL_URL", ["job snapshot"])
 
 
+@pytest.mark.slow
 def test_dlt_mssql_credentials_in_a_subprocess_with_dlt_debug_logging(workdir, run_env, capfd, caplog):
     """dlt resolves DESTINATION__MSSQL__CREDENTIALS itself (the project never sees the
     password, so cannot redact it); dlt logs at DEBUG into the captured output."""
@@ -315,6 +320,7 @@ def test_dlt_mssql_credentials_in_a_subprocess_with_dlt_debug_logging(workdir, r
     assert_found_in(scan, "no usable SQL Server ODBC driver for SQL Server from dlt's configuration", DAGSTER_PLACES)
 
 
+@pytest.mark.slow
 def test_a_non_export_failure_in_the_run_with_every_secret_set(workdir, run_env, capfd, caplog):
     """A CSV with a bad header fails the extract step while the mssql settings, a
     PostgreSQL URL and dlt's variable all hold the password."""

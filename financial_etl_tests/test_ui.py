@@ -21,8 +21,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from financial_etl.calendar import is_session
-from financial_etl.chart import HEIGHT_PX, WIDTH_PX
 from financial_etl.settings import load_settings
+from financial_etl.transform.chart import HEIGHT_PX, WIDTH_PX
 from financial_etl_tests import browser as browser_support
 from financial_etl_tests.browser import ARTIFACTS, PAGE_TIMEOUT_S, chromium, open_and_wait, require_chromium
 from financial_etl_tests.dagster_dev import DagsterDev, running_dagster_dev, wait_until
@@ -135,6 +135,7 @@ def materialized(dagster_dev: DagsterDev, definitions: dict) -> Materialized:
     return Materialized(run_id, partition, expected_rows=len(tickers))
 
 
+@pytest.mark.slow
 def test_graphql_shows_three_assets_in_lineage_with_the_mart_checks_schedule_and_sensors(definitions):
     nodes = {key(n["assetKey"]["path"]): n for n in definitions["assetNodes"]}
     assert set(nodes) == set(ASSETS)
@@ -154,6 +155,7 @@ def test_graphql_shows_three_assets_in_lineage_with_the_mart_checks_schedule_and
     assert {s["sensorState"]["status"] for s in repo["sensors"]} == {"RUNNING"}
 
 
+@pytest.mark.slow
 def test_materializing_the_latest_session_records_check_results_row_counts_and_the_chart(dagster_dev, materialized):
     data = dagster_dev.graphql(MART_RESULTS)
     latest = {key(n["assetKey"]["path"]): n["assetMaterializations"] for n in data["assetNodes"]}
@@ -204,6 +206,7 @@ def lineage_url(base_url: str) -> str:
     return f"{base_url}/asset-groups?{urllib.parse.urlencode({'expanded': groups})}"
 
 
+@pytest.mark.slow
 def test_the_lineage_page_draws_the_three_assets_in_their_groups(dagster_dev, materialized, browser):
     names = [a.split("/")[-1] for a in ASSETS]
     shown = open_and_wait(
@@ -213,6 +216,7 @@ def test_the_lineage_page_draws_the_three_assets_in_their_groups(dagster_dev, ma
     assert "Materialize all" in shown
 
 
+@pytest.mark.slow
 def test_the_stock_metrics_page_shows_its_latest_materialization_and_checks(dagster_dev, materialized, browser):
     base = f"{dagster_dev.base_url}/assets/marts/stock_metrics"
     open_and_wait(browser, base, ["stock_metrics", "Latest materialization", materialized.partition,
@@ -222,6 +226,7 @@ def test_the_stock_metrics_page_shows_its_latest_materialization_and_checks(dags
     assert shown.count("Succeeded") >= len(MART_CHECKS)
 
 
+@pytest.mark.slow
 def test_the_chart_opens_as_an_image_from_the_materialization_metadata(dagster_dev, materialized, browser):
     open_and_wait(browser, f"{dagster_dev.base_url}/assets/marts/stock_metrics?view=events",
                   ["chart", "Show Markdown", materialized.partition], "stock-metrics-events.png")
@@ -256,6 +261,7 @@ def partition_statuses(dagster_dev: DagsterDev) -> dict[str, dict[str, str]]:
     return shown
 
 
+@pytest.mark.slow
 def test_a_range_run_shows_every_partition_materialized_and_a_failed_one_shows_them_failed(dagster_dev, definitions):
     mart = next(n for n in definitions["assetNodes"] if key(n["assetKey"]["path"]) == "marts/stock_metrics")
     keys = mart["partitionKeys"]

@@ -3,13 +3,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from financial_etl.errors import ConfigError
-from financial_etl.sources import csv as csv_source
-from financial_etl.sources import yfinance as yf_source
-from financial_etl.sources.contract import RAW_SCHEMA, apply_contract
 from financial_etl.calendar import trading_sessions
-from financial_etl.sources.synthetic import fetch_synthetic
-from financial_etl_tests.conftest import day, write_yahoo_csv, yahoo_download_frame
+from financial_etl.errors import ConfigError
+from financial_etl.extract.contract import RAW_SCHEMA, apply_contract
+from financial_etl.extract.sources import csv as csv_source
+from financial_etl.extract.sources import yfinance as yf_source
+from financial_etl.extract.sources.synthetic import fetch_synthetic
+from financial_etl_tests.helpers import day, write_yahoo_csv, yahoo_download_frame
 
 # --- yfinance -------------------------------------------------------------------------
 

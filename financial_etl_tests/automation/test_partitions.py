@@ -10,11 +10,12 @@ import datetime as dt
 import pytest
 from dagster import AssetKey, AssetPartitionStatus, DagsterEventType, DagsterInstance
 
-from financial_etl.cli import execute_range
+from financial_etl.calendar import key_range_for_dates, year_partitions
+from financial_etl.cli.main import execute_range
 from financial_etl.definitions import build_definitions
-from financial_etl.partitions import END_TAG, START_TAG, key_range_for_dates, range_tags, run_window, year_partitions
+from financial_etl.runs import END_TAG, START_TAG, range_tags, run_window
 from financial_etl.settings import load_settings
-from financial_etl_tests.conftest import day, query
+from financial_etl_tests.helpers import day, query
 
 RAW, MART, EXPORT = AssetKey(["raw", "eod_prices_raw"]), AssetKey(["marts", "stock_metrics"]), AssetKey(["dbo", "Dim_Stock_Metrics"])
 TABLES = {RAW: ("raw.eod_prices_raw", "date"), MART: ("marts.stock_metrics", "trade_date")}
@@ -27,6 +28,7 @@ def two_years(workdir, clean_env):
     return load_settings()
 
 
+@pytest.mark.slow
 def test_a_range_run_writes_one_event_per_year_and_asset_each_with_its_own_row_count(workdir, two_years):
     instance = DagsterInstance.ephemeral()
     result = execute_range(two_years, day("2023-11-01"), day("2024-02-29"), instance=instance)
@@ -64,6 +66,7 @@ def _statuses(instance, settings, keys):
     return {key: instance.get_status_by_partition(key, keys, partitions_def) for key in (RAW, MART, EXPORT)}
 
 
+@pytest.mark.slow
 def test_a_failed_range_run_marks_its_partitions_failed_and_a_repair_marks_them_materialized(workdir, two_years):
     instance = DagsterInstance.ephemeral()
     keys = ["2023", "2024"]

@@ -7,8 +7,7 @@ import pytest
 
 from financial_etl.definitions import build_definitions
 from financial_etl.errors import ConfigError
-from financial_etl.export_target import export_target_for
-from financial_etl.resources import ExportDestination
+from financial_etl.export.destination import ExportDestination, export_target_for
 from financial_etl.settings import load_settings
 
 SECRET = "Sup3r-Secret-Pw"

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from financial_etl.errors import EXIT_SUCCESS
-from financial_etl_tests.conftest import query
+from financial_etl_tests.helpers import query
+
+pytestmark = pytest.mark.slow  # every test here runs the graph or a CLI process
 
 CLI = str(Path(sys.executable).with_name("financial-etl"))
 TICKERS = ",".join(f"K{i:03d}" for i in range(120))
@@ -58,7 +60,7 @@ class Run:
         self.started = time.monotonic()
         self.lines: list[tuple[float, str]] = []
         self.process = subprocess.Popen(
-            [CLI, "run", "--start", dates[0], "--end", dates[1]], env=env_for(data),
+            [CLI, "run", "--start", dates[0], "--end", dates[1], "--verbose"], env=env_for(data),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -144,13 +146,17 @@ def test_a_run_killed_during_a_stage_is_repaired_by_the_next_run(history, stage,
 
 
 def test_a_second_process_waits_for_the_warehouse_or_fails_with_a_clear_message(tmp_path):
-    from financial_etl.warehouse_lock import WarehouseBusyError, warehouse_lock
+    from financial_etl.errors import WarehouseBusyError
+    from financial_etl.warehouse.lock import warehouse_lock
 
-    db = tmp_path / "w.duckdb"
+    db, done = tmp_path / "w.duckdb", tmp_path / "holder-done"
+    # The holder's last act under the lock is to write `done`: whoever gets the lock next
+    # must find it written (the holder's process itself may still be exiting by then).
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from financial_etl.warehouse_lock import warehouse_lock\n"
-         f"with warehouse_lock(Path({str(db)!r})):\n    print('held', flush=True); time.sleep(4)"],
+         "import sys, time; from pathlib import Path; from financial_etl.warehouse.lock import warehouse_lock\n"
+         f"with warehouse_lock(Path({str(db)!r})):\n    print('held', flush=True); time.sleep(4)\n"
+         f"    Path({str(done)!r}).write_text('done')"],
         stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -161,7 +167,8 @@ def test_a_second_process_waits_for_the_warehouse_or_fails_with_a_clear_message(
         assert str(db) in str(busy.value) and "try again" in str(busy.value)
         said: list[str] = []
         with warehouse_lock(db, timeout_s=60, poll_s=0.05, log=said.append):
-            assert holder.poll() == 0  # we got it only once the holder had finished
+            assert done.read_text() == "done"  # we got it only once the holder had finished with it
+        assert holder.wait(timeout=30) == 0
         assert said[0] == f"waiting for the warehouse {db}: in use by pid {holder.pid}"
         assert said[1].startswith("got the warehouse after")
     finally:

@@ -6,7 +6,7 @@ import datetime as dt
 import duckdb
 import pytest
 
-from financial_etl.audits import audit_names, evaluate_audits
+from financial_etl.transform.audits import audit_names, evaluate_audits
 from financial_etl_tests import mesh
 
 START, END = dt.date(2024, 1, 2), dt.date(2024, 6, 28)

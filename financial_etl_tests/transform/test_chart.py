@@ -13,13 +13,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from financial_etl.assets import transform
-from financial_etl.chart import CHART_COLUMNS, HEIGHT_PX, WIDTH_PX, price_chart_png
-from financial_etl.cli import execute_range
-from financial_etl.resources import Project
+from financial_etl.cli.main import execute_range
+from financial_etl.extract.sources.synthetic import fetch_synthetic
 from financial_etl.settings import load_settings
-from financial_etl.sources.synthetic import fetch_synthetic
-from financial_etl_tests.conftest import day
+from financial_etl.transform import assets as transform
+from financial_etl.transform.chart import CHART_COLUMNS, HEIGHT_PX, WIDTH_PX, price_chart_png
+from financial_etl_tests.helpers import day
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EMBEDDED_PNG = re.compile(r"!\[[^\]]*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)")
@@ -92,8 +91,8 @@ def test_no_chart_when_the_mart_has_no_rows_up_to_the_range_end(workdir):
     _warehouse_with(settings.duckdb_path, indicator_frame("AAPL", "2024-06-03", "2024-06-28"), "AAPL")
     warnings: list[str] = []
 
-    assert transform._chart(Project(settings), day("2024-05-31"), warnings.append) == {}
-    assert "chart" in transform._chart(Project(settings), day("2024-06-28"), warnings.append)
+    assert transform._chart(settings, day("2024-05-31"), warnings.append) == {}
+    assert "chart" in transform._chart(settings, day("2024-06-28"), warnings.append)
     assert warnings == []
 
 
@@ -107,10 +106,11 @@ def test_a_chart_that_fails_to_draw_is_logged_and_skipped_not_raised(workdir, mo
 
     monkeypatch.setattr(transform, "price_chart_png", broken)
     warnings: list[str] = []
-    assert transform._chart(Project(settings), day("2024-03-28"), warnings.append) == {}
+    assert transform._chart(settings, day("2024-03-28"), warnings.append) == {}
     assert warnings == ["no chart for AAPL: RuntimeError: no fonts"]
 
 
+@pytest.mark.slow
 def test_each_stock_metrics_materialization_embeds_a_chart_of_the_first_ticker_alphabetically(workdir, clean_env):
     clean_env.setenv("FINANCIAL_ETL_TICKERS", "MSFT,AAPL")
     clean_env.setenv("FINANCIAL_ETL_START_DATE", "2024-01-02")

@@ -8,11 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from financial_etl.cli import execute_range
+from financial_etl.cli.main import execute_range
+from financial_etl.extract import contract as c
+from financial_etl.extract.sources.synthetic import fetch_synthetic
 from financial_etl.settings import load_settings
-from financial_etl.sources import contract as c
-from financial_etl.sources.synthetic import fetch_synthetic
-from financial_etl_tests.conftest import day, query, write_yahoo_csv, yahoo_download_frame
+from financial_etl_tests.helpers import day, query, write_yahoo_csv, yahoo_download_frame
+
+pytestmark = pytest.mark.slow  # every test here runs the graph or a CLI process
 
 START, END = day("2024-02-01"), day("2024-02-29")
 RAW = "SELECT ticker, date, open_price, high_price, low_price, close_price, volume FROM raw.eod_prices_raw ORDER BY ticker, date"

@@ -14,12 +14,11 @@ import pytest
 from dlt.destinations.impl.mssql.mssql import MsSqlMergeJob
 from dlt.destinations.insert_job_client import InsertValuesLoadJob
 
-from financial_etl.assets.export import EXPORT_COLUMN_HINTS, MART_COLUMNS, load_export, nan_to_null
-from financial_etl.errors import EXIT_CONNECTION
-from financial_etl.export_errors import DestinationUnreachableError
-from financial_etl.export_target import export_target_for
-from financial_etl.resources import Project
-from financial_etl.settings import load_settings
+from financial_etl.errors import EXIT_CONNECTION, DestinationUnreachableError
+from financial_etl.export.assets import EXPORT_COLUMN_HINTS, load_export, nan_to_null
+from financial_etl.export.destination import export_target_for
+from financial_etl.settings import Settings, load_settings
+from financial_etl_tests.helpers import MART_COLUMNS
 from financial_etl_tests.servers import free_port
 
 PASSWORD = "Mssql-Secret-9920"
@@ -99,7 +98,7 @@ def test_mssql_merge_deletes_then_inserts_on_ticker_and_trade_date(mssql_package
 def odbc_driver_18(tmp_path, monkeypatch):
     """Microsoft's ODBC Driver 18 from the PyPI package mssql-python-odbc, registered with
     unixODBC through an odbcinst.ini in a temp dir (ODBCSYSINI)."""
-    from financial_etl.odbc import register_pypi_driver
+    from financial_etl.export.odbc import register_pypi_driver
 
     try:
         ini_dir = register_pypi_driver(tmp_path / "odbc")
@@ -114,8 +113,8 @@ def odbc_driver_18(tmp_path, monkeypatch):
         pytest.fail(f"the driver did not register: {pyodbc.drivers()}")
 
 
-def _project(workdir, env: dict[str, str]) -> Project:
-    from financial_etl_tests.test_export_postgres import _row, _warehouse_with_mart
+def _settings(workdir, env: dict[str, str]) -> Settings:
+    from financial_etl_tests.export.test_export_postgres import _row, _warehouse_with_mart
 
     for key, value in env.items():
         os.environ[key] = value
@@ -124,20 +123,21 @@ def _project(workdir, env: dict[str, str]) -> Project:
 
 def test_a_closed_port_is_a_clear_connection_error_with_exit_4(workdir, clean_env, odbc_driver_18):
     port = free_port()
-    project = _project(workdir, {})
-    target = export_target_for(project.settings, env={}, mssql_fields={
+    settings = _settings(workdir, {})
+    target = export_target_for(settings, env={}, mssql_fields={
         "HOST": "127.0.0.1", "PORT": str(port), "USERNAME": "sa", "PASSWORD": PASSWORD, "CONNECT_TIMEOUT": "3",
     })
     with pytest.raises(DestinationUnreachableError) as excinfo:
-        load_export(project, target, start=dt.date(2024, 1, 1), end=dt.date(2024, 1, 31))
+        load_export(settings, target, start=dt.date(2024, 1, 1), end=dt.date(2024, 1, 31))
     message = str(excinfo.value)
     assert f"cannot reach SQL Server 127.0.0.1:{port}/FINANCIAL_MART" in message
     assert PASSWORD not in message
     assert excinfo.value.exit_code == EXIT_CONNECTION
 
 
+@pytest.mark.slow
 def test_a_missing_driver_names_the_installed_ones_and_exits_4(workdir, clean_env, odbc_driver_18, capsys):
-    from financial_etl.cli import main
+    from financial_etl.cli.main import main
 
     clean_env.setenv("FINANCIAL_ETL_TICKERS", "AAA")
     clean_env.setenv("FINANCIAL_ETL_START_DATE", "2024-01-02")
@@ -152,9 +152,10 @@ def test_a_missing_driver_names_the_installed_ones_and_exits_4(workdir, clean_en
     assert PASSWORD not in err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("FINANCIAL_ETL_MSSQL_TEST_URL"), reason="set FINANCIAL_ETL_MSSQL_TEST_URL (see compose.yaml)")
 def test_live_sql_server_export_merge_and_reconciliation(workdir, clean_env):
-    from financial_etl.cli import main
+    from financial_etl.cli.main import main
 
     clean_env.setenv("FINANCIAL_ETL_MSSQL_URL", os.environ["FINANCIAL_ETL_MSSQL_TEST_URL"])
     clean_env.setenv("FINANCIAL_ETL_MSSQL_TRUST_SERVER_CERTIFICATE", "yes")

@@ -10,14 +10,18 @@ import time
 import duckdb
 import pytest
 
-from financial_etl.assets.export import MART_COLUMNS, load_export
-from financial_etl.cli import main
-from financial_etl.errors import EXIT_CONNECTION, EXIT_SUCCESS
-from financial_etl.export_errors import DestinationUnreachableError, LoginFailedError, MissingDatabaseError
-from financial_etl.export_target import export_target_for
-from financial_etl.resources import Project
+from financial_etl.cli.main import main
+from financial_etl.errors import (
+    EXIT_CONNECTION,
+    EXIT_SUCCESS,
+    DestinationUnreachableError,
+    LoginFailedError,
+    MissingDatabaseError,
+)
+from financial_etl.export.assets import load_export
+from financial_etl.export.destination import export_target_for
 from financial_etl.settings import REPO_ROOT, load_settings
-from financial_etl_tests.conftest import assert_same_rows, day, query
+from financial_etl_tests.helpers import MART_COLUMNS, assert_same_rows, day, query
 
 # The mart's columns: the target also holds _dlt_load_id, the load that wrote each row.
 TARGET_ROWS = f'SELECT {", ".join(MART_COLUMNS)} FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
@@ -36,6 +40,7 @@ def _target_rows(pg):
     return [tuple(r) for r in pg.query(TARGET_ROWS)]
 
 
+@pytest.mark.slow
 def test_ranges_merge_into_postgres_and_reruns_change_nothing(workdir, pg_env):
     db = workdir / "data" / "financial_etl.duckdb"
     assert main(["run", "--start", "2024-01-02", "--end", "2024-02-29"]) == EXIT_SUCCESS
@@ -66,7 +71,7 @@ def _warehouse_with_mart(workdir, rows):
             "daily_return_pct DOUBLE, price_range_pct DOUBLE, volume_ratio DOUBLE, volume_sma_20 BIGINT)"
         )
         con.executemany(f"INSERT INTO marts.stock_metrics VALUES ({', '.join(['?'] * 19)})", rows)
-    return Project(load_settings())
+    return load_settings()
 
 
 def _row(ticker, day_, close, **overrides):
@@ -83,19 +88,20 @@ def test_nan_and_infinity_arrive_as_null(workdir, pg_env):
         _row("AAA", dt.date(2024, 1, 2), 10.0, daily_return_pct=float("nan"), volume_ratio=float("inf")),
         _row("AAA", dt.date(2024, 1, 3), 11.0, macd_line=float("-inf"), rsi_14_day=None),
     ]
-    project = _warehouse_with_mart(workdir, rows)
-    target = export_target_for(project.settings)
-    assert load_export(project, target, start=dt.date(2024, 1, 1), end=dt.date(2024, 1, 31)) == 2
+    settings = _warehouse_with_mart(workdir, rows)
+    target = export_target_for(settings)
+    assert load_export(settings, target, start=dt.date(2024, 1, 1), end=dt.date(2024, 1, 31)) == 2
     got = pg_env.query('SELECT daily_return_pct, volume_ratio, macd_line, rsi_14_day FROM dbo."Dim_Stock_Metrics" ORDER BY trade_date')
     assert got == [(None, None, 0.1, 50.0), (0.5, 1.0, None, None)]
 
 
+@pytest.mark.slow
 def test_a_full_refresh_is_atomic_for_a_concurrent_reader(workdir, pg_env):
     old = [_row("OLD", dt.date(2020, 1, 1) + dt.timedelta(days=i), 10.0 + i) for i in range(500)]
-    project = _warehouse_with_mart(workdir, old)
-    target = export_target_for(project.settings)
-    load_export(project, target, start=None, end=None, full_refresh=True)
-    with duckdb.connect(str(project.settings.duckdb_path)) as con:
+    settings = _warehouse_with_mart(workdir, old)
+    target = export_target_for(settings)
+    load_export(settings, target, start=None, end=None, full_refresh=True)
+    with duckdb.connect(str(settings.duckdb_path)) as con:
         con.execute("DELETE FROM marts.stock_metrics")
         con.execute(
             "INSERT INTO marts.stock_metrics SELECT 'T' || (i % 100)::VARCHAR, DATE '2000-01-01' + (i // 100)::INT, "
@@ -116,7 +122,7 @@ def test_a_full_refresh_is_atomic_for_a_concurrent_reader(workdir, pg_env):
     thread = threading.Thread(target=reader)
     thread.start()
     try:
-        assert load_export(project, target, start=None, end=None, full_refresh=True) == 120000
+        assert load_export(settings, target, start=None, end=None, full_refresh=True) == 120000
     finally:
         time.sleep(0.2)
         stop.set()
@@ -131,10 +137,10 @@ def test_a_full_refresh_is_atomic_for_a_concurrent_reader(workdir, pg_env):
     [({"password": "wrong-password"}, LoginFailedError), ({"database": "no_such_db"}, MissingDatabaseError)],
 )
 def test_login_failure_and_missing_database_are_clear_and_never_show_the_password(workdir, pg_env, url_change, error):
-    project = _warehouse_with_mart(workdir, [_row("AAA", dt.date(2024, 1, 2), 10.0)])
-    target = export_target_for(project.settings, env={"FINANCIAL_ETL_EXPORT_URL": pg_env.url(**url_change)})
+    settings = _warehouse_with_mart(workdir, [_row("AAA", dt.date(2024, 1, 2), 10.0)])
+    target = export_target_for(settings, env={"FINANCIAL_ETL_EXPORT_URL": pg_env.url(**url_change)})
     with pytest.raises(error) as excinfo:
-        load_export(project, target, start=dt.date(2024, 1, 1), end=dt.date(2024, 1, 31))
+        load_export(settings, target, start=dt.date(2024, 1, 1), end=dt.date(2024, 1, 31))
     message = str(excinfo.value)
     assert "PostgreSQL 127.0.0.1" in message
     assert pg_env.password not in message and "wrong-password" not in message
@@ -145,9 +151,9 @@ def test_an_unreachable_server_is_a_connection_error(workdir, clean_env):
     from financial_etl_tests.servers import free_port
 
     clean_env.setenv("FINANCIAL_ETL_EXPORT_URL", f"postgresql://etl:s3cret-pw@127.0.0.1:{free_port()}/financial_mart")
-    project = _warehouse_with_mart(workdir, [_row("AAA", dt.date(2024, 1, 2), 10.0)])
+    settings = _warehouse_with_mart(workdir, [_row("AAA", dt.date(2024, 1, 2), 10.0)])
     with pytest.raises(DestinationUnreachableError) as excinfo:
-        load_export(project, export_target_for(project.settings), start=dt.date(2024, 1, 1), end=dt.date(2024, 1, 31))
+        load_export(settings, export_target_for(settings), start=dt.date(2024, 1, 1), end=dt.date(2024, 1, 31))
     assert "cannot reach PostgreSQL 127.0.0.1" in str(excinfo.value)
     assert "s3cret-pw" not in str(excinfo.value)
 
@@ -166,6 +172,7 @@ def _wait_for_staging_load(pg, timeout_s: float = 120) -> None:
     raise AssertionError("the export never started loading")
 
 
+@pytest.mark.slow
 def test_a_server_killed_mid_load_fails_with_exit_4_leaves_the_target_and_reruns_cleanly(workdir, pg_env, clean_env):
     db = workdir / "data" / "financial_etl.duckdb"
     clean_env.setenv("FINANCIAL_ETL_TICKERS", ",".join(f"T{i:03d}" for i in range(80)))
@@ -176,7 +183,7 @@ def test_a_server_killed_mid_load_fails_with_exit_4_leaves_the_target_and_reruns
 
     env = os.environ.copy()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "financial_etl.cli", "run", "--start", "2022-01-03", "--end", "2024-12-31", "--full-refresh"],
+        [sys.executable, "-m", "financial_etl.cli.main", "run", "--start", "2022-01-03", "--end", "2024-12-31", "--full-refresh", "--verbose"],
         env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     output = []

@@ -17,13 +17,22 @@ from dagster import (
     build_sensor_context,
 )
 
-from financial_etl.cli import execute_range
+from financial_etl.calendar import year_partitions
+from financial_etl.cli.main import execute_range
 from financial_etl.definitions import DAILY_JOB, build_definitions
-from financial_etl.partitions import END_TAG, RANGE_END_TAG, RANGE_START_TAG, START_TAG, range_tags
-from financial_etl.run_tags import MODE_TAG, REASON_TAG, TICKERS_TAG
+from financial_etl.extract.sources.synthetic import fetch_synthetic
+from financial_etl.runs import (
+    END_TAG,
+    MODE_TAG,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    REASON_TAG,
+    START_TAG,
+    TICKERS_TAG,
+    range_tags,
+)
 from financial_etl.settings import REPO_ROOT, load_settings
-from financial_etl.sources.synthetic import fetch_synthetic
-from financial_etl_tests.conftest import assert_same_rows, day, query, write_yahoo_csv
+from financial_etl_tests.helpers import assert_same_rows, day, query, write_yahoo_csv
 
 NY = "America/New_York"
 RAW_ROWS = "SELECT ticker, date, open_price, high_price, low_price, close_price, volume FROM raw.eod_prices_raw ORDER BY ALL"
@@ -96,6 +105,7 @@ def _scheduled_run(instance, start: str, end: str, fail: bool = False):
     return result
 
 
+@pytest.mark.slow
 def test_the_evening_run_catches_up_from_the_last_successful_evening_run(workdir, clean_env, instance):
     clean_env.setenv("FINANCIAL_ETL_TICKERS", "AAA")
     clean_env.setenv("FINANCIAL_ETL_START_DATE", "2023-12-01")
@@ -125,6 +135,7 @@ def test_schedule_skips_weekends_and_exchange_holidays_naming_them(workdir, inst
     assert reason in tick.skip_message and "NYSE is closed" in tick.skip_message
 
 
+@pytest.mark.slow
 def test_an_exchange_holiday_partition_completes_with_zero_rows(workdir, clean_env):
     clean_env.setenv("FINANCIAL_ETL_START_DATE", "2024-12-02")
     result = execute_range(load_settings(), day("2024-12-25"), day("2024-12-25"))
@@ -137,6 +148,7 @@ def test_an_exchange_holiday_partition_completes_with_zero_rows(workdir, clean_e
 # --- backfills --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_three_month_backfill_in_one_run_equals_running_day_by_day(tmp_path, clean_env):
     clean_env.setenv("FINANCIAL_ETL_TICKERS", "AAA,BBB")
     clean_env.setenv("FINANCIAL_ETL_START_DATE", "2024-01-02")
@@ -172,6 +184,7 @@ def test_a_three_month_backfill_in_one_run_equals_running_day_by_day(tmp_path, c
     assert len(by_range[1]) == 2 * 61  # 61 NYSE sessions in the range
 
 
+@pytest.mark.slow
 def test_rerunning_a_range_is_idempotent_and_touches_nothing_outside_it(workdir, clean_env):
     clean_env.setenv("FINANCIAL_ETL_TICKERS", "AAA,BBB")
     clean_env.setenv("FINANCIAL_ETL_START_DATE", "2024-01-02")
@@ -192,17 +205,32 @@ def _evaluate(sensor_name: str, cursor=None, instance=None):
     return sensor.evaluate_tick(context)
 
 
+ASSETS = {"raw/eod_prices_raw", "marts/stock_metrics", "dbo/Dim_Stock_Metrics"}
+
+
 def _execute_request(request):
-    """What the backfill daemon does with a sensor's request: one run over its range."""
+    """What the daemon does with a sensor's request: one run of its assets over its year
+    partitions, narrowed to its dates by its tags. Returns the years every asset
+    materialized and the dates the extract loaded, as the run recorded them."""
     settings = load_settings()
     defs = build_definitions(settings)
-    subsets = request.asset_graph_subset.partitions_subsets_by_asset_key
-    assert {key.to_user_string() for key in subsets} == {"raw/eod_prices_raw", "marts/stock_metrics", "dbo/Dim_Stock_Metrics"}
-    keys = sorted({k for subset in subsets.values() for k in subset.get_partition_keys()})
-    tags = {**request.tags, RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}
-    result = defs.resolve_job_def(DAILY_JOB).execute_in_process(tags=tags, raise_on_error=False)
+    assert {key.to_user_string() for key in request.asset_selection} == ASSETS
+    assert request.partition_key is None and request.partition_key_range is not None
+    years = year_partitions(settings.start_date).get_partition_keys_in_range(request.partition_key_range)
+    result = defs.resolve_job_def(DAILY_JOB).execute_in_process(
+        tags=request.tags, asset_selection=request.asset_selection, raise_on_error=False,
+    )
     assert result.success
-    return keys, (request.tags[START_TAG], request.tags[END_TAG])
+    assert result.dagster_run.tags[RANGE_START_TAG] == years[0] and result.dagster_run.tags[RANGE_END_TAG] == years[-1]
+    materialized: dict[str, set[str]] = {}
+    for event in result.get_asset_materialization_events():
+        materialized.setdefault(event.materialization.asset_key.to_user_string(), set()).add(event.partition)
+    assert materialized == {asset: set(years) for asset in ASSETS}
+    raw = next(e.materialization.metadata for e in result.get_asset_materialization_events()
+               if e.materialization.asset_key.to_user_string() == "raw/eod_prices_raw")
+    loaded = (raw["range_start"].value, raw["range_end"].value)
+    assert loaded == (request.tags[START_TAG], request.tags[END_TAG])
+    return years, loaded
 
 
 @pytest.fixture
@@ -267,6 +295,7 @@ def csv_universe(workdir, clean_env):
     return csv_dir, frames
 
 
+@pytest.mark.slow
 def test_a_four_for_one_split_restates_that_ticker_only(workdir, csv_universe, tmp_path, clean_env):
     csv_dir, frames = csv_universe
     assert execute_range(load_settings(), day("2024-01-02"), day("2024-06-28")).success
@@ -318,6 +347,7 @@ def test_a_restatement_must_cover_the_whole_history(workdir, csv_universe):
     assert "must start at FINANCIAL_ETL_START_DATE=2024-01-02" in str(failure.step_failure_data.error.cause or failure.step_failure_data.error)
 
 
+@pytest.mark.slow
 def test_a_failed_run_is_recorded_with_asset_partition_and_error(workdir, csv_universe):
     csv_dir, _ = csv_universe
     (csv_dir / "BBB.csv").write_text("Date;Open;High;Low;Close;Volume\n2024-01-02;1;2;0.5;1;10\n")
@@ -357,10 +387,11 @@ def test_a_run_failed_on_a_bad_date_tag_is_recorded_with_the_tag_it_held(workdir
     assert "financial_etl/start='June 10th' is not a date" in record["failed_steps"][0]["error"]
 
 
+@pytest.mark.slow
 def test_a_backfill_and_the_daily_run_started_together_both_succeed(workdir, clean_env, tmp_path):
     clean_env.setenv("FINANCIAL_ETL_TICKERS", "AAA,BBB")
     clean_env.setenv("FINANCIAL_ETL_START_DATE", "2024-01-02")
-    cli = [sys.executable, "-m", "financial_etl.cli", "run"]
+    cli = [sys.executable, "-m", "financial_etl.cli.main", "run"]
     backfill = subprocess.Popen([*cli, "--start", "2024-01-02", "--end", "2024-03-29"], env=os.environ.copy(),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT)
     daily = subprocess.Popen([*cli, "--start", "2024-04-01", "--end", "2024-04-01"], env=os.environ.copy(),

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from financial_etl.sources import contract as c
-from financial_etl.sources.contract import Rejected, apply_contract
-from financial_etl_tests.conftest import day
+from financial_etl.extract import contract as c
+from financial_etl.extract.contract import Rejected, apply_contract
+from financial_etl_tests.helpers import day
 
 START, END = day("2024-03-01"), day("2024-03-29")
 

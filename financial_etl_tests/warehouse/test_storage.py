@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from financial_etl.errors import EXIT_STORAGE, EXIT_SUCCESS, StorageError
-from financial_etl.storage import check_writable, storage_errors, storage_problem
-from financial_etl_tests.conftest import query
+from financial_etl.warehouse.storage import check_writable, storage_errors, storage_problem
+from financial_etl_tests.helpers import query
 
 CLI = str(Path(sys.executable).with_name("financial-etl"))
 TICKERS = ",".join(f"S{i:02d}" for i in range(20))
@@ -86,6 +86,7 @@ def namespace_or_skip(script: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_hit_mid_run_names_the_file_keeps_the_data_and_a_rerun_completes(
     loaded, uninterrupted, tmp_path
 ):
@@ -106,6 +107,7 @@ def test_a_file_size_limit_hit_mid_run_names_the_file_keeps_the_data_and_a_rerun
     assert snapshot(data) == uninterrupted
 
 
+@pytest.mark.slow
 def test_a_disk_that_fills_up_mid_run_names_the_path_and_a_rerun_completes(loaded, uninterrupted, tmp_path):
     data = copy_of(loaded, tmp_path)
     used = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
@@ -135,6 +137,7 @@ def test_a_disk_that_fills_up_mid_run_names_the_path_and_a_rerun_completes(loade
     assert snapshot(after) == uninterrupted
 
 
+@pytest.mark.slow
 def test_a_read_only_data_folder_fails_before_the_run_naming_the_folder(loaded, tmp_path):
     data = copy_of(loaded, tmp_path)
     env = env_for(data)

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import talib
 
-from financial_etl.lineage import column_lineage
+from financial_etl.transform.metadata import column_lineage
 from financial_etl_tests import mesh
+from financial_etl_tests.helpers import MART_COLUMNS
 
 START, END = dt.date(2021, 1, 4), dt.date(2022, 12, 30)
 INDICATORS = [
@@ -104,7 +105,10 @@ def test_sma_50_is_not_sma_20(full_run):
     assert (both.sma_20_day != both.sma_50_day).mean() > 0.99
 
 
-@pytest.mark.parametrize("batch_size", [30, 1], ids=["30-day batches", "one day at a time"])
+@pytest.mark.parametrize("batch_size", [
+    pytest.param(30, id="30-day batches"),
+    pytest.param(1, id="one day at a time", marks=pytest.mark.slow),
+])
 def test_batches_give_the_same_rows_as_one_full_run(tmp_path, prices, full_run, batch_size):
     db = tmp_path / "w.duckdb"
     mesh.write_raw(db, prices)
@@ -118,6 +122,7 @@ def test_batches_give_the_same_rows_as_one_full_run(tmp_path, prices, full_run, 
         assert_close(batched[column], full_run[column], f"{column} ({batch_size}-day batches)")
 
 
+@pytest.mark.slow
 def test_restating_a_later_range_reads_the_rows_before_it(tmp_path, prices, full_run):
     """A daily partition run restates one interval: its windows still see 50 earlier rows."""
     db = tmp_path / "w.duckdb"
@@ -167,7 +172,7 @@ def test_column_lineage_gives_the_seed_table(tmp_path):
     ctx = mesh.context(tmp_path / "w.duckdb", START)
     lineage = column_lineage(ctx, mesh.MODEL)
     ctx.close()
-    assert list(lineage) == list(mesh.MART_COLUMNS)
+    assert list(lineage) == list(MART_COLUMNS)
     for column, sources in lineage.items():
         assert {table for table, _ in sources} == {"eod_prices_raw"}, column
         expected = SEED_LINEAGE[column] | ({"ticker", "date"} if column in WINDOW_KEYS else set())

@@ -14,11 +14,11 @@ import random
 import pandas as pd
 import pytest
 
-from financial_etl.cli import main
+from financial_etl.cli.main import main
 from financial_etl.errors import EXIT_CONNECTION, EXIT_DATA_QUALITY, EXIT_SUCCESS, SourceUnavailableError
-from financial_etl.sources import yfinance as yf_source
-from financial_etl.sources.yfinance import RetryPolicy
-from financial_etl_tests.conftest import day, query, yahoo_download_frame
+from financial_etl.extract.sources import yfinance as yf_source
+from financial_etl.extract.sources.yfinance import RetryPolicy
+from financial_etl_tests.helpers import day, query, yahoo_download_frame
 
 RATE_LIMIT = "YFRateLimitError('Too Many Requests. Rate limited. Try after a while.')"
 TIMEOUT = "Timeout('curl: (28) Operation timed out after 10002 milliseconds with 0 bytes received')"
@@ -152,6 +152,7 @@ def test_an_unknown_ticker_fails_the_run_by_name_and_loads_nothing(yahoo, yahoo_
         assert query(yahoo_env, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'eod_prices_raw'") == [(0,)]
 
 
+@pytest.mark.slow
 def test_partial_loads_load_the_other_tickers_and_equal_a_run_without_the_bad_one(yahoo, yahoo_env, clean_env, tmp_path):
     yahoo(FakeYahoo(["AAPL", "GONE", "MSFT"], delisted=["GONE"]))
     clean_env.setenv("FINANCIAL_ETL_ALLOW_PARTIAL_LOADS", "true")
@@ -165,6 +166,7 @@ def test_partial_loads_load_the_other_tickers_and_equal_a_run_without_the_bad_on
     assert query(tmp_path / "clean" / "w.duckdb", RAW_ROWS) == partial
 
 
+@pytest.mark.slow
 def test_a_source_that_keeps_failing_fails_the_run_with_exit_4_and_a_rerun_repairs_it(yahoo, yahoo_env, capsys):
     yahoo(FakeYahoo(["AAPL", "GONE", "MSFT"], script=[{"AAPL": RATE_LIMIT, "GONE": RATE_LIMIT, "MSFT": RATE_LIMIT}] * 3))
     assert run() == EXIT_CONNECTION
@@ -182,6 +184,7 @@ def test_an_empty_answer_on_a_trading_day_is_an_error(yahoo, yahoo_env, monkeypa
     assert "returned no rows for any of the 3 tickers for 2024-03-05 to 2024-03-05 (1 NYSE session)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_an_empty_answer_on_a_holiday_is_normal(yahoo, yahoo_env, monkeypatch):
     monkeypatch.setattr("yfinance.download", lambda tickers, **kw: pd.DataFrame())
     assert run("2024-03-29", "2024-03-29") == EXIT_SUCCESS  # Good Friday: the NYSE is closed
