@@ -25,7 +25,14 @@ MODEL (
     daily_return_pct = 'Close-to-close return, percent',
     price_range_pct = '(high - low) / close, percent',
     volume_ratio = 'volume / mean of the last 20 volumes',
-    volume_sma_20 = 'Mean of the last 20 volumes, rounded'
+    volume_sma_20 = 'Mean of the last 20 volumes, rounded',
+    ema_12 = 'TA-Lib EMA(close, 12): the mean of the first 12 closes at row 12, then e = (close - e) * 2/13 + e',
+    ema_26 = 'TA-Lib EMA(close, 26): the mean of the first 26 closes at row 26, then e = (close - e) * 2/27 + e',
+    macd = 'TA-Lib MACD(12, 26, 9) line: fast EMA 12 (seeded at row 26 with the mean of closes 15..26) - EMA 26; NULL before row 34',
+    macd_signal = 'TA-Lib MACD(12, 26, 9) signal: EMA 9 of the MACD line, seeded at row 34 with the mean of the line over rows 26..34',
+    macd_histogram = 'TA-Lib MACD(12, 26, 9) histogram: macd - macd_signal',
+    rsi_14_wilder = 'TA-Lib RSI(close, 14), Wilder smoothing: average gain and loss seeded with the mean of the first 14 changes (row 15), then (a * 13 + x) / 14; 100 * gain / (gain + loss), 0 when both are 0',
+    atr_14_wilder = 'TA-Lib ATR(14), Wilder smoothing: the mean of the first 14 true ranges (row 15), then (a * 13 + true range) / 14'
   ),
   audits (
     not_null(columns := (ticker, trade_date, close_price, volume)),
@@ -34,7 +41,10 @@ MODEL (
     valid_ohlc_prices,
     open_close_within_high_low,
     positive_volume,
-    valid_atr
+    valid_atr,
+    valid_rsi_wilder_range,
+    valid_atr_wilder,
+    macd_histogram_identity
   )
 );
 
@@ -50,6 +60,12 @@ MODEL (
  *
  * Warm-up: an indicator is NULL until its window is full, checked by counting the
  * rows (or changes) inside the window, never with partial windows.
+ *
+ * The recursive indicators (ema_12, ema_26, macd, macd_signal, macd_histogram,
+ * rsi_14_wilder, atr_14_wilder: TA-Lib's EMA, MACD(12, 26, 9), RSI(14), ATR(14)) depend
+ * on a ticker's whole history, not on a window of rows. marts.recursive_indicators (a
+ * Python model, formulas and seeding in its file) computes them from a carried per-ticker
+ * state; this model joins its rows of the batch and adds them after the seed's columns.
  */
 WITH batch AS (
   SELECT ticker, date, open_price, high_price, low_price, close_price, volume
@@ -131,7 +147,7 @@ WITH batch AS (
   FROM steps
 )
 SELECT
-  ticker::TEXT AS ticker,
+  windows.ticker::TEXT AS ticker,
   date::DATE AS trade_date,
   open_price::DOUBLE AS open_price,
   high_price::DOUBLE AS high_price,
@@ -162,6 +178,19 @@ SELECT
   ((high_price - low_price) / close_price * 100)::DOUBLE AS price_range_pct,
   /* Volume: current over the mean of the last 20, and that mean rounded half away from zero */
   CASE WHEN position >= 20 THEN volume / avg_volume20 END::DOUBLE AS volume_ratio,
-  CASE WHEN position >= 20 THEN ROUND(avg_volume20) END::BIGINT AS volume_sma_20
+  CASE WHEN position >= 20 THEN ROUND(avg_volume20) END::BIGINT AS volume_sma_20,
+  /* TA-Lib EMA(12) and EMA(26), MACD(12, 26, 9), RSI(14) and ATR(14) with Wilder
+     smoothing: computed with their carried state in marts.recursive_indicators */
+  ema_12::DOUBLE AS ema_12,
+  ema_26::DOUBLE AS ema_26,
+  macd::DOUBLE AS macd,
+  macd_signal::DOUBLE AS macd_signal,
+  macd_histogram::DOUBLE AS macd_histogram,
+  rsi_14_wilder::DOUBLE AS rsi_14_wilder,
+  atr_14_wilder::DOUBLE AS atr_14_wilder
 FROM windows
+LEFT JOIN marts.recursive_indicators /* no alias: the column lineage names the table */
+  ON recursive_indicators.ticker = windows.ticker
+  AND recursive_indicators.trade_date = windows.date
+  AND recursive_indicators.trade_date BETWEEN @start_ds AND @end_ds
 WHERE date BETWEEN @start_ds AND @end_ds
