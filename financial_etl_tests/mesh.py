@@ -15,9 +15,11 @@ from financial_etl.extract.contract import RAW_SCHEMA
 from financial_etl.extract.sources.synthetic import fetch_synthetic
 from financial_etl.settings import SQLMESH_PROJECT_DIR
 from financial_etl.transform.sqlmesh_adapter import mesh_config
-from financial_etl.warehouse import MART, RAW, RAW_DATASET
+from financial_etl.warehouse import MART, RAW, RAW_DATASET, RECURSIVE
 
 MODEL = MART
+# Every model of the project: a re-loaded range restates both (as the pipeline does).
+MODELS = [RECURSIVE, MART]
 
 
 def write_raw(db: Path, frame: pd.DataFrame) -> None:
@@ -39,6 +41,10 @@ def project_copy(dest: Path, *, batch_size: int | None = None, audits: bool = Tr
         text, n = re.subn(r"time_column trade_date", f"time_column trade_date,\n    batch_size {batch_size}", text, count=1)
         assert n == 1
         model.write_text(text)
+        model = dest / "models" / "marts" / "recursive_indicators.py"
+        text, n = re.subn(r'time_column="trade_date",', f'time_column="trade_date",\n        batch_size={batch_size},', model.read_text(), count=1)
+        assert n == 1
+        model.write_text(text)
     if not audits:
         model = dest / "models" / "marts" / "stock_metrics.sql"
         text, n = re.subn(r"\n  audits \(.*?\n  \)\n", "\n", model.read_text(), count=1, flags=re.S)
@@ -57,12 +63,12 @@ def plan_prod(ctx: Context, until: dt.date, **kwargs) -> None:
 
 
 def restate(ctx: Context, start: dt.date, end: dt.date) -> None:
-    plan_prod(ctx, end, restate_models=[MODEL], start=start.isoformat(), end=end.isoformat())
+    plan_prod(ctx, end, restate_models=MODELS, start=start.isoformat(), end=end.isoformat())
 
 
-def mart(db: Path) -> pd.DataFrame:
+def mart(db: Path, table: str = MART) -> pd.DataFrame:
     with duckdb.connect(str(db), read_only=True) as con:
-        return con.execute(f"SELECT * FROM {MART} ORDER BY ticker, trade_date").df()
+        return con.execute(f"SELECT * FROM {table} ORDER BY ticker, trade_date").df()
 
 
 def history_with_gaps(start: dt.date, end: dt.date) -> pd.DataFrame:
