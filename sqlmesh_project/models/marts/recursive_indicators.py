@@ -143,8 +143,9 @@ def compute(frame: pd.DataFrame, state: pd.DataFrame | None = None) -> pd.DataFr
         ignored, so the last output row of each ticker can be passed as is), describing
         each ticker just before its first row in `frame`; None / missing ticker = the
         ticker's history starts with this frame.
-    Returns frame's columns + INDICATOR_COLUMNS + STATE_COLUMNS, same row order
-    (after the sort) with a fresh RangeIndex.
+    Returns ticker, trade_date + INDICATOR_COLUMNS + STATE_COLUMNS (the model's columns,
+    in its order), same row order (after the sort) with a fresh RangeIndex. The frame is
+    built on the computed arrays without copying them.
     """
     df = frame
     tick = df["ticker"].to_numpy()
@@ -157,19 +158,20 @@ def compute(frame: pd.DataFrame, state: pd.DataFrame | None = None) -> pd.DataFr
             if df.duplicated(["ticker", "trade_date"]).any():
                 raise ValueError("duplicate (ticker, trade_date) rows")
             tick = df["ticker"].to_numpy()
-    df = df.reset_index(drop=True)
     N = len(df)
     out = {name: np.full(N, np.nan) for name in INDICATOR_COLUMNS}
     st_out = {name: np.empty(N, dtype=np.float64) for name in STATE_COLUMNS[1:]}
     st_n_out = np.zeros(N, dtype=np.int64)
+
+    def result() -> pd.DataFrame:
+        # copy=False: one block per column on the arrays themselves (no consolidating copy)
+        return pd.DataFrame(
+            {"ticker": tick, "trade_date": df["trade_date"].to_numpy(), **out, "st_n": st_n_out, **st_out},
+            copy=False,
+        )
+
     if N == 0:
-        res = df.copy()
-        for k, v in out.items():
-            res[k] = v
-        res["st_n"] = st_n_out
-        for k, v in st_out.items():
-            res[k] = v
-        return res
+        return result()
 
     c_all = df["close_price"].to_numpy(dtype=np.float64)
     h_all = df["high_price"].to_numpy(dtype=np.float64)
@@ -261,14 +263,7 @@ def compute(frame: pd.DataFrame, state: pd.DataFrame | None = None) -> pd.DataFr
     pos = np.arange(N) - np.repeat(np.r_[0, brk], np.diff(np.r_[0, brk, N]))
     n0_row = np.repeat(_unsort(n0, order), np.diff(np.r_[0, brk, N]))
     st_n_out = n0_row + pos + 1
-
-    res = df.copy()
-    for name in INDICATOR_COLUMNS:
-        res[name] = out[name]
-    res["st_n"] = st_n_out
-    for name in STATE_COLUMNS[1:]:
-        res[name] = st_out[name]
-    return res
+    return result()
 
 
 def _unsort(v, order):
@@ -396,4 +391,4 @@ def execute(
         yield from ()
         return
     state = _read_state(context, this, first, frame["ticker"].unique().tolist())
-    yield compute(frame, state)[list(COLUMNS)]
+    yield compute(frame, state)  # exactly COLUMNS, in order
