@@ -331,6 +331,29 @@ def _raw_table(context: ExecutionContext) -> str:
         return "raw.eod_prices_raw"
 
 
+def _read_prices(context: ExecutionContext, query: str) -> pd.DataFrame:
+    """The batch's raw rows, as `context.fetchdf` would return them (ticker as Python
+    strings, trade_date as datetime64[us], float64 prices), read through Arrow: DuckDB's
+    pandas conversion builds one Python string per row, Arrow keeps the ticker dictionary
+    encoded and only the few distinct tickers become Python strings."""
+    import pyarrow as pa
+
+    adapter = context.engine_adapter
+    with adapter.transaction():
+        adapter.execute(query)
+        table = adapter.cursor.to_arrow_table()
+    ticker = table.column("ticker").combine_chunks().dictionary_encode()
+    names = np.asarray(ticker.dictionary.to_pylist(), dtype=object)
+    codes = ticker.indices.to_numpy(zero_copy_only=False)
+    columns = {"ticker": names[codes]}
+    columns["trade_date"] = (
+        table.column("trade_date").combine_chunks().cast(pa.timestamp("us")).to_numpy(zero_copy_only=False)
+    )
+    for name in ("high_price", "low_price", "close_price"):
+        columns[name] = table.column(name).combine_chunks().cast(pa.float64()).to_numpy(zero_copy_only=False)
+    return pd.DataFrame(columns, copy=False)
+
+
 def _read_state(context: ExecutionContext, this: str, start: str, tickers: list[str]) -> pd.DataFrame:
     """Per ticker of the batch, the state columns of its last row before `start`: from the
     last STATE_RECENT_DAYS days first (O(tickers) rows for a daily run), then from the whole
@@ -382,9 +405,10 @@ def execute(
     prices = _raw_table(context)
     this = context.resolve_table("marts.recursive_indicators")
     first, last = to_ds(start), to_ds(end)
-    frame = context.fetchdf(
+    frame = _read_prices(
+        context,
         f"SELECT ticker, date AS trade_date, high_price, low_price, close_price FROM {prices} "
-        f"WHERE date BETWEEN DATE '{first}' AND DATE '{last}' ORDER BY ticker, date"
+        f"WHERE date BETWEEN DATE '{first}' AND DATE '{last}' ORDER BY ticker, date",
     )
     if frame.empty:
         # A Python model may not return an empty frame; yielding nothing writes no rows.
