@@ -25,7 +25,8 @@ left-to-right sum from 0.0 divided by n, which reproduces TA-Lib's seeds bit for
 
 Why a Python model with state columns: every value depends on the ticker's whole history,
 so a batch cannot re-read a fixed number of earlier rows (as marts.stock_metrics does).
-Each row stores the ticker's state after it (st_*); a batch reads, per ticker, its last
+Each row stores the ticker's state after it (st_*; four of them are NULL once an indicator
+holds the same value, see SHARED_STATE); a batch reads, per ticker, its last
 row before @start and continues the recursions from there. One batch, 30-day batches,
 one day at a time and a restatement from any date give bit-identical values.
 
@@ -64,6 +65,16 @@ K12 = 2.0 / 13.0
 K26 = 2.0 / 27.0
 K9 = 2.0 / 10.0
 WARMUP = 34  # after 34 rows of a ticker (st_n >= 34 before a row) every seed is done
+# State columns that hold the same value as an indicator once it is seeded: from that row
+# on (st_n >= the count) they are stored NULL and the state is read from the indicator
+# (bit for bit the same double), which spares writing four columns of nearly every row.
+# state column: (indicator holding it, st_n from which it is NULL)
+SHARED_STATE = {
+    "st_ema12": ("ema_12", 12),
+    "st_ema26": ("ema_26", 26),
+    "st_signal": ("macd_signal", 34),
+    "st_atr": ("atr_14_wilder", 15),
+}
 
 
 
@@ -123,7 +134,10 @@ def _prepare_state(tickers: np.ndarray, state: pd.DataFrame | None):
     fl = np.zeros((8, T), dtype=np.float64)
     fl[0] = np.nan  # no previous close
     if state is not None and len(state):
-        st = state[["ticker"] + STATE_COLUMNS]
+        st = state[["ticker"] + STATE_COLUMNS].copy()
+        for column, (indicator, _) in SHARED_STATE.items():
+            if indicator in state.columns:  # a NULL shared column: the indicator holds it
+                st[column] = st[column].where(st[column].notna(), state[indicator])
         if st["ticker"].duplicated().any():
             raise ValueError("state must have at most one row per ticker")
         st = st.set_index("ticker").reindex(pd.Index(tickers))
@@ -139,8 +153,9 @@ def compute(frame: pd.DataFrame, state: pd.DataFrame | None = None) -> pd.DataFr
 
     frame: columns ticker, trade_date, high_price, low_price, close_price; sorted by
         (ticker, trade_date) (it is stably sorted if not). Several tickers allowed.
-    state: one row per ticker with columns ticker + STATE_COLUMNS (extra columns are
-        ignored, so the last output row of each ticker can be passed as is), describing
+    state: one row per ticker with columns ticker + STATE_COLUMNS (and the indicators
+        of SHARED_STATE, which fill those state columns where they are NULL; other columns
+        are ignored, so the last output row of each ticker can be passed as is), describing
         each ticker just before its first row in `frame`; None / missing ticker = the
         ticker's history starts with this frame.
     Returns ticker, trade_date + INDICATOR_COLUMNS + STATE_COLUMNS (the model's columns,
@@ -160,7 +175,10 @@ def compute(frame: pd.DataFrame, state: pd.DataFrame | None = None) -> pd.DataFr
             tick = df["ticker"].to_numpy()
     N = len(df)
     out = {name: np.full(N, np.nan) for name in INDICATOR_COLUMNS}
-    st_out = {name: np.empty(N, dtype=np.float64) for name in STATE_COLUMNS[1:]}
+    st_out = {
+        name: np.full(N, np.nan) if name in SHARED_STATE else np.empty(N, dtype=np.float64)
+        for name in STATE_COLUMNS[1:]
+    }
     st_n_out = np.zeros(N, dtype=np.int64)
 
     def result() -> pd.DataFrame:
@@ -213,8 +231,12 @@ def compute(frame: pd.DataFrame, state: pd.DataFrame | None = None) -> pd.DataFr
             s[:m] = v
         for arr, v in zip((o_e12, o_e26, o_macd, o_sig, o_hist, o_rsi, o_atr), outs):
             arr[idx] = v
-        for arr, v in zip((s_close, s_e12, s_e26, s_fast, s_sig, s_gain, s_loss, s_atr), S):
-            arr[idx] = v[:m]
+        st_n = r + 1
+        for name, arr, v in zip(STATE_COLUMNS[1:], (s_close, s_e12, s_e26, s_fast, s_sig, s_gain, s_loss, s_atr), S):
+            if name in SHARED_STATE:  # NULL once the indicator holds the same value
+                arr[idx] = np.where(st_n >= SHARED_STATE[name][1], np.nan, v[:m])
+            else:
+                arr[idx] = v[:m]
         k += 1
 
     # ---- phase 2: every active ticker has all seeds done: plain recursions, written as
@@ -250,14 +272,11 @@ def compute(frame: pd.DataFrame, state: pd.DataFrame | None = None) -> pd.DataFr
                 o_hist[idx] = line - sig
                 o_rsi[idx] = np.where(tot == 0.0, 0.0, 100.0 * (g / tot))
                 o_atr[idx] = atr
+                # st_ema12, st_ema26, st_signal, st_atr stay NULL: SHARED_STATE
                 s_close[idx] = c
-                s_e12[idx] = e12
-                s_e26[idx] = e26
                 s_fast[idx] = fast
-                s_sig[idx] = sig
                 s_gain[idx] = g
                 s_loss[idx] = lo
-                s_atr[idx] = atr
                 pc = c
     # st_n everywhere: n0 + position within ticker + 1 (vectorized, covers both phases)
     pos = np.arange(N) - np.repeat(np.r_[0, brk], np.diff(np.r_[0, brk, N]))
@@ -311,13 +330,13 @@ COLUMN_DESCRIPTIONS = {
     "atr_14_wilder": "TA-Lib ATR(14), Wilder: mean of the first 14 true ranges (rows 2..15), then (a * 13 + TR) / 14",
     "st_n": "State: rows of the ticker so far, this one included",
     "st_close": "State: this row's close (the next row's previous close)",
-    "st_ema12": "State: sum of the closes so far while st_n < 12, then EMA 12",
-    "st_ema26": "State: sum of the closes so far while st_n < 26, then EMA 26 (the MACD slow EMA)",
+    "st_ema12": "State: sum of the closes so far while st_n < 12, then NULL (the state is ema_12)",
+    "st_ema26": "State: sum of the closes so far while st_n < 26, then NULL (the state is ema_26, the MACD slow EMA)",
     "st_fast": "State: 0 up to row 14, sum of the closes of rows 15..st_n while st_n < 26, then the MACD fast EMA",
-    "st_signal": "State: 0 up to row 25, sum of the MACD line of rows 26..st_n while st_n < 34, then the signal EMA",
+    "st_signal": "State: 0 up to row 25, sum of the MACD line of rows 26..st_n while st_n < 34, then NULL (the state is macd_signal)",
     "st_gain": "State: sum of the gains so far while st_n < 15, then the Wilder average gain",
     "st_loss": "State: sum of the losses so far while st_n < 15, then the Wilder average loss",
-    "st_atr": "State: sum of the true ranges so far while st_n < 15, then ATR 14",
+    "st_atr": "State: sum of the true ranges so far while st_n < 15, then NULL (the state is atr_14_wilder)",
 }
 
 
@@ -355,12 +374,14 @@ def _read_prices(context: ExecutionContext, query: str) -> pd.DataFrame:
 
 
 def _read_state(context: ExecutionContext, this: str, start: str, tickers: list[str]) -> pd.DataFrame:
-    """Per ticker of the batch, the state columns of its last row before `start`: from the
+    """Per ticker of the batch, the state columns of its last row before `start` (and the
+    indicators that hold SHARED_STATE's columns once seeded): from the
     last STATE_RECENT_DAYS days first (O(tickers) rows for a daily run), then from the whole
     table for the tickers not found there. A ticker with no earlier row starts afresh."""
     # The last row per ticker. (Not `QUALIFY row_number() ... = 1`: DuckDB 1.5.6 fails on it
     # with an internal error over a unit test's VALUES fixture when the date has two bounds.)
-    columns = "DISTINCT ON (ticker) " + ", ".join(["ticker", *STATE_COLUMNS])
+    shared = [indicator for indicator, _ in SHARED_STATE.values()]
+    columns = "DISTINCT ON (ticker) " + ", ".join(["ticker", *STATE_COLUMNS, *shared])
     last_row = "ORDER BY ticker, trade_date DESC"
     recent = to_ds(to_datetime(start) - timedelta(days=STATE_RECENT_DAYS))
     state = context.fetchdf(
