@@ -65,7 +65,7 @@ class StageProgress(logging.Handler):
             seconds = time.monotonic() - self.started.get(step, time.monotonic())
             status = "" if event.is_step_success else "   FAILED"
             lines = [stage_line(key, rows, seconds, status) for key, rows in self.assets.get(step, {}).items()]
-            if not lines and event.is_step_failure and not step.endswith("_checks") and "audits" not in step:
+            if not lines and event.is_step_failure:  # it failed before reporting an asset
                 lines = [f"  {step:<{NAME_WIDTH + 11}} {'':>14}   {seconds:5.1f} s   FAILED"]
             clear = "\r\033[K" if self.live else ""
             if lines or self.live:

@@ -34,7 +34,7 @@ from financial_etl.runs import EXPORT_TAG, FULL_REFRESH, restated_tickers, run_d
 from financial_etl.settings import Settings
 from financial_etl.transform.assets import RECOMPUTED_THROUGH, window_reach_end
 from financial_etl.warehouse import MART, MART_KEY, MART_KEY_COLUMNS, export_key
-from financial_etl.warehouse.lock import warehouse_lock
+from financial_etl.warehouse.lock import pipeline_folder_lock, warehouse_lock
 from financial_etl.warehouse.storage import storage_error, storage_errors
 
 EXPORT_PIPELINE = "financial_export"
@@ -92,12 +92,13 @@ def iter_mart(duckdb_path: str, start, end, tickers=None, batch_rows: int = BATC
 
 
 def export_pipeline(settings: Settings, target: ExportTarget, replace_strategy: str | None = None) -> Pipeline:
-    return dlt.pipeline(
-        pipeline_name=EXPORT_PIPELINE,
-        destination=target.destination(replace_strategy),
-        dataset_name=target.schema,
-        pipelines_dir=str(settings.pipelines_dir),
-    )
+    with pipeline_folder_lock(settings.pipelines_dir, EXPORT_PIPELINE):
+        return dlt.pipeline(
+            pipeline_name=EXPORT_PIPELINE,
+            destination=target.destination(replace_strategy),
+            dataset_name=target.schema,
+            pipelines_dir=str(settings.pipelines_dir),
+        )
 
 
 def target_row_counts(pipeline: Pipeline, table: str, start: dt.date, end: dt.date, partitions_def, keys) -> tuple[int, int, list[int]]:

@@ -29,7 +29,7 @@ from financial_etl.extract.sources import fetch_for
 from financial_etl.runs import restated_tickers, run_dates, run_tickers
 from financial_etl.settings import DEFAULT_OWNER, Settings
 from financial_etl.warehouse import QUARANTINE, RAW, RAW_DATASET, RAW_KEY
-from financial_etl.warehouse.lock import warehouse_lock
+from financial_etl.warehouse.lock import pipeline_folder_lock, warehouse_lock
 from financial_etl.warehouse.storage import check_writable, storage_errors
 
 EXTRACT_PIPELINE = "financial_extract"
@@ -55,12 +55,13 @@ def raw_table_schema() -> TableSchema:
 
 
 def extract_pipeline(settings: Settings) -> Pipeline:
-    return dlt.pipeline(
-        pipeline_name=EXTRACT_PIPELINE,
-        destination=dlt.destinations.duckdb(str(settings.duckdb_path)),
-        dataset_name=RAW_DATASET,
-        pipelines_dir=str(settings.pipelines_dir),
-    )
+    with pipeline_folder_lock(settings.pipelines_dir, EXTRACT_PIPELINE):
+        return dlt.pipeline(
+            pipeline_name=EXTRACT_PIPELINE,
+            destination=dlt.destinations.duckdb(str(settings.duckdb_path)),
+            dataset_name=RAW_DATASET,
+            pipelines_dir=str(settings.pipelines_dir),
+        )
 
 
 @dataclass

@@ -87,8 +87,9 @@ class ProjectTranslator(SQLMeshDagsterTranslator):
 
 
 class ProjectSQLMeshConfig(SQLMeshContextConfig):
-    """Carries the warehouse path and start date explicitly (not through config.py), so the
-    config Dagster serializes into each step process names the same database."""
+    """Carries the warehouse path and start date explicitly (handed to config.py's
+    `build_config`, not read from the environment), so the config Dagster serializes into
+    each step process names the same database."""
 
     duckdb_path: str
     start_date: str

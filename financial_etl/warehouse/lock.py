@@ -69,3 +69,24 @@ def warehouse_lock(
         yield
     finally:
         lock.release()
+
+
+@contextmanager
+def pipeline_folder_lock(pipelines_dir: Path, pipeline_name: str, timeout_s: float = 300.0) -> Iterator[None]:
+    """Hold while creating a dlt pipeline object.
+
+    Until a pipeline's state file exists, dlt wipes and recreates its working folder on
+    every `dlt.pipeline(...)`; two processes doing that at once (a backfill and the daily
+    run on a fresh data folder) delete each other's files.
+    """
+    pipelines_dir.mkdir(parents=True, exist_ok=True)
+    path = pipelines_dir / f".{pipeline_name}.lock"
+    try:
+        lock = FileLock(path, fallback_to_soft=False).acquire(timeout=timeout_s)
+    except Timeout:
+        raise WarehouseBusyError(
+            f"the dlt pipeline folder {pipelines_dir / pipeline_name} stayed locked for more than "
+            f"{timeout_s:.0f} s (lock file {path})"
+        ) from None
+    with lock:
+        yield
