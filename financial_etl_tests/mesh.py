@@ -15,11 +15,9 @@ from financial_etl.extract.contract import RAW_SCHEMA
 from financial_etl.extract.sources.synthetic import fetch_synthetic
 from financial_etl.settings import SQLMESH_PROJECT_DIR
 from financial_etl.transform.sqlmesh_adapter import mesh_config
-from financial_etl.warehouse import MART, RAW, RAW_DATASET, RECURSIVE
+from financial_etl.warehouse import MART, RAW, RAW_DATASET
 
 MODEL = MART
-# Every model of the project: a re-loaded range restates both (as the pipeline does).
-MODELS = [RECURSIVE, MART]
 
 
 def write_raw(db: Path, frame: pd.DataFrame) -> None:
@@ -41,10 +39,6 @@ def project_copy(dest: Path, *, batch_size: int | None = None, audits: bool = Tr
         text, n = re.subn(r"time_column trade_date", f"time_column trade_date,\n    batch_size {batch_size}", text, count=1)
         assert n == 1
         model.write_text(text)
-        model = dest / "models" / "marts" / "recursive_indicators.py"
-        text, n = re.subn(r'time_column="trade_date",', f'time_column="trade_date",\n        batch_size={batch_size},', model.read_text(), count=1)
-        assert n == 1
-        model.write_text(text)
     if not audits:
         model = dest / "models" / "marts" / "stock_metrics.sql"
         text, n = re.subn(r"\n  audits \(.*?\n  \)\n", "\n", model.read_text(), count=1, flags=re.S)
@@ -63,7 +57,7 @@ def plan_prod(ctx: Context, until: dt.date, **kwargs) -> None:
 
 
 def restate(ctx: Context, start: dt.date, end: dt.date) -> None:
-    plan_prod(ctx, end, restate_models=MODELS, start=start.isoformat(), end=end.isoformat())
+    plan_prod(ctx, end, restate_models=[MODEL], start=start.isoformat(), end=end.isoformat())
 
 
 def mart(db: Path, table: str = MART) -> pd.DataFrame:

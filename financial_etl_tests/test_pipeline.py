@@ -61,7 +61,7 @@ def test_synthetic_default_run_materializes_the_graph_with_a_synthetic_label(wor
     result = execute_range(settings, day("2024-01-02"), day("2024-01-31"))
     assert result.success
     mats = {m.materialization.asset_key.to_user_string(): m.materialization for m in result.get_asset_materialization_events()}
-    assert set(mats) == {"raw/eod_prices_raw", "marts/recursive_indicators", "marts/stock_metrics", "dbo/Dim_Stock_Metrics"}
+    assert set(mats) == {"raw/eod_prices_raw", "marts/stock_metrics", "dbo/Dim_Stock_Metrics"}
     raw_meta = mats["raw/eod_prices_raw"].metadata
     assert raw_meta["synthetic"].value is True
     assert "SYNTHETIC" in raw_meta["data_notice"].value

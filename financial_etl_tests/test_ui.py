@@ -30,10 +30,7 @@ from financial_etl_tests.dagster_dev import DagsterDev, running_dagster_dev, wai
 RUN_TIMEOUT_S = 300
 DAILY_JOB = "daily_stock_metrics"
 # asset key -> group
-ASSETS = {
-    "raw/eod_prices_raw": "extract", "marts/recursive_indicators": "transform",
-    "marts/stock_metrics": "transform", "dbo/Dim_Stock_Metrics": "export",
-}
+ASSETS = {"raw/eod_prices_raw": "extract", "marts/stock_metrics": "transform", "dbo/Dim_Stock_Metrics": "export"}
 MART_CHECKS = {
     "not_null", "unique_combination_of_columns", "valid_rsi_range",
     "valid_ohlc_prices", "open_close_within_high_low", "positive_volume", "valid_atr",
@@ -145,10 +142,7 @@ def test_graphql_shows_three_assets_in_lineage_with_the_mart_checks_schedule_and
     assert set(nodes) == set(ASSETS)
     assert {k: n["groupName"] for k, n in nodes.items()} == ASSETS
     assert [key(d["path"]) for d in nodes["raw/eod_prices_raw"]["dependencyKeys"]] == []
-    assert [key(d["path"]) for d in nodes["marts/recursive_indicators"]["dependencyKeys"]] == ["raw/eod_prices_raw"]
-    assert sorted(key(d["path"]) for d in nodes["marts/stock_metrics"]["dependencyKeys"]) == [
-        "marts/recursive_indicators", "raw/eod_prices_raw",
-    ]
+    assert [key(d["path"]) for d in nodes["marts/stock_metrics"]["dependencyKeys"]] == ["raw/eod_prices_raw"]
     assert [key(d["path"]) for d in nodes["dbo/Dim_Stock_Metrics"]["dependencyKeys"]] == ["marts/stock_metrics"]
     checks = nodes["marts/stock_metrics"]["assetChecksOrError"]
     assert checks["__typename"] == "AssetChecks"

@@ -1,5 +1,4 @@
-"""Transform stage: the SQLMesh project (marts.recursive_indicators, marts.stock_metrics) as
-a partitioned multi-asset."""
+"""Transform stage: the SQLMesh project (marts.stock_metrics) as a partitioned multi-asset."""
 
 import datetime as dt
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ from financial_etl.transform.sqlmesh_adapter import (
     sqlmesh_context,
     sqlmesh_multi_asset,
 )
-from financial_etl.warehouse import MART, MART_KEY, RAW, RAW_KEY, RAW_TABLE, RECURSIVE, RECURSIVE_KEY, RECURSIVE_TABLE
+from financial_etl.warehouse import MART, MART_KEY, RAW, RAW_KEY, RAW_TABLE
 from financial_etl.warehouse.lock import warehouse_lock
 from financial_etl.warehouse.storage import storage_errors
 
@@ -33,15 +32,9 @@ RECOMPUTED_THROUGH = "recomputed_through"  # metadata: the last date this run re
 MART_DESCRIPTION = (
     "Daily technical indicators per ticker (SMA 9/20/50, Bollinger bands, RSI 14, MACD, "
     f"ATR 14, returns, volume ratios), computed by SQLMesh from {RAW}. Each "
-    "indicator is NULL until its window of trading rows is full. The TA-Lib forms (EMA 12/26, "
-    "MACD 12/26/9 with signal and histogram, Wilder RSI 14 and ATR 14) come from "
-    "marts/recursive_indicators."
-)
-RECURSIVE_DESCRIPTION = (
-    "TA-Lib-exact recursive indicators per ticker (EMA 12/26, MACD 12/26/9, Wilder RSI 14, "
-    f"Wilder ATR 14), computed by a SQLMesh Python model from {RAW} and each ticker's state "
-    "on its last earlier row (the st_* columns), so any batching gives the same values. "
-    "marts/stock_metrics shows the indicators."
+    "indicator is NULL until its window of trading rows is full. TA-Lib's recursive forms "
+    "(EMA 12/26, MACD 12/26/9 with signal and histogram, Wilder RSI 14 and ATR 14) carry "
+    "each ticker's state from its previous row, so any batching gives the same values."
 )
 
 
@@ -50,12 +43,7 @@ def mart_static_metadata(context: Context) -> dict:
         "models": model_names(context),
         "code_version": code_version(context, MART),
         "column_schema": model_table_schema(context, MART),
-        "column_lineage": model_column_lineage(
-            context, MART, {RAW_TABLE: RAW_KEY, RECURSIVE_TABLE: RECURSIVE_KEY}
-        ),
-        # A Python model: SQLMesh has its columns, but no SQL to trace lineage through.
-        "recursive_code_version": code_version(context, RECURSIVE),
-        "recursive_column_schema": model_table_schema(context, RECURSIVE),
+        "column_lineage": model_column_lineage(context, MART, {RAW_TABLE: RAW_KEY}),
     }
 
 
@@ -74,11 +62,11 @@ def window_reach_end(settings: Settings, end: dt.date) -> dt.date:
     return max(end, reach) if reach else end
 
 
-def _row_counts(settings: Settings, start, end, partitions_def, keys, table: str = MART) -> tuple[dict, list[int]]:
+def _row_counts(settings: Settings, start, end, partitions_def, keys) -> tuple[dict, list[int]]:
     per_key, params = partition_counts_sql("trade_date", partitions_def, keys)
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         total, in_range, *by_key = con.execute(
-            f"SELECT count(*), count(CASE WHEN trade_date BETWEEN ? AND ? THEN 1 END), {per_key} FROM {table}",
+            f"SELECT count(*), count(CASE WHEN trade_date BETWEEN ? AND ? THEN 1 END), {per_key} FROM {MART}",
             [start, end, *params],
         ).fetchone()
     return {
@@ -136,13 +124,7 @@ def build_transform_assets(settings: Settings, partitions_def, context: Context)
                 "code_version": static["code_version"],
                 "owners": [settings.owner],
                 "metadata": spec_metadata,
-            },
-            RECURSIVE_KEY.to_user_string(): {
-                "description": RECURSIVE_DESCRIPTION,
-                "code_version": static["recursive_code_version"],
-                "owners": [settings.owner],
-                "metadata": {"dagster/column_schema": static["recursive_column_schema"]},
-            },
+            }
         },
     )
     def sqlmesh_models(context: AssetExecutionContext, sqlmesh: SQLMeshResource) -> Iterator[MaterializeResult]:
@@ -170,15 +152,10 @@ def build_transform_assets(settings: Settings, partitions_def, context: Context)
                 f"SQLMesh stopped at failing blocking audits ({', '.join(failing)}) for {start} to {end}; "
                 f"the rows stay in {MART} for inspection and the export will not run"
             )
-            results = [
-                MaterializeResult(asset_key=RECURSIVE_KEY),
-                MaterializeResult(asset_key=MART_KEY, metadata={"failed_audits": ", ".join(failing)}),
-            ]
+            results = [MaterializeResult(asset_key=MART_KEY, metadata={"failed_audits": ", ".join(failing)})]
         keys = context.partition_keys
-        counts = {}
-        for key, table in ((RECURSIVE_KEY, RECURSIVE), (MART_KEY, MART)):
-            counts[key], by_partition = _row_counts(settings, start, end, partitions_def, keys, table)
-            add_partition_row_counts(context, key, keys, by_partition)
+        counts, by_partition = _row_counts(settings, start, end, partitions_def, keys)
+        add_partition_row_counts(context, MART_KEY, keys, by_partition)
         # The chart once per run, on its newest partition; schema and lineage are on the
         # definition. Copied into every partition's event they made a 25-year history cost GBs.
         if chart := _chart(settings, end, context.log.warning):
@@ -188,7 +165,7 @@ def build_transform_assets(settings: Settings, partitions_def, context: Context)
                 asset_key=result.asset_key,
                 metadata={
                     **(result.metadata or {}),
-                    **counts.get(result.asset_key, {}),
+                    **counts,
                     RECOMPUTED_THROUGH: MetadataValue.text(reach.isoformat()),
                 },
             )

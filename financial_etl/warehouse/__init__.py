@@ -17,14 +17,9 @@ QUARANTINE = f"{RAW_DATASET}.{QUARANTINE_TABLE}"
 MART_SCHEMA = "marts"
 MART_TABLE = "stock_metrics"
 MART = f"{MART_SCHEMA}.{MART_TABLE}"  # also the SQLMesh model's name
-# The recursive indicators (TA-Lib EMA, MACD, Wilder RSI and ATR) with their carried
-# per-ticker state: a SQLMesh Python model that the mart joins.
-RECURSIVE_TABLE = "recursive_indicators"
-RECURSIVE = f"{MART_SCHEMA}.{RECURSIVE_TABLE}"
 
 RAW_KEY = AssetKey([RAW_DATASET, RAW_TABLE])
 MART_KEY = AssetKey([MART_SCHEMA, MART_TABLE])
-RECURSIVE_KEY = AssetKey([MART_SCHEMA, RECURSIVE_TABLE])
 
 # The merge keys: one row per ticker and session in raw, mart and export.
 RAW_KEY_COLUMNS = ("ticker", "date")

@@ -205,7 +205,7 @@ def _evaluate(sensor_name: str, cursor=None, instance=None):
     return sensor.evaluate_tick(context)
 
 
-ASSETS = {"raw/eod_prices_raw", "marts/recursive_indicators", "marts/stock_metrics", "dbo/Dim_Stock_Metrics"}
+ASSETS = {"raw/eod_prices_raw", "marts/stock_metrics", "dbo/Dim_Stock_Metrics"}
 
 
 def _execute_request(request):

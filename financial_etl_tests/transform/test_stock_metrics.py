@@ -18,7 +18,7 @@ INDICATORS = [
     "sma_9_day", "sma_20_day", "sma_50_day", "bollinger_upper", "bollinger_lower", "rsi_14_day",
     "macd_line", "atr_14_day", "daily_return_pct", "price_range_pct", "volume_ratio", "volume_sma_20",
 ]
-# TA-Lib 0.8.2's EMA, MACD(12, 26, 9), RSI(14), ATR(14), from marts.recursive_indicators.
+# TA-Lib 0.8.2's EMA, MACD(12, 26, 9), RSI(14), ATR(14).
 RECURSIVE = ["ema_12", "ema_26", "macd", "macd_signal", "macd_histogram", "rsi_14_wilder", "atr_14_wilder"]
 INDICATORS += RECURSIVE
 
@@ -216,27 +216,15 @@ def test_the_reach_of_a_re_loaded_range_is_the_end_of_the_history(tmp_path, pric
     assert window_reach_end(settings, dt.date(2023, 6, 30)) == dt.date(2023, 6, 30)
 
 
-def test_carried_state_continues_each_ticker(full_run, full_db):
-    """The state on a ticker's row is what the next batch starts from: marts.recursive_indicators
-    holds it on every row, and st_n counts the ticker's rows (a halt or gap restarts nothing).
-    Four state columns are NULL once the indicator holding the same value is seeded (the
-    batch-equivalence tests show that the state read from the indicator carries exactly)."""
-    state = mesh.mart(full_db, mesh.RECURSIVE)
-    assert [c for c in state.columns if c.startswith("st_")] == [
-        "st_n", "st_close", "st_ema12", "st_ema26", "st_fast", "st_signal", "st_gain", "st_loss", "st_atr",
-    ]
-    for _, g in state.groupby("ticker"):
-        assert g.st_n.tolist() == list(range(1, len(g) + 1))
-        for column, indicator, seeded in (
-            ("st_ema12", "ema_12", 12), ("st_ema26", "ema_26", 26),
-            ("st_signal", "macd_signal", 34), ("st_atr", "atr_14_wilder", 15),
-        ):
-            warm = g.st_n >= seeded
-            assert g[column][warm].isna().all() and g[indicator][warm].notna().all(), column
-            assert g[column][~warm].notna().all(), column
-        for column in ("st_close", "st_fast", "st_gain", "st_loss"):
-            assert g[column].notna().all(), column
-    assert not any(c.startswith("st_") for c in full_run.columns)
+def test_the_stored_wilder_averages_give_the_rsi(full_run):
+    """The Wilder averages a batch carries to the next are the mart's own columns: RSI is
+    100 * gain / (gain + loss) of them, and they are NULL exactly where the RSI is."""
+    g, lo, rsi = full_run.wilder_avg_gain_14, full_run.wilder_avg_loss_14, full_run.rsi_14_wilder
+    assert (g.isna() == rsi.isna()).all() and (lo.isna() == rsi.isna()).all() and rsi.notna().any()
+    warm = rsi.notna()
+    assert (g[warm] >= 0).all() and (lo[warm] >= 0).all()
+    total = g[warm] + lo[warm]
+    assert_close(rsi[warm], (100 * g[warm] / total).where(total != 0, 0.0), "rsi from the averages")
 
 
 # The seed's lineage table. Windowed indicators also depend on ticker and date (the
@@ -265,6 +253,21 @@ SEED_LINEAGE = {
     "volume_sma_20": {"volume"},
 }
 WINDOW_KEYS = {"bollinger_upper", "bollinger_lower", "volume_ratio", "volume_sma_20"}
+CLOSES = {"close_price", "date", "ticker"}
+RECURSIVE_LINEAGE = {
+    **{column: CLOSES for column in ("ema_12", "ema_26", "macd", "macd_signal", "macd_histogram", "rsi_14_wilder")},
+    "wilder_avg_gain_14": CLOSES,
+    "wilder_avg_loss_14": CLOSES,
+    "atr_14_wilder": CLOSES | {"high_price", "low_price"},
+}
+# the carried state each column is continued from
+WILDER = {"wilder_avg_gain_14", "wilder_avg_loss_14"}
+MACD = {"ema_26", "macd", "macd_signal"}
+CARRIED = {
+    "ema_12": {"ema_12"}, "ema_26": {"ema_26"}, "macd": {"ema_26", "macd"}, "macd_signal": MACD,
+    "macd_histogram": MACD, "rsi_14_wilder": WILDER, "atr_14_wilder": {"atr_14_wilder"},
+    "wilder_avg_gain_14": {"wilder_avg_gain_14"}, "wilder_avg_loss_14": {"wilder_avg_loss_14"},
+}
 
 
 def test_column_lineage_gives_the_seed_table(tmp_path):
@@ -273,9 +276,11 @@ def test_column_lineage_gives_the_seed_table(tmp_path):
     ctx.close()
     assert list(lineage) == list(MART_COLUMNS)
     for column, sources in lineage.items():
-        if column in RECURSIVE:
-            # Joined from the Python model, which has no SQL lineage of its own.
-            assert sources == [("recursive_indicators", column)], column
+        if column in RECURSIVE_LINEAGE:
+            # raw's prices, and the mart's own previous row: the state a batch starts from
+            assert {name for table, name in sources if table == "eod_prices_raw"} == RECURSIVE_LINEAGE[column], column
+            assert {name for table, name in sources if table == "stock_metrics"} == {"ticker"} | CARRIED[column], column
+            assert {table for table, _ in sources} == {"eod_prices_raw", "stock_metrics"}, column
             continue
         assert {table for table, _ in sources} == {"eod_prices_raw"}, column
         expected = SEED_LINEAGE[column] | ({"ticker", "date"} if column in WINDOW_KEYS else set())

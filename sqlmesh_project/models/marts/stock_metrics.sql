@@ -32,7 +32,9 @@ MODEL (
     macd_signal = 'TA-Lib MACD(12, 26, 9) signal: EMA 9 of the MACD line, seeded at row 34 with the mean of the line over rows 26..34',
     macd_histogram = 'TA-Lib MACD(12, 26, 9) histogram: macd - macd_signal',
     rsi_14_wilder = 'TA-Lib RSI(close, 14), Wilder smoothing: average gain and loss seeded with the mean of the first 14 changes (row 15), then (a * 13 + x) / 14; 100 * gain / (gain + loss), 0 when both are 0',
-    atr_14_wilder = 'TA-Lib ATR(14), Wilder smoothing: the mean of the first 14 true ranges (row 15), then (a * 13 + true range) / 14'
+    atr_14_wilder = 'TA-Lib ATR(14), Wilder smoothing: the mean of the first 14 true ranges (row 15), then (a * 13 + true range) / 14',
+    wilder_avg_gain_14 = 'Wilder average gain behind rsi_14_wilder: the mean of the first 14 gains (row 15), then (a * 13 + gain) / 14',
+    wilder_avg_loss_14 = 'Wilder average loss behind rsi_14_wilder: the mean of the first 14 losses (row 15), then (a * 13 + loss) / 14'
   ),
   audits (
     not_null(columns := (ticker, trade_date, close_price, volume)),
@@ -62,10 +64,17 @@ MODEL (
  * rows (or changes) inside the window, never with partial windows.
  *
  * The recursive indicators (ema_12, ema_26, macd, macd_signal, macd_histogram,
- * rsi_14_wilder, atr_14_wilder: TA-Lib's EMA, MACD(12, 26, 9), RSI(14), ATR(14)) depend
- * on a ticker's whole history, not on a window of rows. marts.recursive_indicators (a
- * Python model, formulas and seeding in its file) computes them from a carried per-ticker
- * state; this model joins its rows of the batch and adds them after the seed's columns.
+ * rsi_14_wilder, atr_14_wilder: TA-Lib's EMA, MACD(12, 26, 9), RSI(14), ATR(14), default
+ * seeding) depend on a ticker's whole history, not on a window of rows. Each is a linear
+ * recursion y = a * y_prev + b * x from a seed row (TA-Lib's seed: a mean of the first n
+ * values). So y at a row is the sum of the inputs before it weighted by powers of a, which
+ * windowed SUMs compute (see macros/recursions.py): weights a^-p within blocks of
+ * @block_rows rows, so no power overflows, plus the previous block's total; older inputs
+ * weigh less than a^@block_rows (under 1e-16) and are left out.
+ * A batch starts from the state on each ticker's last row before it (this model's own
+ * row: the recursions' values, and the Wilder averages behind RSI), which makes the model
+ * self-referencing: SQLMesh runs its intervals in order and restates through the end.
+ * A ticker whose whole history is inside the lookback starts from its first row.
  */
 WITH batch AS (
   SELECT ticker, date, open_price, high_price, low_price, close_price, volume
@@ -104,7 +113,13 @@ WITH batch AS (
 ), changes AS (
   SELECT
     *,
-    LAG(close_price) OVER (PARTITION BY ticker ORDER BY date) AS prev_close
+    LAG(close_price) OVER (PARTITION BY ticker ORDER BY date) AS prev_close,
+    /* The row's position in the ticker's history as read (lookback + batch). A ticker
+       with 50 earlier rows is read from its 50th-last one, so every batch row is past
+       position 50; otherwise the history is read from its first row. Either way
+       "position >= n" says that the last-n window is full (close and volume are never
+       NULL in raw), with one window instead of a COUNT per window. */
+    @trailing(ROW_NUMBER(), 0) AS position
   FROM prices
 ), steps AS (
   SELECT
@@ -128,12 +143,10 @@ WITH batch AS (
     close_price,
     volume,
     prev_close,
-    /* The row's position in the ticker's history as read (lookback + batch). A ticker
-       with 50 earlier rows is read from its 50th-last one, so every batch row is past
-       position 50; otherwise the history is read from its first row. Either way
-       "position >= n" says that the last-n window is full (close and volume are never
-       NULL in raw), with one window instead of a COUNT per window. */
-    @trailing(ROW_NUMBER(), 0) AS position,
+    position,
+    gain,
+    loss,
+    true_range,
     @trailing(AVG(close_price), 9) AS avg9,
     @trailing(AVG(close_price), 12) AS avg12,
     @trailing(AVG(close_price), 20) AS avg20,
@@ -145,9 +158,123 @@ WITH batch AS (
     @trailing(AVG(true_range), 14) AS atr14,
     @trailing(AVG(volume), 20) AS avg_volume20
   FROM steps
+), carried AS (
+  /* Each ticker's state on its last row before the batch, when the lookback holds a full
+     @lookback_rows rows (else the ticker's whole history is read and it starts afresh). */
+  SELECT
+    stock_metrics.ticker,
+    stock_metrics.ema_12,
+    stock_metrics.ema_26,
+    stock_metrics.macd + stock_metrics.ema_26 AS macd_fast_ema,
+    stock_metrics.macd_signal,
+    stock_metrics.wilder_avg_gain_14,
+    stock_metrics.wilder_avg_loss_14,
+    stock_metrics.atr_14_wilder
+  FROM marts.stock_metrics /* no alias: the column lineage names the table */
+  JOIN (
+    SELECT ticker, MAX(date) AS date FROM lookback GROUP BY ticker HAVING COUNT(*) = @lookback_rows
+  ) AS last_read
+    ON stock_metrics.ticker = last_read.ticker AND stock_metrics.trade_date = last_read.date
+), seeded AS (
+  SELECT
+    w.*,
+    /* the row each recursion restarts from: the carried state's row, or TA-Lib's seed row */
+    CASE WHEN c.ticker IS NOT NULL THEN @lookback_rows END AS carried_from,
+    c.ema_12 AS state_ema_12,
+    c.ema_26 AS state_ema_26,
+    c.macd_fast_ema AS state_macd_fast_ema,
+    c.macd_signal AS state_macd_signal,
+    c.wilder_avg_gain_14 AS state_gain,
+    c.wilder_avg_loss_14 AS state_loss,
+    c.atr_14_wilder AS state_atr
+  FROM windows AS w
+  LEFT JOIN carried AS c
+    ON c.ticker = w.ticker
+), inputs AS MATERIALIZED (
+  /* x_i scaled into its block; a recursion's seed (or carried value) is its first input.
+     EMA n: a = 1 - 2/(n+1), b = 2/(n+1); Wilder 14: a = 13/14, b = 1/14. MACD's fast EMA
+     is TA-Lib's: seeded at row 26 with the mean of closes 15..26, not EMA(12)'s seed. */
+  SELECT
+    *,
+    @block_weighted(@recursion_input(12, COALESCE(state_ema_12, avg12), 2.0 / 13 * close_price), 11.0 / 13) AS w_ema_12,
+    @block_weighted(@recursion_input(26, COALESCE(state_ema_26, avg26), 2.0 / 27 * close_price), 25.0 / 27) AS w_ema_26,
+    @block_weighted(@recursion_input(26, COALESCE(state_macd_fast_ema, avg12), 2.0 / 13 * close_price), 11.0 / 13) AS w_fast,
+    @block_weighted(@recursion_input(15, COALESCE(state_gain, avg_gain14), gain / 14), 13.0 / 14) AS w_gain,
+    @block_weighted(@recursion_input(15, COALESCE(state_loss, avg_loss14), loss / 14), 13.0 / 14) AS w_loss,
+    @block_weighted(@recursion_input(15, COALESCE(state_atr, atr14), true_range / 14), 13.0 / 14) AS w_atr
+  FROM seeded
+), block_totals AS (
+  SELECT
+    ticker,
+    @block_of(position) + 1 AS next_block,
+    SUM(w_ema_12) AS t_ema_12,
+    SUM(w_ema_26) AS t_ema_26,
+    SUM(w_fast) AS t_fast,
+    SUM(w_gain) AS t_gain,
+    SUM(w_loss) AS t_loss,
+    SUM(w_atr) AS t_atr
+  FROM inputs
+  GROUP BY ALL
+), recursions AS (
+  SELECT
+    i.*,
+    @block_cumsum(w_ema_12) AS c_ema_12,
+    @block_cumsum(w_ema_26) AS c_ema_26,
+    @block_cumsum(w_fast) AS c_fast,
+    @block_cumsum(w_gain) AS c_gain,
+    @block_cumsum(w_loss) AS c_loss,
+    @block_cumsum(w_atr) AS c_atr
+  FROM inputs AS i
+), smoothed AS (
+  SELECT
+    r.*,
+    @unblocked(c_ema_12, b.t_ema_12, 11.0 / 13) AS y_ema_12,
+    @unblocked(c_ema_26, b.t_ema_26, 25.0 / 27) AS y_ema_26,
+    @unblocked(c_fast, b.t_fast, 11.0 / 13) AS y_fast,
+    @unblocked(c_gain, b.t_gain, 13.0 / 14) AS y_gain,
+    @unblocked(c_loss, b.t_loss, 13.0 / 14) AS y_loss,
+    @unblocked(c_atr, b.t_atr, 13.0 / 14) AS y_atr
+  FROM recursions AS r
+  LEFT JOIN block_totals AS b
+    ON b.ticker = r.ticker AND b.next_block = @block_of(r.position)
+), signal_inputs AS MATERIALIZED (
+  /* The MACD signal: EMA 9 of the line (fast - slow, from row 26), seeded at row 34 with
+     the mean of the line over rows 26..34. That seed is spread over its 9 rows as inputs
+     line / 9 * a^(row - 34), which the recursion itself decays into the mean by row 34. */
+  SELECT
+    *,
+    @block_weighted(
+      CASE
+        WHEN carried_from IS NOT NULL
+        THEN CASE
+          WHEN position < carried_from THEN 0
+          WHEN position = carried_from THEN state_macd_signal
+          ELSE 0.2 * (y_fast - y_ema_26)
+        END
+        WHEN position < 26 THEN 0
+        WHEN position <= 34 THEN (y_fast - y_ema_26) / 9 * POW(0.8, position - 34)
+        ELSE 0.2 * (y_fast - y_ema_26)
+      END,
+      0.8
+    ) AS w_signal
+  FROM smoothed
+), signal_totals AS (
+  SELECT ticker, @block_of(position) + 1 AS next_block, SUM(w_signal) AS t_signal
+  FROM signal_inputs
+  GROUP BY ALL
+), signal_running AS (
+  SELECT *, @block_cumsum(w_signal) AS c_signal
+  FROM signal_inputs
+), indicators AS (
+  SELECT
+    s.*,
+    @unblocked(c_signal, t.t_signal, 0.8) AS y_signal
+  FROM signal_running AS s
+  LEFT JOIN signal_totals AS t
+    ON t.ticker = s.ticker AND t.next_block = @block_of(s.position)
 )
 SELECT
-  windows.ticker::TEXT AS ticker,
+  ticker::TEXT AS ticker,
   date::DATE AS trade_date,
   open_price::DOUBLE AS open_price,
   high_price::DOUBLE AS high_price,
@@ -179,18 +306,21 @@ SELECT
   /* Volume: current over the mean of the last 20, and that mean rounded half away from zero */
   CASE WHEN position >= 20 THEN volume / avg_volume20 END::DOUBLE AS volume_ratio,
   CASE WHEN position >= 20 THEN ROUND(avg_volume20) END::BIGINT AS volume_sma_20,
-  /* TA-Lib EMA(12) and EMA(26), MACD(12, 26, 9), RSI(14) and ATR(14) with Wilder
-     smoothing: computed with their carried state in marts.recursive_indicators */
-  ema_12::DOUBLE AS ema_12,
-  ema_26::DOUBLE AS ema_26,
-  macd::DOUBLE AS macd,
-  macd_signal::DOUBLE AS macd_signal,
-  macd_histogram::DOUBLE AS macd_histogram,
-  rsi_14_wilder::DOUBLE AS rsi_14_wilder,
-  atr_14_wilder::DOUBLE AS atr_14_wilder
-FROM windows
-LEFT JOIN marts.recursive_indicators /* no alias: the column lineage names the table */
-  ON recursive_indicators.ticker = windows.ticker
-  AND recursive_indicators.trade_date = windows.date
-  AND recursive_indicators.trade_date BETWEEN @start_ds AND @end_ds
+  /* TA-Lib EMA(12) and EMA(26), MACD(12, 26, 9), RSI(14) and ATR(14), Wilder smoothing;
+     NULL until TA-Lib's first output (every batch row past a carried state has one) */
+  CASE WHEN position >= COALESCE(carried_from, 12) THEN y_ema_12 END::DOUBLE AS ema_12,
+  CASE WHEN position >= COALESCE(carried_from, 26) THEN y_ema_26 END::DOUBLE AS ema_26,
+  CASE WHEN position >= COALESCE(carried_from, 34) THEN y_fast - y_ema_26 END::DOUBLE AS macd,
+  CASE WHEN position >= COALESCE(carried_from, 34) THEN y_signal END::DOUBLE AS macd_signal,
+  CASE WHEN position >= COALESCE(carried_from, 34) THEN (y_fast - y_ema_26) - y_signal END::DOUBLE AS macd_histogram,
+  /* RSI = 100 * g / (g + l), written as TA-Lib computes it; 0 when there was no change at all */
+  CASE
+    WHEN position < COALESCE(carried_from, 15) THEN NULL
+    WHEN y_gain + y_loss = 0 THEN 0
+    ELSE 100 * (y_gain / (y_gain + y_loss))
+  END::DOUBLE AS rsi_14_wilder,
+  CASE WHEN position >= COALESCE(carried_from, 15) THEN y_atr END::DOUBLE AS atr_14_wilder,
+  CASE WHEN position >= COALESCE(carried_from, 15) THEN y_gain END::DOUBLE AS wilder_avg_gain_14,
+  CASE WHEN position >= COALESCE(carried_from, 15) THEN y_loss END::DOUBLE AS wilder_avg_loss_14
+FROM indicators
 WHERE date BETWEEN @start_ds AND @end_ds
