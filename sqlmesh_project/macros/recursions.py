@@ -56,12 +56,25 @@ def unblocked(evaluator, block_sum: exp.Expression, previous_total: exp.Expressi
 
 
 @macro()
-def recursion_input(evaluator, seed_row: exp.Expression, seed: exp.Expression, step: exp.Expression) -> exp.Expression:
-    """x at a row: nothing before the recursion starts, the seed (or the carried state) on
-    its first row, the step's input after it. It starts on `carried_from` when the ticker
-    has a carried state, else on TA-Lib's seed row."""
-    start = f"COALESCE(carried_from, {seed_row.sql(dialect='duckdb')})"
+def recursion_input(
+    evaluator,
+    state: exp.Expression,
+    value: exp.Expression,
+    first_row: exp.Expression,
+    seed_row: exp.Expression,
+    decay: exp.Expression,
+    step: exp.Expression,
+) -> exp.Expression:
+    """x at a row. With a carried state (`carried_from` set): nothing before its row, the
+    state on it, `step` after. Without: TA-Lib's seed, the mean of `value` over rows
+    first_row..seed_row, enters as value / n * decay^(position - seed_row) on those rows
+    (the recursion decays each into value / n by the seed row), then `step`."""
+    q = lambda e: e.sql(dialect="duckdb")  # noqa: E731
+    n = int(seed_row.name) - int(first_row.name) + 1
     return _sql(
-        f"CASE WHEN position < {start} THEN 0 WHEN position = {start} THEN {seed.sql(dialect='duckdb')} "
-        f"ELSE {step.sql(dialect='duckdb')} END"
+        f"CASE WHEN carried_from IS NOT NULL THEN CASE WHEN position < carried_from THEN 0 "
+        f"WHEN position = carried_from THEN {q(state)} ELSE {q(step)} END "
+        f"WHEN position < {q(first_row)} THEN 0 "
+        f"WHEN position <= {q(seed_row)} THEN ({q(value)}) / {n} * POW({q(decay)}, position - {q(seed_row)}) "
+        f"ELSE {q(step)} END"
     )

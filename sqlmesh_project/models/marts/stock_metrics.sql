@@ -133,31 +133,6 @@ WITH batch AS (
       ABS(low_price - prev_close)
     ) END AS true_range
   FROM changes
-), windows AS (
-  SELECT
-    ticker,
-    date,
-    open_price,
-    high_price,
-    low_price,
-    close_price,
-    volume,
-    prev_close,
-    position,
-    gain,
-    loss,
-    true_range,
-    @trailing(AVG(close_price), 9) AS avg9,
-    @trailing(AVG(close_price), 12) AS avg12,
-    @trailing(AVG(close_price), 20) AS avg20,
-    @trailing(STDDEV_POP(close_price), 20) AS sd20,
-    @trailing(AVG(close_price), 26) AS avg26,
-    @trailing(AVG(close_price), 50) AS avg50,
-    @trailing(AVG(gain), 14) AS avg_gain14,
-    @trailing(AVG(loss), 14) AS avg_loss14,
-    @trailing(AVG(true_range), 14) AS atr14,
-    @trailing(AVG(volume), 20) AS avg_volume20
-  FROM steps
 ), carried AS (
   /* Each ticker's state on its last row before the batch, when the lookback holds a full
      @lookback_rows rows (else the ticker's whole history is read and it starts afresh). */
@@ -177,8 +152,8 @@ WITH batch AS (
     ON stock_metrics.ticker = last_read.ticker AND stock_metrics.trade_date = last_read.date
 ), seeded AS (
   SELECT
-    w.*,
-    /* the row each recursion restarts from: the carried state's row, or TA-Lib's seed row */
+    s.*,
+    /* the row the recursions continue from when the ticker has a carried state */
     CASE WHEN c.ticker IS NOT NULL THEN @lookback_rows END AS carried_from,
     c.ema_12 AS state_ema_12,
     c.ema_26 AS state_ema_26,
@@ -187,21 +162,23 @@ WITH batch AS (
     c.wilder_avg_gain_14 AS state_gain,
     c.wilder_avg_loss_14 AS state_loss,
     c.atr_14_wilder AS state_atr
-  FROM windows AS w
+  FROM steps AS s
   LEFT JOIN carried AS c
-    ON c.ticker = w.ticker
+    ON c.ticker = s.ticker
 ), inputs AS MATERIALIZED (
-  /* x_i scaled into its block; a recursion's seed (or carried value) is its first input.
-     EMA n: a = 1 - 2/(n+1), b = 2/(n+1); Wilder 14: a = 13/14, b = 1/14. MACD's fast EMA
-     is TA-Lib's: seeded at row 26 with the mean of closes 15..26, not EMA(12)'s seed. */
+  /* Each recursion's inputs, scaled into their block (macros/recursions.py). TA-Lib's seed,
+     the mean of the first n values, enters as those n values / n, each decayed back by the
+     powers of a the recursion will apply up to the seed row. EMA n: a = 1 - 2/(n+1), step
+     input 2/(n+1) * close; Wilder 14: a = 13/14, step input x / 14. MACD's fast EMA is
+     TA-Lib's: seeded at row 26 with the mean of closes 15..26, not EMA(12)'s seed. */
   SELECT
     *,
-    @block_weighted(@recursion_input(12, COALESCE(state_ema_12, avg12), 2.0 / 13 * close_price), 11.0 / 13) AS w_ema_12,
-    @block_weighted(@recursion_input(26, COALESCE(state_ema_26, avg26), 2.0 / 27 * close_price), 25.0 / 27) AS w_ema_26,
-    @block_weighted(@recursion_input(26, COALESCE(state_macd_fast_ema, avg12), 2.0 / 13 * close_price), 11.0 / 13) AS w_fast,
-    @block_weighted(@recursion_input(15, COALESCE(state_gain, avg_gain14), gain / 14), 13.0 / 14) AS w_gain,
-    @block_weighted(@recursion_input(15, COALESCE(state_loss, avg_loss14), loss / 14), 13.0 / 14) AS w_loss,
-    @block_weighted(@recursion_input(15, COALESCE(state_atr, atr14), true_range / 14), 13.0 / 14) AS w_atr
+    @block_weighted(@recursion_input(state_ema_12, close_price, 1, 12, 11.0 / 13, 2.0 / 13 * close_price), 11.0 / 13) AS w_ema_12,
+    @block_weighted(@recursion_input(state_ema_26, close_price, 1, 26, 25.0 / 27, 2.0 / 27 * close_price), 25.0 / 27) AS w_ema_26,
+    @block_weighted(@recursion_input(state_macd_fast_ema, close_price, 15, 26, 11.0 / 13, 2.0 / 13 * close_price), 11.0 / 13) AS w_fast,
+    @block_weighted(@recursion_input(state_gain, gain, 2, 15, 13.0 / 14, gain / 14), 13.0 / 14) AS w_gain,
+    @block_weighted(@recursion_input(state_loss, loss, 2, 15, 13.0 / 14, loss / 14), 13.0 / 14) AS w_loss,
+    @block_weighted(@recursion_input(state_atr, true_range, 2, 15, 13.0 / 14, true_range / 14), 13.0 / 14) AS w_atr
   FROM seeded
 ), block_totals AS (
   SELECT
@@ -217,7 +194,7 @@ WITH batch AS (
   GROUP BY ALL
 ), recursions AS (
   SELECT
-    i.*,
+    i.* EXCLUDE (state_ema_12, state_ema_26, state_macd_fast_ema, state_gain, state_loss, state_atr),
     @block_cumsum(w_ema_12) AS c_ema_12,
     @block_cumsum(w_ema_26) AS c_ema_26,
     @block_cumsum(w_fast) AS c_fast,
@@ -227,7 +204,7 @@ WITH batch AS (
   FROM inputs AS i
 ), smoothed AS (
   SELECT
-    r.*,
+    r.* EXCLUDE (w_ema_12, w_ema_26, w_fast, w_gain, w_loss, w_atr, c_ema_12, c_ema_26, c_fast, c_gain, c_loss, c_atr),
     @unblocked(c_ema_12, b.t_ema_12, 11.0 / 13) AS y_ema_12,
     @unblocked(c_ema_26, b.t_ema_26, 25.0 / 27) AS y_ema_26,
     @unblocked(c_fast, b.t_fast, 11.0 / 13) AS y_fast,
@@ -238,23 +215,12 @@ WITH batch AS (
   LEFT JOIN block_totals AS b
     ON b.ticker = r.ticker AND b.next_block = @block_of(r.position)
 ), signal_inputs AS MATERIALIZED (
-  /* The MACD signal: EMA 9 of the line (fast - slow, from row 26), seeded at row 34 with
-     the mean of the line over rows 26..34. That seed is spread over its 9 rows as inputs
-     line / 9 * a^(row - 34), which the recursion itself decays into the mean by row 34. */
+  /* The MACD signal: EMA 9 (a = 0.8) of the line (fast - slow, from row 26), seeded at
+     row 34 with the mean of the line over rows 26..34. */
   SELECT
     *,
     @block_weighted(
-      CASE
-        WHEN carried_from IS NOT NULL
-        THEN CASE
-          WHEN position < carried_from THEN 0
-          WHEN position = carried_from THEN state_macd_signal
-          ELSE 0.2 * (y_fast - y_ema_26)
-        END
-        WHEN position < 26 THEN 0
-        WHEN position <= 34 THEN (y_fast - y_ema_26) / 9 * POW(0.8, position - 34)
-        ELSE 0.2 * (y_fast - y_ema_26)
-      END,
+      @recursion_input(state_macd_signal, y_fast - y_ema_26, 26, 34, 0.8, 0.2 * (y_fast - y_ema_26)),
       0.8
     ) AS w_signal
   FROM smoothed
@@ -267,11 +233,41 @@ WITH batch AS (
   FROM signal_inputs
 ), indicators AS (
   SELECT
-    s.*,
+    s.* EXCLUDE (w_signal, c_signal, state_macd_signal),
     @unblocked(c_signal, t.t_signal, 0.8) AS y_signal
   FROM signal_running AS s
   LEFT JOIN signal_totals AS t
     ON t.ticker = s.ticker AND t.next_block = @block_of(s.position)
+), windows AS (
+  SELECT
+    ticker,
+    date,
+    open_price,
+    high_price,
+    low_price,
+    close_price,
+    volume,
+    prev_close,
+    position,
+    carried_from,
+    y_ema_12,
+    y_ema_26,
+    y_fast,
+    y_gain,
+    y_loss,
+    y_atr,
+    y_signal,
+    @trailing(AVG(close_price), 9) AS avg9,
+    @trailing(AVG(close_price), 12) AS avg12,
+    @trailing(AVG(close_price), 20) AS avg20,
+    @trailing(STDDEV_POP(close_price), 20) AS sd20,
+    @trailing(AVG(close_price), 26) AS avg26,
+    @trailing(AVG(close_price), 50) AS avg50,
+    @trailing(AVG(gain), 14) AS avg_gain14,
+    @trailing(AVG(loss), 14) AS avg_loss14,
+    @trailing(AVG(true_range), 14) AS atr14,
+    @trailing(AVG(volume), 20) AS avg_volume20
+  FROM indicators
 )
 SELECT
   ticker::TEXT AS ticker,
@@ -322,5 +318,5 @@ SELECT
   CASE WHEN position >= COALESCE(carried_from, 15) THEN y_atr END::DOUBLE AS atr_14_wilder,
   CASE WHEN position >= COALESCE(carried_from, 15) THEN y_gain END::DOUBLE AS wilder_avg_gain_14,
   CASE WHEN position >= COALESCE(carried_from, 15) THEN y_loss END::DOUBLE AS wilder_avg_loss_14
-FROM indicators
+FROM windows
 WHERE date BETWEEN @start_ds AND @end_ds
