@@ -23,7 +23,7 @@ from financial_etl.transform.sqlmesh_adapter import (
     sqlmesh_context,
     sqlmesh_multi_asset,
 )
-from financial_etl.warehouse import MART, MART_KEY, RAW, RAW_KEY, RAW_TABLE
+from financial_etl.warehouse import MART, MART_KEY, MART_TABLE, RAW, RAW_KEY, RAW_TABLE
 from financial_etl.warehouse.lock import warehouse_lock
 from financial_etl.warehouse.storage import storage_errors
 
@@ -43,7 +43,8 @@ def mart_static_metadata(context: Context) -> dict:
         "models": model_names(context),
         "code_version": code_version(context, MART),
         "column_schema": model_table_schema(context, MART),
-        "column_lineage": model_column_lineage(context, MART, {RAW_TABLE: RAW_KEY}),
+        # the recursive columns also come from the mart's own previous row (their state)
+        "column_lineage": model_column_lineage(context, MART, {RAW_TABLE: RAW_KEY, MART_TABLE: MART_KEY}),
     }
 
 

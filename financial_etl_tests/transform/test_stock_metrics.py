@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import talib
 
+from financial_etl.extract.sources.synthetic import fetch_synthetic
 from financial_etl.transform.metadata import column_lineage
 from financial_etl_tests import mesh
 from financial_etl_tests.helpers import MART_COLUMNS
@@ -107,6 +108,27 @@ def test_every_indicator_matches_the_reference(full_run, prices):
         assert_close(full_run[column], want[column], column)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("batch_size", [None, 1000], ids=["one plan", "1000-day batches"])
+def test_a_history_longer_than_a_block_matches_talib(tmp_path, batch_size):
+    """The recursions sum inputs within blocks of 512 rows plus the previous block's total
+    (macros/recursions.py). Five years cross two block boundaries in one plan; 1000-day
+    batches cross one inside a batch that continues from a carried state."""
+    start, end = dt.date(2018, 1, 2), END
+    prices = fetch_synthetic(["LONG", "OTHER"], start, end).frame
+    db = tmp_path / "w.duckdb"
+    mesh.write_raw(db, prices)
+    project = mesh.project_copy(tmp_path / "project", batch_size=batch_size, audits=False) if batch_size else None
+    ctx = mesh.context(db, start, project) if project else mesh.context(db, start)
+    mesh.plan_prod(ctx, end)
+    ctx.close()
+    got, want = mesh.mart(db), reference(prices)
+    assert (got.groupby("ticker").size() > 2 * 512).all()
+    assert list(zip(got.ticker, got.trade_date.dt.date)) == list(zip(want.ticker, want.trade_date))
+    for column in RECURSIVE:
+        assert_close(got[column], want[column], column)
+
+
 def test_warm_up_leaves_indicators_null_until_their_window_is_full(full_run):
     for _, g in full_run.groupby("ticker"):
         g = g.reset_index(drop=True)
@@ -130,15 +152,28 @@ def test_sma_50_is_not_sma_20(full_run):
     assert (both.sma_20_day != both.sma_50_day).mean() > 0.99
 
 
-@pytest.mark.parametrize("batch_size", [
-    pytest.param(30, id="30-day batches"),
-    pytest.param(1, id="one day at a time", marks=pytest.mark.slow),
-])
-def test_batches_give_the_same_rows_as_one_full_run(tmp_path, prices, full_run, batch_size):
+def test_30_day_batches_give_the_same_rows_as_one_full_run(tmp_path, prices, full_run):
+    assert_same_as_full_run(tmp_path, prices, full_run, 30)
+
+
+@pytest.mark.slow
+def test_one_day_at_a_time_gives_the_same_rows_as_one_full_run(tmp_path):
+    """13 months (every batch costs SQLMesh's fixed overhead): LATE lists and HALT halts
+    inside them, so a listing, a halt and a resumption all happen one day at a time."""
+    prices = mesh.history_with_gaps(dt.date(2021, 12, 1), END)
+    db = tmp_path / "full.duckdb"
+    mesh.write_raw(db, prices)
+    ctx = mesh.context(db, dt.date(2021, 12, 1))
+    mesh.plan_prod(ctx, END)
+    ctx.close()
+    assert_same_as_full_run(tmp_path, prices, mesh.mart(db), 1, dt.date(2021, 12, 1))
+
+
+def assert_same_as_full_run(tmp_path, prices, full_run, batch_size, start=START):
     db = tmp_path / "w.duckdb"
     mesh.write_raw(db, prices)
     # Audits are tested on their own; here only the computed values are compared.
-    ctx = mesh.context(db, START, mesh.project_copy(tmp_path / "project", batch_size=batch_size, audits=False))
+    ctx = mesh.context(db, start, mesh.project_copy(tmp_path / "project", batch_size=batch_size, audits=False))
     mesh.plan_prod(ctx, END)
     ctx.close()
     batched = mesh.mart(db)
