@@ -19,6 +19,8 @@ MART_COLUMNS = (
     "ticker", "trade_date", "open_price", "high_price", "low_price", "close_price", "volume",
     "sma_9_day", "sma_20_day", "sma_50_day", "bollinger_upper", "bollinger_lower", "rsi_14_day",
     "macd_line", "atr_14_day", "daily_return_pct", "price_range_pct", "volume_ratio", "volume_sma_20",
+    "ema_12", "ema_26", "macd", "macd_signal", "macd_histogram", "rsi_14_wilder", "atr_14_wilder",
+    "wilder_avg_gain_14", "wilder_avg_loss_14",
 )
 
 def settings_for(**env: str):

@@ -40,7 +40,7 @@ def test_checks_alone_match_the_materializing_run_and_pass_on_clean_data(workdir
     )
     assert _materialized(alone) == set()
     in_run, by_itself = _evaluations(run), _evaluations(alone)
-    assert set(in_run) == set(by_itself) and len(in_run) == 12
+    assert set(in_run) == set(by_itself) and len(in_run) == 15  # ten mart checks among them
     for key, evaluation in in_run.items():
         assert by_itself[key].passed == evaluation.passed, key
         for name in ("violating_rows", "mart_rows", "target_rows", "sessions_in_range"):
@@ -65,6 +65,10 @@ def test_materializations_carry_row_counts_and_the_definitions_schema_and_lineag
     deps = specs[MART]["dagster/column_lineage"].deps_by_column
     assert {(d.asset_key, d.column_name) for d in deps["sma_20_day"]} >= {(RAW, "close_price")}
     assert {(d.asset_key, d.column_name) for d in deps["atr_14_day"]} >= {(RAW, "high_price"), (RAW, "low_price"), (RAW, "close_price")}
+    # a recursive indicator: raw's close, and the mart's own previous row it continues from
+    assert {(d.asset_key, d.column_name) for d in deps["rsi_14_wilder"]} >= {
+        (RAW, "close_price"), (MART, "wilder_avg_gain_14"), (MART, "wilder_avg_loss_14"),
+    }
     schema = specs[MART]["dagster/column_schema"]
     assert [c.name for c in schema.columns][:3] == ["ticker", "trade_date", "open_price"]
     assert next(c for c in schema.columns if c.name == "rsi_14_day").description.startswith("Simple-average")

@@ -17,14 +17,13 @@ from financial_etl.transform.chart import CHART_COLUMNS, png_markdown, price_cha
 from financial_etl.transform.metadata import model_column_lineage, model_table_schema
 from financial_etl.transform.sqlmesh_adapter import (
     code_version,
-    lookback_rows,
     model_names,
     project_sqlmesh_config,
     run_range,
     sqlmesh_context,
     sqlmesh_multi_asset,
 )
-from financial_etl.warehouse import MART, MART_KEY, RAW, RAW_KEY, RAW_TABLE
+from financial_etl.warehouse import MART, MART_KEY, MART_TABLE, RAW, RAW_KEY, RAW_TABLE
 from financial_etl.warehouse.lock import warehouse_lock
 from financial_etl.warehouse.storage import storage_errors
 
@@ -33,7 +32,9 @@ RECOMPUTED_THROUGH = "recomputed_through"  # metadata: the last date this run re
 MART_DESCRIPTION = (
     "Daily technical indicators per ticker (SMA 9/20/50, Bollinger bands, RSI 14, MACD, "
     f"ATR 14, returns, volume ratios), computed by SQLMesh from {RAW}. Each "
-    "indicator is NULL until its window of trading rows is full."
+    "indicator is NULL until its window of trading rows is full. TA-Lib's recursive forms "
+    "(EMA 12/26, MACD 12/26/9 with signal and histogram, Wilder RSI 14 and ATR 14) carry "
+    "each ticker's state from its previous row, so any batching gives the same values."
 )
 
 
@@ -42,22 +43,21 @@ def mart_static_metadata(context: Context) -> dict:
         "models": model_names(context),
         "code_version": code_version(context, MART),
         "column_schema": model_table_schema(context, MART),
-        "column_lineage": model_column_lineage(context, MART, {RAW_TABLE: RAW_KEY}),
+        # the recursive columns also come from the mart's own previous row (their state)
+        "column_lineage": model_column_lineage(context, MART, {RAW_TABLE: RAW_KEY, MART_TABLE: MART_KEY}),
     }
 
 
 def window_reach_end(settings: Settings, end: dt.date) -> dt.date:
-    """The last date whose indicators read a raw row dated on or before `end`: each
-    ticker's (lookback_rows - 1)th trading row after `end`. Re-loading [start, end]
-    changes the mart up to there, so the transform and the export recompute that far (a
-    daily run: just `end`)."""
+    """The last date whose indicators read a raw row dated on or before `end`: the last
+    raw date. The recursive indicators (EMA, MACD, Wilder RSI and ATR) carry every row's
+    value into the ticker's next one, so re-loading [start, end] changes the mart through
+    the end of the history (the windowed ones only up to lookback_rows - 1 rows later), and
+    the transform and the export recompute that far. A daily run at the newest date: just
+    `end`."""
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         try:
-            (reach,) = con.execute(
-                "SELECT max(date) FROM (SELECT date, row_number() OVER (PARTITION BY ticker ORDER BY date) AS n "
-                f"FROM {RAW} WHERE date > ?) WHERE n < ?",
-                [end, lookback_rows(settings)],
-            ).fetchone()
+            (reach,) = con.execute(f"SELECT max(date) FROM {RAW} WHERE date > ?", [end]).fetchone()
         except duckdb.CatalogException:
             return end
     return max(end, reach) if reach else end
@@ -139,7 +139,7 @@ def build_transform_assets(settings: Settings, partitions_def, context: Context)
         reach = window_reach_end(settings, end)
         context.log.info(
             f"SQLMesh prod: recomputing {', '.join(static['models'])} for {start} to {end}"
-            + (f", and on to {reach}: later rows' windows read this range" if reach > end else "")
+            + (f", and on to {reach}: later rows' indicators read this range" if reach > end else "")
         )
         try:
             results = list(run_range(context, sqlmesh, config, start, reach, restate=static["models"]))

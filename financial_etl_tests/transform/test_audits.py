@@ -16,6 +16,9 @@ PLANTS = {
     "open_close_within_high_low": "UPDATE scratch.mart SET open_price = high_price + 0.01 WHERE rowid = 40",
     "positive_volume": "UPDATE scratch.mart SET volume = 0 WHERE rowid = 40",
     "valid_atr": "UPDATE scratch.mart SET atr_14_day = -0.01 WHERE rowid = 40",
+    "valid_rsi_wilder_range": "UPDATE scratch.mart SET rsi_14_wilder = 100.5 WHERE rowid = 40",
+    "valid_atr_wilder": "UPDATE scratch.mart SET atr_14_wilder = -0.01 WHERE rowid = 40",
+    "macd_histogram_identity": "UPDATE scratch.mart SET macd_histogram = macd_histogram + 0.01 WHERE rowid = 40",
     "not_null": "UPDATE scratch.mart SET close_price = NULL WHERE rowid = 40",
     "unique_combination_of_columns": "INSERT INTO scratch.mart SELECT * FROM scratch.mart WHERE rowid = 40",
 }
@@ -46,7 +49,8 @@ def test_the_model_has_the_seeds_audits_and_only_data_errors_block(warehouse):
     assert names == [
         ("not_null", True), ("unique_combination_of_columns", True), ("valid_rsi_range", True),
         ("valid_ohlc_prices", True), ("open_close_within_high_low", False), ("positive_volume", False),
-        ("valid_atr", True),
+        ("valid_atr", True), ("valid_rsi_wilder_range", True), ("valid_atr_wilder", True),
+        ("macd_histogram_identity", True),
     ]
 
 

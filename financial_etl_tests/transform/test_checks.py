@@ -95,7 +95,7 @@ def test_an_audit_added_to_the_sqlmesh_project_becomes_a_check(workdir, clean_en
     )
     model = project / "models" / "marts" / "stock_metrics.sql"
     model.write_text(model.read_text().replace(
-        "    valid_atr\n  )", "    valid_atr,\n    close_below_ten_thousand(blocking := false)\n  )"
+        "    macd_histogram_identity\n  )", "    macd_histogram_identity,\n    close_below_ten_thousand(blocking := false)\n  )"
     ))
     clean_env.setenv("FINANCIAL_ETL_SQLMESH_PROJECT", str(project))
     specs = _check_specs()

@@ -1,5 +1,6 @@
-"""marts.stock_metrics: correct against an independent reference, the same however the
-range is cut into batches, and lineage as the seed documents it."""
+"""marts.stock_metrics: correct against an independent reference (TA-Lib for the recursive
+indicators too), the same however the range is cut into batches or restated, and lineage
+as the seed documents it."""
 
 import datetime as dt
 
@@ -8,6 +9,7 @@ import pandas as pd
 import pytest
 import talib
 
+from financial_etl.extract.sources.synthetic import fetch_synthetic
 from financial_etl.transform.metadata import column_lineage
 from financial_etl_tests import mesh
 from financial_etl_tests.helpers import MART_COLUMNS
@@ -17,6 +19,9 @@ INDICATORS = [
     "sma_9_day", "sma_20_day", "sma_50_day", "bollinger_upper", "bollinger_lower", "rsi_14_day",
     "macd_line", "atr_14_day", "daily_return_pct", "price_range_pct", "volume_ratio", "volume_sma_20",
 ]
+# TA-Lib 0.8.2's EMA, MACD(12, 26, 9), RSI(14), ATR(14).
+RECURSIVE = ["ema_12", "ema_26", "macd", "macd_signal", "macd_histogram", "rsi_14_wilder", "atr_14_wilder"]
+INDICATORS += RECURSIVE
 
 
 def assert_close(got: pd.Series, want: pd.Series, label: str) -> None:
@@ -30,7 +35,8 @@ def assert_close(got: pd.Series, want: pd.Series, label: str) -> None:
 
 def reference(prices: pd.DataFrame) -> pd.DataFrame:
     """Indicators computed independently, per ticker, over its own rows: TA-Lib for SMA,
-    Bollinger bands and true range; plain pandas for the rest."""
+    Bollinger bands and true range, and its EMA, MACD, RSI and ATR (default seeding) for
+    the recursive indicators; plain pandas for the rest."""
     out = []
     for ticker, g in prices.sort_values(["ticker", "date"]).groupby("ticker", sort=True):
         c, h, l = (g[col].to_numpy("float64") for col in ("close_price", "high_price", "low_price"))
@@ -44,6 +50,7 @@ def reference(prices: pd.DataFrame) -> pd.DataFrame:
         rsi = rsi.where(avg_loss != 0, np.where(avg_gain > 0, 100.0, 50.0)).where(avg_gain.notna())
         prev = close.shift(1)
         vol20 = v.rolling(20).mean().to_numpy()
+        macd, signal, histogram = talib.MACD(c, fastperiod=12, slowperiod=26, signalperiod=9)
         out.append(
             pd.DataFrame(
                 {
@@ -61,6 +68,13 @@ def reference(prices: pd.DataFrame) -> pd.DataFrame:
                     "price_range_pct": (h - l) / c * 100,
                     "volume_ratio": v.to_numpy() / vol20,
                     "volume_sma_20": np.floor(vol20 + 0.5),  # SQL ROUND: half away from zero
+                    "ema_12": talib.EMA(c, 12),
+                    "ema_26": talib.EMA(c, 26),
+                    "macd": macd,
+                    "macd_signal": signal,
+                    "macd_histogram": histogram,
+                    "rsi_14_wilder": talib.RSI(c, 14),
+                    "atr_14_wilder": talib.ATR(h, l, c, 14),
                 }
             )
         )
@@ -73,13 +87,18 @@ def prices() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory, prices) -> pd.DataFrame:
+def full_db(tmp_path_factory, prices):
     db = tmp_path_factory.mktemp("full") / "w.duckdb"
     mesh.write_raw(db, prices)
     ctx = mesh.context(db, START)
     mesh.plan_prod(ctx, END)
     ctx.close()
-    return mesh.mart(db)
+    return db
+
+
+@pytest.fixture(scope="module")
+def full_run(full_db) -> pd.DataFrame:
+    return mesh.mart(full_db)
 
 
 def test_every_indicator_matches_the_reference(full_run, prices):
@@ -87,6 +106,27 @@ def test_every_indicator_matches_the_reference(full_run, prices):
     assert list(zip(full_run.ticker, full_run.trade_date.dt.date)) == list(zip(want.ticker, want.trade_date))
     for column in INDICATORS:
         assert_close(full_run[column], want[column], column)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch_size", [None, 1000], ids=["one plan", "1000-day batches"])
+def test_a_history_longer_than_a_block_matches_talib(tmp_path, batch_size):
+    """The recursions sum inputs within blocks of 512 rows plus the previous block's total
+    (macros/recursions.py). Five years cross two block boundaries in one plan; 1000-day
+    batches cross one inside a batch that continues from a carried state."""
+    start, end = dt.date(2018, 1, 2), END
+    prices = fetch_synthetic(["LONG", "OTHER"], start, end).frame
+    db = tmp_path / "w.duckdb"
+    mesh.write_raw(db, prices)
+    project = mesh.project_copy(tmp_path / "project", batch_size=batch_size, audits=False) if batch_size else None
+    ctx = mesh.context(db, start, project) if project else mesh.context(db, start)
+    mesh.plan_prod(ctx, end)
+    ctx.close()
+    got, want = mesh.mart(db), reference(prices)
+    assert (got.groupby("ticker").size() > 2 * 512).all()
+    assert list(zip(got.ticker, got.trade_date.dt.date)) == list(zip(want.ticker, want.trade_date))
+    for column in RECURSIVE:
+        assert_close(got[column], want[column], column)
 
 
 def test_warm_up_leaves_indicators_null_until_their_window_is_full(full_run):
@@ -98,6 +138,13 @@ def test_warm_up_leaves_indicators_null_until_their_window_is_full(full_run):
         assert g.atr_14_day.iloc[:14].isna().all() and g.atr_14_day.iloc[14:].notna().all()
         assert g.macd_line.iloc[:25].isna().all() and g.macd_line.iloc[25:].notna().all()
         assert pd.isna(g.daily_return_pct.iloc[0]) and g.daily_return_pct.iloc[1:].notna().all()
+        # TA-Lib's first outputs: EMA n at row n, RSI and ATR at row 15, MACD's three at row 34.
+        assert g.ema_12.iloc[:11].isna().all() and g.ema_12.iloc[11:].notna().all()
+        assert g.ema_26.iloc[:25].isna().all() and g.ema_26.iloc[25:].notna().all()
+        assert g.rsi_14_wilder.iloc[:14].isna().all() and g.rsi_14_wilder.iloc[14:].notna().all()
+        assert g.atr_14_wilder.iloc[:14].isna().all() and g.atr_14_wilder.iloc[14:].notna().all()
+        for column in ("macd", "macd_signal", "macd_histogram"):
+            assert g[column].iloc[:33].isna().all() and g[column].iloc[33:].notna().all()
 
 
 def test_sma_50_is_not_sma_20(full_run):
@@ -105,15 +152,28 @@ def test_sma_50_is_not_sma_20(full_run):
     assert (both.sma_20_day != both.sma_50_day).mean() > 0.99
 
 
-@pytest.mark.parametrize("batch_size", [
-    pytest.param(30, id="30-day batches"),
-    pytest.param(1, id="one day at a time", marks=pytest.mark.slow),
-])
-def test_batches_give_the_same_rows_as_one_full_run(tmp_path, prices, full_run, batch_size):
+def test_30_day_batches_give_the_same_rows_as_one_full_run(tmp_path, prices, full_run):
+    assert_same_as_full_run(tmp_path, prices, full_run, 30)
+
+
+@pytest.mark.slow
+def test_one_day_at_a_time_gives_the_same_rows_as_one_full_run(tmp_path):
+    """13 months (every batch costs SQLMesh's fixed overhead): LATE lists and HALT halts
+    inside them, so a listing, a halt and a resumption all happen one day at a time."""
+    prices = mesh.history_with_gaps(dt.date(2021, 12, 1), END)
+    db = tmp_path / "full.duckdb"
+    mesh.write_raw(db, prices)
+    ctx = mesh.context(db, dt.date(2021, 12, 1))
+    mesh.plan_prod(ctx, END)
+    ctx.close()
+    assert_same_as_full_run(tmp_path, prices, mesh.mart(db), 1, dt.date(2021, 12, 1))
+
+
+def assert_same_as_full_run(tmp_path, prices, full_run, batch_size, start=START):
     db = tmp_path / "w.duckdb"
     mesh.write_raw(db, prices)
     # Audits are tested on their own; here only the computed values are compared.
-    ctx = mesh.context(db, START, mesh.project_copy(tmp_path / "project", batch_size=batch_size, audits=False))
+    ctx = mesh.context(db, start, mesh.project_copy(tmp_path / "project", batch_size=batch_size, audits=False))
     mesh.plan_prod(ctx, END)
     ctx.close()
     batched = mesh.mart(db)
@@ -138,6 +198,68 @@ def test_restating_a_later_range_reads_the_rows_before_it(tmp_path, prices, full
     assert len(got) == len(want)
     for column in INDICATORS:
         assert_close(got[column], want[column], column)
+
+
+@pytest.mark.slow
+def test_restating_a_middle_range_recomputes_everything_after_it(tmp_path, prices, full_run):
+    """Raw rows of a range in the middle change (a vendor correction, re-loaded): the
+    restatement from the range's start through the end of the history, as the transform
+    runs it (window_reach_end), gives what a full run on the corrected raw gives, and the
+    recursive indicators differ from the old ones to the last row."""
+    db = tmp_path / "w.duckdb"
+    mesh.write_raw(db, prices)
+    project = mesh.project_copy(tmp_path / "project", batch_size=30, audits=False)
+    ctx = mesh.context(db, START, project)
+    mesh.plan_prod(ctx, END)
+    first, last = dt.date(2022, 3, 1), dt.date(2022, 3, 31)
+    corrected = prices.copy()
+    in_range = (corrected.date >= first) & (corrected.date <= last)
+    for column in ("open_price", "high_price", "low_price", "close_price"):
+        corrected.loc[in_range, column] *= 1.01
+    mesh.write_raw(db, corrected)
+    mesh.restate(ctx, first, END)  # window_reach_end: the last raw date
+    ctx.close()
+    got = mesh.mart(db)
+
+    fresh = tmp_path / "fresh.duckdb"
+    mesh.write_raw(fresh, corrected)
+    ctx = mesh.context(fresh, START)
+    mesh.plan_prod(ctx, END)
+    ctx.close()
+    want = mesh.mart(fresh)
+    assert len(got) == len(want)
+    for column in INDICATORS:
+        assert_close(got[column], want[column], f"{column} (restated from {first})")
+    # The change reaches the newest row of every ticker, not just 49 rows.
+    newest = got.groupby("ticker").tail(1).index
+    assert (got.loc[newest, "ema_26"].to_numpy() != full_run.loc[newest, "ema_26"].to_numpy()).all()
+    # And the rows before the range kept their values.
+    before = got.trade_date < pd.Timestamp(first)
+    for column in INDICATORS:
+        assert_close(got.loc[before, column], full_run.loc[before, column], f"{column} before {first}")
+
+
+def test_the_reach_of_a_re_loaded_range_is_the_end_of_the_history(tmp_path, prices):
+    from financial_etl.transform.assets import window_reach_end
+    from financial_etl_tests.helpers import settings_for
+
+    db = tmp_path / "w.duckdb"
+    mesh.write_raw(db, prices)
+    settings = settings_for(duckdb_path=str(db))
+    assert window_reach_end(settings, dt.date(2022, 3, 31)) == END
+    assert window_reach_end(settings, END) == END
+    assert window_reach_end(settings, dt.date(2023, 6, 30)) == dt.date(2023, 6, 30)
+
+
+def test_the_stored_wilder_averages_give_the_rsi(full_run):
+    """The Wilder averages a batch carries to the next are the mart's own columns: RSI is
+    100 * gain / (gain + loss) of them, and they are NULL exactly where the RSI is."""
+    g, lo, rsi = full_run.wilder_avg_gain_14, full_run.wilder_avg_loss_14, full_run.rsi_14_wilder
+    assert (g.isna() == rsi.isna()).all() and (lo.isna() == rsi.isna()).all() and rsi.notna().any()
+    warm = rsi.notna()
+    assert (g[warm] >= 0).all() and (lo[warm] >= 0).all()
+    total = g[warm] + lo[warm]
+    assert_close(rsi[warm], (100 * g[warm] / total).where(total != 0, 0.0), "rsi from the averages")
 
 
 # The seed's lineage table. Windowed indicators also depend on ticker and date (the
@@ -166,6 +288,21 @@ SEED_LINEAGE = {
     "volume_sma_20": {"volume"},
 }
 WINDOW_KEYS = {"bollinger_upper", "bollinger_lower", "volume_ratio", "volume_sma_20"}
+CLOSES = {"close_price", "date", "ticker"}
+RECURSIVE_LINEAGE = {
+    **{column: CLOSES for column in ("ema_12", "ema_26", "macd", "macd_signal", "macd_histogram", "rsi_14_wilder")},
+    "wilder_avg_gain_14": CLOSES,
+    "wilder_avg_loss_14": CLOSES,
+    "atr_14_wilder": CLOSES | {"high_price", "low_price"},
+}
+# the carried state each column is continued from
+WILDER = {"wilder_avg_gain_14", "wilder_avg_loss_14"}
+MACD = {"ema_26", "macd", "macd_signal"}
+CARRIED = {
+    "ema_12": {"ema_12"}, "ema_26": {"ema_26"}, "macd": {"ema_26", "macd"}, "macd_signal": MACD,
+    "macd_histogram": MACD, "rsi_14_wilder": WILDER, "atr_14_wilder": {"atr_14_wilder"},
+    "wilder_avg_gain_14": {"wilder_avg_gain_14"}, "wilder_avg_loss_14": {"wilder_avg_loss_14"},
+}
 
 
 def test_column_lineage_gives_the_seed_table(tmp_path):
@@ -174,15 +311,22 @@ def test_column_lineage_gives_the_seed_table(tmp_path):
     ctx.close()
     assert list(lineage) == list(MART_COLUMNS)
     for column, sources in lineage.items():
+        if column in RECURSIVE_LINEAGE:
+            # raw's prices, and the mart's own previous row: the state a batch starts from
+            assert {name for table, name in sources if table == "eod_prices_raw"} == RECURSIVE_LINEAGE[column], column
+            assert {name for table, name in sources if table == "stock_metrics"} == {"ticker"} | CARRIED[column], column
+            assert {table for table, _ in sources} == {"eod_prices_raw", "stock_metrics"}, column
+            continue
         assert {table for table, _ in sources} == {"eod_prices_raw"}, column
         expected = SEED_LINEAGE[column] | ({"ticker", "date"} if column in WINDOW_KEYS else set())
         assert {name for _, name in sources} == expected, column
 
 
 def test_sqlmesh_unit_tests_pass(tmp_path):
-    """sqlmesh_project/tests: warm-up NULLs, a zero-loss window, a gap, a late batch."""
+    """sqlmesh_project/tests: warm-up NULLs, a zero-loss window, a gap, a late batch; TA-Lib's
+    seeding and a batch continuing from the carried state (a halted ticker's old one too)."""
     ctx = mesh.context(tmp_path / "w.duckdb", START)
     result = ctx.test()
     ctx.close()
-    assert result.testsRun >= 5
+    assert result.testsRun >= 7
     assert result.wasSuccessful(), [str(f) for f in result.failures + result.errors]

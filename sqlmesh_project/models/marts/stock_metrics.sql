@@ -25,7 +25,16 @@ MODEL (
     daily_return_pct = 'Close-to-close return, percent',
     price_range_pct = '(high - low) / close, percent',
     volume_ratio = 'volume / mean of the last 20 volumes',
-    volume_sma_20 = 'Mean of the last 20 volumes, rounded'
+    volume_sma_20 = 'Mean of the last 20 volumes, rounded',
+    ema_12 = 'TA-Lib EMA(close, 12): the mean of the first 12 closes at row 12, then e = (close - e) * 2/13 + e',
+    ema_26 = 'TA-Lib EMA(close, 26): the mean of the first 26 closes at row 26, then e = (close - e) * 2/27 + e',
+    macd = 'TA-Lib MACD(12, 26, 9) line: fast EMA 12 (seeded at row 26 with the mean of closes 15..26) - EMA 26; NULL before row 34',
+    macd_signal = 'TA-Lib MACD(12, 26, 9) signal: EMA 9 of the MACD line, seeded at row 34 with the mean of the line over rows 26..34',
+    macd_histogram = 'TA-Lib MACD(12, 26, 9) histogram: macd - macd_signal',
+    rsi_14_wilder = 'TA-Lib RSI(close, 14), Wilder smoothing: average gain and loss seeded with the mean of the first 14 changes (row 15), then (a * 13 + x) / 14; 100 * gain / (gain + loss), 0 when both are 0',
+    atr_14_wilder = 'TA-Lib ATR(14), Wilder smoothing: the mean of the first 14 true ranges (row 15), then (a * 13 + true range) / 14',
+    wilder_avg_gain_14 = 'Wilder average gain behind rsi_14_wilder: the mean of the first 14 gains (row 15), then (a * 13 + gain) / 14',
+    wilder_avg_loss_14 = 'Wilder average loss behind rsi_14_wilder: the mean of the first 14 losses (row 15), then (a * 13 + loss) / 14'
   ),
   audits (
     not_null(columns := (ticker, trade_date, close_price, volume)),
@@ -34,7 +43,10 @@ MODEL (
     valid_ohlc_prices,
     open_close_within_high_low,
     positive_volume,
-    valid_atr
+    valid_atr,
+    valid_rsi_wilder_range,
+    valid_atr_wilder,
+    macd_histogram_identity
   )
 );
 
@@ -50,6 +62,19 @@ MODEL (
  *
  * Warm-up: an indicator is NULL until its window is full, checked by counting the
  * rows (or changes) inside the window, never with partial windows.
+ *
+ * The recursive indicators (ema_12, ema_26, macd, macd_signal, macd_histogram,
+ * rsi_14_wilder, atr_14_wilder: TA-Lib's EMA, MACD(12, 26, 9), RSI(14), ATR(14), default
+ * seeding) depend on a ticker's whole history, not on a window of rows. Each is a linear
+ * recursion y = a * y_prev + b * x from a seed row (TA-Lib's seed: a mean of the first n
+ * values). So y at a row is the sum of the inputs before it weighted by powers of a, which
+ * windowed SUMs compute (see macros/recursions.py): weights a^-p within blocks of
+ * @block_rows rows, so no power overflows, plus the previous block's total; older inputs
+ * weigh less than a^@block_rows (under 1e-16) and are left out.
+ * A batch starts from the state on each ticker's last row before it (this model's own
+ * row: the recursions' values, and the Wilder averages behind RSI), which makes the model
+ * self-referencing: SQLMesh runs its intervals in order and restates through the end.
+ * A ticker whose whole history is inside the lookback starts from its first row.
  */
 WITH batch AS (
   SELECT ticker, date, open_price, high_price, low_price, close_price, volume
@@ -88,7 +113,13 @@ WITH batch AS (
 ), changes AS (
   SELECT
     *,
-    LAG(close_price) OVER (PARTITION BY ticker ORDER BY date) AS prev_close
+    LAG(close_price) OVER (PARTITION BY ticker ORDER BY date) AS prev_close,
+    /* The row's position in the ticker's history as read (lookback + batch). A ticker
+       with 50 earlier rows is read from its 50th-last one, so every batch row is past
+       position 50; otherwise the history is read from its first row. Either way
+       "position >= n" says that the last-n window is full (close and volume are never
+       NULL in raw), with one window instead of a COUNT per window. */
+    @trailing(ROW_NUMBER(), 0) AS position
   FROM prices
 ), steps AS (
   SELECT
@@ -102,6 +133,111 @@ WITH batch AS (
       ABS(low_price - prev_close)
     ) END AS true_range
   FROM changes
+), carried AS (
+  /* Each ticker's state on its last row before the batch, when the lookback holds a full
+     @lookback_rows rows (else the ticker's whole history is read and it starts afresh). */
+  SELECT
+    stock_metrics.ticker,
+    stock_metrics.ema_12,
+    stock_metrics.ema_26,
+    stock_metrics.macd + stock_metrics.ema_26 AS macd_fast_ema,
+    stock_metrics.macd_signal,
+    stock_metrics.wilder_avg_gain_14,
+    stock_metrics.wilder_avg_loss_14,
+    stock_metrics.atr_14_wilder
+  FROM marts.stock_metrics /* no alias: the column lineage names the table */
+  JOIN (
+    SELECT ticker, MAX(date) AS date FROM lookback GROUP BY ticker HAVING COUNT(*) = @lookback_rows
+  ) AS last_read
+    ON stock_metrics.ticker = last_read.ticker AND stock_metrics.trade_date = last_read.date
+), seeded AS (
+  SELECT
+    s.*,
+    /* the row the recursions continue from when the ticker has a carried state */
+    CASE WHEN c.ticker IS NOT NULL THEN @lookback_rows END AS carried_from,
+    c.ema_12 AS state_ema_12,
+    c.ema_26 AS state_ema_26,
+    c.macd_fast_ema AS state_macd_fast_ema,
+    c.macd_signal AS state_macd_signal,
+    c.wilder_avg_gain_14 AS state_gain,
+    c.wilder_avg_loss_14 AS state_loss,
+    c.atr_14_wilder AS state_atr
+  FROM steps AS s
+  LEFT JOIN carried AS c
+    ON c.ticker = s.ticker
+), inputs AS MATERIALIZED (
+  /* Each recursion's inputs, scaled into their block (macros/recursions.py). TA-Lib's seed,
+     the mean of the first n values, enters as those n values / n, each decayed back by the
+     powers of a the recursion will apply up to the seed row. EMA n: a = 1 - 2/(n+1), step
+     input 2/(n+1) * close; Wilder 14: a = 13/14, step input x / 14. MACD's fast EMA is
+     TA-Lib's: seeded at row 26 with the mean of closes 15..26, not EMA(12)'s seed. */
+  SELECT
+    *,
+    @block_weighted(@recursion_input(state_ema_12, close_price, 1, 12, 11.0 / 13, 2.0 / 13 * close_price), 11.0 / 13) AS w_ema_12,
+    @block_weighted(@recursion_input(state_ema_26, close_price, 1, 26, 25.0 / 27, 2.0 / 27 * close_price), 25.0 / 27) AS w_ema_26,
+    @block_weighted(@recursion_input(state_macd_fast_ema, close_price, 15, 26, 11.0 / 13, 2.0 / 13 * close_price), 11.0 / 13) AS w_fast,
+    @block_weighted(@recursion_input(state_gain, gain, 2, 15, 13.0 / 14, gain / 14), 13.0 / 14) AS w_gain,
+    @block_weighted(@recursion_input(state_loss, loss, 2, 15, 13.0 / 14, loss / 14), 13.0 / 14) AS w_loss,
+    @block_weighted(@recursion_input(state_atr, true_range, 2, 15, 13.0 / 14, true_range / 14), 13.0 / 14) AS w_atr
+  FROM seeded
+), block_totals AS (
+  SELECT
+    ticker,
+    @block_of(position) + 1 AS next_block,
+    SUM(w_ema_12) AS t_ema_12,
+    SUM(w_ema_26) AS t_ema_26,
+    SUM(w_fast) AS t_fast,
+    SUM(w_gain) AS t_gain,
+    SUM(w_loss) AS t_loss,
+    SUM(w_atr) AS t_atr
+  FROM inputs
+  GROUP BY ALL
+), recursions AS (
+  SELECT
+    i.* EXCLUDE (state_ema_12, state_ema_26, state_macd_fast_ema, state_gain, state_loss, state_atr),
+    @block_cumsum(w_ema_12) AS c_ema_12,
+    @block_cumsum(w_ema_26) AS c_ema_26,
+    @block_cumsum(w_fast) AS c_fast,
+    @block_cumsum(w_gain) AS c_gain,
+    @block_cumsum(w_loss) AS c_loss,
+    @block_cumsum(w_atr) AS c_atr
+  FROM inputs AS i
+), smoothed AS (
+  SELECT
+    r.* EXCLUDE (w_ema_12, w_ema_26, w_fast, w_gain, w_loss, w_atr, c_ema_12, c_ema_26, c_fast, c_gain, c_loss, c_atr),
+    @unblocked(c_ema_12, b.t_ema_12, 11.0 / 13) AS y_ema_12,
+    @unblocked(c_ema_26, b.t_ema_26, 25.0 / 27) AS y_ema_26,
+    @unblocked(c_fast, b.t_fast, 11.0 / 13) AS y_fast,
+    @unblocked(c_gain, b.t_gain, 13.0 / 14) AS y_gain,
+    @unblocked(c_loss, b.t_loss, 13.0 / 14) AS y_loss,
+    @unblocked(c_atr, b.t_atr, 13.0 / 14) AS y_atr
+  FROM recursions AS r
+  LEFT JOIN block_totals AS b
+    ON b.ticker = r.ticker AND b.next_block = @block_of(r.position)
+), signal_inputs AS MATERIALIZED (
+  /* The MACD signal: EMA 9 (a = 0.8) of the line (fast - slow, from row 26), seeded at
+     row 34 with the mean of the line over rows 26..34. */
+  SELECT
+    *,
+    @block_weighted(
+      @recursion_input(state_macd_signal, y_fast - y_ema_26, 26, 34, 0.8, 0.2 * (y_fast - y_ema_26)),
+      0.8
+    ) AS w_signal
+  FROM smoothed
+), signal_totals AS (
+  SELECT ticker, @block_of(position) + 1 AS next_block, SUM(w_signal) AS t_signal
+  FROM signal_inputs
+  GROUP BY ALL
+), signal_running AS (
+  SELECT *, @block_cumsum(w_signal) AS c_signal
+  FROM signal_inputs
+), indicators AS (
+  SELECT
+    s.* EXCLUDE (w_signal, c_signal, state_macd_signal),
+    @unblocked(c_signal, t.t_signal, 0.8) AS y_signal
+  FROM signal_running AS s
+  LEFT JOIN signal_totals AS t
+    ON t.ticker = s.ticker AND t.next_block = @block_of(s.position)
 ), windows AS (
   SELECT
     ticker,
@@ -112,12 +248,15 @@ WITH batch AS (
     close_price,
     volume,
     prev_close,
-    /* The row's position in the ticker's history as read (lookback + batch). A ticker
-       with 50 earlier rows is read from its 50th-last one, so every batch row is past
-       position 50; otherwise the history is read from its first row. Either way
-       "position >= n" says that the last-n window is full (close and volume are never
-       NULL in raw), with one window instead of a COUNT per window. */
-    @trailing(ROW_NUMBER(), 0) AS position,
+    position,
+    carried_from,
+    y_ema_12,
+    y_ema_26,
+    y_fast,
+    y_gain,
+    y_loss,
+    y_atr,
+    y_signal,
     @trailing(AVG(close_price), 9) AS avg9,
     @trailing(AVG(close_price), 12) AS avg12,
     @trailing(AVG(close_price), 20) AS avg20,
@@ -128,7 +267,7 @@ WITH batch AS (
     @trailing(AVG(loss), 14) AS avg_loss14,
     @trailing(AVG(true_range), 14) AS atr14,
     @trailing(AVG(volume), 20) AS avg_volume20
-  FROM steps
+  FROM indicators
 )
 SELECT
   ticker::TEXT AS ticker,
@@ -162,6 +301,22 @@ SELECT
   ((high_price - low_price) / close_price * 100)::DOUBLE AS price_range_pct,
   /* Volume: current over the mean of the last 20, and that mean rounded half away from zero */
   CASE WHEN position >= 20 THEN volume / avg_volume20 END::DOUBLE AS volume_ratio,
-  CASE WHEN position >= 20 THEN ROUND(avg_volume20) END::BIGINT AS volume_sma_20
+  CASE WHEN position >= 20 THEN ROUND(avg_volume20) END::BIGINT AS volume_sma_20,
+  /* TA-Lib EMA(12) and EMA(26), MACD(12, 26, 9), RSI(14) and ATR(14), Wilder smoothing;
+     NULL until TA-Lib's first output (every batch row past a carried state has one) */
+  CASE WHEN position >= COALESCE(carried_from, 12) THEN y_ema_12 END::DOUBLE AS ema_12,
+  CASE WHEN position >= COALESCE(carried_from, 26) THEN y_ema_26 END::DOUBLE AS ema_26,
+  CASE WHEN position >= COALESCE(carried_from, 34) THEN y_fast - y_ema_26 END::DOUBLE AS macd,
+  CASE WHEN position >= COALESCE(carried_from, 34) THEN y_signal END::DOUBLE AS macd_signal,
+  CASE WHEN position >= COALESCE(carried_from, 34) THEN (y_fast - y_ema_26) - y_signal END::DOUBLE AS macd_histogram,
+  /* RSI = 100 * g / (g + l), written as TA-Lib computes it; 0 when there was no change at all */
+  CASE
+    WHEN position < COALESCE(carried_from, 15) THEN NULL
+    WHEN y_gain + y_loss = 0 THEN 0
+    ELSE 100 * (y_gain / (y_gain + y_loss))
+  END::DOUBLE AS rsi_14_wilder,
+  CASE WHEN position >= COALESCE(carried_from, 15) THEN y_atr END::DOUBLE AS atr_14_wilder,
+  CASE WHEN position >= COALESCE(carried_from, 15) THEN y_gain END::DOUBLE AS wilder_avg_gain_14,
+  CASE WHEN position >= COALESCE(carried_from, 15) THEN y_loss END::DOUBLE AS wilder_avg_loss_14
 FROM windows
 WHERE date BETWEEN @start_ds AND @end_ds
