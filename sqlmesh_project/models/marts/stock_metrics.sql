@@ -68,9 +68,9 @@ MODEL (
  * seeding) depend on a ticker's whole history, not on a window of rows. Each is a linear
  * recursion y = a * y_prev + b * x from a seed row (TA-Lib's seed: a mean of the first n
  * values). So y at a row is the sum of the inputs before it weighted by powers of a, which
- * windowed SUMs compute (see macros/recursions.py): weights a^-p within blocks of
- * @block_rows rows, so no power overflows, plus the previous block's total; older inputs
- * weigh less than a^@block_rows (under 1e-16) and are left out.
+ * windowed SUMs compute (see macros/recursions.py): weights a^-p within blocks of 512
+ * rows, so no power overflows, plus the previous block's total; older inputs weigh less
+ * than a^513 (under 1e-16) and are left out.
  * A batch starts from the state on each ticker's last row before it (this model's own
  * row: the recursions' values, and the Wilder averages behind RSI), which makes the model
  * self-referencing: SQLMesh runs its intervals in order and restates through the end.
