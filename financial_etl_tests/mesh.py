@@ -60,9 +60,18 @@ def restate(ctx: Context, start: dt.date, end: dt.date) -> None:
     plan_prod(ctx, end, restate_models=[MODEL], start=start.isoformat(), end=end.isoformat())
 
 
-def mart(db: Path, table: str = MART) -> pd.DataFrame:
+def mart(db: Path) -> pd.DataFrame:
     with duckdb.connect(str(db), read_only=True) as con:
-        return con.execute(f"SELECT * FROM {table} ORDER BY ticker, trade_date").df()
+        return con.execute(f"SELECT * FROM {MART} ORDER BY ticker, trade_date").df()
+
+
+def full_plan(db: Path, prices: pd.DataFrame, start: dt.date, end: dt.date, project: Path = SQLMESH_PROJECT_DIR) -> pd.DataFrame:
+    """The mart after one prod plan over `prices` from `start` to `end`."""
+    write_raw(db, prices)
+    ctx = context(db, start, project)
+    plan_prod(ctx, end)
+    ctx.close()
+    return mart(db)
 
 
 def history_with_gaps(start: dt.date, end: dt.date) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import pytest
 import talib
 
 from financial_etl.extract.sources.synthetic import fetch_synthetic
+from financial_etl.settings import SQLMESH_PROJECT_DIR
 from financial_etl.transform.metadata import column_lineage
 from financial_etl_tests import mesh
 from financial_etl_tests.helpers import MART_COLUMNS
@@ -87,18 +88,8 @@ def prices() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def full_db(tmp_path_factory, prices):
-    db = tmp_path_factory.mktemp("full") / "w.duckdb"
-    mesh.write_raw(db, prices)
-    ctx = mesh.context(db, START)
-    mesh.plan_prod(ctx, END)
-    ctx.close()
-    return db
-
-
-@pytest.fixture(scope="module")
-def full_run(full_db) -> pd.DataFrame:
-    return mesh.mart(full_db)
+def full_run(tmp_path_factory, prices) -> pd.DataFrame:
+    return mesh.full_plan(tmp_path_factory.mktemp("full") / "w.duckdb", prices, START, END)
 
 
 def test_every_indicator_matches_the_reference(full_run, prices):
@@ -116,13 +107,8 @@ def test_a_history_longer_than_a_block_matches_talib(tmp_path, batch_size):
     batches cross one inside a batch that continues from a carried state."""
     start, end = dt.date(2018, 1, 2), END
     prices = fetch_synthetic(["LONG", "OTHER"], start, end).frame
-    db = tmp_path / "w.duckdb"
-    mesh.write_raw(db, prices)
-    project = mesh.project_copy(tmp_path / "project", batch_size=batch_size, audits=False) if batch_size else None
-    ctx = mesh.context(db, start, project) if project else mesh.context(db, start)
-    mesh.plan_prod(ctx, end)
-    ctx.close()
-    got, want = mesh.mart(db), reference(prices)
+    project = mesh.project_copy(tmp_path / "project", batch_size=batch_size, audits=False) if batch_size else SQLMESH_PROJECT_DIR
+    got, want = mesh.full_plan(tmp_path / "w.duckdb", prices, start, end, project), reference(prices)
     assert (got.groupby("ticker").size() > 2 * 512).all()
     assert list(zip(got.ticker, got.trade_date.dt.date)) == list(zip(want.ticker, want.trade_date))
     for column in RECURSIVE:
@@ -160,23 +146,16 @@ def test_30_day_batches_give_the_same_rows_as_one_full_run(tmp_path, prices, ful
 def test_one_day_at_a_time_gives_the_same_rows_as_one_full_run(tmp_path):
     """13 months (every batch costs SQLMesh's fixed overhead): LATE lists and HALT halts
     inside them, so a listing, a halt and a resumption all happen one day at a time."""
-    prices = mesh.history_with_gaps(dt.date(2021, 12, 1), END)
-    db = tmp_path / "full.duckdb"
-    mesh.write_raw(db, prices)
-    ctx = mesh.context(db, dt.date(2021, 12, 1))
-    mesh.plan_prod(ctx, END)
-    ctx.close()
-    assert_same_as_full_run(tmp_path, prices, mesh.mart(db), 1, dt.date(2021, 12, 1))
+    start = dt.date(2021, 12, 1)
+    prices = mesh.history_with_gaps(start, END)
+    full_run = mesh.full_plan(tmp_path / "full.duckdb", prices, start, END)
+    assert_same_as_full_run(tmp_path, prices, full_run, 1, start)
 
 
 def assert_same_as_full_run(tmp_path, prices, full_run, batch_size, start=START):
-    db = tmp_path / "w.duckdb"
-    mesh.write_raw(db, prices)
     # Audits are tested on their own; here only the computed values are compared.
-    ctx = mesh.context(db, start, mesh.project_copy(tmp_path / "project", batch_size=batch_size, audits=False))
-    mesh.plan_prod(ctx, END)
-    ctx.close()
-    batched = mesh.mart(db)
+    project = mesh.project_copy(tmp_path / "project", batch_size=batch_size, audits=False)
+    batched = mesh.full_plan(tmp_path / "w.duckdb", prices, start, END, project)
     pd.testing.assert_frame_equal(batched[["ticker", "trade_date", "volume"]], full_run[["ticker", "trade_date", "volume"]])
     for column in INDICATORS:
         assert_close(batched[column], full_run[column], f"{column} ({batch_size}-day batches)")
@@ -221,12 +200,7 @@ def test_restating_a_middle_range_recomputes_everything_after_it(tmp_path, price
     ctx.close()
     got = mesh.mart(db)
 
-    fresh = tmp_path / "fresh.duckdb"
-    mesh.write_raw(fresh, corrected)
-    ctx = mesh.context(fresh, START)
-    mesh.plan_prod(ctx, END)
-    ctx.close()
-    want = mesh.mart(fresh)
+    want = mesh.full_plan(tmp_path / "fresh.duckdb", corrected, START, END)
     assert len(got) == len(want)
     for column in INDICATORS:
         assert_close(got[column], want[column], f"{column} (restated from {first})")

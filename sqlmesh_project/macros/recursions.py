@@ -24,23 +24,25 @@ def _sql(text: str) -> exp.Expression:
     return exp.maybe_parse(text, dialect="duckdb")
 
 
+def _q(expression: exp.Expression) -> str:
+    return expression.sql(dialect="duckdb")
+
+
+BLOCK = f"((position - 1) // {BLOCK_ROWS})"  # a row's block
+PLACE = f"((position - 1) % {BLOCK_ROWS})"  # its place p in the block
+
+
 @macro()
 def block_of(evaluator, position: exp.Expression) -> exp.Expression:
     """The block of a row, from its 1-based position."""
-    return _sql(f"(({position.sql(dialect='duckdb')}) - 1) // {BLOCK_ROWS}")
-
-
-@macro()
-def block_weighted(evaluator, value: exp.Expression, decay: exp.Expression) -> exp.Expression:
-    """An input x scaled to its block: x * a^-p."""
-    return _sql(f"({value.sql(dialect='duckdb')}) * POW({decay.sql(dialect='duckdb')}, -((position - 1) % {BLOCK_ROWS}))")
+    return _sql(f"(({_q(position)}) - 1) // {BLOCK_ROWS}")
 
 
 @macro()
 def block_cumsum(evaluator, weighted: exp.Expression) -> exp.Expression:
     """The sum of the scaled inputs of a row's block, up to the row."""
     return _sql(
-        f"SUM({weighted.sql(dialect='duckdb')}) OVER (PARTITION BY ticker, (position - 1) // {BLOCK_ROWS} "
+        f"SUM({_q(weighted)}) OVER (PARTITION BY ticker, {BLOCK} "
         "ORDER BY date ROWS UNBOUNDED PRECEDING)"
     )
 
@@ -48,10 +50,10 @@ def block_cumsum(evaluator, weighted: exp.Expression) -> exp.Expression:
 @macro()
 def unblocked(evaluator, block_sum: exp.Expression, previous_total: exp.Expression, decay: exp.Expression) -> exp.Expression:
     """y from the running block sum and the previous block's total (NULL in a first block)."""
-    a, p = decay.sql(dialect="duckdb"), f"((position - 1) % {BLOCK_ROWS})"
+    a = _q(decay)
     return _sql(
-        f"POW({a}, {p}) * ({block_sum.sql(dialect='duckdb')}) "
-        f"+ COALESCE(POW({a}, {p} + {BLOCK_ROWS}) * ({previous_total.sql(dialect='duckdb')}), 0)"
+        f"POW({a}, {PLACE}) * ({_q(block_sum)}) "
+        f"+ COALESCE(POW({a}, {PLACE} + {BLOCK_ROWS}) * ({_q(previous_total)}), 0)"
     )
 
 
@@ -65,16 +67,18 @@ def recursion_input(
     decay: exp.Expression,
     step: exp.Expression,
 ) -> exp.Expression:
-    """x at a row. With a carried state (`carried_from` set): nothing before its row, the
-    state on it, `step` after. Without: TA-Lib's seed, the mean of `value` over rows
-    first_row..seed_row, enters as value / n * decay^(position - seed_row) on those rows
-    (the recursion decays each into value / n by the seed row), then `step`."""
-    q = lambda e: e.sql(dialect="duckdb")  # noqa: E731
+    """x at a row, scaled to its block (x * a^-p). With a carried state (`carried_from`
+    set): nothing before its row, the state on it, `step` after. Without: TA-Lib's seed,
+    the mean of `value` over rows first_row..seed_row, enters as
+    value / n * decay^(position - seed_row) on those rows (the recursion decays each into
+    value / n by the seed row), then `step`."""
+    a = _q(decay)
     n = int(seed_row.name) - int(first_row.name) + 1
-    return _sql(
+    x = (
         f"CASE WHEN carried_from IS NOT NULL THEN CASE WHEN position < carried_from THEN 0 "
-        f"WHEN position = carried_from THEN {q(state)} ELSE {q(step)} END "
-        f"WHEN position < {q(first_row)} THEN 0 "
-        f"WHEN position <= {q(seed_row)} THEN ({q(value)}) / {n} * POW({q(decay)}, position - {q(seed_row)}) "
-        f"ELSE {q(step)} END"
+        f"WHEN position = carried_from THEN {_q(state)} ELSE {_q(step)} END "
+        f"WHEN position < {_q(first_row)} THEN 0 "
+        f"WHEN position <= {_q(seed_row)} THEN ({_q(value)}) / {n} * POW({a}, position - {_q(seed_row)}) "
+        f"ELSE {_q(step)} END"
     )
+    return _sql(f"({x}) * POW({a}, -{PLACE})")

@@ -173,12 +173,12 @@ WITH batch AS (
      TA-Lib's: seeded at row 26 with the mean of closes 15..26, not EMA(12)'s seed. */
   SELECT
     *,
-    @block_weighted(@recursion_input(state_ema_12, close_price, 1, 12, 11.0 / 13, 2.0 / 13 * close_price), 11.0 / 13) AS w_ema_12,
-    @block_weighted(@recursion_input(state_ema_26, close_price, 1, 26, 25.0 / 27, 2.0 / 27 * close_price), 25.0 / 27) AS w_ema_26,
-    @block_weighted(@recursion_input(state_macd_fast_ema, close_price, 15, 26, 11.0 / 13, 2.0 / 13 * close_price), 11.0 / 13) AS w_fast,
-    @block_weighted(@recursion_input(state_gain, gain, 2, 15, 13.0 / 14, gain / 14), 13.0 / 14) AS w_gain,
-    @block_weighted(@recursion_input(state_loss, loss, 2, 15, 13.0 / 14, loss / 14), 13.0 / 14) AS w_loss,
-    @block_weighted(@recursion_input(state_atr, true_range, 2, 15, 13.0 / 14, true_range / 14), 13.0 / 14) AS w_atr
+    @recursion_input(state_ema_12, close_price, 1, 12, 11.0 / 13, 2.0 / 13 * close_price) AS w_ema_12,
+    @recursion_input(state_ema_26, close_price, 1, 26, 25.0 / 27, 2.0 / 27 * close_price) AS w_ema_26,
+    @recursion_input(state_macd_fast_ema, close_price, 15, 26, 11.0 / 13, 2.0 / 13 * close_price) AS w_fast,
+    @recursion_input(state_gain, gain, 2, 15, 13.0 / 14, gain / 14) AS w_gain,
+    @recursion_input(state_loss, loss, 2, 15, 13.0 / 14, loss / 14) AS w_loss,
+    @recursion_input(state_atr, true_range, 2, 15, 13.0 / 14, true_range / 14) AS w_atr
   FROM seeded
 ), block_totals AS (
   SELECT
@@ -219,10 +219,7 @@ WITH batch AS (
      row 34 with the mean of the line over rows 26..34. */
   SELECT
     *,
-    @block_weighted(
-      @recursion_input(state_macd_signal, y_fast - y_ema_26, 26, 34, 0.8, 0.2 * (y_fast - y_ema_26)),
-      0.8
-    ) AS w_signal
+    @recursion_input(state_macd_signal, y_fast - y_ema_26, 26, 34, 0.8, 0.2 * (y_fast - y_ema_26)) AS w_signal
   FROM smoothed
 ), signal_totals AS (
   SELECT ticker, @block_of(position) + 1 AS next_block, SUM(w_signal) AS t_signal
