@@ -75,7 +75,7 @@ def transform_stage(tickers: int, days: int, workdir: str) -> dict:
     from benchmarks.transform import measure
     from benchmarks.universe import universe
 
-    return measure(universe(tickers, days), Path(workdir), daily_days=DAILY_DAYS)
+    return measure(universe(tickers, days), Path(workdir), daily_days=DAILY_DAYS, repeats=1)  # growth, not ratios
 
 
 def export_stage(tickers: int, days: int, workdir: str) -> dict:

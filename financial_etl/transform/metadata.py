@@ -29,7 +29,8 @@ def column_lineage(context: Context, model_name: str) -> dict[str, list[tuple[st
     result: dict[str, list[tuple[str, str]]] = {}
     for column in model.columns_to_types or {}:
         columns = (exp.to_column(name) for name in _leaf_names(nodes[column]))
-        result[column] = sorted({(col.table, col.name) for col in columns})
+        # A constant (the zeroed inputs of the lead-in rows) is not a source.
+        result[column] = sorted({(col.table, col.name) for col in columns if isinstance(col, exp.Column)})
     return result
 
 

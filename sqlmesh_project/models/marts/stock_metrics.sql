@@ -68,9 +68,11 @@ MODEL (
  * seeding) depend on a ticker's whole history, not on a window of rows. Each is a linear
  * recursion y = a * y_prev + b * x from a seed row (TA-Lib's seed: a mean of the first n
  * values). So y at a row is the sum of the inputs before it weighted by powers of a, which
- * windowed SUMs compute (see macros/recursions.py): weights a^-p within blocks of 512
+ * windowed SUMs compute (see macros/recursions.py): weights a^-p within blocks of 2048
  * rows, so no power overflows, plus the previous block's total; older inputs weigh less
- * than a^513 (under 1e-16) and are left out.
+ * than a^2049 (under 1e-60) and are left out. The running sums and the trailing windows
+ * are one window pass over (ticker, block), each block led in by the previous one's last
+ * rows.
  * A batch starts from the state on each ticker's last row before it (this model's own
  * row: the recursions' values, and the Wilder averages behind RSI), which makes the model
  * self-referencing: SQLMesh runs its intervals in order and restates through the end.
@@ -165,105 +167,96 @@ WITH batch AS (
   FROM steps AS s
   LEFT JOIN carried AS c
     ON c.ticker = s.ticker
-), inputs AS MATERIALIZED (
-  /* Each recursion's inputs, scaled into their block (macros/recursions.py). TA-Lib's seed,
-     the mean of the first n values, enters as those n values / n, each decayed back by the
-     powers of a the recursion will apply up to the seed row. EMA n: a = 1 - 2/(n+1), step
-     input 2/(n+1) * close; Wilder 14: a = 13/14, step input x / 14. MACD's fast EMA is
-     TA-Lib's: seeded at row 26 with the mean of closes 15..26, not EMA(12)'s seed. */
+), powered AS (
+  /* Each row's block and a^p for each decay (macros/recursions.py): EMA 12 and MACD's fast
+     EMA (11/13), EMA 26 (25/27), Wilder 14 (13/14), the MACD signal (0.8). */
   SELECT
     *,
-    @recursion_input(state_ema_12, close_price, 1, 12, 11.0 / 13, 2.0 / 13 * close_price) AS w_ema_12,
-    @recursion_input(state_ema_26, close_price, 1, 26, 25.0 / 27, 2.0 / 27 * close_price) AS w_ema_26,
-    @recursion_input(state_macd_fast_ema, close_price, 15, 26, 11.0 / 13, 2.0 / 13 * close_price) AS w_fast,
-    @recursion_input(state_gain, gain, 2, 15, 13.0 / 14, gain / 14) AS w_gain,
-    @recursion_input(state_loss, loss, 2, 15, 13.0 / 14, loss / 14) AS w_loss,
-    @recursion_input(state_atr, true_range, 2, 15, 13.0 / 14, true_range / 14) AS w_atr
+    @block_of(position) AS block,
+    POW(11.0 / 13, @place_of(position)) AS power_fast,
+    POW(25.0 / 27, @place_of(position)) AS power_slow,
+    POW(13.0 / 14, @place_of(position)) AS power_wilder,
+    POW(0.8, @place_of(position)) AS power_signal
   FROM seeded
+), inputs AS MATERIALIZED (
+  /* Each recursion's inputs, scaled into their block. TA-Lib's seed, the mean of the first
+     n values, enters as those n values / n, each decayed back by the powers of a the
+     recursion will apply up to the seed row. EMA n: a = 1 - 2/(n+1), step input
+     2/(n+1) * close; Wilder 14: a = 13/14, step input x / 14. MACD's fast EMA is TA-Lib's:
+     seeded at row 26 with the mean of closes 15..26, not EMA(12)'s seed. The MACD signal
+     is not a recursion over the line here but, by linearity, the two EMAs plus one more
+     recursion over the closes (macros/recursions.py: macd_signal_input). */
+  SELECT
+    *,
+    @recursion_input(state_ema_12, close_price, 1, 12, 11.0 / 13, 2.0 / 13 * close_price, power_fast) AS w_ema_12,
+    @recursion_input(state_ema_26, close_price, 1, 26, 25.0 / 27, 2.0 / 27 * close_price, power_slow) AS w_ema_26,
+    @recursion_input(state_macd_fast_ema, close_price, 15, 26, 11.0 / 13, 2.0 / 13 * close_price, power_fast) AS w_fast,
+    @recursion_input(state_gain, gain, 2, 15, 13.0 / 14, gain / 14, power_wilder) AS w_gain,
+    @recursion_input(state_loss, loss, 2, 15, 13.0 / 14, loss / 14, power_wilder) AS w_loss,
+    @recursion_input(state_atr, true_range, 2, 15, 13.0 / 14, true_range / 14, power_wilder) AS w_atr,
+    @macd_signal_input(close_price, state_macd_signal, state_macd_fast_ema, state_ema_26, power_signal) AS w_signal
+  FROM powered
 ), block_totals AS (
   SELECT
     ticker,
-    @block_of(position) + 1 AS next_block,
+    block + 1 AS next_block,
     SUM(w_ema_12) AS t_ema_12,
     SUM(w_ema_26) AS t_ema_26,
     SUM(w_fast) AS t_fast,
     SUM(w_gain) AS t_gain,
     SUM(w_loss) AS t_loss,
-    SUM(w_atr) AS t_atr
+    SUM(w_atr) AS t_atr,
+    SUM(w_signal) AS t_signal
   FROM inputs
   GROUP BY ALL
-), recursions AS (
+), framed AS (
+  /* Each block's rows, led in by the previous block's last @lookback_rows - 1 rows, whose
+     inputs count for nothing: the trailing windows and the running sums share one pass. */
+  SELECT * EXCLUDE (state_ema_12, state_ema_26, state_macd_fast_ema, state_macd_signal, state_gain, state_loss, state_atr), FALSE AS lead_in
+  FROM inputs
+  UNION ALL
+  SELECT * EXCLUDE (state_ema_12, state_ema_26, state_macd_fast_ema, state_macd_signal, state_gain, state_loss, state_atr)
+    REPLACE (block + 1 AS block, 0.0 AS w_ema_12, 0.0 AS w_ema_26, 0.0 AS w_fast, 0.0 AS w_gain, 0.0 AS w_loss, 0.0 AS w_atr, 0.0 AS w_signal),
+    TRUE AS lead_in
+  FROM inputs
+  WHERE @place_of(position) >= @lead_in_place(@lookback_rows)
+), windows AS (
   SELECT
-    i.* EXCLUDE (state_ema_12, state_ema_26, state_macd_fast_ema, state_gain, state_loss, state_atr),
+    ticker, date, open_price, high_price, low_price, close_price, volume, prev_close, position, carried_from, block, power_fast, power_slow, power_wilder, power_signal,
     @block_cumsum(w_ema_12) AS c_ema_12,
     @block_cumsum(w_ema_26) AS c_ema_26,
     @block_cumsum(w_fast) AS c_fast,
     @block_cumsum(w_gain) AS c_gain,
     @block_cumsum(w_loss) AS c_loss,
-    @block_cumsum(w_atr) AS c_atr
-  FROM inputs AS i
-), smoothed AS (
-  SELECT
-    r.* EXCLUDE (w_ema_12, w_ema_26, w_fast, w_gain, w_loss, w_atr, c_ema_12, c_ema_26, c_fast, c_gain, c_loss, c_atr),
-    @unblocked(c_ema_12, b.t_ema_12, 11.0 / 13) AS y_ema_12,
-    @unblocked(c_ema_26, b.t_ema_26, 25.0 / 27) AS y_ema_26,
-    @unblocked(c_fast, b.t_fast, 11.0 / 13) AS y_fast,
-    @unblocked(c_gain, b.t_gain, 13.0 / 14) AS y_gain,
-    @unblocked(c_loss, b.t_loss, 13.0 / 14) AS y_loss,
-    @unblocked(c_atr, b.t_atr, 13.0 / 14) AS y_atr
-  FROM recursions AS r
-  LEFT JOIN block_totals AS b
-    ON b.ticker = r.ticker AND b.next_block = @block_of(r.position)
-), signal_inputs AS MATERIALIZED (
-  /* The MACD signal: EMA 9 (a = 0.8) of the line (fast - slow, from row 26), seeded at
-     row 34 with the mean of the line over rows 26..34. */
-  SELECT
-    *,
-    @recursion_input(state_macd_signal, y_fast - y_ema_26, 26, 34, 0.8, 0.2 * (y_fast - y_ema_26)) AS w_signal
-  FROM smoothed
-), signal_totals AS (
-  SELECT ticker, @block_of(position) + 1 AS next_block, SUM(w_signal) AS t_signal
-  FROM signal_inputs
-  GROUP BY ALL
-), signal_running AS (
-  SELECT *, @block_cumsum(w_signal) AS c_signal
-  FROM signal_inputs
+    @block_cumsum(w_atr) AS c_atr,
+    @block_cumsum(w_signal) AS c_signal,
+    @block_trailing(AVG(close_price), 9) AS avg9,
+    @block_trailing(AVG(close_price), 12) AS avg12,
+    @block_trailing(AVG(close_price), 20) AS avg20,
+    @block_trailing(STDDEV_POP(close_price), 20) AS sd20,
+    @block_trailing(AVG(close_price), 26) AS avg26,
+    @block_trailing(AVG(close_price), 50) AS avg50,
+    @block_trailing(AVG(gain), 14) AS avg_gain14,
+    @block_trailing(AVG(loss), 14) AS avg_loss14,
+    @block_trailing(AVG(true_range), 14) AS atr14,
+    @block_trailing(AVG(volume), 20) AS avg_volume20
+  FROM framed
+  QUALIFY NOT lead_in
 ), indicators AS (
   SELECT
-    s.* EXCLUDE (w_signal, c_signal, state_macd_signal),
-    @unblocked(c_signal, t.t_signal, 0.8) AS y_signal
-  FROM signal_running AS s
-  LEFT JOIN signal_totals AS t
-    ON t.ticker = s.ticker AND t.next_block = @block_of(s.position)
-), windows AS (
-  SELECT
-    ticker,
-    date,
-    open_price,
-    high_price,
-    low_price,
-    close_price,
-    volume,
-    prev_close,
-    position,
-    carried_from,
-    y_ema_12,
-    y_ema_26,
-    y_fast,
-    y_gain,
-    y_loss,
-    y_atr,
-    y_signal,
-    @trailing(AVG(close_price), 9) AS avg9,
-    @trailing(AVG(close_price), 12) AS avg12,
-    @trailing(AVG(close_price), 20) AS avg20,
-    @trailing(STDDEV_POP(close_price), 20) AS sd20,
-    @trailing(AVG(close_price), 26) AS avg26,
-    @trailing(AVG(close_price), 50) AS avg50,
-    @trailing(AVG(gain), 14) AS avg_gain14,
-    @trailing(AVG(loss), 14) AS avg_loss14,
-    @trailing(AVG(true_range), 14) AS atr14,
-    @trailing(AVG(volume), 20) AS avg_volume20
+    w.* EXCLUDE (c_ema_12, c_ema_26, c_fast, c_gain, c_loss, c_atr, c_signal),
+    @unblocked(c_ema_12, b.t_ema_12, 11.0 / 13, power_fast) AS y_ema_12,
+    @unblocked(c_ema_26, b.t_ema_26, 25.0 / 27, power_slow) AS y_ema_26,
+    @unblocked(c_fast, b.t_fast, 11.0 / 13, power_fast) AS y_fast,
+    @unblocked(c_gain, b.t_gain, 13.0 / 14, power_wilder) AS y_gain,
+    @unblocked(c_loss, b.t_loss, 13.0 / 14, power_wilder) AS y_loss,
+    @unblocked(c_atr, b.t_atr, 13.0 / 14, power_wilder) AS y_atr,
+    @unblocked(c_signal, b.t_signal, 0.8, power_signal) AS y_signal_rest
+  FROM windows AS w
+  LEFT JOIN block_totals AS b /* the previous block's */
+    ON b.ticker = w.ticker AND b.next_block = w.block
+), finals AS (
+  SELECT *, @macd_signal(y_fast, y_ema_26, y_signal_rest) AS y_signal
   FROM indicators
 )
 SELECT
@@ -315,5 +308,5 @@ SELECT
   CASE WHEN position >= COALESCE(carried_from, 15) THEN y_atr END::DOUBLE AS atr_14_wilder,
   CASE WHEN position >= COALESCE(carried_from, 15) THEN y_gain END::DOUBLE AS wilder_avg_gain_14,
   CASE WHEN position >= COALESCE(carried_from, 15) THEN y_loss END::DOUBLE AS wilder_avg_loss_14
-FROM windows
+FROM finals
 WHERE date BETWEEN @start_ds AND @end_ds
