@@ -52,16 +52,6 @@ def lead_in_place(evaluator, rows: exp.Expression) -> exp.Expression:
 
 
 @macro()
-def block_trailing(evaluator, expression: exp.Expression, rows: exp.Expression) -> exp.Expression:
-    """`expression` over the ticker's last n rows (lead-in included), the current one too."""
-    n = int(rows.name)
-    return _sql(
-        f"{_q(expression)} OVER (PARTITION BY ticker, block ORDER BY date "
-        f"ROWS BETWEEN {n - 1} PRECEDING AND CURRENT ROW)"
-    )
-
-
-@macro()
 def block_cumsum(evaluator, weighted: exp.Expression) -> exp.Expression:
     """The sum of the scaled inputs of a row's block, up to the row."""
     return _sql(
@@ -98,12 +88,20 @@ def recursion_input(
     value / n by the seed row), then `step`."""
     a = _q(decay)
     n = int(seed_row.name) - int(first_row.name) + 1
-    x = (
-        f"CASE WHEN carried_from IS NOT NULL THEN CASE WHEN position < carried_from THEN 0 "
-        f"WHEN position = carried_from THEN {_q(state)} ELSE {_q(step)} END "
+    seed = (
         f"WHEN position < {_q(first_row)} THEN 0 "
         f"WHEN position <= {_q(seed_row)} THEN ({_q(value)}) / {n} * POW({a}, position - {_q(seed_row)}) "
-        f"ELSE {_q(step)} END"
+    )
+    return _scaled_input(_q(state), seed, _q(step), power)
+
+
+def _scaled_input(state: str, seed: str, step: str, power: exp.Expression) -> exp.Expression:
+    """An input scaled to its block (/ `power`): with a carried state, 0 before its row, the
+    state on it; without, the `seed` WHEN branches; then `step`."""
+    x = (
+        f"CASE WHEN carried_from IS NOT NULL THEN CASE WHEN position < carried_from THEN 0 "
+        f"WHEN position = carried_from THEN {state} ELSE {step} END "
+        f"{seed}ELSE {step} END"
     )
     return _sql(f"({x}) / {_q(power)}")
 
@@ -158,15 +156,9 @@ def macd_signal_input(
     seeds, entered as weighted closes 1..34 decayed back to their rows."""
     c = _q(close)
     weights = "[" + ", ".join(repr(w) for w in SEED_WEIGHTS) + "]"
-    x = (
-        f"CASE WHEN carried_from IS NOT NULL THEN CASE WHEN position < carried_from THEN 0 "
-        f"WHEN position = carried_from THEN {_q(state_signal)} - {K_FAST!r} * ({_q(state_fast)}) "
-        f"+ {K_SLOW!r} * ({_q(state_slow)}) "
-        f"ELSE {STEP!r} * {c} END "
-        f"WHEN position <= {SEED_ROW} THEN {weights}[position] * {c} * POW({A_SIGNAL!r}, position - {SEED_ROW}) "
-        f"ELSE {STEP!r} * {c} END"
-    )
-    return _sql(f"({x}) / {_q(power)}")
+    state = f"{_q(state_signal)} - {K_FAST!r} * ({_q(state_fast)}) + {K_SLOW!r} * ({_q(state_slow)})"
+    seed = f"WHEN position <= {SEED_ROW} THEN {weights}[position] * {c} * POW({A_SIGNAL!r}, position - {SEED_ROW}) "
+    return _scaled_input(state, seed, f"{STEP!r} * {c}", power)
 
 
 @macro()

@@ -230,16 +230,16 @@ WITH batch AS (
     @block_cumsum(w_loss) AS c_loss,
     @block_cumsum(w_atr) AS c_atr,
     @block_cumsum(w_signal) AS c_signal,
-    @block_trailing(AVG(close_price), 9) AS avg9,
-    @block_trailing(AVG(close_price), 12) AS avg12,
-    @block_trailing(AVG(close_price), 20) AS avg20,
-    @block_trailing(STDDEV_POP(close_price), 20) AS sd20,
-    @block_trailing(AVG(close_price), 26) AS avg26,
-    @block_trailing(AVG(close_price), 50) AS avg50,
-    @block_trailing(AVG(gain), 14) AS avg_gain14,
-    @block_trailing(AVG(loss), 14) AS avg_loss14,
-    @block_trailing(AVG(true_range), 14) AS atr14,
-    @block_trailing(AVG(volume), 20) AS avg_volume20
+    @trailing(AVG(close_price), 9, block) AS avg9,
+    @trailing(AVG(close_price), 12, block) AS avg12,
+    @trailing(AVG(close_price), 20, block) AS avg20,
+    @trailing(STDDEV_POP(close_price), 20, block) AS sd20,
+    @trailing(AVG(close_price), 26, block) AS avg26,
+    @trailing(AVG(close_price), 50, block) AS avg50,
+    @trailing(AVG(gain), 14, block) AS avg_gain14,
+    @trailing(AVG(loss), 14, block) AS avg_loss14,
+    @trailing(AVG(true_range), 14, block) AS atr14,
+    @trailing(AVG(volume), 20, block) AS avg_volume20
   FROM framed
   QUALIFY NOT lead_in
 ), indicators AS (
