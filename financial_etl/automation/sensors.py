@@ -10,7 +10,6 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-import duckdb
 import pandas as pd
 from dagster import (
     AssetKey,
@@ -27,7 +26,9 @@ from financial_etl.extract.contract import VALUE_COLUMNS
 from financial_etl.extract.sources import fetch_for
 from financial_etl.runs import MODE_TAG, REASON_TAG, RESTATE, TICKERS_TAG, range_tags
 from financial_etl.settings import Settings
+from financial_etl.errors import WarehouseUnavailableError as WarehouseUnavailable
 from financial_etl.warehouse import RAW
+from financial_etl.warehouse.engines import MissingTable
 
 RECENT_SESSIONS = 20  # the overlap compared by the restated-history sensor
 
@@ -125,20 +126,21 @@ def build_restated_history_sensor(settings: Settings, asset_keys: Sequence[Asset
     )
     def restated_history_backfill(context: SensorEvaluationContext):
         end = last_completed_day(settings)
-        if end < settings.start_date or not settings.duckdb_path.exists():
+        warehouse = settings.warehouse
+        if end < settings.start_date or (warehouse.engine == "duckdb" and not warehouse.duckdb_path.exists()):
             return SkipReason("nothing loaded yet")
         try:
-            with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+            with warehouse.connect() as con:
                 stored = con.execute(
                     f"SELECT * FROM (SELECT ticker, date, {', '.join(VALUE_COLUMNS)}, "
                     f"row_number() OVER (PARTITION BY ticker ORDER BY date DESC) AS n FROM {RAW} "
-                    "WHERE date <= ?) WHERE n <= ?",
+                    "WHERE date <= ?) AS recent WHERE n <= ?",
                     [end, RECENT_SESSIONS],
                 ).df()
-        except duckdb.CatalogException:
+        except MissingTable:
             return SkipReason("nothing loaded yet")
-        except duckdb.IOException as exc:
-            return SkipReason(f"the warehouse is busy ({exc}); trying again at the next evaluation")
+        except WarehouseUnavailable as exc:
+            return SkipReason(f"the warehouse is busy or unreachable ({exc}); trying again at the next evaluation")
         stored["date"] = pd.to_datetime(stored["date"]).dt.date
         tickers = [t for t in settings.current_tickers() if t in set(stored["ticker"])]
         if not tickers:

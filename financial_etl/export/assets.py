@@ -10,7 +10,6 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 
 import dlt
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from dagster import (
@@ -34,7 +33,8 @@ from financial_etl.runs import EXPORT_TAG, FULL_REFRESH, restated_tickers, run_d
 from financial_etl.settings import Settings
 from financial_etl.transform.assets import RECOMPUTED_THROUGH, window_reach_end
 from financial_etl.warehouse import MART, MART_KEY, MART_KEY_COLUMNS, export_key
-from financial_etl.warehouse.lock import pipeline_folder_lock, warehouse_lock
+from financial_etl.warehouse.engines import Warehouse
+from financial_etl.warehouse.lock import pipeline_folder_lock
 from financial_etl.warehouse.storage import storage_error, storage_errors
 
 EXPORT_PIPELINE = "financial_export"
@@ -67,28 +67,28 @@ def _mart_query(start, end, tickers) -> tuple[str, list]:
         where.append("trade_date BETWEEN ? AND ?")
         params += [start, end]
     if tickers:
-        where.append("ticker IN (SELECT unnest(?::VARCHAR[]))")
-        params.append(list(tickers))
+        where.append(f"ticker IN ({', '.join('?' * len(tickers))})")
+        params += list(tickers)
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     return f"SELECT * FROM {MART} {clause} ORDER BY {', '.join(MART_KEY_COLUMNS)}", params
 
 
-def iter_mart(duckdb_path: str, start, end, tickers=None, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+def iter_mart(warehouse: Warehouse, start, end, tickers=None, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
     """The mart rows of [start, end] (all rows when start is None; `tickers` only, when
     given) as Arrow record batches, NaN and +/-inf as NULL, so a full refresh never holds
     the mart in memory."""
     sql, params = _mart_query(start, end, tickers)
-    with duckdb.connect(duckdb_path, read_only=True) as con:
-        reader = con.execute(sql, params).fetch_record_batch(batch_rows)
-        sent = False
-        for batch in reader:
+    with warehouse.connect() as con:
+        sent, schema = False, None
+        for batch in con.arrow_batches(sql, params, batch_rows):
+            schema = batch.schema
             if batch.num_rows:
                 sent = True
                 yield nan_to_null(batch)
         if not sent:
             # An empty batch still carries the schema: a first export of a holiday creates
             # the target table, so the metadata and the reconciliation check find it.
-            yield nan_to_null(pa.RecordBatch.from_pylist([], schema=reader.schema))
+            yield nan_to_null(pa.RecordBatch.from_pylist([], schema=schema))
 
 
 def export_pipeline(settings: Settings, target: ExportTarget, replace_strategy: str | None = None) -> Pipeline:
@@ -131,7 +131,7 @@ def load_export(
 
     def batches():
         nonlocal sent
-        for batch in iter_mart(str(settings.duckdb_path), None if full_refresh else start, end, tickers):
+        for batch in iter_mart(settings.warehouse, None if full_refresh else start, end, tickers):
             sent += batch.num_rows
             yield batch
 
@@ -194,9 +194,9 @@ def build_export_asset(settings: Settings, partitions_def, column_schema=None):
     def export_stock_metrics(context: AssetExecutionContext, export_destination: ExportDestination) -> MaterializeResult:
         start, end = run_dates(context, settings)
         target = export_destination.target(settings)
-        # The whole step holds the warehouse lock: it reads the mart, and the dlt pipeline's
-        # working state (and a DuckDB stand-in) take one writer at a time as well.
-        with warehouse_lock(settings.duckdb_path, log=context.log.warning):
+        # The whole step holds the export's lock: the dlt pipeline's working state (and a
+        # DuckDB stand-in) take one writer at a time; on DuckDB it is the warehouse's lock.
+        with settings.warehouse.stage_lock("export", log=context.log.warning):
             return _export(context, target, start, end)
 
     def _export(context: AssetExecutionContext, target: ExportTarget, start: dt.date, end: dt.date):
