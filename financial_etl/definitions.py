@@ -14,6 +14,7 @@ from financial_etl.export.checks import build_export_check
 from financial_etl.export.destination import ExportDestination
 from financial_etl.extract.assets import build_extract_assets
 from financial_etl.extract.checks import build_raw_checks
+from financial_etl.runs import WAREHOUSE_TAG
 from financial_etl.settings import Settings, load_settings
 from financial_etl.transform.assets import build_transform_assets
 from financial_etl.transform.checks import build_mart_checks
@@ -56,6 +57,7 @@ def automation_definitions(settings: Settings, partitions_def, asset_keys) -> De
         selection="*",
         partitions_def=partitions_def,
         description="Extract, transform and export one partition range, checks included.",
+        tags={WAREHOUSE_TAG: settings.warehouse.engine},
     )
     checks_job = define_asset_job(
         CHECKS_JOB,

@@ -43,12 +43,16 @@ DEFAULT_START = "2020-01-01"
 
 
 def spark_conf(duckdb_path: str, master: str = SPARK_MASTER) -> dict[str, str]:
-    """A local Spark's session settings: tables are Parquet (no Hive), under the data folder."""
+    """A local Spark's session settings: Parquet tables under the data folder, their catalog
+    in an embedded Derby metastore beside them (so every process sees the same tables)."""
     folder = Path(duckdb_path).parent
     return {
         "spark.master": master,
         "spark.app.name": "financial_etl",
         "spark.sql.warehouse.dir": str(folder / "spark-warehouse"),
+        "spark.sql.catalogImplementation": "hive",
+        "spark.hadoop.javax.jdo.option.ConnectionURL":
+            f"jdbc:derby:;databaseName={folder / 'spark-metastore' / 'metastore_db'};create=true",
         "spark.sql.legacy.createHiveTableByDefault": "false",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": "4",

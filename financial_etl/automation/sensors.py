@@ -24,7 +24,7 @@ from dagster import (
 from financial_etl.automation.schedule import last_completed_day
 from financial_etl.extract.contract import VALUE_COLUMNS
 from financial_etl.extract.sources import fetch_for
-from financial_etl.runs import MODE_TAG, REASON_TAG, RESTATE, TICKERS_TAG, range_tags
+from financial_etl.runs import MODE_TAG, REASON_TAG, RESTATE, TICKERS_TAG, WAREHOUSE_TAG, range_tags
 from financial_etl.settings import Settings
 from financial_etl.errors import WarehouseUnavailableError as WarehouseUnavailable
 from financial_etl.warehouse import RAW
@@ -38,10 +38,12 @@ def backfill_request(
     start: dt.date,
     end: dt.date,
     tags: dict[str, str],
+    engine: str = "duckdb",
 ) -> RunRequest:
     """One run over the year partitions holding [start, end], narrowed to those dates (the
     assets' single-run backfill policy would make a backfill of them one run as well)."""
-    return RunRequest(asset_selection=list(asset_keys), tags={**tags, **range_tags(start, end)})
+    return RunRequest(asset_selection=list(asset_keys),
+                      tags={**tags, **range_tags(start, end), WAREHOUSE_TAG: engine})
 
 
 def build_new_ticker_sensor(settings: Settings, asset_keys: Sequence[AssetKey]):
@@ -76,7 +78,7 @@ def build_new_ticker_sensor(settings: Settings, asset_keys: Sequence[AssetKey]):
                         TICKERS_TAG: ticker,
                         MODE_TAG: RESTATE,
                         REASON_TAG: f"new ticker {ticker} added to {source}: loading {first} to {last}",
-                    })
+                    }, settings.warehouse.engine)
                 )
         context.update_cursor(json.dumps(sorted(universe)))
         if requests:
@@ -166,7 +168,7 @@ def build_restated_history_sensor(settings: Settings, asset_keys: Sequence[Asset
                     TICKERS_TAG: ticker,
                     MODE_TAG: RESTATE,
                     REASON_TAG: f"restated history for {ticker}: {change}"[:1000],
-                })
+                }, warehouse.engine)
             )
             context.log.info(f"{ticker}: history changed at the source ({change}); requesting a restatement")
         context.update_cursor(json.dumps(handled, sort_keys=True))

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pyarrow as pa
 import sqlglot
 from sqlglot import exp
+from sqlglot.tokens import Tokenizer, TokenType
 
 from financial_etl.errors import ConfigError, WarehouseUnavailableError
 
@@ -76,10 +77,7 @@ class Warehouse:
 
     def sql(self, text: str, params: Sequence[Any] = ()) -> str:
         """`text` (DuckDB's dialect, `?` parameters) written for this engine, parameters inlined."""
-        tree = sqlglot.parse_one(text, read="duckdb")
-        values = iter(params)
-        tree = tree.transform(lambda node: exp.convert(next(values)) if isinstance(node, exp.Placeholder) else node)
-        return tree.sql(dialect=self.dialect)
+        return sqlglot.transpile(inline_params(text, params), read="duckdb", write=self.dialect)[0]
 
     @contextmanager
     def connect(self, read_only: bool = True) -> Iterator[Connection]:
@@ -152,6 +150,7 @@ class Connection:
         raise NotImplementedError
 
     def arrow_batches(self, text: str, params: Sequence[Any], batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """The rows as Arrow batches, the first one empty: it carries the schema."""
         raise NotImplementedError
 
 
@@ -165,7 +164,9 @@ class DuckDBConnection(Connection):
             raise MissingTable(str(exc)) from None
 
     def arrow_batches(self, text, params, batch_rows):
-        yield from self.con.execute(text, list(params)).fetch_record_batch(batch_rows)
+        reader = self.con.execute(text, list(params)).fetch_record_batch(batch_rows)
+        yield pa.RecordBatch.from_pylist([], schema=reader.schema)
+        yield from reader
 
 
 class PostgresConnection(Connection):
@@ -226,6 +227,16 @@ _PG_TYPES = {25: pa.string(), 1043: pa.string(), 1082: pa.date32(), 701: pa.floa
              20: pa.int64(), 23: pa.int32(), 21: pa.int16(), 1700: pa.float64(), 16: pa.bool_()}
 _SPARK_TYPES = {"string": pa.string(), "date": pa.date32(), "double": pa.float64(), "float": pa.float32(),
                 "long": pa.int64(), "integer": pa.int32(), "boolean": pa.bool_()}
+
+
+def inline_params(text: str, params: Sequence[Any]) -> str:
+    """`text` with each `?` parameter (outside strings) replaced by its value as a literal."""
+    marks = [t for t in Tokenizer().tokenize(text) if t.token_type == TokenType.PLACEHOLDER]
+    if len(marks) != len(params):
+        raise ValueError(f"{len(marks)} parameters in the query, {len(params)} values")
+    for mark, value in reversed(list(zip(marks, params))):
+        text = text[:mark.start] + exp.convert(value).sql(dialect="duckdb") + text[mark.end + 1:]
+    return text
 
 
 def _plain(value):
