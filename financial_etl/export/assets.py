@@ -153,7 +153,8 @@ def load_export(
     try:
         # A package left by a killed run is recomputed from the mart anyway: drop it.
         pipeline.abort_packages()
-        pipeline.run(resource()).raise_on_failed_jobs()
+        options = {"loader_file_format": target.load_format} if target.load_format else {}
+        pipeline.run(resource(), **options).raise_on_failed_jobs()
     except Exception as exc:
         # Before classify, which would make a full local disk look like a server error.
         raise (storage_error("the export", exc, settings.data_dir) or classify(exc, target)) from None

@@ -59,6 +59,9 @@ class ExportTarget:
     description: str
     _credentials: Any = field(repr=False, default=None)  # None: dlt resolves its own config
     secrets: tuple[str, ...] = field(repr=False, default=())  # values to redact from errors
+    # dlt's loader file format: PostgreSQL loads CSV with COPY (measured: benchmarks/README.md);
+    # None is dlt's default (INSERT VALUES; SQL Server has no faster path offline).
+    load_format: str | None = None
 
     @property
     def is_standin(self) -> bool:
@@ -215,6 +218,7 @@ def _from_export_url(url: str, settings: Settings) -> ExportTarget:
             description=f"PostgreSQL {parts.hostname}:{parts.port or 5432}{parts.path} {where}",
             _credentials=url,
             secrets=(unquote(parts.password),) if parts.password else (),
+            load_format="csv",
         )
     if scheme == "duckdb":
         path = url.split("///", 1)[-1]
