@@ -44,7 +44,7 @@ DEFAULT_START = "2020-01-01"
 
 def spark_conf(duckdb_path: str, master: str = SPARK_MASTER) -> dict[str, str]:
     """A local Spark's session settings: Parquet tables under the data folder, their catalog
-    in an embedded Derby metastore beside them (so every process sees the same tables)."""
+    in an embedded Derby metastore beside them (one process at a time: see docs/scaling-out.md)."""
     folder = Path(duckdb_path).parent
     return {
         "spark.master": master,
@@ -57,6 +57,8 @@ def spark_conf(duckdb_path: str, master: str = SPARK_MASTER) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": "4",
         "spark.ui.enabled": "false",
+        "spark.log.level": "ERROR",
+        "spark.ui.showConsoleProgress": "false",
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={folder / 'spark-metastore'}",
     }
 

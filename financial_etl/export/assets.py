@@ -7,6 +7,7 @@ Arrow record batches, NaN and +/-inf turned into NULL, with explicit column type
 """
 
 import datetime as dt
+import itertools
 from collections.abc import Iterator, Sequence
 
 import dlt
@@ -33,7 +34,7 @@ from financial_etl.runs import EXPORT_TAG, FULL_REFRESH, restated_tickers, run_d
 from financial_etl.settings import Settings
 from financial_etl.transform.assets import RECOMPUTED_THROUGH, window_reach_end
 from financial_etl.warehouse import MART, MART_KEY, MART_KEY_COLUMNS, export_key
-from financial_etl.warehouse.engines import Warehouse
+from financial_etl.warehouse.engines import Warehouse, load_file_format
 from financial_etl.warehouse.lock import pipeline_folder_lock
 from financial_etl.warehouse.storage import storage_error, storage_errors
 
@@ -81,6 +82,9 @@ def iter_mart(warehouse: Warehouse, start, end, tickers=None, batch_rows: int = 
     with warehouse.connect() as con:
         sent, schema = False, None
         for batch in con.arrow_batches(sql, params, batch_rows):
+            # The model's column order (Spark keeps its partition column, trade_date, last).
+            keys = list(MART_KEY_COLUMNS)
+            batch = batch.select(keys + [name for name in batch.schema.names if name not in keys])
             schema = batch.schema
             if batch.num_rows:
                 sent = True
@@ -129,9 +133,9 @@ def load_export(
     classified error (exit code 4 for connections) with credentials redacted."""
     sent = 0
 
-    def batches():
+    def batches(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]):
         nonlocal sent
-        for batch in iter_mart(settings.warehouse, None if full_refresh else start, end, tickers):
+        for batch in itertools.chain([first], rest):
             sent += batch.num_rows
             yield batch
 
@@ -140,21 +144,24 @@ def load_export(
     else:
         # A restatement replaces the restated tickers' rows wholesale (merge key ticker).
         disposition = {"disposition": "merge", "strategy": "delete-insert"}
-    resource = dlt.resource(
-        batches,
-        name=target.table,
-        table_name=target.table,
-        primary_key=MART_KEY_COLUMNS,
-        merge_key="ticker" if tickers and not full_refresh else (),
-        write_disposition=disposition,
-        columns=EXPORT_COLUMN_HINTS,
-    )
+    # Read before the load: a warehouse error is the warehouse's, not the target's.
+    rows = iter_mart(settings.warehouse, None if full_refresh else start, end, tickers)
+    first = next(rows)  # the first batch has rows, or it is the only one
     pipeline = export_pipeline(settings, target, "insert-from-staging" if full_refresh else None)
     try:
         # A package left by a killed run is recomputed from the mart anyway: drop it.
         pipeline.abort_packages()
-        options = {"loader_file_format": target.load_format} if target.load_format else {}
-        pipeline.run(resource(), **options).raise_on_failed_jobs()
+        resource = dlt.resource(
+            batches(first, rows),
+            name=target.table,
+            table_name=target.table,
+            primary_key=MART_KEY_COLUMNS,
+            merge_key="ticker" if tickers and not full_refresh else (),
+            write_disposition=disposition,
+            columns=EXPORT_COLUMN_HINTS,
+            file_format=load_file_format(target.load_format, first.num_rows),
+        )
+        pipeline.run(resource).raise_on_failed_jobs()
     except Exception as exc:
         # Before classify, which would make a full local disk look like a server error.
         raise (storage_error("the export", exc, settings.data_dir) or classify(exc, target)) from None

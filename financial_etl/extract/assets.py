@@ -26,12 +26,12 @@ from financial_etl.extract.contract import RAW_SCHEMA
 from financial_etl.extract.resource import PriceBatch, empty_batch, eod_prices_resource, fetch_batch
 from financial_etl.extract.sources import fetch_for
 from financial_etl.runs import restated_tickers, run_dates, run_tickers
-from financial_etl.errors import ConfigError
 from financial_etl.settings import DEFAULT_OWNER, Settings
 from financial_etl.warehouse import QUARANTINE, RAW, RAW_DATASET, RAW_KEY
 from financial_etl.warehouse.engines import MissingTable, Warehouse
+from financial_etl.warehouse.lake import publish_raw
 from financial_etl.warehouse.lock import pipeline_folder_lock
-from financial_etl.warehouse.storage import check_writable, storage_errors, warehouse_file
+from financial_etl.warehouse.storage import check_writable, storage_errors
 
 EXTRACT_PIPELINE = "financial_extract"
 RAW_DESCRIPTIONS = {
@@ -56,19 +56,22 @@ def raw_table_schema() -> TableSchema:
 
 
 def raw_destination(warehouse: Warehouse):
-    """dlt's destination for raw: the DuckDB file, or PostgreSQL (loaded with COPY: see
-    EXTRACT_LOAD_FORMAT). Spark has no dlt destination; see docs/scaling-out.md."""
+    """dlt's destination for raw: PostgreSQL (loaded through ADBC: see raw_file_format), else the
+    DuckDB file; for Spark, the file is then published to Parquet (warehouse/lake.py)."""
     if warehouse.engine == "postgres":
         return dlt.destinations.postgres(credentials=warehouse.url)
-    if warehouse.engine == "spark":
-        raise ConfigError("FINANCIAL_ETL_WAREHOUSE=spark runs the transform and its checks only: "
-                          "dlt has no Spark destination (see docs/scaling-out.md)")
     return dlt.destinations.duckdb(str(warehouse.duckdb_path))
 
 
-def load_format(warehouse: Warehouse) -> dict:
-    """PostgreSQL loads fastest from CSV through COPY (dlt's default there is INSERT VALUES)."""
-    return {"loader_file_format": "csv"} if warehouse.engine == "postgres" else {}
+def raw_file(warehouse: Warehouse):
+    """The DuckDB file dlt merges raw into (Spark's raw is merged there too), if any."""
+    return None if warehouse.engine == "postgres" else warehouse.duckdb_path
+
+
+def raw_file_format(warehouse: Warehouse) -> str | None:
+    """PostgreSQL loads fastest from Parquet through ADBC (docs/scaling-out.md); DuckDB
+    loads Arrow data as Parquet already."""
+    return "parquet" if warehouse.engine == "postgres" else None
 
 
 def extract_pipeline(settings: Settings) -> Pipeline:
@@ -124,10 +127,10 @@ def raw_row_counts(warehouse: Warehouse, start, end, partitions_def, keys) -> tu
     }, by_key
 
 
-def prices_source(batch: PriceBatch, replace_tickers: bool = False):
+def prices_source(batch: PriceBatch, replace_tickers: bool = False, file_format: str | None = None):
     @dlt.source(name="prices")
     def prices():
-        return eod_prices_resource(batch, replace_tickers=replace_tickers)
+        return eod_prices_resource(batch, replace_tickers=replace_tickers, file_format=file_format)
 
     return prices()
 
@@ -184,12 +187,14 @@ def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartition
         contract = batch.contract
         assert contract is not None
         pipeline = extract_pipeline(settings)
-        source = prices_source(batch, replace_tickers=bool(restated))
         warehouse = settings.warehouse
+        source = prices_source(batch, replace_tickers=bool(restated), file_format=raw_file_format(warehouse))
         with warehouse.stage_lock("extract", log=context.log.warning), storage_errors(
-            "the extract", warehouse_file(warehouse), on_failure=pipeline.drop_pending_packages
+            "the extract", raw_file(warehouse), on_failure=pipeline.drop_pending_packages
         ):
-            results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline, **load_format(warehouse)))
+            results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
+            if warehouse.engine == "spark":
+                publish_raw(warehouse, settings.pipelines_dir)
             counts, by_partition = raw_row_counts(warehouse, start, end, partitions_def, context.partition_keys)
         # Missing tickers were logged with the source's reasons by fetch_batch.
         if contract.quarantined:

@@ -2,12 +2,14 @@
 
 - DuckDB (the default): the file at FINANCIAL_ETL_DUCKDB_PATH. One process at a time
   (warehouse/lock.py), so runs queue up.
-- PostgreSQL (`postgresql://user:password@host:port/database`): dlt loads raw there with
-  COPY, SQLMesh runs the model, its audits and its state there. Several runs may write at
-  once: PostgreSQL's transactions keep each statement whole, and the two writes that must
-  not interleave take a PostgreSQL advisory lock instead of the file lock (`stage_lock`).
-- Spark (`spark` or `spark:<master>`): SQLMesh's spark gateway (config.py) runs the model
-  and its audits; the pipeline's own reads use the same session.
+- PostgreSQL (`postgresql://user:password@host:port/database`): dlt loads raw there as
+  Parquet through ADBC; SQLMesh runs the model, its audits and its state there. Several
+  runs may write at once: PostgreSQL's transactions keep each statement whole, and the
+  stages that must not interleave (the extract's merge, SQLMesh, the export's load) take
+  a PostgreSQL advisory lock each instead of the file lock (`stage_lock`).
+- Spark (`spark` or `spark:<master>`): dlt merges raw into the DuckDB file and publishes
+  it as Parquet (lake.py); SQLMesh's spark gateway (config.py) runs the model and its
+  audits; the pipeline's own reads use the same session.
 
 The pipeline's own queries (checks, sensors, the export's read) are written once in
 DuckDB's dialect, with `?` parameters, and sqlglot writes them for the engine, as SQLMesh
@@ -227,6 +229,15 @@ _PG_TYPES = {25: pa.string(), 1043: pa.string(), 1082: pa.date32(), 701: pa.floa
              20: pa.int64(), 23: pa.int32(), 21: pa.int16(), 1700: pa.float64(), 16: pa.bool_()}
 _SPARK_TYPES = {"string": pa.string(), "date": pa.date32(), "double": pa.float64(), "float": pa.float32(),
                 "long": pa.int64(), "integer": pa.int32(), "boolean": pa.bool_()}
+
+
+def load_file_format(preferred: str | None, rows: int) -> str | None:
+    """dlt's loader file format for a table of `rows` rows: `preferred` (PostgreSQL: parquet,
+    through ADBC), but INSERT VALUES for an empty table, whose Parquet file ADBC cannot
+    ingest (dlt 1.31: "Must pass schema, or at least one RecordBatch")."""
+    if preferred is None:
+        return None
+    return preferred if rows else "insert_values"
 
 
 def inline_params(text: str, params: Sequence[Any]) -> str:

@@ -5,18 +5,16 @@ listed a year late) goes through three SQLMesh gateways built by config.py from
 FINANCIAL_ETL_WAREHOUSE: a full plan, a later day run as the pipeline runs a day (a
 restatement of that day), and a restatement of a middle range after its raw rows
 changed. Raw reaches each engine as the pipeline loads it: dlt into DuckDB and into
-PostgreSQL (COPY), and for Spark dlt's filesystem destination (Parquet files, which Spark
-registers as the raw table).
+PostgreSQL (Parquet through ADBC), and for Spark into DuckDB and then, by dlt's filesystem destination, to
+the Parquet files Spark registers as the raw table (warehouse/lake.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-import dlt
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from financial_etl.calendar import trading_sessions
@@ -24,7 +22,7 @@ from financial_etl.extract.sources.synthetic import fetch_synthetic
 from financial_etl.settings import SQLMESH_PROJECT_DIR
 from financial_etl.transform.audits import evaluate_audits
 from financial_etl.transform.sqlmesh_adapter import mesh_config
-from financial_etl.warehouse import MART, RAW_DATASET, RAW_TABLE
+from financial_etl.warehouse import MART
 from financial_etl.warehouse.engines import parse_warehouse
 from financial_etl_tests import mesh
 from financial_etl_tests.servers import start_postgres
@@ -55,26 +53,8 @@ class Engine:
                                   warehouse=self.warehouse.setting())
         self.context = None
 
-    def destination(self):
-        if self.name == "spark":
-            return dlt.destinations.filesystem(bucket_url=(self.folder / "lake").as_uri())
-        if self.name == "postgres":
-            return dlt.destinations.postgres(credentials=self.warehouse.url)
-        return dlt.destinations.duckdb(str(self.duckdb_path))
-
     def load_raw(self, frame: pd.DataFrame, replace: bool) -> None:
-        pipeline = dlt.pipeline(pipeline_name=f"engines_{self.name}", destination=self.destination(),
-                                dataset_name=RAW_DATASET, pipelines_dir=str(self.folder / "pipelines"))
-        options = {"loader_file_format": "parquet"} if self.name == "spark" else (
-            {"loader_file_format": "csv"} if self.name == "postgres" else {})
-        pipeline.run(pa.Table.from_pandas(frame, preserve_index=False), table_name=RAW_TABLE,
-                     write_disposition="replace" if replace else "append", **options).raise_on_failed_jobs()
-        if self.name == "spark":
-            files = self.folder / "lake" / RAW_DATASET / RAW_TABLE
-            with self.warehouse.connect() as con:
-                con.con.sql(f"CREATE DATABASE IF NOT EXISTS {RAW_DATASET}")
-                con.con.sql(f"CREATE TABLE IF NOT EXISTS {RAW_DATASET}.{RAW_TABLE} USING parquet LOCATION '{files}'")
-                con.con.sql(f"REFRESH TABLE {RAW_DATASET}.{RAW_TABLE}")
+        mesh.load_raw(self.warehouse, frame, self.folder / "pipelines", replace)
 
     def open(self):
         from sqlmesh import Context

@@ -1,6 +1,6 @@
 """FINANCIAL_ETL_WAREHOUSE=postgresql://…: the whole graph on a real PostgreSQL server.
 
-`financial-etl run` loads raw with dlt (COPY), runs SQLMesh and its audits there and
+`financial-etl run` loads raw with dlt (Parquet through ADBC), runs SQLMesh and its audits there and
 exports from there; the schedule and the sensors read it too. Two runs started together
 on different ranges both succeed, and leave what running them one after the other leaves.
 """
@@ -17,10 +17,11 @@ import pytest
 from dagster import DagsterInstance, build_schedule_context, build_sensor_context
 
 from financial_etl.definitions import build_definitions
+from financial_etl.extract.assets import EXTRACT_PIPELINE
 from financial_etl.runs import WAREHOUSE_TAG
 from financial_etl.settings import REPO_ROOT, load_settings
-from financial_etl.warehouse import MART, RAW
-from financial_etl_tests.helpers import assert_same_rows, query
+from financial_etl.warehouse import MART, RAW, RAW_TABLE
+from financial_etl_tests.helpers import assert_same_rows, loaded_file_formats, query
 from financial_etl_tests.servers import start_postgres
 
 pytestmark = pytest.mark.slow
@@ -82,6 +83,7 @@ def test_financial_etl_run_on_postgresql_runs_the_graph_the_schedule_and_the_sen
     assert len(raw) == len(mart) == len(export) == 2 * 124
     assert sum(row[9] is not None and row[9] == row[9] for row in mart) == 2 * (124 - 49)  # sma_50_day
     assert not (workdir / "data" / "financial_etl.duckdb").exists()  # nothing went to DuckDB
+    assert loaded_file_formats(EXTRACT_PIPELINE, load_settings().pipelines_dir, RAW_TABLE) == {"parquet"}  # ADBC
 
     settings = load_settings()
     defs = build_definitions(settings)
