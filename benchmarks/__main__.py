@@ -1,7 +1,8 @@
 """Benchmark harness: `python -m benchmarks scale` (every stage at every size), one
 stage at one size: `python -m benchmarks transform --tickers 500 --days 6500`, or
 `python -m benchmarks history` (one ticker's 8.5 years through `financial-etl run`) and
-`python -m benchmarks partitions` (Dagster's bookkeeping alone, per partition granularity).
+`python -m benchmarks partitions` (Dagster's bookkeeping alone, per partition granularity)
+and `python -m benchmarks engines` (the warehouse on DuckDB, PostgreSQL and Spark).
 
 Each stage is measured in one process; results go to benchmarks/results/ as JSON and a
 markdown table (and, for `scale`, a PNG plot). Targets are reported as met or missed
@@ -66,6 +67,22 @@ def export(args) -> dict:
                 "met": result["one_day_vs_full"] < 0.05, "measured": f"{100 * result['one_day_vs_full']:.1f}%"},
         },
     }
+
+
+def engines(args) -> dict:
+    from benchmarks.engines import measure
+    from benchmarks.universe import universe
+    from financial_etl_tests.servers import start_postgres
+
+    server = start_postgres()
+    try:
+        started = time.perf_counter()
+        result = measure(universe(args.tickers, args.days), server, engines=args.engines,
+                         progress=lambda msg: print(f"[{time.perf_counter() - started:7.1f} s] {msg}", flush=True))
+    finally:
+        server.stop()
+    return {"stage": "engines", "tickers": args.tickers, "days": args.days, "machine": machine(),
+            "elapsed_s": time.perf_counter() - started, **result}
 
 
 def export_markdown(result: dict) -> str:
@@ -166,6 +183,12 @@ def main(argv=None) -> int:
     e.add_argument("--tickers", type=int, default=500)
     e.add_argument("--days", type=int, default=2500)
     e.add_argument("--out", type=Path, default=RESULTS)
+    w = sub.add_parser("engines", help="transform on DuckDB, PostgreSQL and Spark; export to PostgreSQL per loader format")
+    w.add_argument("--tickers", type=int, default=100)
+    w.add_argument("--days", type=int, default=2500)
+    w.add_argument("--engines", type=lambda text: [x.strip() for x in text.split(",")],
+                   default=["duckdb", "postgres", "spark"])
+    w.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.stage == "scale":
         unknown = set(args.stages) - set(scale_module.STAGES)
@@ -176,11 +199,17 @@ def main(argv=None) -> int:
         return history(args)
     if args.stage == "partitions":
         return partitions(args)
-    result = transform(args) if args.stage == "transform" else export(args)
+    if args.stage == "engines":
+        from benchmarks.engines import markdown as engines_markdown
+
+        result, render = engines(args), engines_markdown
+    else:
+        result = transform(args) if args.stage == "transform" else export(args)
+        render = markdown if args.stage == "transform" else export_markdown
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"{args.stage}_{args.tickers}x{args.days}"
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))
-    table = markdown(result) if args.stage == "transform" else export_markdown(result)
+    table = render(result)
     (args.out / f"{name}.md").write_text(table)
     print(table)
     return 0

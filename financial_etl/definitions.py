@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, define_asset_job, definitions
+from dagster import AssetSelection, Definitions, define_asset_job, definitions, in_process_executor
 from dagster_dlt import DagsterDltResource
 
 from financial_etl.automation.alerts import build_failure_sensor
@@ -14,6 +14,7 @@ from financial_etl.export.checks import build_export_check
 from financial_etl.export.destination import ExportDestination
 from financial_etl.extract.assets import build_extract_assets
 from financial_etl.extract.checks import build_raw_checks
+from financial_etl.runs import WAREHOUSE_TAG
 from financial_etl.settings import Settings, load_settings
 from financial_etl.transform.assets import build_transform_assets
 from financial_etl.transform.checks import build_mart_checks
@@ -56,11 +57,15 @@ def automation_definitions(settings: Settings, partitions_def, asset_keys) -> De
         selection="*",
         partitions_def=partitions_def,
         description="Extract, transform and export one partition range, checks included.",
+        tags={WAREHOUSE_TAG: settings.warehouse.engine},
+        # A local Spark's catalog admits one process: its steps share the run's process.
+        executor_def=in_process_executor if settings.warehouse.engine == "spark" else None,
     )
     checks_job = define_asset_job(
         CHECKS_JOB,
         selection=AssetSelection.all_asset_checks(),
         description="Re-evaluate every check against the current tables, materializing nothing.",
+        tags={WAREHOUSE_TAG: settings.warehouse.engine},
     )
     return Definitions(
         jobs=[daily_job, checks_job],

@@ -85,10 +85,16 @@ class WarehouseBusyError(FinancialEtlError):
     """Another run held the warehouse for longer than the wait allows."""
 
 
+class WarehouseUnavailableError(FinancialEtlError):
+    """The warehouse server cannot be reached (or the DuckDB file is held by another process)."""
+
+    exit_code = EXIT_CONNECTION
+
+
 PROJECT_ERRORS: tuple[type[FinancialEtlError], ...] = (
     ConfigError, DataQualityError, MissingTickersError, SourceUnavailableError, DestinationConnectionError,
     DestinationUnreachableError, PermanentDestinationError, NoOdbcDriverError, LoginFailedError,
-    MissingDatabaseError, ExportFailedError, StorageError, WarehouseBusyError,
+    MissingDatabaseError, ExportFailedError, StorageError, WarehouseBusyError, WarehouseUnavailableError,
 )
 # Class name -> exit code: the project's errors, and Dagster's own when a blocking check fails.
 EXIT_CODES: dict[str, int] = {

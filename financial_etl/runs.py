@@ -27,6 +27,8 @@ RESTATE = "restate"
 REASON_TAG = "financial_etl/reason"  # why the run was requested, for the operator
 EXPORT_TAG = "financial_etl/export"  # "full_refresh": replace the export target with the whole mart
 FULL_REFRESH = "full_refresh"
+# duckdb, postgres or spark: dagster.yaml queues one run at a time on a single-writer engine.
+WAREHOUSE_TAG = "financial_etl/warehouse"
 CHECK_START_TAG = "financial_etl/check_start"  # `financial-etl check --start/--end`
 CHECK_END_TAG = "financial_etl/check_end"
 # Dagster's own run tags (public names, stable values).

@@ -10,12 +10,14 @@ import datetime as dt
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from financial_etl.errors import ConfigError
+from financial_etl.warehouse.engines import WAREHOUSE_ENV, Warehouse, parse_warehouse
 
 ENV_PREFIX = "FINANCIAL_ETL_"
+__all__ = ["WAREHOUSE_ENV", "Settings", "load_settings"]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SQLMESH_PROJECT_DIR = REPO_ROOT / "sqlmesh_project"
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
@@ -53,6 +55,11 @@ class Settings:
     alert_log: Path = DEFAULT_DATA_DIR / "alerts.log"
     alert_webhook_url: str | None = None
     allow_partial_loads: bool = False  # load the other tickers when some return nothing
+    warehouse_url: str | None = field(default=None, repr=False)  # FINANCIAL_ETL_WAREHOUSE: may hold a password
+
+    @property
+    def warehouse(self) -> Warehouse:
+        return parse_warehouse(self.warehouse_url, self.duckdb_path, self.sqlmesh_project_dir)
 
     @property
     def data_dir(self) -> Path:
@@ -210,6 +217,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not re.match(r"^(team:[A-Za-z0-9_-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$", owner):
         raise ConfigError(f"FINANCIAL_ETL_OWNER={owner!r} must be an email or team:<name>")
 
+    warehouse_url = get("WAREHOUSE")
+    parse_warehouse(warehouse_url, duckdb_path)  # a bad value fails here, named
     alert_log = Path(get("ALERT_LOG") or duckdb_path.parent / "alerts.log").expanduser()
     webhook = get("ALERT_WEBHOOK_URL")
     if webhook and not re.match(r"^https?://[^\s]+$", webhook):
@@ -231,4 +240,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         alert_log=alert_log,
         alert_webhook_url=webhook,
         allow_partial_loads=parse_bool("FINANCIAL_ETL_ALLOW_PARTIAL_LOADS", get("ALLOW_PARTIAL_LOADS"), False),
+        warehouse_url=warehouse_url,
     )

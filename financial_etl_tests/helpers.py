@@ -101,3 +101,14 @@ def assert_same_rows(got: Sequence[tuple], want: Sequence[tuple], label: str = "
                 assert np.isclose(x, y, rtol=1e-9, atol=1e-12, equal_nan=True), f"{label}: {a[:2]} {x} != {y}"
             else:
                 assert x == y, f"{label}: {a[:2]} {x!r} != {y!r}"
+
+
+def loaded_file_formats(pipeline_name: str, pipelines_dir, table: str) -> set[str]:
+    """The file formats (parquet, insert_values, ...) in which a dlt pipeline's last load
+    sent `table`'s rows (a merge's SQL follow-up job sends none)."""
+    import dlt
+
+    info = dlt.attach(pipeline_name=pipeline_name, pipelines_dir=str(pipelines_dir)).last_trace.last_load_info
+    return {job.job_file_info.file_format for package in info.load_packages
+            for job in package.jobs["completed_jobs"]
+            if job.job_file_info.table_name == table and job.job_file_info.file_format != "sql"}

@@ -15,7 +15,7 @@ from financial_etl.extract.contract import RAW_SCHEMA
 from financial_etl.extract.sources.synthetic import fetch_synthetic
 from financial_etl.settings import SQLMESH_PROJECT_DIR
 from financial_etl.transform.sqlmesh_adapter import mesh_config
-from financial_etl.warehouse import MART, RAW, RAW_DATASET
+from financial_etl.warehouse import MART, RAW, RAW_DATASET, RAW_TABLE
 
 MODEL = MART
 
@@ -27,6 +27,26 @@ def write_raw(db: Path, frame: pd.DataFrame) -> None:
     with duckdb.connect(str(db)) as con:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_DATASET}")
         con.execute(f"CREATE OR REPLACE TABLE {RAW} AS SELECT * FROM prices")
+
+
+def load_raw(warehouse, frame: pd.DataFrame, pipelines_dir: Path, replace: bool) -> None:
+    """raw.eod_prices_raw loaded the extract's way on any warehouse: dlt into DuckDB, or
+    into PostgreSQL through ADBC; for Spark into DuckDB, then published to Parquet."""
+    import dlt
+    import pyarrow as pa
+
+    from financial_etl.warehouse.lake import publish_raw
+
+    destination = (dlt.destinations.postgres(credentials=warehouse.url) if warehouse.engine == "postgres"
+                   else dlt.destinations.duckdb(str(warehouse.duckdb_path)))
+    pipeline = dlt.pipeline(pipeline_name=f"raw_{warehouse.engine}", destination=destination,
+                            dataset_name=RAW_DATASET, pipelines_dir=str(pipelines_dir))
+    options = {"loader_file_format": "parquet"} if warehouse.engine == "postgres" else {}
+    table = pa.Table.from_pandas(frame[list(RAW_SCHEMA.names)], schema=RAW_SCHEMA, preserve_index=False)
+    pipeline.run(table, table_name=RAW_TABLE, write_disposition="replace" if replace else "append",
+                 **options).raise_on_failed_jobs()
+    if warehouse.engine == "spark":
+        publish_raw(warehouse, pipelines_dir)
 
 
 def project_copy(dest: Path, *, batch_size: int | None = None, audits: bool = True) -> Path:

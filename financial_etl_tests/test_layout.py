@@ -141,7 +141,7 @@ def test_the_sqlmesh_project_runs_on_its_own_without_the_orchestrator(tmp_path):
     probe = (
         "import sys, runpy; config = runpy.run_path('sqlmesh_project/config.py')['config']; "
         "assert not [m for m in sys.modules if m.startswith('financial_etl')], 'imported financial_etl'; "
-        "print(config.gateways['duckdb_local'].connection.database, config.variables['lookback_rows'])"
+        "print(config.gateways['warehouse'].connection.database, config.variables['lookback_rows'])"
     )
     proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -1,9 +1,19 @@
 """The SQLMesh project's configuration: the one home of its gateway, dialect and variables.
 
 It stands on its own: `sqlmesh -p sqlmesh_project plan` reads the warehouse and the start
-date from FINANCIAL_ETL_DUCKDB_PATH and FINANCIAL_ETL_START_DATE (the orchestrator's
-defaults otherwise). The orchestrator loads this file and calls `build_config` with its
-validated settings, so both see the same warehouse, start date and look-back.
+date from FINANCIAL_ETL_WAREHOUSE, FINANCIAL_ETL_DUCKDB_PATH and FINANCIAL_ETL_START_DATE
+(the orchestrator's defaults otherwise). The orchestrator loads this file and calls
+`build_config` with its validated settings, so both see the same warehouse, start date and
+look-back.
+
+The warehouse (FINANCIAL_ETL_WAREHOUSE) picks the gateway; the model is written once in
+DuckDB's dialect and SQLMesh transpiles it:
+- unset or `duckdb`: the DuckDB file, SQLMesh's state in it;
+- `postgresql://user:password@host:port/database`: PostgreSQL, SQLMesh's state in it
+  (schema `sqlmesh`);
+- `spark` or `spark:<master>` (default `local[2]`): Spark SQL with Parquet tables under
+  `spark-warehouse/` beside the DuckDB path; SQLMesh's state in `sqlmesh-state.duckdb`
+  there (SQLMesh does not keep state in Spark).
 """
 
 from __future__ import annotations
@@ -11,9 +21,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlmesh.core.config import Config, DuckDBConnectionConfig, GatewayConfig, ModelDefaultsConfig
+from urllib.parse import unquote, urlsplit
 
-GATEWAY = "duckdb_local"
+from sqlmesh.core.config import (
+    Config,
+    DuckDBConnectionConfig,
+    GatewayConfig,
+    ModelDefaultsConfig,
+    PostgresConnectionConfig,
+    SparkConnectionConfig,
+)
+
+GATEWAY = "warehouse"
+SPARK_MASTER = "local[2]"
 # Every indicator reads at most the last 50 trading rows up to its own (sma_50_day): a
 # batch reads that many rows before its first day, and a re-loaded day changes the mart
 # up to that many rows later. The model reads it as @lookback_rows.
@@ -22,12 +42,56 @@ DEFAULT_DUCKDB_PATH = Path(__file__).resolve().parent.parent / "data" / "financi
 DEFAULT_START = "2020-01-01"
 
 
-def build_config(duckdb_path: str, start_date: str, unit_tests: bool = True) -> Config:
-    """SQLMesh keeps its state in the warehouse file itself, so a deleted warehouse never
-    leaves stale interval state behind. `unit_tests=False` leaves tests/ unread (a
-    pipeline run skips them; parsing their YAML was a quarter of a definitions load)."""
+def spark_conf(duckdb_path: str, master: str = SPARK_MASTER) -> dict[str, str]:
+    """A local Spark's session settings: Parquet tables under the data folder, their catalog
+    in an embedded Derby metastore beside them (one process at a time: see docs/scaling-out.md)."""
+    folder = Path(duckdb_path).parent
+    return {
+        "spark.master": master,
+        "spark.app.name": "financial_etl",
+        "spark.sql.warehouse.dir": str(folder / "spark-warehouse"),
+        "spark.sql.catalogImplementation": "hive",
+        "spark.hadoop.javax.jdo.option.ConnectionURL":
+            f"jdbc:derby:;databaseName={folder / 'spark-metastore' / 'metastore_db'};create=true",
+        "spark.sql.legacy.createHiveTableByDefault": "false",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": "4",
+        "spark.ui.enabled": "false",
+        "spark.log.level": "ERROR",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={folder / 'spark-metastore'}",
+    }
+
+
+def gateway(duckdb_path: str, warehouse: str | None = None) -> GatewayConfig:
+    """The gateway for FINANCIAL_ETL_WAREHOUSE (see the module's docstring)."""
+    if not warehouse or warehouse == "duckdb":
+        # State in the warehouse file itself: a deleted warehouse leaves no stale intervals.
+        return GatewayConfig(connection=DuckDBConnectionConfig(database=duckdb_path))
+    if warehouse == "spark" or warehouse.startswith("spark:"):
+        master = warehouse.partition(":")[2] or SPARK_MASTER
+        state = str(Path(duckdb_path).parent / "sqlmesh-state.duckdb")
+        return GatewayConfig(
+            connection=SparkConnectionConfig(config=spark_conf(duckdb_path, master)),
+            state_connection=DuckDBConnectionConfig(database=state),
+        )
+    parts = urlsplit(warehouse)
+    if parts.scheme in ("postgresql", "postgres"):
+        return GatewayConfig(connection=PostgresConnectionConfig(
+            host=parts.hostname or "localhost",
+            port=parts.port or 5432,
+            user=unquote(parts.username or ""),
+            password=unquote(parts.password or ""),
+            database=parts.path.lstrip("/"),
+        ))
+    raise ValueError("FINANCIAL_ETL_WAREHOUSE must be duckdb, spark[:<master>] or postgresql://user:password@host:port/database")
+
+
+def build_config(duckdb_path: str, start_date: str, unit_tests: bool = True, warehouse: str | None = None) -> Config:
+    """`unit_tests=False` leaves tests/ unread (a pipeline run skips them; parsing their YAML
+    was a quarter of a definitions load). SQLMesh's unit tests always run on DuckDB."""
     return Config(
-        gateways={GATEWAY: GatewayConfig(connection=DuckDBConnectionConfig(database=duckdb_path))},
+        gateways={GATEWAY: gateway(duckdb_path, warehouse)},
         default_gateway=GATEWAY,
         model_defaults=ModelDefaultsConfig(dialect="duckdb", start=start_date),
         variables=VARIABLES,
@@ -40,4 +104,5 @@ def build_config(duckdb_path: str, start_date: str, unit_tests: bool = True) -> 
 config = build_config(
     os.environ.get("FINANCIAL_ETL_DUCKDB_PATH") or str(DEFAULT_DUCKDB_PATH),
     os.environ.get("FINANCIAL_ETL_START_DATE") or DEFAULT_START,
+    warehouse=os.environ.get("FINANCIAL_ETL_WAREHOUSE"),
 )

@@ -10,7 +10,6 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-import duckdb
 import pandas as pd
 from dagster import (
     AssetKey,
@@ -25,9 +24,11 @@ from dagster import (
 from financial_etl.automation.schedule import last_completed_day
 from financial_etl.extract.contract import VALUE_COLUMNS
 from financial_etl.extract.sources import fetch_for
-from financial_etl.runs import MODE_TAG, REASON_TAG, RESTATE, TICKERS_TAG, range_tags
+from financial_etl.runs import MODE_TAG, REASON_TAG, RESTATE, TICKERS_TAG, WAREHOUSE_TAG, range_tags
 from financial_etl.settings import Settings
+from financial_etl.errors import WarehouseUnavailableError as WarehouseUnavailable
 from financial_etl.warehouse import RAW
+from financial_etl.warehouse.engines import MissingTable
 
 RECENT_SESSIONS = 20  # the overlap compared by the restated-history sensor
 
@@ -37,10 +38,12 @@ def backfill_request(
     start: dt.date,
     end: dt.date,
     tags: dict[str, str],
+    engine: str = "duckdb",
 ) -> RunRequest:
     """One run over the year partitions holding [start, end], narrowed to those dates (the
     assets' single-run backfill policy would make a backfill of them one run as well)."""
-    return RunRequest(asset_selection=list(asset_keys), tags={**tags, **range_tags(start, end)})
+    return RunRequest(asset_selection=list(asset_keys),
+                      tags={**tags, **range_tags(start, end), WAREHOUSE_TAG: engine})
 
 
 def build_new_ticker_sensor(settings: Settings, asset_keys: Sequence[AssetKey]):
@@ -75,7 +78,7 @@ def build_new_ticker_sensor(settings: Settings, asset_keys: Sequence[AssetKey]):
                         TICKERS_TAG: ticker,
                         MODE_TAG: RESTATE,
                         REASON_TAG: f"new ticker {ticker} added to {source}: loading {first} to {last}",
-                    })
+                    }, settings.warehouse.engine)
                 )
         context.update_cursor(json.dumps(sorted(universe)))
         if requests:
@@ -125,20 +128,21 @@ def build_restated_history_sensor(settings: Settings, asset_keys: Sequence[Asset
     )
     def restated_history_backfill(context: SensorEvaluationContext):
         end = last_completed_day(settings)
-        if end < settings.start_date or not settings.duckdb_path.exists():
+        warehouse = settings.warehouse
+        if end < settings.start_date or (warehouse.engine == "duckdb" and not warehouse.duckdb_path.exists()):
             return SkipReason("nothing loaded yet")
         try:
-            with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+            with warehouse.connect() as con:
                 stored = con.execute(
                     f"SELECT * FROM (SELECT ticker, date, {', '.join(VALUE_COLUMNS)}, "
                     f"row_number() OVER (PARTITION BY ticker ORDER BY date DESC) AS n FROM {RAW} "
-                    "WHERE date <= ?) WHERE n <= ?",
+                    "WHERE date <= ?) AS recent WHERE n <= ?",
                     [end, RECENT_SESSIONS],
                 ).df()
-        except duckdb.CatalogException:
+        except MissingTable:
             return SkipReason("nothing loaded yet")
-        except duckdb.IOException as exc:
-            return SkipReason(f"the warehouse is busy ({exc}); trying again at the next evaluation")
+        except WarehouseUnavailable as exc:
+            return SkipReason(f"the warehouse is busy or unreachable ({exc}); trying again at the next evaluation")
         stored["date"] = pd.to_datetime(stored["date"]).dt.date
         tickers = [t for t in settings.current_tickers() if t in set(stored["ticker"])]
         if not tickers:
@@ -164,7 +168,7 @@ def build_restated_history_sensor(settings: Settings, asset_keys: Sequence[Asset
                     TICKERS_TAG: ticker,
                     MODE_TAG: RESTATE,
                     REASON_TAG: f"restated history for {ticker}: {change}"[:1000],
-                })
+                }, warehouse.engine)
             )
             context.log.info(f"{ticker}: history changed at the source ({change}); requesting a restatement")
         context.update_cursor(json.dumps(handled, sort_keys=True))

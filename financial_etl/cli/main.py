@@ -67,6 +67,9 @@ def _preflight(settings: Settings) -> None:
     from financial_etl.warehouse.storage import check_writable
 
     check_writable(settings.data_dir, "FINANCIAL_ETL_DUCKDB_PATH")
+    if settings.warehouse.engine == "postgres":
+        with settings.warehouse.connect() as con:  # unreachable: WarehouseUnavailableError, exit 4
+            con.execute("SELECT 1")
     if settings.export_duckdb_path.parent != settings.data_dir:
         check_writable(settings.export_duckdb_path.parent, "FINANCIAL_ETL_EXPORT_DUCKDB_PATH")
     if settings.source == "csv":
@@ -194,7 +197,7 @@ def run_checks(settings: Settings, start: dt.date | None, end: dt.date | None) -
     from financial_etl.definitions import CHECKS_JOB, build_definitions
     from financial_etl.runs import CHECK_END_TAG, CHECK_START_TAG
 
-    if not settings.duckdb_path.exists():
+    if settings.warehouse.engine == "duckdb" and not settings.duckdb_path.exists():
         raise ConfigError(f"no warehouse at {settings.duckdb_path}: run `financial-etl run` first")
     tags = {}
     if start or end:

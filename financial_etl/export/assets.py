@@ -7,10 +7,10 @@ Arrow record batches, NaN and +/-inf turned into NULL, with explicit column type
 """
 
 import datetime as dt
+import itertools
 from collections.abc import Iterator, Sequence
 
 import dlt
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from dagster import (
@@ -34,7 +34,8 @@ from financial_etl.runs import EXPORT_TAG, FULL_REFRESH, restated_tickers, run_d
 from financial_etl.settings import Settings
 from financial_etl.transform.assets import RECOMPUTED_THROUGH, window_reach_end
 from financial_etl.warehouse import MART, MART_KEY, MART_KEY_COLUMNS, export_key
-from financial_etl.warehouse.lock import pipeline_folder_lock, warehouse_lock
+from financial_etl.warehouse.engines import Warehouse, load_file_format
+from financial_etl.warehouse.lock import pipeline_folder_lock
 from financial_etl.warehouse.storage import storage_error, storage_errors
 
 EXPORT_PIPELINE = "financial_export"
@@ -67,28 +68,31 @@ def _mart_query(start, end, tickers) -> tuple[str, list]:
         where.append("trade_date BETWEEN ? AND ?")
         params += [start, end]
     if tickers:
-        where.append("ticker IN (SELECT unnest(?::VARCHAR[]))")
-        params.append(list(tickers))
+        where.append(f"ticker IN ({', '.join('?' * len(tickers))})")
+        params += list(tickers)
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     return f"SELECT * FROM {MART} {clause} ORDER BY {', '.join(MART_KEY_COLUMNS)}", params
 
 
-def iter_mart(duckdb_path: str, start, end, tickers=None, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+def iter_mart(warehouse: Warehouse, start, end, tickers=None, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
     """The mart rows of [start, end] (all rows when start is None; `tickers` only, when
     given) as Arrow record batches, NaN and +/-inf as NULL, so a full refresh never holds
     the mart in memory."""
     sql, params = _mart_query(start, end, tickers)
-    with duckdb.connect(duckdb_path, read_only=True) as con:
-        reader = con.execute(sql, params).fetch_record_batch(batch_rows)
-        sent = False
-        for batch in reader:
+    with warehouse.connect() as con:
+        sent, schema = False, None
+        for batch in con.arrow_batches(sql, params, batch_rows):
+            # The model's column order (Spark keeps its partition column, trade_date, last).
+            keys = list(MART_KEY_COLUMNS)
+            batch = batch.select(keys + [name for name in batch.schema.names if name not in keys])
+            schema = batch.schema
             if batch.num_rows:
                 sent = True
                 yield nan_to_null(batch)
         if not sent:
             # An empty batch still carries the schema: a first export of a holiday creates
             # the target table, so the metadata and the reconciliation check find it.
-            yield nan_to_null(pa.RecordBatch.from_pylist([], schema=reader.schema))
+            yield nan_to_null(pa.RecordBatch.from_pylist([], schema=schema))
 
 
 def export_pipeline(settings: Settings, target: ExportTarget, replace_strategy: str | None = None) -> Pipeline:
@@ -129,9 +133,9 @@ def load_export(
     classified error (exit code 4 for connections) with credentials redacted."""
     sent = 0
 
-    def batches():
+    def batches(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]):
         nonlocal sent
-        for batch in iter_mart(str(settings.duckdb_path), None if full_refresh else start, end, tickers):
+        for batch in itertools.chain([first], rest):
             sent += batch.num_rows
             yield batch
 
@@ -140,20 +144,24 @@ def load_export(
     else:
         # A restatement replaces the restated tickers' rows wholesale (merge key ticker).
         disposition = {"disposition": "merge", "strategy": "delete-insert"}
-    resource = dlt.resource(
-        batches,
-        name=target.table,
-        table_name=target.table,
-        primary_key=MART_KEY_COLUMNS,
-        merge_key="ticker" if tickers and not full_refresh else (),
-        write_disposition=disposition,
-        columns=EXPORT_COLUMN_HINTS,
-    )
+    # Read before the load: a warehouse error is the warehouse's, not the target's.
+    rows = iter_mart(settings.warehouse, None if full_refresh else start, end, tickers)
+    first = next(rows)  # the first batch has rows, or it is the only one
     pipeline = export_pipeline(settings, target, "insert-from-staging" if full_refresh else None)
     try:
         # A package left by a killed run is recomputed from the mart anyway: drop it.
         pipeline.abort_packages()
-        pipeline.run(resource()).raise_on_failed_jobs()
+        resource = dlt.resource(
+            batches(first, rows),
+            name=target.table,
+            table_name=target.table,
+            primary_key=MART_KEY_COLUMNS,
+            merge_key="ticker" if tickers and not full_refresh else (),
+            write_disposition=disposition,
+            columns=EXPORT_COLUMN_HINTS,
+            file_format=load_file_format(target.load_format, first.num_rows),
+        )
+        pipeline.run(resource).raise_on_failed_jobs()
     except Exception as exc:
         # Before classify, which would make a full local disk look like a server error.
         raise (storage_error("the export", exc, settings.data_dir) or classify(exc, target)) from None
@@ -194,9 +202,9 @@ def build_export_asset(settings: Settings, partitions_def, column_schema=None):
     def export_stock_metrics(context: AssetExecutionContext, export_destination: ExportDestination) -> MaterializeResult:
         start, end = run_dates(context, settings)
         target = export_destination.target(settings)
-        # The whole step holds the warehouse lock: it reads the mart, and the dlt pipeline's
-        # working state (and a DuckDB stand-in) take one writer at a time as well.
-        with warehouse_lock(settings.duckdb_path, log=context.log.warning):
+        # The whole step holds the export's lock: the dlt pipeline's working state (and a
+        # DuckDB stand-in) take one writer at a time; on DuckDB it is the warehouse's lock.
+        with settings.warehouse.stage_lock("export", log=context.log.warning):
             return _export(context, target, start, end)
 
     def _export(context: AssetExecutionContext, target: ExportTarget, start: dt.date, end: dt.date):

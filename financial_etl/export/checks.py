@@ -2,7 +2,6 @@
 
 from collections.abc import Iterator
 
-import duckdb
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -18,7 +17,6 @@ from financial_etl.export.destination import ExportDestination, export_target_fo
 from financial_etl.runs import check_range
 from financial_etl.settings import Settings
 from financial_etl.warehouse import MART
-from financial_etl.warehouse.lock import warehouse_lock
 
 
 def build_export_check(settings: Settings, partitions_def: TimeWindowPartitionsDefinition, export_key: AssetKey):
@@ -34,9 +32,8 @@ def build_export_check(settings: Settings, partitions_def: TimeWindowPartitionsD
     ) -> Iterator[AssetCheckResult]:
         target = export_destination.target(settings)
         start, end = check_range(context.run.tags, partitions_def, settings)
-        with warehouse_lock(settings.duckdb_path, log=context.log.warning), duckdb.connect(
-            str(settings.duckdb_path), read_only=True
-        ) as con:
+        warehouse = settings.warehouse
+        with warehouse.reader_lock(log=context.log.warning), warehouse.connect() as con:
             mart_rows, mart_sum = con.execute(
                 f"SELECT count(*), coalesce(sum(close_price), 0) FROM {MART} WHERE trade_date BETWEEN ? AND ?",
                 [start, end],

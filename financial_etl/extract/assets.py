@@ -1,4 +1,4 @@
-"""Extract stage: the chosen source -> raw.eod_prices_raw in DuckDB, through dagster-dlt.
+"""Extract stage: the chosen source -> raw.eod_prices_raw in the warehouse, through dagster-dlt.
 
 The batch is fetched and split by the raw contract first (no warehouse lock is held while
 a source answers), then dlt merges it into raw under the lock.
@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dlt
-import duckdb
 from dagster import (
     AssetExecutionContext,
     AssetSpec,
@@ -29,7 +28,9 @@ from financial_etl.extract.sources import fetch_for
 from financial_etl.runs import restated_tickers, run_dates, run_tickers
 from financial_etl.settings import DEFAULT_OWNER, Settings
 from financial_etl.warehouse import QUARANTINE, RAW, RAW_DATASET, RAW_KEY
-from financial_etl.warehouse.lock import pipeline_folder_lock, warehouse_lock
+from financial_etl.warehouse.engines import MissingTable, Warehouse
+from financial_etl.warehouse.lake import publish_raw
+from financial_etl.warehouse.lock import pipeline_folder_lock
 from financial_etl.warehouse.storage import check_writable, storage_errors
 
 EXTRACT_PIPELINE = "financial_extract"
@@ -54,11 +55,30 @@ def raw_table_schema() -> TableSchema:
     )
 
 
+def raw_destination(warehouse: Warehouse):
+    """dlt's destination for raw: PostgreSQL (loaded through ADBC: see raw_file_format), else the
+    DuckDB file; for Spark, the file is then published to Parquet (warehouse/lake.py)."""
+    if warehouse.engine == "postgres":
+        return dlt.destinations.postgres(credentials=warehouse.url)
+    return dlt.destinations.duckdb(str(warehouse.duckdb_path))
+
+
+def raw_file(warehouse: Warehouse):
+    """The DuckDB file dlt merges raw into (Spark's raw is merged there too), if any."""
+    return None if warehouse.engine == "postgres" else warehouse.duckdb_path
+
+
+def raw_file_format(warehouse: Warehouse) -> str | None:
+    """PostgreSQL loads fastest from Parquet through ADBC (docs/scaling-out.md); DuckDB
+    loads Arrow data as Parquet already."""
+    return "parquet" if warehouse.engine == "postgres" else None
+
+
 def extract_pipeline(settings: Settings) -> Pipeline:
     with pipeline_folder_lock(settings.pipelines_dir, EXTRACT_PIPELINE):
         return dlt.pipeline(
             pipeline_name=EXTRACT_PIPELINE,
-            destination=dlt.destinations.duckdb(str(settings.duckdb_path)),
+            destination=raw_destination(settings.warehouse),
             dataset_name=RAW_DATASET,
             pipelines_dir=str(settings.pipelines_dir),
         )
@@ -69,6 +89,7 @@ class RawTranslator(DagsterDltTranslator):
     """The raw table's key is exactly the key the SQLMesh model depends on."""
 
     owner: str = DEFAULT_OWNER
+    engine: str = "duckdb"
 
     def get_asset_spec(self, data: DltResourceTranslatorData) -> AssetSpec:
         spec = super().get_asset_spec(data)
@@ -80,22 +101,24 @@ class RawTranslator(DagsterDltTranslator):
                 "End-of-day OHLCV prices, one row per (ticker, date), merged by dlt so a "
                 "repeated load never duplicates a row."
             ),
-            kinds={"dlt", "duckdb"},
+            kinds={"dlt", self.engine},
             owners=[self.owner],
         ).merge_attributes(metadata={"dagster/column_schema": raw_table_schema()})
 
 
-def raw_row_counts(duckdb_path: str, start, end, partitions_def, keys) -> tuple[dict, list[int]]:
+def raw_row_counts(warehouse: Warehouse, start, end, partitions_def, keys) -> tuple[dict, list[int]]:
     """(the run's row-count metadata, each partition's row count in `keys` order)."""
     per_key, params = partition_counts_sql("date", partitions_def, keys)
-    with duckdb.connect(duckdb_path, read_only=True) as con:
+    if warehouse.engine == "duckdb" and not warehouse.duckdb_path.exists():
+        return {}, [0] * len(keys)
+    with warehouse.connect() as con:
         try:
             total, in_range, *by_key = con.execute(
                 f"SELECT count(*), count(CASE WHEN date BETWEEN ? AND ? THEN 1 END), {per_key} FROM {RAW}",
                 [start, end, *params],
             ).fetchone()
             quarantine_total = con.execute(f"SELECT count(*) FROM {QUARANTINE}").fetchone()[0]
-        except duckdb.CatalogException:  # nothing loaded yet: an empty first range
+        except MissingTable:  # nothing loaded yet: an empty first range
             return {}, [0] * len(keys)
     return {
         "dagster/row_count": MetadataValue.int(total),
@@ -104,10 +127,10 @@ def raw_row_counts(duckdb_path: str, start, end, partitions_def, keys) -> tuple[
     }, by_key
 
 
-def prices_source(batch: PriceBatch, replace_tickers: bool = False):
+def prices_source(batch: PriceBatch, replace_tickers: bool = False, file_format: str | None = None):
     @dlt.source(name="prices")
     def prices():
-        return eod_prices_resource(batch, replace_tickers=replace_tickers)
+        return eod_prices_resource(batch, replace_tickers=replace_tickers, file_format=file_format)
 
     return prices()
 
@@ -146,7 +169,7 @@ def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartition
         dlt_source=prices_source(empty_batch(settings.source)),
         dlt_pipeline=extract_pipeline(settings),
         name="extract_prices",
-        dagster_dlt_translator=RawTranslator(owner=settings.owner),
+        dagster_dlt_translator=RawTranslator(owner=settings.owner, engine=settings.warehouse.engine),
         partitions_def=partitions_def,
     )
     def extract_prices(context: AssetExecutionContext, dlt: DagsterDltResource) -> Iterator[MaterializeResult]:
@@ -164,14 +187,15 @@ def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartition
         contract = batch.contract
         assert contract is not None
         pipeline = extract_pipeline(settings)
-        source = prices_source(batch, replace_tickers=bool(restated))
-        with warehouse_lock(settings.duckdb_path, log=context.log.warning), storage_errors(
-            "the extract", settings.duckdb_path, on_failure=pipeline.drop_pending_packages
+        warehouse = settings.warehouse
+        source = prices_source(batch, replace_tickers=bool(restated), file_format=raw_file_format(warehouse))
+        with warehouse.stage_lock("extract", log=context.log.warning), storage_errors(
+            "the extract", raw_file(warehouse), on_failure=pipeline.drop_pending_packages
         ):
             results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
-            counts, by_partition = raw_row_counts(
-                str(settings.duckdb_path), start, end, partitions_def, context.partition_keys
-            ) if settings.duckdb_path.exists() else ({}, [0] * len(context.partition_keys))
+            if warehouse.engine == "spark":
+                publish_raw(warehouse, settings.pipelines_dir)
+            counts, by_partition = raw_row_counts(warehouse, start, end, partitions_def, context.partition_keys)
         # Missing tickers were logged with the source's reasons by fetch_batch.
         if contract.quarantined:
             context.log.warning(

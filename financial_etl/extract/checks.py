@@ -9,7 +9,6 @@ they look at; run alone, they look at the whole configured range.
 import datetime as dt
 from collections.abc import Iterator
 
-import duckdb
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -26,7 +25,7 @@ from financial_etl.metadata import markdown_table
 from financial_etl.runs import check_range, run_tickers
 from financial_etl.settings import Settings
 from financial_etl.warehouse import QUARANTINE, RAW, RAW_KEY
-from financial_etl.warehouse.lock import warehouse_lock
+from financial_etl.warehouse.engines import MissingTable
 
 
 def build_raw_checks(settings: Settings, partitions_def: TimeWindowPartitionsDefinition):
@@ -49,9 +48,8 @@ def build_raw_checks(settings: Settings, partitions_def: TimeWindowPartitionsDef
     def raw_prices_checks(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
         start, end = check_range(context.run.tags, partitions_def, settings)
         selected = {key.name for key in context.selected_asset_check_keys}
-        with warehouse_lock(settings.duckdb_path, log=context.log.warning), duckdb.connect(
-            str(settings.duckdb_path), read_only=True
-        ) as con:
+        warehouse = settings.warehouse
+        with warehouse.reader_lock(log=context.log.warning), warehouse.connect() as con:
             if "no_duplicate_ticker_date" in selected:
                 dupes = con.execute(
                     f"SELECT ticker, date, count(*) AS copies FROM {RAW} "
@@ -97,7 +95,7 @@ def quarantine_result(con, run_id: str, context) -> AssetCheckResult:
             [run_id],
         ).df()
         total = con.execute(f"SELECT count(*) FROM {QUARANTINE}").fetchone()[0]
-    except duckdb.CatalogException:  # a warehouse from before the quarantine existed
+    except MissingTable:  # a warehouse from before the quarantine existed
         new, total = None, 0
     added = 0 if new is None else len(new)
     metadata = {"quarantined_this_run": added, "quarantine_total": int(total)}

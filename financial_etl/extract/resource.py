@@ -31,6 +31,7 @@ from financial_etl.extract.contract import (
 )
 from financial_etl.settings import validate_tickers
 from financial_etl.warehouse import QUARANTINE_TABLE, RAW_KEY_COLUMNS, RAW_TABLE
+from financial_etl.warehouse.engines import load_file_format
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +120,16 @@ def empty_batch(source: str) -> PriceBatch:
     return batch
 
 
-def eod_prices_resource(batch: PriceBatch, replace_tickers: bool = False):
+def eod_prices_resource(batch: PriceBatch, replace_tickers: bool = False, file_format: str | None = None):
     """The dlt resource for raw.eod_prices_raw, over a batch the contract has split.
 
     Rows merge on (ticker, date). With `replace_tickers`, the merge key is the ticker, so
     dlt first deletes every stored row of each loaded ticker: a restated history leaves
     no stale row behind. Quarantined rows go to raw.eod_prices_quarantine, keyed by a hash
-    of the bad input, so re-reading the same bad line never adds it twice."""
+    of the bad input, so re-reading the same bad line never adds it twice.
+
+    `file_format` is dlt's loader file format for a table that has rows (PostgreSQL:
+    parquet, loaded through ADBC; see load_file_format)."""
     contract = batch.contract
     if contract is None:
         raise ValueError("eod_prices_resource needs a batch from fetch_batch (the contract has not run)")
@@ -139,6 +143,7 @@ def eod_prices_resource(batch: PriceBatch, replace_tickers: bool = False):
         # skip its own ROW_NUMBER() de-duplication of the staged rows (half the merge time).
         write_disposition={"disposition": "merge", "strategy": "delete-insert", "deduplicated": True},
         columns=RAW_COLUMN_HINTS,
+        file_format=load_file_format(file_format, contract.valid.num_rows),
     )
     def eod_prices_raw() -> Iterator[pa.Table]:
         # Empty tables still carry their schema, so a first run on a holiday creates both
@@ -152,6 +157,7 @@ def eod_prices_resource(batch: PriceBatch, replace_tickers: bool = False):
                 primary_key="quarantine_id",
                 merge_key=(),
                 columns=QUARANTINE_COLUMN_HINTS,
+                file_format=load_file_format(file_format, contract.quarantine.num_rows),
             ),
             create_table_variant=True,
         )

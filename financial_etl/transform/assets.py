@@ -3,7 +3,6 @@
 import datetime as dt
 from collections.abc import Callable, Iterator
 
-import duckdb
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
 from dagster_sqlmesh import SQLMeshResource
 from dagster_sqlmesh.resource import PlanOrRunFailedError
@@ -24,8 +23,8 @@ from financial_etl.transform.sqlmesh_adapter import (
     sqlmesh_multi_asset,
 )
 from financial_etl.warehouse import MART, MART_KEY, MART_TABLE, RAW, RAW_KEY, RAW_TABLE
-from financial_etl.warehouse.lock import warehouse_lock
-from financial_etl.warehouse.storage import storage_errors
+from financial_etl.warehouse.engines import MissingTable
+from financial_etl.warehouse.storage import storage_errors, warehouse_file
 
 RECOMPUTED_THROUGH = "recomputed_through"  # metadata: the last date this run rewrote
 
@@ -55,17 +54,17 @@ def window_reach_end(settings: Settings, end: dt.date) -> dt.date:
     the end of the history (the windowed ones only up to lookback_rows - 1 rows later), and
     the transform and the export recompute that far. A daily run at the newest date: just
     `end`."""
-    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+    with settings.warehouse.connect() as con:
         try:
             (reach,) = con.execute(f"SELECT max(date) FROM {RAW} WHERE date > ?", [end]).fetchone()
-        except duckdb.CatalogException:
+        except MissingTable:
             return end
     return max(end, reach) if reach else end
 
 
 def _row_counts(settings: Settings, start, end, partitions_def, keys) -> tuple[dict, list[int]]:
     per_key, params = partition_counts_sql("trade_date", partitions_def, keys)
-    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+    with settings.warehouse.connect() as con:
         total, in_range, *by_key = con.execute(
             f"SELECT count(*), count(CASE WHEN trade_date BETWEEN ? AND ? THEN 1 END), {per_key} FROM {MART}",
             [start, end, *params],
@@ -86,10 +85,10 @@ def _chart(settings: Settings, end: dt.date, warn: Callable[[str], None]) -> dic
     rows, its last CHART_ROWS rows up to `end`. Empty when there is nothing to draw. A
     chart that fails to draw is logged, never fails the run: the rows are already written."""
     universe = sorted(settings.current_tickers())
-    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+    with settings.warehouse.connect() as con:
         (ticker,) = con.execute(
-            f"SELECT min(ticker) FROM {MART} WHERE list_contains(?, ticker) AND trade_date <= ?",
-            [universe, end],
+            f"SELECT min(ticker) FROM {MART} WHERE ticker IN ({', '.join('?' * len(universe))}) AND trade_date <= ?",
+            [*universe, end],
         ).fetchone()
         if ticker is None:
             return {}
@@ -97,7 +96,7 @@ def _chart(settings: Settings, end: dt.date, warn: Callable[[str], None]) -> dic
             f"SELECT {', '.join(CHART_COLUMNS)} FROM {MART} WHERE ticker = ? AND trade_date <= ? "
             "ORDER BY trade_date DESC LIMIT ?",
             [ticker, end, CHART_ROWS],
-        ).fetchdf()
+        ).df()
     span = f"{ticker}, {frame['trade_date'].min():%Y-%m-%d} to {frame['trade_date'].max():%Y-%m-%d}"
     try:
         png = price_chart_png(frame, title=f"{span}: close, SMA 20, SMA 50, Bollinger bands")
@@ -130,8 +129,9 @@ def build_transform_assets(settings: Settings, partitions_def, context: Context)
     )
     def sqlmesh_models(context: AssetExecutionContext, sqlmesh: SQLMeshResource) -> Iterator[MaterializeResult]:
         start, end = run_dates(context, settings)
-        with warehouse_lock(settings.duckdb_path, log=context.log.warning), storage_errors(
-            "the SQLMesh run", settings.duckdb_path
+        warehouse = settings.warehouse
+        with warehouse.stage_lock("sqlmesh", log=context.log.warning), storage_errors(
+            "the SQLMesh run", warehouse_file(warehouse)
         ):
             yield from _transform(context, sqlmesh, start, end)
 

@@ -24,7 +24,6 @@ from financial_etl.settings import Settings
 from financial_etl.transform.audits import AuditOutcome, audit_names, evaluate_audits
 from financial_etl.transform.sqlmesh_adapter import sqlmesh_context
 from financial_etl.warehouse import MART, MART_KEY
-from financial_etl.warehouse.lock import warehouse_lock
 
 
 def _backfill_hint(dates: tuple[dt.date, ...]) -> str:
@@ -74,7 +73,7 @@ def build_mart_checks(settings: Settings, partitions_def: TimeWindowPartitionsDe
     def stock_metrics_audits(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
         start, end = check_range(context.run.tags, partitions_def, settings)
         selected = {key.name for key in context.selected_asset_check_keys}
-        with warehouse_lock(settings.duckdb_path, log=context.log.warning), sqlmesh_context(settings) as mesh:
+        with settings.warehouse.reader_lock(log=context.log.warning), sqlmesh_context(settings) as mesh:
             outcomes = evaluate_audits(mesh, MART, start, end)
         for outcome in outcomes:
             if outcome.name not in selected:

@@ -22,13 +22,10 @@ nowhere else:
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import importlib.util
-import types
+import os
 import typing as t
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
 from dagster import (
     AssetCheckSpec,
@@ -47,27 +44,16 @@ from sqlmesh import Context
 from sqlmesh.core.config import Config as MeshConfig
 from sqlmesh.core.model import Model
 
-from financial_etl.settings import Settings
+from financial_etl.settings import WAREHOUSE_ENV, Settings
+from financial_etl.warehouse.project import project_config_module
 
 PROD = "prod"
 
 
-@functools.cache
-def project_config_module(project_dir: str) -> types.ModuleType:
-    """sqlmesh_project/config.py, loaded by path: the SQLMesh project stays a plain folder
-    that `sqlmesh -p` reads on its own, and this package reads the same gateway, dialect
-    and variables from it."""
-    path = Path(project_dir) / "config.py"
-    spec = importlib.util.spec_from_file_location(f"sqlmesh_project_config_{abs(hash(project_dir))}", path)
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(f"no SQLMesh config at {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def mesh_config(project_dir: str, duckdb_path: str, start_date: str, unit_tests: bool = True) -> MeshConfig:
-    return project_config_module(project_dir).build_config(duckdb_path, start_date, unit_tests=unit_tests)
+def mesh_config(project_dir: str, duckdb_path: str, start_date: str, unit_tests: bool = True,
+                warehouse: str | None = None) -> MeshConfig:
+    return project_config_module(project_dir).build_config(
+        duckdb_path, start_date, unit_tests=unit_tests, warehouse=warehouse)
 
 
 def lookback_rows(settings: Settings) -> int:
@@ -89,10 +75,12 @@ class ProjectTranslator(SQLMeshDagsterTranslator):
 class ProjectSQLMeshConfig(SQLMeshContextConfig):
     """Carries the warehouse path and start date explicitly (handed to config.py's
     `build_config`, not read from the environment), so the config Dagster serializes into
-    each step process names the same database."""
+    each step process names the same database. A server warehouse's URL holds a password,
+    so the config names only the variable it is read from (FINANCIAL_ETL_WAREHOUSE)."""
 
     duckdb_path: str
     start_date: str
+    warehouse_env: str = ""
 
     def get_translator(self) -> SQLMeshDagsterTranslator:
         # dagster-sqlmesh re-instantiates the translator from the config in each process.
@@ -100,7 +88,8 @@ class ProjectSQLMeshConfig(SQLMeshContextConfig):
 
     @property
     def sqlmesh_config(self) -> MeshConfig:
-        return mesh_config(self.path, self.duckdb_path, self.start_date, unit_tests=False)
+        warehouse = os.environ.get(self.warehouse_env) if self.warehouse_env else None
+        return mesh_config(self.path, self.duckdb_path, self.start_date, unit_tests=False, warehouse=warehouse)
 
 
 def project_sqlmesh_config(settings: Settings) -> ProjectSQLMeshConfig:
@@ -109,6 +98,7 @@ def project_sqlmesh_config(settings: Settings) -> ProjectSQLMeshConfig:
         gateway=project_config_module(str(settings.sqlmesh_project_dir)).GATEWAY,
         duckdb_path=str(settings.duckdb_path),
         start_date=settings.start_date.isoformat(),
+        warehouse_env="" if settings.warehouse.engine == "duckdb" else WAREHOUSE_ENV,
     )
 
 

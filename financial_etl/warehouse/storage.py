@@ -63,6 +63,11 @@ def storage_problem(exc: BaseException, where: Path | None = None) -> str | None
     return None
 
 
+def warehouse_file(warehouse) -> Path | None:
+    """The DuckDB file to checkpoint around a write; a server engine keeps its own log."""
+    return warehouse.duckdb_path if warehouse.engine == "duckdb" else None
+
+
 def checkpoint(database: Path) -> None:
     """Fold DuckDB's write-ahead log into the database file, leaving the log empty."""
     if database.exists():

@@ -29,6 +29,7 @@ from financial_etl.runs import (
     REASON_TAG,
     START_TAG,
     TICKERS_TAG,
+    WAREHOUSE_TAG,
     range_tags,
 )
 from financial_etl.settings import REPO_ROOT, load_settings
@@ -411,9 +412,13 @@ def test_a_backfill_and_the_daily_run_started_together_both_succeed(workdir, cle
         assert_same_rows(a, b, name)
 
 
-def test_the_instance_queues_runs_one_at_a_time():
+def test_the_instance_queues_single_writer_runs_one_at_a_time():
+    """DuckDB and Spark runs one at a time (by the tag every run of the job and every
+    sensor request carries); PostgreSQL runs side by side."""
     import yaml
 
     config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
-    assert config["run_queue"]["max_concurrent_runs"] == 1
+    limits = {(limit["key"], limit["value"]): limit["limit"] for limit in config["run_queue"]["tag_concurrency_limits"]}
+    assert limits == {(WAREHOUSE_TAG, "duckdb"): 1, (WAREHOUSE_TAG, "spark"): 1}
+    assert config["run_queue"]["max_concurrent_runs"] > 1
     assert isinstance(SkipReason("x"), SkipReason)

@@ -18,10 +18,10 @@ from financial_etl.errors import (
     LoginFailedError,
     MissingDatabaseError,
 )
-from financial_etl.export.assets import load_export
+from financial_etl.export.assets import EXPORT_PIPELINE, load_export
 from financial_etl.export.destination import export_target_for
 from financial_etl.settings import REPO_ROOT, load_settings
-from financial_etl_tests.helpers import MART_COLUMNS, assert_same_rows, day, query
+from financial_etl_tests.helpers import MART_COLUMNS, assert_same_rows, day, loaded_file_formats, query
 
 # The mart's columns: the target also holds _dlt_load_id, the load that wrote each row.
 TARGET_ROWS = f'SELECT {", ".join(MART_COLUMNS)} FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
@@ -57,6 +57,8 @@ def test_ranges_merge_into_postgres_and_reruns_change_nothing(workdir, pg_env):
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'Dim_Stock_Metrics'"))
     assert columns["trade_date"] == "date" and columns["volume"] == "bigint"
     assert columns["close_price"] == "double precision" and columns["ticker"] == "character varying"
+    # The rows went as Parquet through ADBC, not as INSERT statements.
+    assert loaded_file_formats(EXPORT_PIPELINE, load_settings().pipelines_dir, "Dim_Stock_Metrics") == {"parquet"}
 
 
 def _warehouse_with_mart(workdir, rows):
@@ -81,6 +83,19 @@ def _row(ticker, day_, close, **overrides):
                   volume_ratio=1.0, volume_sma_20=100)
     values.update(overrides)
     return (ticker, day_, *values.values())
+
+
+def test_an_empty_range_creates_the_table_then_rows_load_through_adbc(workdir, pg_env):
+    # ADBC cannot ingest a Parquet file without rows: the empty first load goes as INSERT VALUES.
+    settings = _warehouse_with_mart(workdir, [_row("AAA", dt.date(2024, 1, 2), 10.0)])
+    target = export_target_for(settings)
+    assert target.load_format == "parquet"
+    assert load_export(settings, target, start=dt.date(2024, 1, 6), end=dt.date(2024, 1, 7)) == 0
+    assert pg_env.query('SELECT count(*) FROM dbo."Dim_Stock_Metrics"') == [(0,)]
+    assert loaded_file_formats(EXPORT_PIPELINE, settings.pipelines_dir, target.table) == {"insert_values"}
+    assert load_export(settings, target, start=dt.date(2024, 1, 1), end=dt.date(2024, 1, 31)) == 1
+    assert pg_env.query('SELECT ticker, close_price FROM dbo."Dim_Stock_Metrics"') == [("AAA", 10.0)]
+    assert loaded_file_formats(EXPORT_PIPELINE, settings.pipelines_dir, target.table) == {"parquet"}
 
 
 def test_nan_and_infinity_arrive_as_null(workdir, pg_env):

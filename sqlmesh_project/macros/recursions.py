@@ -155,9 +155,9 @@ def macd_signal_input(
     q_r from the carried signal and EMAs on its row. Without: q at row 34 from TA-Lib's
     seeds, entered as weighted closes 1..34 decayed back to their rows."""
     c = _q(close)
-    weights = "[" + ", ".join(repr(w) for w in SEED_WEIGHTS) + "]"
+    weights = "CASE position " + " ".join(f"WHEN {row} THEN {w!r}" for row, w in enumerate(SEED_WEIGHTS, 1)) + " END"
     state = f"{_q(state_signal)} - {K_FAST!r} * ({_q(state_fast)}) + {K_SLOW!r} * ({_q(state_slow)})"
-    seed = f"WHEN position <= {SEED_ROW} THEN {weights}[position] * {c} * POW({A_SIGNAL!r}, position - {SEED_ROW}) "
+    seed = f"WHEN position <= {SEED_ROW} THEN ({weights}) * {c} * POW({A_SIGNAL!r}, position - {SEED_ROW}) "
     return _scaled_input(state, seed, f"{STEP!r} * {c}", power)
 
 

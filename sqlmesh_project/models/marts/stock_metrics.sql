@@ -105,7 +105,7 @@ WITH batch AS (
   WHERE date < @start_ds
     AND ticker IN (SELECT ticker FROM sparse_tickers)
 ), lookback AS (
-  SELECT *
+  SELECT ticker, date, open_price, high_price, low_price, close_price, volume
   FROM history
   QUALIFY ROW_NUMBER() OVER (PARTITION BY ticker ORDER BY date DESC) <= @lookback_rows
 ), prices AS (
@@ -173,12 +173,12 @@ WITH batch AS (
   SELECT
     *,
     @block_of(position) AS block,
-    POW(11.0 / 13, @place_of(position)) AS power_fast,
-    POW(25.0 / 27, @place_of(position)) AS power_slow,
-    POW(13.0 / 14, @place_of(position)) AS power_wilder,
-    POW(0.8, @place_of(position)) AS power_signal
+    POW(11 / 13::DOUBLE, @place_of(position)) AS power_fast,
+    POW(25 / 27::DOUBLE, @place_of(position)) AS power_slow,
+    POW(13 / 14::DOUBLE, @place_of(position)) AS power_wilder,
+    POW(0.8::DOUBLE, @place_of(position)) AS power_signal
   FROM seeded
-), inputs AS MATERIALIZED (
+), inputs AS (
   /* Each recursion's inputs, scaled into their block. TA-Lib's seed, the mean of the first
      n values, enters as those n values / n, each decayed back by the powers of a the
      recursion will apply up to the seed row. EMA n: a = 1 - 2/(n+1), step input
@@ -188,12 +188,12 @@ WITH batch AS (
      recursion over the closes (macros/recursions.py: macd_signal_input). */
   SELECT
     *,
-    @recursion_input(state_ema_12, close_price, 1, 12, 11.0 / 13, 2.0 / 13 * close_price, power_fast) AS w_ema_12,
-    @recursion_input(state_ema_26, close_price, 1, 26, 25.0 / 27, 2.0 / 27 * close_price, power_slow) AS w_ema_26,
-    @recursion_input(state_macd_fast_ema, close_price, 15, 26, 11.0 / 13, 2.0 / 13 * close_price, power_fast) AS w_fast,
-    @recursion_input(state_gain, gain, 2, 15, 13.0 / 14, gain / 14, power_wilder) AS w_gain,
-    @recursion_input(state_loss, loss, 2, 15, 13.0 / 14, loss / 14, power_wilder) AS w_loss,
-    @recursion_input(state_atr, true_range, 2, 15, 13.0 / 14, true_range / 14, power_wilder) AS w_atr,
+    @recursion_input(state_ema_12, close_price, 1, 12, 11 / 13::DOUBLE, 2 * close_price / 13, power_fast) AS w_ema_12,
+    @recursion_input(state_ema_26, close_price, 1, 26, 25 / 27::DOUBLE, 2 * close_price / 27, power_slow) AS w_ema_26,
+    @recursion_input(state_macd_fast_ema, close_price, 15, 26, 11 / 13::DOUBLE, 2 * close_price / 13, power_fast) AS w_fast,
+    @recursion_input(state_gain, gain, 2, 15, 13 / 14::DOUBLE, gain / 14, power_wilder) AS w_gain,
+    @recursion_input(state_loss, loss, 2, 15, 13 / 14::DOUBLE, loss / 14, power_wilder) AS w_loss,
+    @recursion_input(state_atr, true_range, 2, 15, 13 / 14::DOUBLE, true_range / 14, power_wilder) AS w_atr,
     @macd_signal_input(close_price, state_macd_signal, state_macd_fast_ema, state_ema_26, power_signal) AS w_signal
   FROM powered
 ), block_totals AS (
@@ -208,21 +208,26 @@ WITH batch AS (
     SUM(w_atr) AS t_atr,
     SUM(w_signal) AS t_signal
   FROM inputs
-  GROUP BY ALL
+  GROUP BY ticker, block
 ), framed AS (
   /* Each block's rows, led in by the previous block's last @lookback_rows - 1 rows, whose
      inputs count for nothing: the trailing windows and the running sums share one pass. */
-  SELECT * EXCLUDE (state_ema_12, state_ema_26, state_macd_fast_ema, state_macd_signal, state_gain, state_loss, state_atr), FALSE AS lead_in
+  SELECT
+    ticker, date, open_price, high_price, low_price, close_price, volume, prev_close, position, gain, loss, true_range,
+    carried_from, block, power_fast, power_slow, power_wilder, power_signal,
+    w_ema_12, w_ema_26, w_fast, w_gain, w_loss, w_atr, w_signal, FALSE AS lead_in
   FROM inputs
   UNION ALL
-  SELECT * EXCLUDE (state_ema_12, state_ema_26, state_macd_fast_ema, state_macd_signal, state_gain, state_loss, state_atr)
-    REPLACE (block + 1 AS block, 0.0 AS w_ema_12, 0.0 AS w_ema_26, 0.0 AS w_fast, 0.0 AS w_gain, 0.0 AS w_loss, 0.0 AS w_atr, 0.0 AS w_signal),
-    TRUE AS lead_in
+  SELECT
+    ticker, date, open_price, high_price, low_price, close_price, volume, prev_close, position, gain, loss, true_range,
+    carried_from, block + 1, power_fast, power_slow, power_wilder, power_signal,
+    0, 0, 0, 0, 0, 0, 0, TRUE
   FROM inputs
   WHERE @place_of(position) >= @lead_in_place(@lookback_rows)
 ), windows AS (
   SELECT
-    ticker, date, open_price, high_price, low_price, close_price, volume, prev_close, position, carried_from, block, power_fast, power_slow, power_wilder, power_signal,
+    ticker, date, open_price, high_price, low_price, close_price, volume, prev_close, position, carried_from, block, lead_in,
+    power_fast, power_slow, power_wilder, power_signal,
     @block_cumsum(w_ema_12) AS c_ema_12,
     @block_cumsum(w_ema_26) AS c_ema_26,
     @block_cumsum(w_fast) AS c_fast,
@@ -241,20 +246,20 @@ WITH batch AS (
     @trailing(AVG(true_range), 14, block) AS atr14,
     @trailing(AVG(volume), 20, block) AS avg_volume20
   FROM framed
-  QUALIFY NOT lead_in
 ), indicators AS (
   SELECT
-    w.* EXCLUDE (c_ema_12, c_ema_26, c_fast, c_gain, c_loss, c_atr, c_signal),
-    @unblocked(c_ema_12, b.t_ema_12, 11.0 / 13, power_fast) AS y_ema_12,
-    @unblocked(c_ema_26, b.t_ema_26, 25.0 / 27, power_slow) AS y_ema_26,
-    @unblocked(c_fast, b.t_fast, 11.0 / 13, power_fast) AS y_fast,
-    @unblocked(c_gain, b.t_gain, 13.0 / 14, power_wilder) AS y_gain,
-    @unblocked(c_loss, b.t_loss, 13.0 / 14, power_wilder) AS y_loss,
-    @unblocked(c_atr, b.t_atr, 13.0 / 14, power_wilder) AS y_atr,
-    @unblocked(c_signal, b.t_signal, 0.8, power_signal) AS y_signal_rest
+    w.*,
+    @unblocked(c_ema_12, b.t_ema_12, 11 / 13::DOUBLE, power_fast) AS y_ema_12,
+    @unblocked(c_ema_26, b.t_ema_26, 25 / 27::DOUBLE, power_slow) AS y_ema_26,
+    @unblocked(c_fast, b.t_fast, 11 / 13::DOUBLE, power_fast) AS y_fast,
+    @unblocked(c_gain, b.t_gain, 13 / 14::DOUBLE, power_wilder) AS y_gain,
+    @unblocked(c_loss, b.t_loss, 13 / 14::DOUBLE, power_wilder) AS y_loss,
+    @unblocked(c_atr, b.t_atr, 13 / 14::DOUBLE, power_wilder) AS y_atr,
+    @unblocked(c_signal, b.t_signal, 0.8::DOUBLE, power_signal) AS y_signal_rest
   FROM windows AS w
   LEFT JOIN block_totals AS b /* the previous block's */
     ON b.ticker = w.ticker AND b.next_block = w.block
+  WHERE NOT w.lead_in
 ), finals AS (
   SELECT *, @macd_signal(y_fast, y_ema_26, y_signal_rest) AS y_signal
   FROM indicators
