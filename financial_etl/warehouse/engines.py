@@ -282,11 +282,12 @@ def spark_session(warehouse: Warehouse):
 
 
 def redact_url(url: str) -> str:
+    """`url` with its password as ***; the rest as written (a bad port included)."""
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    _, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def parse_warehouse(value: str | None, duckdb_path: Path, project_dir: Path | None = None) -> Warehouse:
