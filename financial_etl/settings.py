@@ -14,10 +14,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from financial_etl.errors import ConfigError
-from financial_etl.warehouse.engines import WAREHOUSE_ENV, Warehouse, parse_warehouse
+from financial_etl.warehouse.engines import Warehouse, parse_warehouse
 
 ENV_PREFIX = "FINANCIAL_ETL_"
-__all__ = ["WAREHOUSE_ENV", "Settings", "load_settings"]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SQLMESH_PROJECT_DIR = REPO_ROOT / "sqlmesh_project"
 DEFAULT_DATA_DIR = REPO_ROOT / "data"

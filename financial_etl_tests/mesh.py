@@ -30,21 +30,20 @@ def write_raw(db: Path, frame: pd.DataFrame) -> None:
 
 
 def load_raw(warehouse, frame: pd.DataFrame, pipelines_dir: Path, replace: bool) -> None:
-    """raw.eod_prices_raw loaded the extract's way on any warehouse: dlt into DuckDB, or
-    into PostgreSQL through ADBC; for Spark into DuckDB, then published to Parquet."""
+    """raw.eod_prices_raw loaded the extract's way on any warehouse: to the extract's dlt
+    destination in its file format; for Spark, then published to Parquet."""
     import dlt
     import pyarrow as pa
 
+    from financial_etl.extract.assets import raw_destination, raw_file_format
     from financial_etl.warehouse.lake import publish_raw
 
-    destination = (dlt.destinations.postgres(credentials=warehouse.url) if warehouse.engine == "postgres"
-                   else dlt.destinations.duckdb(str(warehouse.duckdb_path)))
-    pipeline = dlt.pipeline(pipeline_name=f"raw_{warehouse.engine}", destination=destination,
+    pipeline = dlt.pipeline(pipeline_name=f"raw_{warehouse.engine}", destination=raw_destination(warehouse),
                             dataset_name=RAW_DATASET, pipelines_dir=str(pipelines_dir))
-    options = {"loader_file_format": "parquet"} if warehouse.engine == "postgres" else {}
+    file_format = raw_file_format(warehouse)
     table = pa.Table.from_pandas(frame[list(RAW_SCHEMA.names)], schema=RAW_SCHEMA, preserve_index=False)
     pipeline.run(table, table_name=RAW_TABLE, write_disposition="replace" if replace else "append",
-                 **options).raise_on_failed_jobs()
+                 **({"loader_file_format": file_format} if file_format else {})).raise_on_failed_jobs()
     if warehouse.engine == "spark":
         publish_raw(warehouse, pipelines_dir)
 

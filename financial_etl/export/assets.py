@@ -81,9 +81,9 @@ def iter_mart(warehouse: Warehouse, start, end, tickers=None, batch_rows: int = 
     sql, params = _mart_query(start, end, tickers)
     with warehouse.connect() as con:
         sent, schema = False, None
+        keys = list(MART_KEY_COLUMNS)
         for batch in con.arrow_batches(sql, params, batch_rows):
             # The model's column order (Spark keeps its partition column, trade_date, last).
-            keys = list(MART_KEY_COLUMNS)
             batch = batch.select(keys + [name for name in batch.schema.names if name not in keys])
             schema = batch.schema
             if batch.num_rows:

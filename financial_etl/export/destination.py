@@ -59,7 +59,7 @@ class ExportTarget:
     description: str
     _credentials: Any = field(repr=False, default=None)  # None: dlt resolves its own config
     secrets: tuple[str, ...] = field(repr=False, default=())  # values to redact from errors
-    # dlt's loader file format: PostgreSQL loads Parquet through ADBC, 5x COPY's rows/s and 13x
+    # dlt's loader file format: PostgreSQL loads Parquet through ADBC, 3x COPY's rows/s and 9x
     # INSERT VALUES' (docs/scaling-out.md); None is dlt's default, INSERT VALUES, which SQL
     # Server keeps (its ADBC driver is not installable offline).
     load_format: str | None = None

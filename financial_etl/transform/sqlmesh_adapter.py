@@ -44,7 +44,8 @@ from sqlmesh import Context
 from sqlmesh.core.config import Config as MeshConfig
 from sqlmesh.core.model import Model
 
-from financial_etl.settings import WAREHOUSE_ENV, Settings
+from financial_etl.settings import Settings
+from financial_etl.warehouse.engines import WAREHOUSE_ENV
 from financial_etl.warehouse.project import project_config_module
 
 PROD = "prod"

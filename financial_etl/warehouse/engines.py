@@ -18,7 +18,6 @@ does for the model.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -35,7 +34,7 @@ from sqlglot.tokens import Tokenizer, TokenType
 from financial_etl.errors import ConfigError, WarehouseUnavailableError
 
 WAREHOUSE_ENV = "FINANCIAL_ETL_WAREHOUSE"
-ENGINES = ("duckdb", "postgres", "spark")
+ENGINES = ("duckdb", "postgres", "spark")  # the values of Warehouse.engine
 SPARK_MASTER = "local[2]"
 
 
@@ -54,10 +53,6 @@ class Warehouse:
     @property
     def dialect(self) -> str:
         return self.engine
-
-    @property
-    def concurrent_writers(self) -> bool:
-        return self.engine == "postgres"
 
     def describe(self) -> str:
         """Where the warehouse is, without its password: for logs, metadata and the UI."""
@@ -82,12 +77,13 @@ class Warehouse:
         return sqlglot.transpile(inline_params(text, params), read="duckdb", write=self.dialect)[0]
 
     @contextmanager
-    def connect(self, read_only: bool = True) -> Iterator[Connection]:
+    def connect(self) -> Iterator[Connection]:
+        """A read connection (the pipeline writes through dlt and SQLMesh)."""
         if self.engine == "duckdb":
             import duckdb
 
             try:
-                con = duckdb.connect(str(self.duckdb_path), read_only=read_only)
+                con = duckdb.connect(str(self.duckdb_path), read_only=True)
             except duckdb.IOException as exc:  # another process holds the file
                 raise WarehouseUnavailableError(f"{self.describe()}: {exc}") from None
             with con:
@@ -312,9 +308,3 @@ def parse_warehouse(value: str | None, duckdb_path: Path, project_dir: Path | No
     raise ConfigError(f"{WAREHOUSE_ENV}={redact_url(value)!r} is not a warehouse: use duckdb (the default), "
                       "spark[:<master>] or postgresql://user:password@host:port/database")
 
-
-def as_date(value) -> dt.date | None:
-    """A date column's value on any engine (Spark and psycopg2 give date, DuckDB too)."""
-    if value is None or isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        return value
-    return value.date() if isinstance(value, dt.datetime) else dt.date.fromisoformat(str(value)[:10])

@@ -39,13 +39,9 @@ def server():
 
 def database(server, name: str):
     """A fresh database on the server, and its URL."""
-    con = server.connect("postgres")
-    con.autocommit = True
-    with con.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        cur.execute(f"CREATE DATABASE {name}")
-    con.close()
-    return dataclasses.replace(server, database=name), server.url(database=name)
+    fresh = dataclasses.replace(server, database=name)
+    fresh.reset_database()
+    return fresh, fresh.url()
 
 
 def tables(server, url: str, root):
