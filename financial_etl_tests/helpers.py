@@ -1,15 +1,20 @@
 """Helpers shared by the tests (plain functions, no fixtures): settings as the CLI reads
-them, realistic Yahoo Finance frames and CSV files, and queries on DuckDB files."""
+them, realistic Yahoo Finance frames and CSV files, queries on DuckDB files, and scripts
+run in a private mount namespace."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
+import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
+import pytest
 
 from financial_etl.settings import load_settings
 
@@ -112,3 +117,22 @@ def loaded_file_formats(pipeline_name: str, pipelines_dir, table: str) -> set[st
     return {job.job_file_info.file_format for package in info.load_packages
             for job in package.jobs["completed_jobs"]
             if job.job_file_info.table_name == table and job.job_file_info.file_format != "sql"}
+
+
+def in_mount_namespace(script: str) -> subprocess.CompletedProcess:
+    """Run a bash script in a private mount namespace (its mounts vanish with it). Where
+    that is not allowed (no root, no `unshare`) the test skips on a developer machine and
+    fails in CI (CI set), which runs as root."""
+    reason = None
+    if shutil.which("unshare") is None:
+        reason = "unshare is not installed"
+    else:
+        probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True)
+        if probe.returncode != 0:
+            reason = f"private mount namespaces are not allowed here: {probe.stderr.decode().strip()}"
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {reason}")
+        pytest.skip(reason)
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-euc", script],
+                          capture_output=True, text=True, timeout=900)

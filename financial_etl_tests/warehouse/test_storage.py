@@ -3,7 +3,7 @@ nothing already loaded lost, and a re-run that completes.
 
 The faults are real: a file-size limit (RLIMIT_FSIZE, any user), a tmpfs that fills up
 and a read-only bind mount (both in a private mount namespace, which needs root; the
-tests skip where `unshare` is not allowed)."""
+tests skip where `unshare` is not allowed, except in CI, where they fail)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 
 from financial_etl.errors import EXIT_STORAGE, EXIT_SUCCESS, StorageError
 from financial_etl.warehouse.storage import check_writable, storage_errors, storage_problem
-from financial_etl_tests.helpers import query
+from financial_etl_tests.helpers import in_mount_namespace, query
 
 CLI = str(Path(sys.executable).with_name("financial-etl"))
 TICKERS = ",".join(f"S{i:02d}" for i in range(20))
@@ -75,17 +75,6 @@ def copy_of(loaded, tmp_path) -> Path:
     return data
 
 
-def namespace_or_skip(script: str) -> subprocess.CompletedProcess:
-    """Run a bash script in a private mount namespace (mounts vanish with it)."""
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare is not installed")
-    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"private mount namespaces are not allowed here: {probe.stderr.decode().strip()}")
-    return subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-euc", script],
-                          capture_output=True, text=True, timeout=900)
-
-
 @pytest.mark.slow
 def test_a_file_size_limit_hit_mid_run_names_the_file_keeps_the_data_and_a_rerun_completes(
     loaded, uninterrupted, tmp_path
@@ -125,7 +114,7 @@ def test_a_disk_that_fills_up_mid_run_names_the_path_and_a_rerun_completes(loade
         set -e
         mkdir -p {after} && cp -a {mount}/. {after}/
     """
-    done = namespace_or_skip(script)
+    done = in_mount_namespace(script)
     assert done.returncode == 0, done.stderr
     err = (tmp_path / "err.txt").read_text()
     assert int((tmp_path / "rc.txt").read_text()) == EXIT_STORAGE, err[-3000:]
@@ -148,7 +137,7 @@ def test_a_read_only_data_folder_fails_before_the_run_naming_the_folder(loaded, 
         env {exports} {CLI} run --start {FIRST[0]} --end {FIRST[1]} 2> {tmp_path}/err.txt
         echo $? > {tmp_path}/rc.txt
     """
-    done = namespace_or_skip(script)
+    done = in_mount_namespace(script)
     assert done.returncode == 0, done.stderr
     err = (tmp_path / "err.txt").read_text()
     assert int((tmp_path / "rc.txt").read_text()) == EXIT_STORAGE, err
