@@ -1,6 +1,10 @@
 """Shared fixtures: a clean FINANCIAL_ETL_* environment in a temp dir, a CSV history to
 point it at, and a PostgreSQL server for the export tests. Helper functions live in
-financial_etl_tests/helpers.py."""
+financial_etl_tests/helpers.py.
+
+Before anything is collected, pytest_configure checks the system packages the tests need
+(financial_etl_tests/system_packages.py) and stops the run with one line naming any that
+is missing. Keep this module's imports free of them (no pyodbc, no pyspark)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,18 @@ import pytest
 
 from financial_etl.extract.sources.synthetic import fetch_synthetic
 from financial_etl_tests.helpers import day, write_yahoo_csv
+from financial_etl_tests.system_packages import missing_message
+
+# pytest's exit code for a run stopped because a system package is missing.
+EXIT_MISSING_SYSTEM_PACKAGE = pytest.ExitCode.USAGE_ERROR
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No test runs, here or in CI, without every system package: one line says which to
+    install (rather than an ImportError while collecting, or a skip)."""
+    message = missing_message()
+    if message:
+        pytest.exit(message, returncode=EXIT_MISSING_SYSTEM_PACKAGE)
 
 
 @pytest.fixture
