@@ -26,11 +26,11 @@ PAGE_TIMEOUT_S = 90
 
 def require_chromium() -> None:
     """Skip on a developer machine without Chromium; in CI (CI set) a missing browser is a
-    failure, because .ci/run installs it."""
+    failure. (conftest.py already stops a run without them: this guards direct use.)"""
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
     if not missing:
         return
-    reason = f"{', '.join(missing)} not installed (apt-get install chromium chromium-driver)"
+    reason = f"{', '.join(missing)} not installed (scripts/install-system-packages)"
     if os.environ.get("CI"):
         pytest.fail(f"CI is set but {reason}")
     pytest.skip(reason)

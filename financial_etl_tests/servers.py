@@ -1,9 +1,9 @@
 """A real PostgreSQL server for the export tests, on a loopback port in a temp directory.
 
-`.ci/run` installs Debian's `postgresql` package; here the server is initialised and
-started by the tests themselves (as the `postgres` user when running as root, since
-initdb refuses root). Outside CI a machine without PostgreSQL skips these tests; in CI
-(CI=true) a missing server is a failure, not a skip.
+`scripts/install-system-packages` installs Debian's `postgresql` package (conftest.py
+stops a run without it); here the server is initialised and started by the tests
+themselves (as the `postgres` user when running as root, since initdb refuses root).
+Should initdb still be missing here, the tests skip outside CI and fail in CI (CI=true).
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ def start_postgres() -> PostgresServer:
     initdb = _pg_bin("initdb")
     if not initdb or not _pg_bin("pg_ctl"):
         if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed: .ci/run must apt-get install postgresql")
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+            pytest.fail("PostgreSQL is not installed: run scripts/install-system-packages")
+        pytest.skip("PostgreSQL is not installed (scripts/install-system-packages)")
     root = Path(tempfile.mkdtemp(prefix="fetl_pg_"))
     data_dir, pwfile = root / "data", root / "pw"
     pwfile.write_text(PASSWORD + "\n")
