@@ -16,6 +16,8 @@ from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
+from financial_etl_tests.helpers import unavailable
+
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -30,10 +32,7 @@ def require_chromium() -> None:
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
     if not missing:
         return
-    reason = f"{', '.join(missing)} not installed (scripts/install-system-packages)"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI is set but {reason}")
-    pytest.skip(reason)
+    unavailable(f"{', '.join(missing)} not installed (scripts/install-system-packages)")
 
 
 @contextmanager

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
+from typing import NoReturn
 from pathlib import Path
 
 import duckdb
@@ -119,6 +120,14 @@ def loaded_file_formats(pipeline_name: str, pipelines_dir, table: str) -> set[st
             if job.job_file_info.table_name == table and job.job_file_info.file_format != "sql"}
 
 
+def unavailable(reason: str) -> NoReturn:
+    """Something a test needs is not on this machine: skip on a developer machine, fail in
+    CI (CI set), whose README command installs everything."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set but {reason}")
+    pytest.skip(reason)
+
+
 def in_mount_namespace(script: str) -> subprocess.CompletedProcess:
     """Run a bash script in a private mount namespace (its mounts vanish with it). Where
     that is not allowed (no root, no `unshare`) the test skips on a developer machine and
@@ -131,8 +140,6 @@ def in_mount_namespace(script: str) -> subprocess.CompletedProcess:
         if probe.returncode != 0:
             reason = f"private mount namespaces are not allowed here: {probe.stderr.decode().strip()}"
     if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {reason}")
-        pytest.skip(reason)
+        unavailable(reason)
     return subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-euc", script],
                           capture_output=True, text=True, timeout=900)

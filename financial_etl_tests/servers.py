@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from financial_etl_tests.helpers import unavailable
+
 
 PASSWORD = "pg-Test-Secret-7731"
 
@@ -94,9 +95,7 @@ class PostgresServer:
 def start_postgres() -> PostgresServer:
     initdb = _pg_bin("initdb")
     if not initdb or not _pg_bin("pg_ctl"):
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed: run scripts/install-system-packages")
-        pytest.skip("PostgreSQL is not installed (scripts/install-system-packages)")
+        unavailable("PostgreSQL is not installed (scripts/install-system-packages)")
     root = Path(tempfile.mkdtemp(prefix="fetl_pg_"))
     data_dir, pwfile = root / "data", root / "pw"
     pwfile.write_text(PASSWORD + "\n")

@@ -18,7 +18,7 @@ from financial_etl.errors import EXIT_CONNECTION, DestinationUnreachableError
 from financial_etl.export.assets import EXPORT_COLUMN_HINTS, load_export, nan_to_null
 from financial_etl.export.destination import export_target_for
 from financial_etl.settings import Settings, load_settings
-from financial_etl_tests.helpers import MART_COLUMNS
+from financial_etl_tests.helpers import MART_COLUMNS, unavailable
 from financial_etl_tests.servers import free_port
 
 PASSWORD = "Mssql-Secret-9920"
@@ -103,9 +103,7 @@ def odbc_driver_18(tmp_path, monkeypatch):
     try:
         ini_dir = register_pypi_driver(tmp_path / "odbc")
     except RuntimeError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+        unavailable(str(exc))
     monkeypatch.setenv("ODBCSYSINI", str(ini_dir))
     import pyodbc
 
