@@ -262,7 +262,8 @@ def _rebuild_and_swap(settings: Settings, target: ExportTarget, rows: Iterator[p
             client.drop_tables(target.table)  # merges' staging copy has the old columns
     schema = pipeline.default_schema
     dropped = {t["name"]: t for t in schema.drop_tables([target.table, rebuilt])}
-    renamed = dict(dropped[rebuilt], name=target.table)
+    # The target's resource is the export's own: a later rebuild's replace must not empty it.
+    renamed = dict(dropped[rebuilt], name=target.table, resource=target.table)
     schema.update_table(renamed)
     pipeline.schemas.save_schema(schema)
 
