@@ -330,7 +330,9 @@ def build_export_asset(settings: Settings, partitions_def, column_schema=None, c
         end = max(end, ranges[-1][1])
         if target.is_standin:
             context.log.warning(f"no SQL Server configured: exporting to the {target.description}")
-        context.log.info(f"exporting the rows SQLMesh recomputed ({ranges_json(ranges)}) to {target.description}")
+        what = "the whole mart (full refresh, atomic replace)" if full_refresh else \
+            ", ".join(f"{a} to {b}" for a, b in ranges) + " (the dates SQLMesh recomputed)"
+        context.log.info(f"exporting {what} to {target.description}")
         # The stand-in is a DuckDB file: a full disk must not leave a half-written merge in its log.
         standin = settings.export_duckdb_path if target.is_standin else None
         try:
