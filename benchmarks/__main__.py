@@ -85,6 +85,22 @@ def engines(args) -> dict:
             "elapsed_s": time.perf_counter() - started, **result}
 
 
+def change(args) -> int:
+    from benchmarks.change import markdown, measure
+
+    started = time.perf_counter()
+    result = measure(args.tickers, args.days,
+                     progress=lambda msg: print(f"[{time.perf_counter() - started:7.1f} s] {msg}", flush=True))
+    result = {"stage": "change", "tickers": args.tickers, "days": args.days, "machine": machine(),
+              "elapsed_s": time.perf_counter() - started, **result}
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = f"change_{args.tickers}x{args.days}"
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (args.out / f"{name}.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
 def export_markdown(result: dict) -> str:
     lines = [f"Export to PostgreSQL, {result['tickers']} tickers x {result['days']:,} days, on {result['machine']}", "",
              "| measure | value |", "|---|---|",
@@ -189,7 +205,13 @@ def main(argv=None) -> int:
     w.add_argument("--engines", type=lambda text: [x.strip() for x in text.split(",")],
                    default=["duckdb", "postgres", "spark"])
     w.add_argument("--out", type=Path, default=RESULTS)
+    c = sub.add_parser("change", help="landing a model change: mart rebuild and export re-send beside a full refresh")
+    c.add_argument("--tickers", type=int, default=500)
+    c.add_argument("--days", type=int, default=6500)
+    c.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.stage == "change":
+        return change(args)
     if args.stage == "scale":
         unknown = set(args.stages) - set(scale_module.STAGES)
         if unknown:

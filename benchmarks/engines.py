@@ -77,8 +77,8 @@ def measure_exports(duckdb_path: Path, export_url: str) -> list[dict]:
     results = []
     for fmt, label in EXPORT_FORMATS.items():
         with Clock() as clock:
-            rows = load_export(settings, dataclasses.replace(target, load_format=fmt), start=None, end=None,
-                               full_refresh=True)
+            rows = load_export(settings, dataclasses.replace(target, load_format=fmt), ranges=None,
+                               full_refresh=True).rows
         loaded_as = loaded_file_formats(EXPORT_PIPELINE, settings.pipelines_dir, target.table)
         assert loaded_as == {fmt}, f"asked for {fmt}, dlt loaded {loaded_as}"
         results.append({"format": fmt, "label": label, "rows": rows, "seconds": clock.wall,

@@ -52,13 +52,13 @@ def measure(frame: pd.DataFrame, export_url: str, workdir: Path | None = None, d
         settings = load_settings()
         target = export_target_for(settings, env={"FINANCIAL_ETL_EXPORT_URL": export_url})
         with Clock() as full_clock:
-            rows = load_export(settings, target, start=None, end=None, full_refresh=True)
+            rows = load_export(settings, target, ranges=None, full_refresh=True).rows
         full = full_clock.wall
         merges = []
         for day in held_back:
             write_mart(db, frame[frame["date"] == day], columns, append=True)
             with Clock() as merge:
-                day_rows = load_export(settings, target, start=day, end=day)
+                day_rows = load_export(settings, target, ranges=[(day, day)]).rows
             merges.append(merge.wall)
     finally:
         for key, value in old.items():

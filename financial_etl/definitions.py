@@ -42,8 +42,9 @@ def transform_definitions(settings: Settings, partitions_def) -> Definitions:
         )
 
 
-def export_definitions(settings: Settings, partitions_def, mart_schema) -> Definitions:
-    export = build_export_asset(settings, partitions_def, column_schema=mart_schema)
+def export_definitions(settings: Settings, partitions_def, mart_spec) -> Definitions:
+    export = build_export_asset(settings, partitions_def, column_schema=mart_spec.metadata.get("dagster/column_schema"),
+                                code_version=mart_spec.code_version)
     return Definitions(
         assets=[export],
         asset_checks=[build_export_check(settings, partitions_def, export.key)],
@@ -82,8 +83,8 @@ def build_definitions(settings: Settings) -> Definitions:
     partitions_def = year_partitions(settings.start_date)
     extract = extract_definitions(settings, partitions_def)
     transform = transform_definitions(settings, partitions_def)
-    mart_schema = transform.resolve_assets_def(MART_KEY).specs_by_key[MART_KEY].metadata.get("dagster/column_schema")
-    export = export_definitions(settings, partitions_def, mart_schema)
+    mart_spec = transform.resolve_assets_def(MART_KEY).specs_by_key[MART_KEY]
+    export = export_definitions(settings, partitions_def, mart_spec)
     stages = [extract, transform, export]
     asset_keys = [spec.key for stage in stages for spec in stage.resolve_all_asset_specs()]
     return Definitions.merge(*stages, automation_definitions(settings, partitions_def, asset_keys))

@@ -18,7 +18,11 @@ from dagster import logger as dagster_logger
 
 from financial_etl.warehouse import MART_KEY, RAW_KEY
 
-ROW_KEYS = ("table_rows_in_range", "rows_exported")  # the rows a stage reports, first found wins
+# The rows a stage wrote (first found wins), beside the rows of the requested range: after a
+# model change or a restatement SQLMesh recomputes, and the export sends, more than the range.
+ROW_KEYS = ("rows_recomputed", "rows_exported", "table_rows_in_range")
+IN_RANGE = "table_rows_in_range"
+WROTE = {MART_KEY: "recomputed"}
 RECORD_META = "dagster_meta"  # where Dagster puts the event on each record it hands a logger
 NAME_WIDTH = 26
 
@@ -28,9 +32,11 @@ def stage_of(asset_key) -> str:
 
 
 def stage_line(asset_key, rows, seconds: float, status: str = "") -> str:
+    rows, in_range = rows if isinstance(rows, tuple) else (rows, rows)
     rows_text = f"{rows:>9} rows" if isinstance(rows, int) else f"{'':>14}"
+    wrote = f"   {WROTE.get(asset_key, 'sent')}; {in_range} in the range" if in_range is not None and rows != in_range else ""
     return f"  {stage_of(asset_key):<10} {asset_key.to_user_string().replace('/', '.'):<{NAME_WIDTH}} {rows_text}   " \
-           f"{seconds:5.1f} s{status}"
+           f"{seconds:5.1f} s{status}{wrote}"
 
 
 class StageProgress(logging.Handler):
@@ -58,8 +64,9 @@ class StageProgress(logging.Handler):
             found = self.assets.setdefault(step, {})
             if materialization.asset_key not in found:
                 meta = materialization.metadata
-                found[materialization.asset_key] = next(
-                    (int(meta[k].value) for k in ROW_KEYS if k in meta), None
+                found[materialization.asset_key] = (
+                    next((int(meta[k].value) for k in ROW_KEYS if k in meta), None),
+                    int(meta[IN_RANGE].value) if IN_RANGE in meta else None,
                 )
         elif event.is_step_success or event.is_step_failure:
             seconds = time.monotonic() - self.started.get(step, time.monotonic())

@@ -219,6 +219,16 @@ def run_checks(settings: Settings, start: dt.date | None, end: dt.date | None) -
     return EXIT_SUCCESS
 
 
+def run_plan(settings: Settings) -> int:
+    """Preview the working copy of the SQLMesh project against prod; apply nothing."""
+    from financial_etl.transform.preview import build_preview, format_preview
+
+    logging.getLogger("sqlmesh").setLevel(logging.ERROR)  # its SQL; the summary below says what matters
+    preview = build_preview(settings, settings.resolved_end(), log=lambda m: print(f"financial-etl: {m}", flush=True))
+    print("\n".join(format_preview(preview, str(settings.sqlmesh_project_dir))))
+    return EXIT_SUCCESS
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="financial-etl", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -236,11 +246,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("check", help="re-evaluate every check on the current tables; exit 0, or 3 on a failure")
     check.add_argument("--start", help="first date to check (default: the whole configured range)")
     check.add_argument("--end", help="last date to check")
+    sub.add_parser(
+        "plan", help="show what the working copy of sqlmesh_project/ changes against prod, with a diff of the "
+                     "numbers built in an isolated SQLMesh environment; applies nothing")
     args = parser.parse_args(argv)
     quiet_libraries()
     _load_and_freeze_libraries()
     try:
         settings = load_settings()
+        if args.command == "plan":
+            return run_plan(settings)
         if args.command == "check":
             return run_checks(
                 settings,

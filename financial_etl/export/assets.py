@@ -1,20 +1,27 @@
 """Export stage: marts.stock_metrics -> the export target through dlt.
 
-Daily and backfill runs merge the run's range on (ticker, trade_date). A full refresh
-(`financial-etl run --full-refresh`, run tag financial_etl/export=full_refresh) replaces
-the target with the whole mart atomically (dlt's insert-from-staging). Rows go to dlt as
-Arrow record batches, NaN and +/-inf turned into NULL, with explicit column types.
+The export sends what the transform rewrote: the date ranges SQLMesh's plans recomputed
+in every transform run since the last export (the mart's materialization metadata), merged
+on (ticker, trade_date). The export pipeline remembers which version of the mart's table
+the target holds (dlt's local pipeline state, written after each load); when prod serves another one (a model change rebuilt
+the history), the whole mart is sent and replaces the target atomically: dlt's
+insert-from-staging when the columns are the same, else a rebuilt table swapped in (one
+transaction), so the target's columns follow the model. `financial-etl run --full-refresh`
+(run tag financial_etl/export=full_refresh) forces the replace. Rows go to dlt as Arrow
+record batches, NaN and +/-inf turned into NULL, with explicit column types.
 """
 
 import datetime as dt
 import itertools
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import dlt
 import pyarrow as pa
 import pyarrow.compute as pc
 from dagster import (
     AssetExecutionContext,
+    AssetRecordsFilter,
     Backoff,
     BackfillPolicy,
     Failure,
@@ -32,7 +39,15 @@ from financial_etl.errors import PermanentDestinationError, StorageError
 from financial_etl.export.destination import ExportDestination, ExportTarget, classify, export_target_for
 from financial_etl.runs import EXPORT_TAG, FULL_REFRESH, restated_tickers, run_dates
 from financial_etl.settings import Settings
-from financial_etl.transform.assets import RECOMPUTED_THROUGH, window_reach_end
+from financial_etl.transform.assets import (
+    MART_VERSION,
+    RECOMPUTED,
+    parse_ranges,
+    ranges_clause,
+    ranges_json,
+    window_reach_end,
+)
+from financial_etl.transform.sqlmesh_adapter import merge_ranges, prod_version
 from financial_etl.warehouse import MART, MART_KEY, MART_KEY_COLUMNS, export_key
 from financial_etl.warehouse.engines import Warehouse, load_file_format
 from financial_etl.warehouse.lock import pipeline_folder_lock
@@ -62,23 +77,19 @@ def nan_to_null(batch: pa.RecordBatch | pa.Table):
     return cls.from_arrays(columns, schema=pa.schema(fields))
 
 
-def _mart_query(start, end, tickers) -> tuple[str, list]:
-    where, params = [], []
-    if start is not None:
-        where.append("trade_date BETWEEN ? AND ?")
-        params += [start, end]
+def _mart_query(ranges, tickers) -> tuple[str, list]:
+    clause, params = ranges_clause("trade_date", ranges)
     if tickers:
-        where.append(f"ticker IN ({', '.join('?' * len(tickers))})")
+        clause += f" AND ticker IN ({', '.join('?' * len(tickers))})"
         params += list(tickers)
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
-    return f"SELECT * FROM {MART} {clause} ORDER BY {', '.join(MART_KEY_COLUMNS)}", params
+    return f"SELECT * FROM {MART} WHERE {clause} ORDER BY {', '.join(MART_KEY_COLUMNS)}", params
 
 
-def iter_mart(warehouse: Warehouse, start, end, tickers=None, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-    """The mart rows of [start, end] (all rows when start is None; `tickers` only, when
-    given) as Arrow record batches, NaN and +/-inf as NULL, so a full refresh never holds
-    the mart in memory."""
-    sql, params = _mart_query(start, end, tickers)
+def iter_mart(warehouse: Warehouse, ranges, tickers=None, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """The mart rows in the date `ranges` (all rows when None; `tickers` only, when given)
+    as Arrow record batches, NaN and +/-inf as NULL, so a full refresh never holds the
+    mart in memory."""
+    sql, params = _mart_query(ranges, tickers)
     with warehouse.connect() as con:
         sent, schema = False, None
         keys = list(MART_KEY_COLUMNS)
@@ -120,17 +131,62 @@ def target_row_counts(pipeline: Pipeline, table: str, start: dt.date, end: dt.da
     return int(total), int(in_range), [int(n) for n in by_key]
 
 
+EXPORTED_RANGES = "exported_ranges"  # metadata: JSON [[start, end], ...], or "all" after a replace
+VERSION_STATE = "mart_version"  # the pipeline's local state key: the mart version the target holds
+REBUILD_SUFFIX = "__rebuild"  # the new table built beside the target when its columns change
+
+
+@dataclass(frozen=True)
+class Sent:
+    rows: int
+    full: bool  # the whole mart replaced the target
+    held: str | None  # the mart version the target held before
+    rebuilt: bool  # ... through a rebuilt table, because the columns changed
+    columns_added: tuple[str, ...] = ()
+    columns_removed: tuple[str, ...] = ()
+    columns_retyped: tuple[str, ...] = ()
+
+
+def synced_version(pipeline: Pipeline) -> str | None:
+    """The mart version the target holds: recorded in the export pipeline's local state
+    after each successful load (dlt's resource state would be committed at extract, before
+    the load succeeds). None on a fresh pipeline folder: the whole mart is sent once."""
+    try:
+        return pipeline.get_local_state_val(VERSION_STATE)
+    except KeyError:
+        return None
+
+
+def _column_types(schema: pa.Schema) -> dict[str, str]:
+    from dlt.common.libs.pyarrow import py_arrow_to_table_schema_columns
+
+    return {name: column.get("data_type") for name, column in py_arrow_to_table_schema_columns(schema).items()}
+
+
+def _column_changes(pipeline: Pipeline, table: str, schema: pa.Schema) -> tuple[tuple[str, ...], ...]:
+    """(added, removed, retyped) columns of the mart against the target's, as dlt knows them."""
+    known = pipeline.default_schema.tables.get(table) if pipeline.default_schema_name else None
+    if known is None:
+        return (), (), ()
+    old = {n: c.get("data_type") for n, c in known["columns"].items() if not n.startswith("_dlt")}
+    new = _column_types(schema)
+    return (tuple(n for n in new if n not in old), tuple(n for n in old if n not in new),
+            tuple(n for n in new if n in old and old[n] != new[n]))
+
+
 def load_export(
     settings: Settings,
     target: ExportTarget,
     *,
-    start: dt.date | None,
-    end: dt.date | None,
+    ranges: Sequence[tuple[dt.date, dt.date]] | None,
     tickers: Sequence[str] | None = None,
     full_refresh: bool = False,
-) -> int:
-    """Send the mart rows to the target through dlt; returns the row count sent. Raises a
-    classified error (exit code 4 for connections) with credentials redacted."""
+    version: str | None = None,
+) -> Sent:
+    """Send the mart rows in `ranges` (None: all) to the target through dlt, merged; the
+    whole mart, replacing the target atomically, on `full_refresh` or when the target holds
+    another `version` of the mart. Raises a classified error (exit code 4 for connections)
+    with credentials redacted."""
     sent = 0
 
     def batches(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]):
@@ -139,47 +195,104 @@ def load_export(
             sent += batch.num_rows
             yield batch
 
-    if full_refresh:
-        disposition = "replace"
-    else:
-        # A restatement replaces the restated tickers' rows wholesale (merge key ticker).
-        disposition = {"disposition": "merge", "strategy": "delete-insert"}
+    try:
+        pipeline = export_pipeline(settings, target)
+        held = synced_version(pipeline)
+        full = full_refresh or ranges is None or (version is not None and held != version)
+    except Exception as exc:
+        raise (storage_error("the export", exc, settings.data_dir) or classify(exc, target)) from None
     # Read before the load: a warehouse error is the warehouse's, not the target's.
-    rows = iter_mart(settings.warehouse, None if full_refresh else start, end, tickers)
+    rows = iter_mart(settings.warehouse, None if full else ranges, None if full else tickers)
     first = next(rows)  # the first batch has rows, or it is the only one
-    pipeline = export_pipeline(settings, target, "insert-from-staging" if full_refresh else None)
+    added, removed, retyped = _column_changes(pipeline, target.table, first.schema) if full else ((), (), ())
+    rebuild = bool(added or removed or retyped)
     try:
         # A package left by a killed run is recomputed from the mart anyway: drop it.
         pipeline.abort_packages()
-        resource = dlt.resource(
-            batches(first, rows),
-            name=target.table,
-            table_name=target.table,
-            primary_key=MART_KEY_COLUMNS,
-            merge_key="ticker" if tickers and not full_refresh else (),
-            write_disposition=disposition,
-            columns=EXPORT_COLUMN_HINTS,
-            file_format=load_file_format(target.load_format, first.num_rows),
-        )
-        pipeline.run(resource).raise_on_failed_jobs()
+        if rebuild:
+            _rebuild_and_swap(settings, target, batches(first, rows), first.num_rows)
+        else:
+            if full:
+                pipeline = export_pipeline(settings, target, "insert-from-staging")
+                disposition = "replace"
+            else:
+                # A restatement replaces the restated tickers' rows wholesale (merge key ticker).
+                disposition = {"disposition": "merge", "strategy": "delete-insert"}
+            resource = dlt.resource(
+                batches(first, rows),
+                name=target.table,
+                table_name=target.table,
+                primary_key=MART_KEY_COLUMNS,
+                merge_key="ticker" if tickers and not full else (),
+                write_disposition=disposition,
+                columns=EXPORT_COLUMN_HINTS,
+                file_format=load_file_format(target.load_format, first.num_rows),
+            )
+            pipeline.run(resource).raise_on_failed_jobs()
+        if version is not None:  # only once the rows are in
+            export_pipeline(settings, target).set_local_state_val(VERSION_STATE, version)
     except Exception as exc:
         # Before classify, which would make a full local disk look like a server error.
         raise (storage_error("the export", exc, settings.data_dir) or classify(exc, target)) from None
-    return sent
+    return Sent(sent, full, held, rebuild, added, removed, retyped)
 
 
-def recomputed_through(context: AssetExecutionContext, settings: Settings, end: dt.date) -> dt.date:
-    """The last date the mart rewrote: what the transform recorded in this run, else (the
-    export re-run alone) the same reach computed from raw."""
-    event = context.instance.get_latest_materialization_event(MART_KEY)
-    if event is not None and event.run_id == context.run_id and event.asset_materialization is not None:
-        recorded = event.asset_materialization.metadata.get(RECOMPUTED_THROUGH)
-        if recorded is not None:
-            return max(end, dt.date.fromisoformat(str(recorded.value)))
-    return window_reach_end(settings, end)
+def _rebuild_and_swap(settings: Settings, target: ExportTarget, rows: Iterator[pa.RecordBatch], count: int) -> None:
+    """The mart's columns changed: load the whole mart into a new table beside the target,
+    then drop the target and rename the new table in one transaction, so readers see the
+    old table or the new one, never a half-migrated one. dlt's schema then knows the
+    target by the new table's columns."""
+    pipeline = export_pipeline(settings, target, "truncate-and-insert")
+    rebuilt = target.table + REBUILD_SUFFIX
+    with pipeline.sql_client() as client:
+        client.drop_tables(rebuilt)  # left by a killed rebuild
+    if rebuilt in pipeline.default_schema.tables:
+        pipeline.default_schema.drop_tables([rebuilt])
+    resource = dlt.resource(
+        rows, name=rebuilt, table_name=rebuilt, primary_key=MART_KEY_COLUMNS,
+        write_disposition="replace", columns=EXPORT_COLUMN_HINTS,
+        file_format=load_file_format(target.load_format, count),
+    )
+    pipeline.run(resource).raise_on_failed_jobs()
+    with pipeline.sql_client() as client:
+        with client.begin_transaction():
+            client.execute_sql(f"DROP TABLE IF EXISTS {client.make_qualified_table_name(target.table)}")
+            client.execute_sql(target.rename_sql(client, rebuilt, target.table))
+        with client.with_staging_dataset():
+            client.drop_tables(target.table)  # merges' staging copy has the old columns
+    schema = pipeline.default_schema
+    dropped = {t["name"]: t for t in schema.drop_tables([target.table, rebuilt])}
+    # The target's resource is the export's own: a later rebuild's replace must not empty it.
+    renamed = dict(dropped[rebuilt], name=target.table, resource=target.table)
+    schema.update_table(renamed)
+    pipeline.schemas.save_schema(schema)
 
 
-def build_export_asset(settings: Settings, partitions_def, column_schema=None):
+def export_ranges(context: AssetExecutionContext, settings: Settings, start: dt.date, end: dt.date):
+    """What to send: the run's range and every date range SQLMesh recomputed in the mart's
+    materializations since the export's last one (this run's, and those of runs whose export
+    failed), and the mart version prod serves. Without any such event (the export run
+    alone, on a fresh instance) the run's range through the last date its windows reach,
+    and the version from SQLMesh's state."""
+    instance = context.instance
+    last = instance.fetch_materializations(context.assets_def.key, limit=1).records
+    after = last[0].storage_id if last else None
+    events = instance.fetch_materializations(AssetRecordsFilter(asset_key=MART_KEY, after_storage_id=after), limit=10_000).records
+    ranges, version = [], None
+    for record in sorted(events, key=lambda r: r.storage_id):
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        if RECOMPUTED in metadata:
+            ranges += parse_ranges(str(metadata[RECOMPUTED].value))
+        if MART_VERSION in metadata:
+            version = str(metadata[MART_VERSION].value)
+    if not events:
+        ranges.append((start, window_reach_end(settings, end)))
+    else:
+        ranges.append((start, end))
+    return merge_ranges(ranges), version or prod_version(settings, MART)
+
+
+def build_export_asset(settings: Settings, partitions_def, column_schema=None, code_version: str | None = None):
     spec_target = export_target_for(settings)
 
     @asset(
@@ -198,6 +311,8 @@ def build_export_asset(settings: Settings, partitions_def, column_schema=None):
             "merged on (ticker, trade_date) for the run's date range; a full refresh replaces it atomically."
         ),
         metadata={"dagster/column_schema": column_schema} if column_schema else None,
+        # The mart model's version: a model change shows the export as changed code too.
+        code_version=code_version,
     )
     def export_stock_metrics(context: AssetExecutionContext, export_destination: ExportDestination) -> MaterializeResult:
         start, end = run_dates(context, settings)
@@ -211,20 +326,28 @@ def build_export_asset(settings: Settings, partitions_def, column_schema=None):
         restated = restated_tickers(context.run.tags, settings, start)
         full_refresh = context.run.tags.get(EXPORT_TAG) == FULL_REFRESH
         # Rows after the range whose windows read it were recomputed by the transform: sent too.
-        end = recomputed_through(context, settings, end)
+        ranges, version = export_ranges(context, settings, start, end)
+        end = max(end, ranges[-1][1])
         if target.is_standin:
             context.log.warning(f"no SQL Server configured: exporting to the {target.description}")
-        what = "the whole mart (full refresh, atomic replace)" if full_refresh else f"{start} to {end}"
+        what = "the whole mart (full refresh, atomic replace)" if full_refresh else \
+            ", ".join(f"{a} to {b}" for a, b in ranges) + " (the dates SQLMesh recomputed)"
         context.log.info(f"exporting {what} to {target.description}")
         # The stand-in is a DuckDB file: a full disk must not leave a half-written merge in its log.
         standin = settings.export_duckdb_path if target.is_standin else None
         try:
             with storage_errors("the export", standin):
-                sent = load_export(settings, target, start=start, end=end, tickers=restated, full_refresh=full_refresh)
+                sent = load_export(settings, target, ranges=ranges, tickers=restated, full_refresh=full_refresh,
+                                   version=version)
         except (PermanentDestinationError, StorageError) as exc:
             context.log.error(str(exc))
             raise Failure(description=str(exc), allow_retries=False) from exc
-        context.log.info(f"exported {sent} rows")
+        how = "merged"
+        if sent.full:
+            how = "replaced the target with the whole mart" + (
+                f" (a table rebuilt for its columns: added {list(sent.columns_added)}, removed "
+                f"{list(sent.columns_removed)}, retyped {list(sent.columns_retyped)})" if sent.rebuilt else "")
+        context.log.info(f"exported {sent.rows} rows: {how} (mart version {version}; the target held {sent.held})")
         pipeline = export_pipeline(settings, target)
         keys = context.partition_keys
         total, in_range, by_partition = target_row_counts(pipeline, target.table, start, end, partitions_def, keys)
@@ -233,8 +356,13 @@ def build_export_asset(settings: Settings, partitions_def, column_schema=None):
             metadata={
                 "dagster/row_count": MetadataValue.int(total),
                 "table_rows_in_range": MetadataValue.int(in_range),
-                "rows_exported": MetadataValue.int(sent),
-                "full_refresh": MetadataValue.bool(full_refresh),
+                "rows_exported": MetadataValue.int(sent.rows),
+                "full_refresh": MetadataValue.bool(sent.full),
+                EXPORTED_RANGES: MetadataValue.text("all" if sent.full else ranges_json(ranges)),
+                "columns_added": MetadataValue.text(", ".join(sent.columns_added)),
+                "columns_removed": MetadataValue.text(", ".join(sent.columns_removed)),
+                "columns_retyped": MetadataValue.text(", ".join(sent.columns_retyped)),
+                **({MART_VERSION: MetadataValue.text(version)} if version else {}),
                 "target": MetadataValue.text(target.description),
                 "target_kind": MetadataValue.text(target.kind),
                 "range_start": MetadataValue.text(start.isoformat()),

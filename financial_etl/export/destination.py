@@ -84,6 +84,12 @@ class ExportTarget:
             return dlt.destinations.postgres(credentials=self._credentials, **options)
         return dlt.destinations.duckdb(self._credentials, **options)
 
+    def rename_sql(self, client, old: str, new: str) -> str:
+        """Rename table `old` of the target's schema to `new` (both plain identifiers)."""
+        if self.kind == "mssql":
+            return f"EXEC sp_rename '{self.schema}.{old}', '{new}'"
+        return f"ALTER TABLE {client.make_qualified_table_name(old)} RENAME TO {client.escape_column_name(new)}"
+
     def redact(self, text: str) -> str:
         for secret in self.secrets:
             if secret:

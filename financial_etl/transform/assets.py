@@ -1,7 +1,8 @@
 """Transform stage: the SQLMesh project (marts.stock_metrics) as a partitioned multi-asset."""
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Callable, Iterator, Sequence
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
 from dagster_sqlmesh import SQLMeshResource
@@ -18,6 +19,7 @@ from financial_etl.transform.sqlmesh_adapter import (
     code_version,
     model_names,
     project_sqlmesh_config,
+    recording_plans,
     run_range,
     sqlmesh_context,
     sqlmesh_multi_asset,
@@ -26,7 +28,30 @@ from financial_etl.warehouse import MART, MART_KEY, MART_TABLE, RAW, RAW_KEY, RA
 from financial_etl.warehouse.engines import MissingTable
 from financial_etl.warehouse.storage import storage_errors, warehouse_file
 
-RECOMPUTED_THROUGH = "recomputed_through"  # metadata: the last date this run rewrote
+# The mart's metadata that the export reads: the date ranges SQLMesh's plans recomputed in
+# the run (JSON [[start, end], ...]), and the version of the table prod serves (a new one
+# after a model change, when SQLMesh rebuilt the whole history).
+RECOMPUTED = "recomputed_ranges"
+MART_VERSION = "mart_version"
+MODEL_CHANGE = "model_change"
+ROWS_RECOMPUTED = "rows_recomputed"
+
+
+def ranges_json(ranges: Sequence[tuple[dt.date, dt.date]]) -> str:
+    return json.dumps([[a.isoformat(), b.isoformat()] for a, b in ranges])
+
+
+def parse_ranges(text: str) -> list[tuple[dt.date, dt.date]]:
+    return [(dt.date.fromisoformat(a), dt.date.fromisoformat(b)) for a, b in json.loads(text)]
+
+
+def ranges_clause(column: str, ranges: Sequence[tuple[dt.date, dt.date]] | None) -> tuple[str, list]:
+    """A WHERE condition for `column` in any of `ranges` (None: every row; []: no row)."""
+    if ranges is None:
+        return "TRUE", []
+    if not ranges:
+        return "FALSE", []
+    return "(" + " OR ".join(f"{column} BETWEEN ? AND ?" for _ in ranges) + ")", [d for r in ranges for d in r]
 
 MART_DESCRIPTION = (
     "Daily technical indicators per ticker (SMA 9/20/50, Bollinger bands, RSI 14, MACD, "
@@ -62,16 +87,19 @@ def window_reach_end(settings: Settings, end: dt.date) -> dt.date:
     return max(end, reach) if reach else end
 
 
-def _row_counts(settings: Settings, start, end, partitions_def, keys) -> tuple[dict, list[int]]:
+def _row_counts(settings: Settings, start, end, partitions_def, keys, recomputed) -> tuple[dict, list[int]]:
     per_key, params = partition_counts_sql("trade_date", partitions_def, keys)
+    clause, clause_params = ranges_clause("trade_date", recomputed)
     with settings.warehouse.connect() as con:
-        total, in_range, *by_key = con.execute(
-            f"SELECT count(*), count(CASE WHEN trade_date BETWEEN ? AND ? THEN 1 END), {per_key} FROM {MART}",
-            [start, end, *params],
+        total, in_range, rewritten, *by_key = con.execute(
+            f"SELECT count(*), count(CASE WHEN trade_date BETWEEN ? AND ? THEN 1 END), "
+            f"count(CASE WHEN {clause} THEN 1 END), {per_key} FROM {MART}",
+            [start, end, *clause_params, *params],
         ).fetchone()
     return {
         "dagster/row_count": MetadataValue.int(total),
         "table_rows_in_range": MetadataValue.int(in_range),
+        ROWS_RECOMPUTED: MetadataValue.int(rewritten),
         "range": MetadataValue.text(f"{start} to {end}"),
     }, by_key
 
@@ -142,7 +170,8 @@ def build_transform_assets(settings: Settings, partitions_def, context: Context)
             + (f", and on to {reach}: later rows' indicators read this range" if reach > end else "")
         )
         try:
-            results = list(run_range(context, sqlmesh, config, start, reach, restate=static["models"]))
+            with recording_plans() as recorded:
+                results = list(run_range(context, sqlmesh, config, start, reach, restate=static["models"]))
         except PlanOrRunFailedError:
             failing = _failing_blocking_audits(settings, start, end)
             if not failing:
@@ -154,8 +183,12 @@ def build_transform_assets(settings: Settings, partitions_def, context: Context)
                 f"the rows stay in {MART} for inspection and the export will not run"
             )
             results = [MaterializeResult(asset_key=MART_KEY, metadata={"failed_audits": ", ".join(failing)})]
+        recomputed = recorded.intervals.get(MART, [])
+        change = recorded.changes.get(MART, "none")
+        if change != "none":
+            context.log.info(f"SQLMesh: {MART} changed ({change}), recomputed {_describe(recomputed)}")
         keys = context.partition_keys
-        counts, by_partition = _row_counts(settings, start, end, partitions_def, keys)
+        counts, by_partition = _row_counts(settings, start, end, partitions_def, keys, recomputed)
         add_partition_row_counts(context, MART_KEY, keys, by_partition)
         # The chart once per run, on its newest partition; schema and lineage are on the
         # definition. Copied into every partition's event they made a 25-year history cost GBs.
@@ -167,11 +200,17 @@ def build_transform_assets(settings: Settings, partitions_def, context: Context)
                 metadata={
                     **(result.metadata or {}),
                     **counts,
-                    RECOMPUTED_THROUGH: MetadataValue.text(reach.isoformat()),
+                    RECOMPUTED: MetadataValue.text(ranges_json(recomputed)),
+                    MODEL_CHANGE: MetadataValue.text(change),
+                    **({MART_VERSION: MetadataValue.text(recorded.versions[MART])} if MART in recorded.versions else {}),
                 },
             )
 
     return sqlmesh_models
+
+
+def _describe(ranges) -> str:
+    return ", ".join(f"{a} to {b}" for a, b in ranges) or "nothing"
 
 
 def _failing_blocking_audits(settings: Settings, start, end) -> list[str]:

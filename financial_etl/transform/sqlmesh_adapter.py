@@ -26,6 +26,8 @@ import os
 import typing as t
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 from dagster import (
     AssetCheckSpec,
@@ -37,6 +39,7 @@ from dagster import (
     multi_asset,
 )
 from dagster_sqlmesh import SQLMeshContextConfig, SQLMeshDagsterTranslator, SQLMeshResource
+from dagster_sqlmesh.console import ConsoleEvent, PlanBuilt
 from dagster_sqlmesh.resource import DagsterSQLMeshEventHandler
 from dagster_sqlmesh.asset import sqlmesh_to_multi_asset_options
 from sqlglot import exp
@@ -121,10 +124,81 @@ def sqlmesh_context(settings: Settings):
     return open_context(project_sqlmesh_config(settings))
 
 
+@dataclass
+class Recomputed:
+    """What SQLMesh's own plans in one transform step recomputed: each model's intervals
+    (inclusive dates, merged) and the models the plans changed, with SQLMesh's change
+    category ("breaking", "non_breaking", "metadata", ...) and the new table version."""
+
+    intervals: dict[str, list[tuple[dt.date, dt.date]]] = field(default_factory=dict)
+    changes: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def add_plan(self, plan) -> None:
+        for snapshot_intervals in plan.missing_intervals:
+            name = short_name(snapshot_intervals.snapshot_id.name)
+            days = self.intervals.get(name, []) + [_days(s, e) for s, e in snapshot_intervals.intervals]
+            self.intervals[name] = merge_ranges(days)
+        modified = set(plan.directly_modified)
+        for ids in plan.indirectly_modified.values():
+            modified |= set(ids)
+        for snapshot_id in modified:
+            snapshot = plan.context_diff.snapshots.get(snapshot_id)
+            if snapshot is not None and snapshot.change_category is not None:
+                self.changes[short_name(snapshot.name)] = snapshot.change_category.name.lower()
+        if plan.environment.name == PROD:
+            for table in plan.environment.snapshots:
+                self.versions[short_name(table.name)] = table.version
+
+
+def short_name(fqn: str) -> str:
+    """`"catalog"."schema"."table"` as `schema.table`, the project's names (warehouse/)."""
+    table = exp.to_table(fqn)
+    return f"{table.db}.{table.name}"
+
+
+def _days(start_ms: int, end_ms: int) -> tuple[dt.date, dt.date]:
+    """A SQLMesh interval [start, end) in epoch milliseconds as inclusive dates."""
+    first = dt.datetime.fromtimestamp(start_ms / 1000, dt.timezone.utc).date()
+    last = dt.datetime.fromtimestamp(end_ms / 1000, dt.timezone.utc).date() - dt.timedelta(days=1)
+    return first, max(first, last)
+
+
+def merge_ranges(ranges) -> list[tuple[dt.date, dt.date]]:
+    """Inclusive date ranges, sorted, with overlapping or adjacent ones merged."""
+    merged: list[tuple[dt.date, dt.date]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1] + dt.timedelta(days=1):
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+_RECORDING: ContextVar[Recomputed | None] = ContextVar("financial_etl_sqlmesh_plans", default=None)
+
+
+@contextmanager
+def recording_plans() -> Iterator[Recomputed]:
+    """Collects every plan SQLMesh builds inside the block (through the event handler)."""
+    recorded = Recomputed()
+    token = _RECORDING.set(recorded)
+    try:
+        yield recorded
+    finally:
+        _RECORDING.reset(token)
+
+
 class QuietEventHandler(DagsterSQLMeshEventHandler):
     """dagster-sqlmesh logs each SQLMesh console event as a dict of plan objects at INFO:
     several KB of Python reprs per run. They go to DEBUG (the UI's debug filter, the
-    CLI's --verbose); errors stay errors."""
+    CLI's --verbose); errors stay errors. Each plan SQLMesh builds is also recorded
+    (`recording_plans`): what it recomputes is what the export must re-send."""
+
+    def process_events(self, event: ConsoleEvent) -> None:
+        if isinstance(event, PlanBuilt) and (recorded := _RECORDING.get()) is not None:
+            recorded.add_plan(event.plan)
+        super().process_events(event)
 
     def log(self, level: str | int, message: str, obj: dict[str, t.Any] | None = None) -> None:
         super().log("error" if level == "error" else "debug", message, obj)
@@ -214,6 +288,14 @@ def _prod_state(context: Context) -> str:
     local = {s.name: s.fingerprint for s in context.snapshots.values() if not s.is_external}
     deployed = {s.name: s.fingerprint for s in env.snapshots}
     return "current" if local == deployed else "behind"
+
+
+def prod_version(settings: Settings, model: str) -> str | None:
+    """The version of `model`'s table that prod serves (it changes when a plan rebuilds the
+    model), or None before the first plan."""
+    with sqlmesh_context(settings) as context:
+        env = context.state_reader.get_environment(PROD)
+    return next((s.version for s in env.snapshots if short_name(s.name) == model), None) if env else None
 
 
 def _prod_state_of(config: ProjectSQLMeshConfig) -> str:

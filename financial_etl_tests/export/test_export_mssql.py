@@ -126,7 +126,7 @@ def test_a_closed_port_is_a_clear_connection_error_with_exit_4(workdir, clean_en
         "HOST": "127.0.0.1", "PORT": str(port), "USERNAME": "sa", "PASSWORD": PASSWORD, "CONNECT_TIMEOUT": "3",
     })
     with pytest.raises(DestinationUnreachableError) as excinfo:
-        load_export(settings, target, start=dt.date(2024, 1, 1), end=dt.date(2024, 1, 31))
+        load_export(settings, target, ranges=[(dt.date(2024, 1, 1), dt.date(2024, 1, 31))])
     message = str(excinfo.value)
     assert f"cannot reach SQL Server 127.0.0.1:{port}/FINANCIAL_MART" in message
     assert PASSWORD not in message

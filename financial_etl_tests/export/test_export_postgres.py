@@ -90,10 +90,10 @@ def test_an_empty_range_creates_the_table_then_rows_load_through_adbc(workdir, p
     settings = _warehouse_with_mart(workdir, [_row("AAA", dt.date(2024, 1, 2), 10.0)])
     target = export_target_for(settings)
     assert target.load_format == "parquet"
-    assert load_export(settings, target, start=dt.date(2024, 1, 6), end=dt.date(2024, 1, 7)) == 0
+    assert load_export(settings, target, ranges=[(dt.date(2024, 1, 6), dt.date(2024, 1, 7))]).rows == 0
     assert pg_env.query('SELECT count(*) FROM dbo."Dim_Stock_Metrics"') == [(0,)]
     assert loaded_file_formats(EXPORT_PIPELINE, settings.pipelines_dir, target.table) == {"insert_values"}
-    assert load_export(settings, target, start=dt.date(2024, 1, 1), end=dt.date(2024, 1, 31)) == 1
+    assert load_export(settings, target, ranges=[(dt.date(2024, 1, 1), dt.date(2024, 1, 31))]).rows == 1
     assert pg_env.query('SELECT ticker, close_price FROM dbo."Dim_Stock_Metrics"') == [("AAA", 10.0)]
     assert loaded_file_formats(EXPORT_PIPELINE, settings.pipelines_dir, target.table) == {"parquet"}
 
@@ -105,7 +105,7 @@ def test_nan_and_infinity_arrive_as_null(workdir, pg_env):
     ]
     settings = _warehouse_with_mart(workdir, rows)
     target = export_target_for(settings)
-    assert load_export(settings, target, start=dt.date(2024, 1, 1), end=dt.date(2024, 1, 31)) == 2
+    assert load_export(settings, target, ranges=[(dt.date(2024, 1, 1), dt.date(2024, 1, 31))]).rows == 2
     got = pg_env.query('SELECT daily_return_pct, volume_ratio, macd_line, rsi_14_day FROM dbo."Dim_Stock_Metrics" ORDER BY trade_date')
     assert got == [(None, None, 0.1, 50.0), (0.5, 1.0, None, None)]
 
@@ -115,7 +115,7 @@ def test_a_full_refresh_is_atomic_for_a_concurrent_reader(workdir, pg_env):
     old = [_row("OLD", dt.date(2020, 1, 1) + dt.timedelta(days=i), 10.0 + i) for i in range(500)]
     settings = _warehouse_with_mart(workdir, old)
     target = export_target_for(settings)
-    load_export(settings, target, start=None, end=None, full_refresh=True)
+    load_export(settings, target, ranges=None, full_refresh=True)
     with duckdb.connect(str(settings.duckdb_path)) as con:
         con.execute("DELETE FROM marts.stock_metrics")
         con.execute(
@@ -137,7 +137,7 @@ def test_a_full_refresh_is_atomic_for_a_concurrent_reader(workdir, pg_env):
     thread = threading.Thread(target=reader)
     thread.start()
     try:
-        assert load_export(settings, target, start=None, end=None, full_refresh=True) == 120000
+        assert load_export(settings, target, ranges=None, full_refresh=True).rows == 120000
     finally:
         time.sleep(0.2)
         stop.set()
@@ -155,7 +155,7 @@ def test_login_failure_and_missing_database_are_clear_and_never_show_the_passwor
     settings = _warehouse_with_mart(workdir, [_row("AAA", dt.date(2024, 1, 2), 10.0)])
     target = export_target_for(settings, env={"FINANCIAL_ETL_EXPORT_URL": pg_env.url(**url_change)})
     with pytest.raises(error) as excinfo:
-        load_export(settings, target, start=dt.date(2024, 1, 1), end=dt.date(2024, 1, 31))
+        load_export(settings, target, ranges=[(dt.date(2024, 1, 1), dt.date(2024, 1, 31))])
     message = str(excinfo.value)
     assert "PostgreSQL 127.0.0.1" in message
     assert pg_env.password not in message and "wrong-password" not in message
@@ -168,7 +168,7 @@ def test_an_unreachable_server_is_a_connection_error(workdir, clean_env):
     clean_env.setenv("FINANCIAL_ETL_EXPORT_URL", f"postgresql://etl:s3cret-pw@127.0.0.1:{free_port()}/financial_mart")
     settings = _warehouse_with_mart(workdir, [_row("AAA", dt.date(2024, 1, 2), 10.0)])
     with pytest.raises(DestinationUnreachableError) as excinfo:
-        load_export(settings, export_target_for(settings), start=dt.date(2024, 1, 1), end=dt.date(2024, 1, 31))
+        load_export(settings, export_target_for(settings), ranges=[(dt.date(2024, 1, 1), dt.date(2024, 1, 31))])
     assert "cannot reach PostgreSQL 127.0.0.1" in str(excinfo.value)
     assert "s3cret-pw" not in str(excinfo.value)
 
