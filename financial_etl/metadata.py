@@ -1,8 +1,17 @@
-"""Markdown tables for check and asset metadata (no extra dependency)."""
+"""Helpers for check and asset metadata: markdown tables (no extra dependency) and what
+changed between two versions of a table's columns."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pandas as pd
+
+
+def column_changes(old: Mapping[str, object], new: Mapping[str, object]) -> tuple[list[str], list[str], list[str]]:
+    """(added, removed, retyped) between two {column: type} mappings, in their orders."""
+    return ([c for c in new if c not in old], [c for c in old if c not in new],
+            [c for c in new if c in old and old[c] != new[c]])
 
 
 def markdown_table(frame: pd.DataFrame, max_rows: int = 10) -> str:

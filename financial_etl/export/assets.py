@@ -37,6 +37,7 @@ from dlt.pipeline.pipeline import Pipeline
 from financial_etl.calendar import add_partition_row_counts, partition_counts_sql
 from financial_etl.errors import PermanentDestinationError, StorageError
 from financial_etl.export.destination import ExportDestination, ExportTarget, classify, export_target_for
+from financial_etl.metadata import column_changes
 from financial_etl.runs import EXPORT_TAG, FULL_REFRESH, restated_tickers, run_dates
 from financial_etl.settings import Settings
 from financial_etl.transform.assets import (
@@ -140,11 +141,11 @@ REBUILD_SUFFIX = "__rebuild"  # the new table built beside the target when its c
 class Sent:
     rows: int
     full: bool  # the whole mart replaced the target
-    held: str | None  # the mart version the target held before
     rebuilt: bool  # ... through a rebuilt table, because the columns changed
-    columns_added: tuple[str, ...] = ()
-    columns_removed: tuple[str, ...] = ()
-    columns_retyped: tuple[str, ...] = ()
+    held: str | None  # the mart version the target held before
+    columns_added: list[str]
+    columns_removed: list[str]
+    columns_retyped: list[str]
 
 
 def synced_version(pipeline: Pipeline) -> str | None:
@@ -163,15 +164,13 @@ def _column_types(schema: pa.Schema) -> dict[str, str]:
     return {name: column.get("data_type") for name, column in py_arrow_to_table_schema_columns(schema).items()}
 
 
-def _column_changes(pipeline: Pipeline, table: str, schema: pa.Schema) -> tuple[tuple[str, ...], ...]:
+def _column_changes(pipeline: Pipeline, table: str, schema: pa.Schema) -> tuple[list[str], list[str], list[str]]:
     """(added, removed, retyped) columns of the mart against the target's, as dlt knows them."""
     known = pipeline.default_schema.tables.get(table) if pipeline.default_schema_name else None
     if known is None:
-        return (), (), ()
+        return [], [], []
     old = {n: c.get("data_type") for n, c in known["columns"].items() if not n.startswith("_dlt")}
-    new = _column_types(schema)
-    return (tuple(n for n in new if n not in old), tuple(n for n in old if n not in new),
-            tuple(n for n in new if n in old and old[n] != new[n]))
+    return column_changes(old, _column_types(schema))
 
 
 def load_export(
@@ -204,13 +203,13 @@ def load_export(
     # Read before the load: a warehouse error is the warehouse's, not the target's.
     rows = iter_mart(settings.warehouse, None if full else ranges, None if full else tickers)
     first = next(rows)  # the first batch has rows, or it is the only one
-    added, removed, retyped = _column_changes(pipeline, target.table, first.schema) if full else ((), (), ())
+    added, removed, retyped = _column_changes(pipeline, target.table, first.schema) if full else ([], [], [])
     rebuild = bool(added or removed or retyped)
     try:
         # A package left by a killed run is recomputed from the mart anyway: drop it.
         pipeline.abort_packages()
         if rebuild:
-            _rebuild_and_swap(settings, target, batches(first, rows), first.num_rows)
+            pipeline = _rebuild_and_swap(settings, target, batches(first, rows), first.num_rows)
         else:
             if full:
                 pipeline = export_pipeline(settings, target, "insert-from-staging")
@@ -229,15 +228,15 @@ def load_export(
                 file_format=load_file_format(target.load_format, first.num_rows),
             )
             pipeline.run(resource).raise_on_failed_jobs()
-        if version is not None:  # only once the rows are in
-            export_pipeline(settings, target).set_local_state_val(VERSION_STATE, version)
+        if version is not None:  # only once the rows are in, by the pipeline that loaded them
+            pipeline.set_local_state_val(VERSION_STATE, version)
     except Exception as exc:
         # Before classify, which would make a full local disk look like a server error.
         raise (storage_error("the export", exc, settings.data_dir) or classify(exc, target)) from None
-    return Sent(sent, full, held, rebuild, added, removed, retyped)
+    return Sent(sent, full, rebuild, held, added, removed, retyped)
 
 
-def _rebuild_and_swap(settings: Settings, target: ExportTarget, rows: Iterator[pa.RecordBatch], count: int) -> None:
+def _rebuild_and_swap(settings: Settings, target: ExportTarget, rows: Iterator[pa.RecordBatch], count: int) -> Pipeline:
     """The mart's columns changed: load the whole mart into a new table beside the target,
     then drop the target and rename the new table in one transaction, so readers see the
     old table or the new one, never a half-migrated one. dlt's schema then knows the
@@ -266,6 +265,7 @@ def _rebuild_and_swap(settings: Settings, target: ExportTarget, rows: Iterator[p
     renamed = dict(dropped[rebuilt], name=target.table, resource=target.table)
     schema.update_table(renamed)
     pipeline.schemas.save_schema(schema)
+    return pipeline
 
 
 def export_ranges(context: AssetExecutionContext, settings: Settings, start: dt.date, end: dt.date):
@@ -307,8 +307,9 @@ def build_export_asset(settings: Settings, partitions_def, column_schema=None, c
         # backoff; permanent ones (login, missing database, no driver) are not.
         retry_policy=RetryPolicy(max_retries=2, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
         description=(
-            f"{MART} exported to {spec_target.schema}.{spec_target.table} through dlt, "
-            "merged on (ticker, trade_date) for the run's date range; a full refresh replaces it atomically."
+            f"{MART} exported to {spec_target.schema}.{spec_target.table} through dlt: the dates SQLMesh "
+            "recomputed, merged on (ticker, trade_date); after a model change, or on a full refresh, the "
+            "whole mart replaces it atomically, its columns rebuilt when they changed."
         ),
         metadata={"dagster/column_schema": column_schema} if column_schema else None,
         # The mart model's version: a model change shows the export as changed code too.
@@ -345,8 +346,8 @@ def build_export_asset(settings: Settings, partitions_def, column_schema=None, c
         how = "merged"
         if sent.full:
             how = "replaced the target with the whole mart" + (
-                f" (a table rebuilt for its columns: added {list(sent.columns_added)}, removed "
-                f"{list(sent.columns_removed)}, retyped {list(sent.columns_retyped)})" if sent.rebuilt else "")
+                f" (a table rebuilt for its columns: added {sent.columns_added}, removed "
+                f"{sent.columns_removed}, retyped {sent.columns_retyped})" if sent.rebuilt else "")
         context.log.info(f"exported {sent.rows} rows: {how} (mart version {version}; the target held {sent.held})")
         pipeline = export_pipeline(settings, target)
         keys = context.partition_keys

@@ -16,7 +16,6 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 
 import pyarrow as pa
-import sqlglot
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -27,6 +26,7 @@ from dagster import (
     multi_asset_check,
 )
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
+from sqlglot import exp
 
 from financial_etl.export.assets import EXPORTED_RANGES, export_pipeline
 from financial_etl.export.destination import ExportDestination, export_target_for
@@ -34,7 +34,7 @@ from financial_etl.runs import CHECK_START_TAG, check_range, run_window
 from financial_etl.settings import Settings
 from financial_etl.transform.assets import parse_ranges
 from financial_etl.warehouse import MART
-from financial_etl.warehouse.engines import inline_params
+from financial_etl.warehouse.engines import write_sql
 
 TOLERANCE = 1e-9
 TARGET_DIALECT = {"mssql": "tsql", "postgres": "postgres"}  # else duckdb
@@ -99,9 +99,9 @@ def compare(mart: dict[str, dict], target: dict[str, dict], names: Sequence[tupl
         if m is None or t is None:
             continue
         for column, agg in names:
-            a, b = m[(column, agg)], t[(column, agg)]
-            if agg == "magnitude":
+            if agg == "magnitude":  # the tolerance's scale, not a fingerprint
                 continue
+            a, b = m[(column, agg)], t[(column, agg)]
             if a is None or b is None:
                 same = a is None and b is None
             else:
@@ -137,18 +137,16 @@ def build_export_check(settings: Settings, partitions_def: TimeWindowPartitionsD
         missing, extra, target_fp = [], [], {}
         try:
             with export_pipeline(settings, target).sql_client() as client:
-                table = client.make_qualified_table_name(target.table)
                 present = {row[0] for row in client.execute_sql(
                     "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
                     target.schema, target.table)}
                 missing = [c for c in kinds if c not in present]
                 extra = sorted(c for c in present if c not in kinds and not c.startswith("_dlt"))
                 shared = {c: k for c, k in kinds.items() if c in present}
-                tsql, tnames = fingerprint_sql("__target__", shared, start, end)
-                tsql = inline_params(tsql, [start, end] if start else [])
-                tsql = sqlglot.transpile(tsql, read="duckdb", write=TARGET_DIALECT.get(target.kind, "duckdb"))[0]
-                quoted = sqlglot.exp.to_identifier("__target__").sql(dialect=TARGET_DIALECT.get(target.kind, "duckdb"))
-                tsql = tsql.replace(quoted, table).replace("__target__", table)
+                # dlt's dataset is the target's schema; quoted, so its case holds on every dialect.
+                table = exp.table_(target.table, db=target.schema, quoted=True).sql(dialect="duckdb")
+                tsql, tnames = fingerprint_sql(table, shared, start, end)
+                tsql = write_sql(tsql, [start, end] if start else [], TARGET_DIALECT.get(target.kind, "duckdb"))
                 target_fp = _by_year(client.execute_sql(tsql) or [], tnames)
         except DatabaseUndefinedRelation:
             missing = list(kinds)  # nothing exported yet

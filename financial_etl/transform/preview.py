@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from financial_etl.errors import ConfigError
+from financial_etl.metadata import column_changes
 from financial_etl.settings import Settings
 from financial_etl.transform.sqlmesh_adapter import PROD, Recomputed, short_name, sqlmesh_context
 from financial_etl.warehouse import MART, MART_KEY_COLUMNS
@@ -47,11 +48,8 @@ def _changes(plan) -> list[ModelChange]:
     for name, (new, old) in sorted(modified.items()):
         category = new.change_category.name.lower() if new.change_category is not None else "unknown"
         if new.is_model and old.is_model:
-            before, after = old.model.columns_to_types or {}, new.model.columns_to_types or {}
-            change = ModelChange(short_name(name), category,
-                                 added=[c for c in after if c not in before],
-                                 removed=[c for c in before if c not in after],
-                                 retyped=[c for c in after if c in before and after[c] != before[c]])
+            added, removed, retyped = column_changes(old.model.columns_to_types or {}, new.model.columns_to_types or {})
+            change = ModelChange(short_name(name), category, added, removed, retyped)
         else:
             change = ModelChange(short_name(name), category)
         out.append(change)

@@ -74,7 +74,7 @@ class Warehouse:
 
     def sql(self, text: str, params: Sequence[Any] = ()) -> str:
         """`text` (DuckDB's dialect, `?` parameters) written for this engine, parameters inlined."""
-        return sqlglot.transpile(inline_params(text, params), read="duckdb", write=self.dialect)[0]
+        return write_sql(text, params, self.dialect)
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -234,6 +234,11 @@ def load_file_format(preferred: str | None, rows: int) -> str | None:
     if preferred is None:
         return None
     return preferred if rows else "insert_values"
+
+
+def write_sql(text: str, params: Sequence[Any], dialect: str) -> str:
+    """`text` (DuckDB's dialect, `?` parameters) written for `dialect` by sqlglot, parameters inlined."""
+    return sqlglot.transpile(inline_params(text, params), read="duckdb", write=dialect)[0]
 
 
 def inline_params(text: str, params: Sequence[Any]) -> str:

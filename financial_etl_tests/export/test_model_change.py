@@ -179,16 +179,15 @@ def test_plan_previews_a_change_and_touches_neither_prod_nor_the_export_nor_dags
 
 def test_sql_server_gets_a_rename_and_fingerprints_in_its_own_dialect():
     """No SQL Server runs here: what the mssql target is sent for the swap and the check."""
-    import sqlglot
-
     from financial_etl.export.checks import TARGET_DIALECT, fingerprint_sql
     from financial_etl.export.destination import ExportTarget
+    from financial_etl.warehouse.engines import write_sql
 
     target = ExportTarget("mssql", "dbo", "Dim_Stock_Metrics", "SQL Server")
     assert target.rename_sql(None, "Dim_Stock_Metrics__rebuild", "Dim_Stock_Metrics") == \
         "EXEC sp_rename 'dbo.Dim_Stock_Metrics__rebuild', 'Dim_Stock_Metrics'"
     sql, names = fingerprint_sql("t", {"ticker": "text", "trade_date": "date", "close_price": "number"}, None, None)
-    tsql = sqlglot.transpile(sql, read="duckdb", write=TARGET_DIALECT["mssql"])[0]
+    tsql = write_sql(sql, [], TARGET_DIALECT["mssql"])
     assert "DATEPART(YEAR, [trade_date])" in tsql or "DATEPART(YEAR, trade_date)" in tsql, tsql
     assert "EXTRACT" not in tsql and "LEN(" in tsql and "COUNT_BIG(DISTINCT [ticker])" in tsql, tsql
     assert len(names) == 3 + 4 + 4  # text: 3 aggregates, dates and numbers: 4
