@@ -2,7 +2,8 @@
 stage at one size: `python -m benchmarks transform --tickers 500 --days 6500`, or
 `python -m benchmarks history` (one ticker's 8.5 years through `financial-etl run`) and
 `python -m benchmarks partitions` (Dagster's bookkeeping alone, per partition granularity)
-and `python -m benchmarks engines` (the warehouse on DuckDB, PostgreSQL and Spark).
+and `python -m benchmarks engines` (the warehouse on DuckDB, PostgreSQL and Spark) and
+`python -m benchmarks change` (landing a model change: mart rebuild and export re-send).
 
 Each stage is measured in one process; results go to benchmarks/results/ as JSON and a
 markdown table (and, for `scale`, a PNG plot). Targets are reported as met or missed
