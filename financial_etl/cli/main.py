@@ -223,7 +223,6 @@ def run_plan(settings: Settings) -> int:
     """Preview the working copy of the SQLMesh project against prod; apply nothing."""
     from financial_etl.transform.preview import build_preview, format_preview
 
-    logging.getLogger("sqlmesh").setLevel(logging.ERROR)  # its SQL; the summary below says what matters
     preview = build_preview(settings, settings.resolved_end(), log=lambda m: print(f"financial-etl: {m}", flush=True))
     print("\n".join(format_preview(preview, str(settings.sqlmesh_project_dir))))
     return EXIT_SUCCESS

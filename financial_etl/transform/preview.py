@@ -12,7 +12,9 @@ the export follows it.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from financial_etl.errors import ConfigError
@@ -58,6 +60,19 @@ def _changes(plan) -> list[ModelChange]:
     return out
 
 
+@contextmanager
+def _statements_unlogged() -> Iterator[None]:
+    """SQLMesh's table diff logs each statement at its context logger's own level, so at
+    any setting they print (several KB each): its engine adapter's logger drops them."""
+    adapter_log = logging.getLogger("sqlmesh.core.engine_adapter")
+    level = adapter_log.level
+    adapter_log.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        adapter_log.setLevel(level)
+
+
 def build_preview(settings: Settings, end: dt.date, log: Callable[[str], None] = print) -> Preview:
     """Plan the working copy against prod, build it in the preview environment and diff
     the mart's numbers. Raises ConfigError when prod does not exist yet."""
@@ -78,9 +93,10 @@ def build_preview(settings: Settings, end: dt.date, log: Callable[[str], None] =
         context.plan(PREVIEW_ENV, skip_tests=True, no_prompts=True, auto_apply=True, execution_time=after,
                      include_unmodified=False)
         if any(c.model == MART and c.category != "added" for c in preview.changes):
-            diff = context.table_diff(PROD, PREVIEW_ENV, on=list(MART_KEY_COLUMNS), select_models=[MART],
-                                      show=False, skip_grain_check=True, decimals=9)[0]
-            row_diff = diff.row_diff()
+            with _statements_unlogged():
+                diff = context.table_diff(PROD, PREVIEW_ENV, on=list(MART_KEY_COLUMNS), select_models=[MART],
+                                          show=False, skip_grain_check=True, decimals=9)[0]
+                row_diff = diff.row_diff()
             preview.rows = {"prod": row_diff.source_count, "preview": row_diff.target_count,
                             "matched": row_diff.join_count, "only_prod": row_diff.s_only_count,
                             "only_preview": row_diff.t_only_count}

@@ -141,7 +141,8 @@ def test_a_model_change_without_its_export_fails_the_reconciliation(workdir, pro
     assert not passed and meta["columns_differing"] == "price_range_pct"
 
 
-def test_plan_previews_a_change_and_touches_neither_prod_nor_the_export_nor_dagster(workdir, project, clean_env, capsys):
+def test_plan_previews_a_change_and_touches_neither_prod_nor_the_export_nor_dagster(workdir, project, clean_env, capsys,
+                                                                                     caplog):
     home = workdir / "dagster_home"
     home.mkdir()
     clean_env.setenv("DAGSTER_HOME", str(home))
@@ -156,8 +157,11 @@ def test_plan_previews_a_change_and_touches_neither_prod_nor_the_export_nor_dags
     edit(project, RANGE_COLUMN, "  ((high_price - low_price) / open_price * 100)::DOUBLE AS price_range_pct,\n"
                                 "  (close_price * 2)::DOUBLE AS close_doubled,\n")
     capsys.readouterr()
+    caplog.clear()
     assert main(["plan"]) == EXIT_SUCCESS
     out = capsys.readouterr().out
+    # SQLMesh's table diff logs its statements at any level: the preview prints none of them.
+    assert not [r for r in caplog.records if "Executing SQL" in r.getMessage()]
     assert re.search(r"marts\.stock_metrics\s+(non_)?breaking", out), out
     assert "columns added: close_doubled" in out
     assert re.search(r"marts\.stock_metrics\s+2024-01-02 to " + DAYS[0], out), out
