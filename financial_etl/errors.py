@@ -37,6 +37,11 @@ class MissingTickersError(DataQualityError):
     """Some requested tickers returned no rows for a range with trading sessions."""
 
 
+class UnknownTickerError(ConfigError):
+    """The source does not know a configured symbol (misspelt or delisted): the ticker
+    list is wrong, not the data."""
+
+
 class SourceUnavailableError(FinancialEtlError):
     """The price source kept failing after its retries, or answered nothing at all for
     a range with trading sessions."""
@@ -92,7 +97,7 @@ class WarehouseUnavailableError(FinancialEtlError):
 
 
 PROJECT_ERRORS: tuple[type[FinancialEtlError], ...] = (
-    ConfigError, DataQualityError, MissingTickersError, SourceUnavailableError, DestinationConnectionError,
+    ConfigError, DataQualityError, MissingTickersError, UnknownTickerError, SourceUnavailableError, DestinationConnectionError,
     DestinationUnreachableError, PermanentDestinationError, NoOdbcDriverError, LoginFailedError,
     MissingDatabaseError, ExportFailedError, StorageError, WarehouseBusyError, WarehouseUnavailableError,
 )

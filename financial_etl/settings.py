@@ -28,6 +28,7 @@ DEFAULT_EXPORT_TABLE = "Dim_Stock_Metrics"  # the seed's target table
 DEFAULT_OWNER = "team:data-engineering"
 SEED_TICKERS = ("AAPL", "MSFT", "GOOGL", "AMZN", "META", "NVDA", "TSLA")
 DEFAULT_START = dt.date(2020, 1, 1)
+DEFAULT_SUSPICIOUS_MOVE_PCT = 30.0  # catches a missed 3-for-2 split (-33%) and anything larger
 # Symbols reach file paths, SQL and HTTP requests, so only plain exchange-symbol
 # characters pass: the one validator, used by every setting, run tag and source.
 TICKER_CHARS = r"[A-Z0-9.^=-]{1,15}"
@@ -54,6 +55,8 @@ class Settings:
     alert_log: Path = DEFAULT_DATA_DIR / "alerts.log"
     alert_webhook_url: str | None = None
     allow_partial_loads: bool = False  # load the other tickers when some return nothing
+    # A close-to-close move beyond this many percent with no split or dividend is reported.
+    suspicious_move_pct: float = DEFAULT_SUSPICIOUS_MOVE_PCT
     warehouse_url: str | None = field(default=None, repr=False)  # FINANCIAL_ETL_WAREHOUSE: may hold a password
 
     @property
@@ -154,6 +157,18 @@ def _check_range(start: dt.date, end: dt.date) -> None:
         )
 
 
+def parse_percent(name: str, value: str | None, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not 0 < number < 10_000:
+        raise ConfigError(f"{name}={value!r} is not a percentage above 0 (e.g. 30)")
+    return number
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings; raises ConfigError naming the bad setting."""
     env = os.environ if env is None else env
@@ -239,5 +254,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         alert_log=alert_log,
         alert_webhook_url=webhook,
         allow_partial_loads=parse_bool("FINANCIAL_ETL_ALLOW_PARTIAL_LOADS", get("ALLOW_PARTIAL_LOADS"), False),
+        suspicious_move_pct=parse_percent(
+            "FINANCIAL_ETL_SUSPICIOUS_MOVE_PCT", get("SUSPICIOUS_MOVE_PCT"), DEFAULT_SUSPICIOUS_MOVE_PCT
+        ),
         warehouse_url=warehouse_url,
     )

@@ -26,11 +26,17 @@ from financial_etl.extract.contract import VALUE_COLUMNS
 from financial_etl.extract.sources import fetch_for
 from financial_etl.runs import MODE_TAG, REASON_TAG, RESTATE, TICKERS_TAG, WAREHOUSE_TAG, range_tags
 from financial_etl.settings import Settings
+from financial_etl.errors import FinancialEtlError
 from financial_etl.errors import WarehouseUnavailableError as WarehouseUnavailable
 from financial_etl.warehouse import RAW
 from financial_etl.warehouse.engines import MissingTable
 
 RECENT_SESSIONS = 20  # the overlap compared by the restated-history sensor
+# Tickers the restated-history sensor compares per evaluation (hourly): one source request
+# each, so at most this many requests an hour whatever the universe's size. Splits and
+# dividends are caught by the daily run itself; this finds vendor corrections, each ticker
+# compared once per len(universe) / SAMPLE hours (500 tickers: about once a day).
+RESTATEMENT_SAMPLE = 25
 
 
 def backfill_request(
@@ -114,6 +120,15 @@ def history_changes(stored: pd.DataFrame, fresh: pd.DataFrame) -> str | None:
     return "; ".join(diffs) or None
 
 
+def _restatement_cursor(text: str | None) -> dict:
+    """{"offset": where the next sample starts in the universe, "handled": ticker -> fingerprint
+    of the restated history already requested}."""
+    cursor = json.loads(text) if text else {}
+    if "handled" not in cursor:  # the cursor before sampling: fingerprints only
+        cursor = {"offset": 0, "handled": cursor}
+    return cursor
+
+
 def build_restated_history_sensor(settings: Settings, asset_keys: Sequence[AssetKey]):
 
     @sensor(
@@ -122,8 +137,9 @@ def build_restated_history_sensor(settings: Settings, asset_keys: Sequence[Asset
         default_status=DefaultSensorStatus.RUNNING,
         asset_selection=list(asset_keys),
         description=(
-            "After a split, dividend re-adjustment or vendor correction, a ticker's recent history at the "
-            "source no longer matches raw: backfills that ticker's whole history."
+            "After a vendor correction, a ticker's recent history at the source no longer matches raw: "
+            f"backfills that ticker's whole history. Compares {RESTATEMENT_SAMPLE} tickers an hour, in turn "
+            "(splits and dividends are handled by the daily run itself)."
         ),
     )
     def restated_history_backfill(context: SensorEvaluationContext):
@@ -144,12 +160,18 @@ def build_restated_history_sensor(settings: Settings, asset_keys: Sequence[Asset
         except WarehouseUnavailable as exc:
             return SkipReason(f"the warehouse is busy or unreachable ({exc}); trying again at the next evaluation")
         stored["date"] = pd.to_datetime(stored["date"]).dt.date
-        tickers = [t for t in settings.current_tickers() if t in set(stored["ticker"])]
-        if not tickers:
+        loaded = [t for t in settings.current_tickers() if t in set(stored["ticker"])]
+        if not loaded:
             return SkipReason("no loaded ticker to compare")
+        cursor = _restatement_cursor(context.cursor)
+        handled, offset = cursor["handled"], cursor["offset"] % len(loaded)
+        tickers = (loaded[offset:] + loaded[:offset])[:RESTATEMENT_SAMPLE]
+        stored = stored[stored["ticker"].isin(tickers)]
         start = pd.Timestamp(stored["date"].min()).date()
-        fresh = fetch_for(settings)(tickers, start, end).frame
-        handled = json.loads(context.cursor) if context.cursor else {}
+        try:
+            fresh = fetch_for(settings, patient=False)(tickers, start, end).frame
+        except FinancialEtlError as exc:
+            return SkipReason(f"the source did not answer ({exc}); comparing {', '.join(tickers)} at the next evaluation")
         requests, notes = [], []
         for ticker in tickers:
             mine = stored[stored["ticker"] == ticker].drop(columns=["ticker", "n"])
@@ -171,9 +193,11 @@ def build_restated_history_sensor(settings: Settings, asset_keys: Sequence[Asset
                 }, warehouse.engine)
             )
             context.log.info(f"{ticker}: history changed at the source ({change}); requesting a restatement")
-        context.update_cursor(json.dumps(handled, sort_keys=True))
+        context.update_cursor(json.dumps({"offset": offset + len(tickers), "handled": handled}, sort_keys=True))
         if requests:
             return SensorResult(run_requests=requests)
-        return SkipReason("; ".join(notes) or f"recent history of {len(tickers)} tickers matches the source")
+        return SkipReason("; ".join(notes) or (
+            f"recent history of {', '.join(tickers)} matches the source ({len(tickers)} of {len(loaded)} tickers "
+            "compared; the others at the next evaluations)"))
 
     return restated_history_backfill

@@ -89,8 +89,36 @@ def stage_progress_logger(init_context) -> logging.Logger:
     return log
 
 
+# Dagster's engine names each step it skips after a failure with this line, at ERROR.
+SKIPPED_STEP = "Dependencies for step "
+
+
+class QuietFailures(logging.Filter):
+    """Without --verbose, the CLI's own line names a failed step's error: Dagster's failure
+    events (with their tracebacks) and its list of skipped steps stay off the console."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        meta = getattr(record, RECORD_META, None) or {}
+        event = meta.get("dagster_event")
+        if isinstance(event, DagsterEvent) and (event.is_step_failure or event.is_run_failure):
+            return False
+        return not str(meta.get("orig_message", "")).startswith(SKIPPED_STEP)
+
+
+@dagster_logger(
+    config_schema=colored_console_logger.config_schema,
+    description="Dagster's colored console logger; below DEBUG without failure tracebacks.",
+)
+def console_logger(init_context) -> logging.Logger:
+    log = colored_console_logger.logger_fn(init_context)
+    if init_context.logger_config["log_level"] != "DEBUG":
+        for handler in log.handlers:
+            handler.addFilter(QuietFailures())
+    return log
+
+
 def console_loggers() -> dict:
-    return {"console": colored_console_logger, "stages": stage_progress_logger}
+    return {"console": console_logger, "stages": stage_progress_logger}
 
 
 def logger_config(verbose: bool) -> dict:

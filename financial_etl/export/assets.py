@@ -13,6 +13,7 @@ record batches, NaN and +/-inf turned into NULL, with explicit column types.
 
 import datetime as dt
 import itertools
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -43,6 +44,7 @@ from financial_etl.settings import Settings
 from financial_etl.transform.assets import (
     MART_VERSION,
     RECOMPUTED,
+    RELOADED_TICKERS,
     parse_ranges,
     ranges_clause,
     ranges_json,
@@ -78,19 +80,23 @@ def nan_to_null(batch: pa.RecordBatch | pa.Table):
     return cls.from_arrays(columns, schema=pa.schema(fields))
 
 
-def _mart_query(ranges, tickers) -> tuple[str, list]:
+def _mart_query(ranges, tickers, reloaded=()) -> tuple[str, list]:
     clause, params = ranges_clause("trade_date", ranges)
     if tickers:
         clause += f" AND ticker IN ({', '.join('?' * len(tickers))})"
         params += list(tickers)
+    if reloaded and ranges is not None:
+        clause = f"({clause} OR ticker IN ({', '.join('?' * len(reloaded))}))"
+        params += list(reloaded)
     return f"SELECT * FROM {MART} WHERE {clause} ORDER BY {', '.join(MART_KEY_COLUMNS)}", params
 
 
-def iter_mart(warehouse: Warehouse, ranges, tickers=None, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-    """The mart rows in the date `ranges` (all rows when None; `tickers` only, when given)
-    as Arrow record batches, NaN and +/-inf as NULL, so a full refresh never holds the
-    mart in memory."""
-    sql, params = _mart_query(ranges, tickers)
+def iter_mart(warehouse: Warehouse, ranges, tickers=None, batch_rows: int = BATCH_ROWS,
+              reloaded: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
+    """The mart rows in the date `ranges` (all rows when None; `tickers` only, when given;
+    every row of the `reloaded` tickers too) as Arrow record batches, NaN and +/-inf as
+    NULL, so a full refresh never holds the mart in memory."""
+    sql, params = _mart_query(ranges, tickers, reloaded)
     with warehouse.connect() as con:
         sent, schema = False, None
         keys = list(MART_KEY_COLUMNS)
@@ -181,8 +187,10 @@ def load_export(
     tickers: Sequence[str] | None = None,
     full_refresh: bool = False,
     version: str | None = None,
+    reloaded: Sequence[str] = (),
 ) -> Sent:
-    """Send the mart rows in `ranges` (None: all) to the target through dlt, merged; the
+    """Send the mart rows in `ranges` (None: all), and every row of the `reloaded` tickers,
+    to the target through dlt, merged; the
     whole mart, replacing the target atomically, on `full_refresh` or when the target holds
     another `version` of the mart. Raises a classified error (exit code 4 for connections)
     with credentials redacted."""
@@ -201,7 +209,7 @@ def load_export(
     except Exception as exc:
         raise (storage_error("the export", exc, settings.data_dir) or classify(exc, target)) from None
     # Read before the load: a warehouse error is the warehouse's, not the target's.
-    rows = iter_mart(settings.warehouse, None if full else ranges, None if full else tickers)
+    rows = iter_mart(settings.warehouse, None if full else ranges, None if full else tickers, reloaded=reloaded)
     first = next(rows)  # the first batch has rows, or it is the only one
     added, removed, retyped = _column_changes(pipeline, target.table, first.schema) if full else ([], [], [])
     rebuild = bool(added or removed or retyped)
@@ -271,25 +279,28 @@ def _rebuild_and_swap(settings: Settings, target: ExportTarget, rows: Iterator[p
 def export_ranges(context: AssetExecutionContext, settings: Settings, start: dt.date, end: dt.date):
     """What to send: the run's range and every date range SQLMesh recomputed in the mart's
     materializations since the export's last one (this run's, and those of runs whose export
-    failed), and the mart version prod serves. Without any such event (the export run
-    alone, on a fresh instance) the run's range through the last date its windows reach,
-    and the version from SQLMesh's state."""
+    failed), the mart version prod serves, and the tickers whose whole history was
+    recomputed after raw reloaded it. Without any such event (the export run alone, on a
+    fresh instance) the run's range through the last date its windows reach, and the
+    version from SQLMesh's state."""
     instance = context.instance
     last = instance.fetch_materializations(context.assets_def.key, limit=1).records
     after = last[0].storage_id if last else None
     events = instance.fetch_materializations(AssetRecordsFilter(asset_key=MART_KEY, after_storage_id=after), limit=10_000).records
-    ranges, version = [], None
+    ranges, version, reloaded = [], None, set()
     for record in sorted(events, key=lambda r: r.storage_id):
         metadata = record.asset_materialization.metadata if record.asset_materialization else {}
         if RECOMPUTED in metadata:
             ranges += parse_ranges(str(metadata[RECOMPUTED].value))
+        if RELOADED_TICKERS in metadata:
+            reloaded |= set(json.loads(str(metadata[RELOADED_TICKERS].value)))
         if MART_VERSION in metadata:
             version = str(metadata[MART_VERSION].value)
     if not events:
         ranges.append((start, window_reach_end(settings, end)))
     else:
         ranges.append((start, end))
-    return merge_ranges(ranges), version or prod_version(settings, MART)
+    return merge_ranges(ranges), version or prod_version(settings, MART), sorted(reloaded)
 
 
 def build_export_asset(settings: Settings, partitions_def, column_schema=None, code_version: str | None = None):
@@ -327,19 +338,20 @@ def build_export_asset(settings: Settings, partitions_def, column_schema=None, c
         restated = restated_tickers(context.run.tags, settings, start)
         full_refresh = context.run.tags.get(EXPORT_TAG) == FULL_REFRESH
         # Rows after the range whose windows read it were recomputed by the transform: sent too.
-        ranges, version = export_ranges(context, settings, start, end)
+        ranges, version, reloaded = export_ranges(context, settings, start, end)
         end = max(end, ranges[-1][1])
         if target.is_standin:
             context.log.warning(f"no SQL Server configured: exporting to the {target.description}")
         what = "the whole mart (full refresh, atomic replace)" if full_refresh else \
-            ", ".join(f"{a} to {b}" for a, b in ranges) + " (the dates SQLMesh recomputed)"
+            ", ".join(f"{a} to {b}" for a, b in ranges) + " (the dates SQLMesh recomputed)" + (
+                f", and the whole history of {', '.join(reloaded)} (reloaded)" if reloaded else "")
         context.log.info(f"exporting {what} to {target.description}")
         # The stand-in is a DuckDB file: a full disk must not leave a half-written merge in its log.
         standin = settings.export_duckdb_path if target.is_standin else None
         try:
             with storage_errors("the export", standin):
                 sent = load_export(settings, target, ranges=ranges, tickers=restated, full_refresh=full_refresh,
-                                   version=version)
+                                   version=version, reloaded=reloaded)
         except (PermanentDestinationError, StorageError) as exc:
             context.log.error(str(exc))
             raise Failure(description=str(exc), allow_retries=False) from exc

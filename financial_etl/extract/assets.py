@@ -4,6 +4,7 @@ The batch is fetched and split by the raw contract first (no warehouse lock is h
 a source answers), then dlt merges it into raw under the lock.
 """
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,8 +23,9 @@ from dagster_dlt.translator import DltResourceTranslatorData
 from dlt.pipeline.pipeline import Pipeline
 
 from financial_etl.calendar import add_partition_row_counts, partition_counts_sql
+from financial_etl.extract.actions import histories_to_reload
 from financial_etl.extract.contract import RAW_SCHEMA
-from financial_etl.extract.resource import PriceBatch, empty_batch, eod_prices_resource, fetch_batch
+from financial_etl.extract.resource import PriceBatch, empty_batch, eod_prices_resource, fetch_batch, with_history
 from financial_etl.extract.sources import fetch_for
 from financial_etl.runs import restated_tickers, run_dates, run_tickers
 from financial_etl.settings import DEFAULT_OWNER, Settings
@@ -34,6 +36,8 @@ from financial_etl.warehouse.lock import pipeline_folder_lock
 from financial_etl.warehouse.storage import check_writable, storage_errors
 
 EXTRACT_PIPELINE = "financial_extract"
+# Tickers whose whole history this run loaded again (a new split or dividend): JSON {ticker: why}.
+RELOADED = "reloaded_tickers"
 RAW_DESCRIPTIONS = {
     "ticker": "Ticker symbol",
     "date": "Trading session date",
@@ -181,9 +185,18 @@ def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartition
             + (f"; replacing the whole history of {', '.join(restated)}" if restated else "")
         )
         check_writable(settings.data_dir, "FINANCIAL_ETL_DUCKDB_PATH")
-        batch = fetch_batch(
-            fetch_for(settings), tickers, start, end, allow_partial=settings.allow_partial_loads, run_id=context.run_id
-        )
+        fetch = fetch_for(settings)
+        batch = fetch_batch(fetch, tickers, start, end, allow_partial=settings.allow_partial_loads, run_id=context.run_id)
+        reloaded = {}
+        if restated is None and start > settings.start_date:
+            with settings.warehouse.reader_lock(log=context.log.warning):
+                reloaded = histories_to_reload(settings.warehouse, batch, start, end, settings.suspicious_move_pct)
+        if reloaded:
+            for ticker, why in reloaded.items():
+                context.log.warning(f"{ticker}: {why}; loading its whole history again, from {settings.start_date}")
+            history = fetch_batch(fetch, list(reloaded), settings.start_date, end,
+                                  allow_partial=settings.allow_partial_loads, run_id=context.run_id)
+            batch = with_history(batch, history, list(reloaded))
         contract = batch.contract
         assert contract is not None
         pipeline = extract_pipeline(settings)
@@ -206,7 +219,8 @@ def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartition
         for rule, n in contract.warned.items():
             context.log.warning(f"loaded {n} rows with a warning: {rule}")
         context.log.info(f"loaded {batch.rows} rows into {RAW}")
-        extra = {**batch_metadata(settings, batch, tickers, start, end), **counts}
+        extra = {**batch_metadata(settings, batch, tickers, start, end), **counts,
+                 RELOADED: MetadataValue.text(json.dumps(reloaded, sort_keys=True))}
         add_partition_row_counts(context, RAW_KEY, context.partition_keys, by_partition)
         for result in results:
             # The column schema is on the definition: copied into every partition's event it only costs.

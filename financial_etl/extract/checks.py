@@ -9,6 +9,7 @@ they look at; run alone, they look at the whole configured range.
 import datetime as dt
 from collections.abc import Iterator
 
+import pandas as pd
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -24,7 +25,7 @@ from financial_etl.extract.contract import count_rules
 from financial_etl.metadata import markdown_table
 from financial_etl.runs import check_range, run_tickers
 from financial_etl.settings import Settings
-from financial_etl.warehouse import QUARANTINE, RAW, RAW_KEY
+from financial_etl.warehouse import ACTIONS, QUARANTINE, RAW, RAW_KEY
 from financial_etl.warehouse.engines import MissingTable
 
 
@@ -38,6 +39,10 @@ def build_raw_checks(settings: Settings, partitions_def: TimeWindowPartitionsDef
                            description="No row is dated outside FINANCIAL_ETL_START_DATE to the end date."),
             AssetCheckSpec("complete_sessions", asset=RAW_KEY,
                            description="Every requested ticker has a row on every XNYS session of the range (warns)."),
+            AssetCheckSpec("no_unexplained_price_moves", asset=RAW_KEY,
+                           description="No close moved more than FINANCIAL_ETL_SUSPICIOUS_MOVE_PCT from the session "
+                                       f"before with no split or dividend in {ACTIONS} that day: the sign of a "
+                                       "split the source missed (warns, with the rows)."),
             AssetCheckSpec("no_new_quarantined_rows", asset=RAW_KEY,
                            description=f"This run added no row to {QUARANTINE}, the rows that broke the raw "
                                        "contract (warns, with the count and the reasons)."),
@@ -77,6 +82,8 @@ def build_raw_checks(settings: Settings, partitions_def: TimeWindowPartitionsDef
                 )
             if "no_new_quarantined_rows" in selected:
                 yield quarantine_result(con, context.run.run_id, context)
+            if "no_unexplained_price_moves" in selected:
+                yield moves_result(con, start, end, settings.suspicious_move_pct, context)
             if "complete_sessions" in selected:
                 present = con.execute(
                     f"SELECT ticker, date FROM {RAW} WHERE date BETWEEN ? AND ?", [start, end]
@@ -113,6 +120,51 @@ def quarantine_result(con, run_id: str, context) -> AssetCheckResult:
         passed=added == 0,
         severity=AssetCheckSeverity.WARN,
         metadata=metadata,
+    )
+
+
+# Sessions read before the range, so its first day has a previous close (long closures included).
+MOVE_LOOKBACK = dt.timedelta(days=14)
+
+
+def unexplained_moves(con, start: dt.date, end: dt.date, move_pct: float):
+    """Rows of raw in [start, end] whose close moved more than `move_pct` percent from the
+    ticker's previous session with no action in raw.corporate_actions that day."""
+    moves = (
+        "SELECT ticker, date, close_price, LAG(close_price) OVER (PARTITION BY ticker ORDER BY date) AS previous_close, "
+        f"LAG(date) OVER (PARTITION BY ticker ORDER BY date) AS previous_date FROM {RAW} WHERE date BETWEEN ? AND ?"
+    )
+    suspicious = "m.date >= ? AND ABS(m.close_price / m.previous_close - 1) * 100 > ?"
+    params = [start - MOVE_LOOKBACK, end, start, move_pct]
+    columns = "m.ticker, m.previous_date, m.date, m.previous_close, m.close_price"
+    try:
+        return con.execute(
+            f"SELECT {columns} FROM ({moves}) AS m LEFT JOIN {ACTIONS} AS a ON a.ticker = m.ticker AND a.date = m.date "
+            f"WHERE a.ticker IS NULL AND {suspicious} ORDER BY m.ticker, m.date", params,
+        ).df()
+    except MissingTable:  # raw from before the actions table: every move is unexplained
+        return con.execute(f"SELECT {columns} FROM ({moves}) AS m WHERE {suspicious} ORDER BY m.ticker, m.date", params).df()
+
+
+def moves_result(con, start: dt.date, end: dt.date, move_pct: float, context) -> AssetCheckResult:
+    moves = unexplained_moves(con, start, end, move_pct)
+    if len(moves):
+        moves["move_pct"] = (100 * (moves["close_price"] / moves["previous_close"] - 1)).round(2)
+        context.log.warning(
+            f"{len(moves)} closes moved more than {move_pct:g}% with no split or dividend reported: "
+            + "; ".join(f"{r.ticker} {pd.Timestamp(r.date).date()} {r.move_pct:+.2f}%" for r in moves.head(10).itertuples())
+            + ". A split the source missed? Compare with another source before trusting these rows"
+        )
+    return AssetCheckResult(
+        check_name="no_unexplained_price_moves",
+        passed=moves.empty,
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "range": f"{start} to {end}",
+            "threshold_pct": float(move_pct),
+            "unexplained_moves": len(moves),
+            "rows": MetadataValue.md(markdown_table(moves.head(50))),
+        },
     )
 
 

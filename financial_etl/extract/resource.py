@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import dlt
 import pandas as pd
@@ -20,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from financial_etl.calendar import trading_sessions
-from financial_etl.errors import MissingTickersError, SourceUnavailableError
+from financial_etl.errors import MissingTickersError, SourceUnavailableError, UnknownTickerError
 from financial_etl.extract.contract import (
     PRICE_COLUMNS,
     QUARANTINE_COLUMN_HINTS,
@@ -30,10 +31,27 @@ from financial_etl.extract.contract import (
     apply_contract,
 )
 from financial_etl.settings import validate_tickers
-from financial_etl.warehouse import QUARANTINE_TABLE, RAW_KEY_COLUMNS, RAW_TABLE
+from financial_etl.warehouse import ACTIONS_TABLE, QUARANTINE_TABLE, RAW_KEY_COLUMNS, RAW_TABLE
 from financial_etl.warehouse.engines import load_file_format
 
 log = logging.getLogger(__name__)
+
+# Why a ticker did not answer: retried and still failing, a symbol the source does not
+# know, no rows for a known symbol, or anything else.
+TickerCause = Literal["transient", "unknown", "no_data", "error"]
+
+# raw.corporate_actions: a day's dividend and split, and the factor the source multiplied
+# every earlier price by for them (1 / split ratio, times 1 - dividend / previous close).
+ACTION_COLUMNS = ("ticker", "date", "dividend", "split_ratio", "price_factor")
+ACTIONS_SCHEMA = pa.schema([
+    pa.field("ticker", pa.string(), nullable=False), pa.field("date", pa.date32(), nullable=False),
+    pa.field("dividend", pa.float64()), pa.field("split_ratio", pa.float64()), pa.field("price_factor", pa.float64()),
+])
+ACTION_COLUMN_HINTS = {
+    "ticker": {"data_type": "text", "nullable": False},
+    "date": {"data_type": "date", "nullable": False},
+    **{col: {"data_type": "double"} for col in ("dividend", "split_ratio", "price_factor")},
+}
 
 
 @dataclass
@@ -44,6 +62,8 @@ class PriceBatch:
     source: str
     rejected: list[Rejected] = field(default_factory=list)  # input that never became a row
     ticker_errors: dict[str, str] = field(default_factory=dict)  # the source's word on a ticker
+    ticker_causes: dict[str, TickerCause] = field(default_factory=dict)  # what each error means
+    actions: pd.DataFrame | None = None  # ACTION_COLUMNS: the source's dividends and splits in the range
     synthetic: bool = False
     contract: ContractResult | None = None
     missing_tickers: list[str] = field(default_factory=list)
@@ -51,6 +71,37 @@ class PriceBatch:
     @property
     def rows(self) -> int:
         return self.contract.valid.num_rows if self.contract else 0
+
+    def actions_table(self) -> pa.Table:
+        """The batch's actions for its requested range and tickers, as raw.corporate_actions holds them."""
+        frame = self.actions if self.actions is not None else pd.DataFrame(columns=list(ACTION_COLUMNS))
+        return pa.Table.from_pandas(frame[list(ACTION_COLUMNS)], schema=ACTIONS_SCHEMA, preserve_index=False)
+
+
+def with_history(batch: PriceBatch, history: PriceBatch, tickers: Sequence[str]) -> PriceBatch:
+    """`batch` with the rows, actions and quarantine of `tickers` taken from `history`
+    (their whole history, fetched again) instead."""
+    assert batch.contract is not None and history.contract is not None
+    replaced = pa.array(sorted(tickers), pa.string())
+
+    def others(table: pa.Table) -> pa.Table:
+        return table.filter(pc.invert(pc.fill_null(pc.is_in(table.column("ticker"), value_set=replaced), False)))
+
+    contract = ContractResult(
+        valid=pa.concat_tables([others(batch.contract.valid), history.contract.valid]),
+        quarantine=pa.concat_tables([others(batch.contract.quarantine), history.contract.quarantine]),
+        untraded=batch.contract.untraded + history.contract.untraded,
+        warned={k: batch.contract.warned.get(k, 0) + history.contract.warned.get(k, 0)
+                for k in {*batch.contract.warned, *history.contract.warned}},
+    )
+    actions = pa.concat_tables([others(batch.actions_table()), history.actions_table()]).to_pandas()
+    return PriceBatch(
+        frame=batch.frame, source=batch.source, rejected=batch.rejected + history.rejected,
+        ticker_errors={**batch.ticker_errors, **history.ticker_errors},
+        ticker_causes={**batch.ticker_causes, **history.ticker_causes},
+        actions=actions, synthetic=batch.synthetic, contract=contract,
+        missing_tickers=sorted({*batch.missing_tickers, *history.missing_tickers}),
+    )
 
 
 Fetch = Callable[[Sequence[str], dt.date, dt.date], PriceBatch]
@@ -81,9 +132,23 @@ def require_answers(batch: PriceBatch, tickers: Sequence[str], start: dt.date, e
         return
     why = "; ".join(f"{t}: {batch.ticker_errors.get(t, 'no rows')}" for t in batch.missing_tickers)
     span = f"{start} to {end} ({len(sessions)} NYSE session{'s' if len(sessions) > 1 else ''})"
-    if len(batch.missing_tickers) == len(tickers):
+    causes = {t: batch.ticker_causes.get(t, "no_data") for t in batch.missing_tickers}
+    transient = [t for t, cause in causes.items() if cause == "transient"]
+    unknown = [t for t, cause in causes.items() if cause == "unknown"]
+    if transient and not allow_partial:
+        raise SourceUnavailableError(
+            f"the {batch.source} source kept failing with transient errors for {', '.join(transient)} "
+            f"for {span} ({why}); nothing was loaded. Run again later"
+        )
+    if len(batch.missing_tickers) == len(tickers) and len(unknown) < len(tickers):
         raise SourceUnavailableError(
             f"the {batch.source} source returned no rows for any of the {len(tickers)} tickers for {span}: {why}"
+        )
+    if not allow_partial and unknown:
+        raise UnknownTickerError(
+            f"the {batch.source} source does not know {', '.join(unknown)} ({why}); nothing was loaded. "
+            "Fix or remove the symbol in the ticker list, or set FINANCIAL_ETL_ALLOW_PARTIAL_LOADS=true "
+            "to load the other tickers"
         )
     if not allow_partial:
         raise MissingTickersError(
@@ -142,13 +207,28 @@ def eod_prices_resource(batch: PriceBatch, replace_tickers: bool = False, file_f
         # The contract quarantines every copy of a duplicated (ticker, date), so dlt can
         # skip its own ROW_NUMBER() de-duplication of the staged rows (half the merge time).
         write_disposition={"disposition": "merge", "strategy": "delete-insert", "deduplicated": True},
-        columns=RAW_COLUMN_HINTS,
         file_format=load_file_format(file_format, contract.valid.num_rows),
     )
     def eod_prices_raw() -> Iterator[pa.Table]:
-        # Empty tables still carry their schema, so a first run on a holiday creates both
-        # tables (empty) and the transform and checks find them.
-        yield contract.valid
+        # Empty tables still carry their schema, so a first run on a holiday creates every
+        # table (empty) and the transform and checks find them. Each table's columns are
+        # its own variant's: the resource's would be merged into the other tables.
+        yield dlt.mark.with_hints(
+            contract.valid, dlt.mark.make_hints(table_name=RAW_TABLE, columns=RAW_COLUMN_HINTS),
+            create_table_variant=True,
+        )
+        yield dlt.mark.with_hints(
+            batch.actions_table(),
+            dlt.mark.make_hints(
+                table_name=ACTIONS_TABLE,
+                write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+                primary_key=RAW_KEY_COLUMNS,
+                merge_key=(),
+                columns=ACTION_COLUMN_HINTS,
+                file_format=load_file_format(file_format, len(batch.actions) if batch.actions is not None else 0),
+            ),
+            create_table_variant=True,
+        )
         yield dlt.mark.with_hints(
             contract.quarantine,
             dlt.mark.make_hints(

@@ -4,7 +4,7 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterator, Sequence
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
+from dagster import AssetExecutionContext, AssetRecordsFilter, MaterializeResult, MetadataValue
 from dagster_sqlmesh import SQLMeshResource
 from dagster_sqlmesh.resource import PlanOrRunFailedError
 from sqlmesh import Context
@@ -35,6 +35,8 @@ RECOMPUTED = "recomputed_ranges"
 MART_VERSION = "mart_version"
 MODEL_CHANGE = "model_change"
 ROWS_RECOMPUTED = "rows_recomputed"
+# Tickers whose whole history the run recomputed because the extract reloaded it (JSON list).
+RELOADED_TICKERS = "reloaded_tickers"
 
 
 def ranges_json(ranges: Sequence[tuple[dt.date, dt.date]]) -> str:
@@ -165,13 +167,16 @@ def build_transform_assets(settings: Settings, partitions_def, context: Context)
 
     def _transform(context, sqlmesh, start, end) -> Iterator[MaterializeResult]:
         reach = window_reach_end(settings, end)
+        reloaded = reloaded_since(context, settings.start_date) if start > settings.start_date else []
+        first = settings.start_date if reloaded else start
         context.log.info(
             f"SQLMesh prod: recomputing {', '.join(static['models'])} for {start} to {end}"
             + (f", and on to {reach}: later rows' indicators read this range" if reach > end else "")
+            + (f"; from {first}, as raw reloaded the whole history of {', '.join(reloaded)}" if reloaded else "")
         )
         try:
             with recording_plans() as recorded:
-                results = list(run_range(context, sqlmesh, config, start, reach, restate=static["models"]))
+                results = list(run_range(context, sqlmesh, config, first, reach, restate=static["models"]))
         except PlanOrRunFailedError:
             failing = _failing_blocking_audits(settings, start, end)
             if not failing:
@@ -185,6 +190,9 @@ def build_transform_assets(settings: Settings, partitions_def, context: Context)
             results = [MaterializeResult(asset_key=MART_KEY, metadata={"failed_audits": ", ".join(failing)})]
         recomputed = recorded.intervals.get(MART, [])
         change = recorded.changes.get(MART, "none")
+        if reloaded and change == "none":
+            # Other tickers' older rows came out the same: only the reloaded ones changed there.
+            recomputed = [(max(a, start), b) for a, b in recomputed if b >= start]
         if change != "none":
             context.log.info(f"SQLMesh: {MART} changed ({change}), recomputed {_describe(recomputed)}")
         keys = context.partition_keys
@@ -202,11 +210,31 @@ def build_transform_assets(settings: Settings, partitions_def, context: Context)
                     **counts,
                     RECOMPUTED: MetadataValue.text(ranges_json(recomputed)),
                     MODEL_CHANGE: MetadataValue.text(change),
+                    RELOADED_TICKERS: MetadataValue.text(json.dumps(reloaded)),
                     **({MART_VERSION: MetadataValue.text(recorded.versions[MART])} if MART in recorded.versions else {}),
                 },
             )
 
     return sqlmesh_models
+
+
+def reloaded_since(context: AssetExecutionContext, first: dt.date) -> list[str]:
+    """The tickers whose whole history the extract loaded again since the mart's last
+    materialization (this run's extract, or a run whose transform failed)."""
+    from financial_etl.extract.assets import RELOADED
+
+    instance = context.instance
+    last = instance.fetch_materializations(MART_KEY, limit=1).records
+    after = last[0].storage_id if last else None
+    events = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=RAW_KEY, after_storage_id=after), limit=10_000
+    ).records
+    tickers: set[str] = set()
+    for record in events:
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        if RELOADED in metadata:
+            tickers |= set(json.loads(str(metadata[RELOADED].value)))
+    return sorted(tickers)
 
 
 def _describe(ranges) -> str:

@@ -11,8 +11,10 @@ from dagster import AssetKey
 RAW_DATASET = "raw"  # dlt's dataset (the DuckDB schema) of the extract
 RAW_TABLE = "eod_prices_raw"
 QUARANTINE_TABLE = "eod_prices_quarantine"
+ACTIONS_TABLE = "corporate_actions"  # the source's dividends and splits, one row per (ticker, date)
 RAW = f"{RAW_DATASET}.{RAW_TABLE}"
 QUARANTINE = f"{RAW_DATASET}.{QUARANTINE_TABLE}"
+ACTIONS = f"{RAW_DATASET}.{ACTIONS_TABLE}"
 
 MART_SCHEMA = "marts"
 MART_TABLE = "stock_metrics"

@@ -16,7 +16,7 @@ from pathlib import Path
 import dlt
 import pyarrow as pa
 
-from financial_etl.warehouse import QUARANTINE_TABLE, RAW_DATASET, RAW_TABLE
+from financial_etl.warehouse import ACTIONS_TABLE, QUARANTINE_TABLE, RAW_DATASET, RAW_TABLE
 
 LAKE_PIPELINE = "financial_raw_lake"
 BATCH_ROWS = 250_000
@@ -41,11 +41,11 @@ def _schemas(duckdb_path: Path) -> dict[str, pa.Schema]:
         present = {name for (name,) in con.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [RAW_DATASET]).fetchall()}
         return {table: con.execute(f"SELECT * FROM {RAW_DATASET}.{table} LIMIT 0").fetch_arrow_table().schema
-                for table in (RAW_TABLE, QUARANTINE_TABLE) if table in present}
+                for table in (RAW_TABLE, QUARANTINE_TABLE, ACTIONS_TABLE) if table in present}
 
 
 def publish_raw(warehouse, pipelines_dir: Path) -> None:
-    """Rewrite the lake's copy of raw and its quarantine from the DuckDB file, then point
+    """Rewrite the lake's copy of raw, its quarantine and the actions from the DuckDB file, then point
     Spark's `raw.*` tables at the files. Called under the extract's stage lock."""
     from pyspark.sql.pandas.types import from_arrow_schema
 

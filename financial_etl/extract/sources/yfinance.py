@@ -1,11 +1,20 @@
-"""Yahoo Finance end-of-day prices: one `yf.download` call for all tickers, as in the seed,
-retried for the tickers that hit a transient error.
+"""Yahoo Finance end-of-day prices and corporate actions, through yfinance's own code.
 
-yfinance (1.x) does not raise per-ticker failures: it logs `['MSFT']: <error>` on its
-`yfinance` logger and returns all-NaN columns for the ticker. `YahooErrors` reads those
-log records, so a rate limit or a timeout is retried (tenacity, for the failed tickers
-only) with exponential backoff and jitter, within a bounded total wait, while "possibly
-delisted" is reported at once.
+One `Ticker.history` call per ticker (what `yf.download` does in its threads), with
+yfinance's `config.debug.hide_exceptions` off, so a failure arrives as yfinance's own
+exception instead of a log line and an empty frame. Errors are then read by cause:
+- transient (a timeout, a dropped connection, a 5xx, a 429): retried with backoff for the
+  failed tickers only, within a bounded total wait; still failing, the run exits 4;
+- unknown symbol (Yahoo's "No data found, symbol may be delisted", no timezone): a
+  configuration error, exit 2;
+- no rows for a known symbol: a data-quality error, exit 3 (see resource.require_answers).
+
+A 5xx answer would reach yfinance's JSON parsing and look like "no data": `YahooSession`,
+the session handed to yfinance, turns it into `YahooServerError` first.
+
+Prices are Yahoo's split- and dividend-adjusted OHLC (yfinance's auto-adjust: every price
+times Adj Close / Close); the day's dividend and split come from the same chart answer
+(docs/data-contract.md, "Corporate actions").
 """
 
 from __future__ import annotations
@@ -13,30 +22,46 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from threading import Lock
 
+import numpy as np
 import pandas as pd
+from curl_cffi import requests as curl_requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from financial_etl.errors import SourceUnavailableError
-from financial_etl.extract.resource import PriceBatch, to_raw_frame
-from financial_etl.settings import TICKER_CHARS
+from financial_etl.extract.resource import ACTION_COLUMNS, PriceBatch, TickerCause, to_raw_frame
 
 log = logging.getLogger(__name__)
+# yfinance's own log lines (its cookie fallbacks, "possibly delisted") would reach the
+# console through Python's last-resort handler; its errors arrive as exceptions instead.
+logging.getLogger("yfinance").addHandler(logging.NullHandler())
 
-FIELDS = {"Open": "open_price", "High": "high_price", "Low": "low_price", "Close": "close_price", "Volume": "volume"}
+TIMEOUT_S = 20.0  # one chart request
+THREADS = 8  # parallel chart requests, as yf.download's threads
+# Sessions fetched before the range: the first day's dividend factor needs the close before it.
+LOOKBACK_DAYS = 10
 
-# Failures worth another try: rate limits, timeouts, dropped connections, 5xx answers.
-TRANSIENT = re.compile(
-    r"RateLimit|Too Many Requests|\b429\b|timed? ?out|Timeout|ConnectionError|Connection (?:reset|refused|aborted)"
-    r"|RemoteDisconnected|Temporary failure|Could not resolve|HTTP Error 5\d\d|\b5\d\d (?:Server Error|Bad Gateway"
-    r"|Service Unavailable|Gateway Time)|curl: \((?:6|7|28|35|52|55|56)\)",
-    re.IGNORECASE,
-)
+
+class YahooServerError(Exception):
+    """Yahoo answered a 5xx: a transient failure."""
+
+
+class YahooSession(curl_requests.Session):
+    """The HTTP session yfinance uses, raising on a 5xx answer (yfinance would parse the
+    error page as "no price data found")."""
+
+    def request(self, method, url, *args, **kwargs):
+        response = super().request(method, url, *args, **kwargs)
+        if response.status_code >= 500:
+            raise YahooServerError(f"HTTP {response.status_code} from {url.split('?')[0]}")
+        return response
 
 
 @dataclass(frozen=True)
@@ -58,86 +83,108 @@ class RetryPolicy:
 DEFAULT_POLICY = RetryPolicy()
 
 
-def is_transient(error: BaseException | str) -> bool:
-    if isinstance(error, BaseException):
-        names = " ".join(cls.__name__ for cls in type(error).__mro__)
-        if isinstance(error, (TimeoutError, ConnectionError)) or TRANSIENT.search(names):
-            return True
-        error = f"{type(error).__name__}: {error}"
-    return bool(TRANSIENT.search(error))
+def cause_of(error: BaseException) -> TickerCause:
+    """What a yfinance or HTTP exception means for the run."""
+    import peewee
+    from yfinance.exceptions import YFPricesMissingError, YFRateLimitError, YFTickerMissingError, YFTzMissingError
+
+    transient = (
+        YFRateLimitError, YahooServerError, curl_requests.exceptions.Timeout,
+        curl_requests.exceptions.ConnectionError, curl_requests.exceptions.ChunkedEncodingError,
+        TimeoutError, ConnectionError,
+        sqlite3.OperationalError, peewee.OperationalError,  # yfinance's cache file busy
+    )
+    if isinstance(error, transient):
+        return "transient"
+    if _status(error) == 404:
+        return "unknown"  # yfinance's look-up of a symbol whose timezone probe found nothing
+    if isinstance(error, YFTzMissingError) or (
+        isinstance(error, YFPricesMissingError) and error.yahoo_reason is not None
+    ):
+        return "unknown"  # no timezone, or Yahoo's own "No data found, symbol may be delisted"
+    if isinstance(error, YFTickerMissingError):
+        return "no_data"
+    return "error"
 
 
-class YahooErrors(logging.Handler):
-    """Collects the per-ticker errors yfinance logs instead of raising."""
+def _status(error: BaseException) -> int | None:
+    response = getattr(error, "response", None) if isinstance(error, curl_requests.exceptions.HTTPError) else None
+    return getattr(response, "status_code", None)
 
-    SUMMARY = re.compile(r"^\[([^\]]*)\]: (.*)$", re.DOTALL)  # "['MSFT', 'X']: <error>"
-    SINGLE = re.compile(rf"^\$({TICKER_CHARS}): (.*)$", re.DOTALL)  # "$MSFT: <error>"
 
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.by_ticker: dict[str, str] = {}
+def describe(error: BaseException) -> str:
+    from yfinance.exceptions import YFTickerMissingError
 
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage().strip()
-        if match := self.SUMMARY.match(message):
-            for ticker in re.findall(r"'([^']+)'", match.group(1)):
-                self.by_ticker[ticker] = match.group(2).strip()
-        elif match := self.SINGLE.match(message):
-            self.by_ticker.setdefault(match.group(1), match.group(2).strip())
+    if isinstance(error, YFTickerMissingError):
+        return error.rationale  # without yfinance's "$TICKER: " prefix
+    if _status(error) is not None:
+        try:  # Yahoo's JSON error: {"<api>": {"result": null, "error": {"description": ...}}}
+            body = error.response.json()  # type: ignore[attr-defined]
+            return next(v["error"]["description"] for v in body.values() if (v or {}).get("error"))
+        except Exception:
+            return str(error)
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+_raising = Lock()
 
 
 @contextmanager
-def yahoo_errors() -> Iterator[YahooErrors]:
-    handler = YahooErrors()
-    logger = logging.getLogger("yfinance")
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-
-
-def download(tickers: Sequence[str], start: dt.date, end: dt.date) -> pd.DataFrame:
+def yfinance_raises() -> Iterator[None]:
+    """yfinance raises its errors instead of logging them (its documented switch)."""
     import yfinance as yf
 
-    # yfinance's `end` is exclusive; the project's ranges include their end date.
-    return yf.download(
-        list(tickers),
-        start=start.isoformat(),
-        end=(end + dt.timedelta(days=1)).isoformat(),
-        progress=False,
-        auto_adjust=True,
-        group_by="column",
-        multi_level_index=True,
-        threads=True,
+    with _raising:
+        before = yf.config.debug.hide_exceptions
+        yf.config.debug.hide_exceptions = False
+        try:
+            yield
+        finally:
+            yf.config.debug.hide_exceptions = before
+
+
+def history(ticker: str, start: dt.date, end: dt.date, session: YahooSession) -> pd.DataFrame:
+    """Yahoo's daily bars and actions of one ticker, `end` included, before adjustment."""
+    import yfinance as yf
+
+    return yf.Ticker(ticker, session=session).history(
+        start=(start - dt.timedelta(days=LOOKBACK_DAYS)).isoformat(),
+        end=(end + dt.timedelta(days=1)).isoformat(),  # yfinance's end is exclusive
+        interval="1d", auto_adjust=False, actions=True, timeout=TIMEOUT_S,
     )
 
 
-def wide_to_long(data: pd.DataFrame, tickers: Sequence[str]) -> pd.DataFrame:
-    """(field, ticker) columns x date rows -> one row per (ticker, date)."""
-    if data is None or data.empty:
-        return pd.DataFrame(columns=["ticker", "date", *FIELDS.values()])
-    if not isinstance(data.columns, pd.MultiIndex):
-        # Old single-ticker answers have flat field columns.
-        data = pd.concat({tickers[0]: data}, axis=1).swaplevel(0, 1, axis=1)
-    level = 0 if set(FIELDS) & set(data.columns.get_level_values(0)) else 1
-    fields = data.columns.get_level_values(level)
-    missing = sorted(set(FIELDS) - set(fields))
-    if missing:
-        raise SourceUnavailableError(f"the Yahoo Finance answer lacks the columns {missing}")
-    data = data.loc[:, fields.isin(list(FIELDS))]
-    if level == 1:
-        data = data.swaplevel(0, 1, axis=1)
-    long = data.stack(level=1, future_stack=True)
-    long.index = long.index.set_names(["date", "ticker"])
-    long = long.rename(columns=FIELDS).reset_index()
-    long["date"] = pd.to_datetime(long["date"]).dt.tz_localize(None)
-    return long
+def adjusted(ticker: str, bars: pd.DataFrame, start: dt.date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(adjusted prices, actions) from `[start, …]` of one ticker's unadjusted bars.
+
+    Prices: yfinance's auto-adjust (every price times Adj Close / Close). Actions: each
+    day's dividend and split ratio, and `price_factor`, what Yahoo multiplied every
+    earlier price by for them (Close is already split-adjusted, so a dividend shows as the
+    change of Adj Close / Close from the session before)."""
+    if bars is None or bars.empty:
+        return _empty_prices(), pd.DataFrame(columns=list(ACTION_COLUMNS))
+    dates = pd.DatetimeIndex(bars.index).tz_localize(None).date
+    ratio = (bars["Adj Close"] / bars["Close"]).to_numpy()
+    prices = pd.DataFrame({
+        "ticker": ticker, "date": dates,
+        "open_price": bars["Open"].to_numpy() * ratio, "high_price": bars["High"].to_numpy() * ratio,
+        "low_price": bars["Low"].to_numpy() * ratio, "close_price": bars["Adj Close"].to_numpy(),
+        "volume": bars["Volume"].to_numpy(),
+    })
+    dividends = bars.get("Dividends", pd.Series(0.0, index=bars.index)).fillna(0).to_numpy(dtype=float)
+    splits = bars.get("Stock Splits", pd.Series(0.0, index=bars.index)).fillna(0).to_numpy(dtype=float)
+    before = np.concatenate([[np.nan], ratio[:-1]])
+    factor = np.where(dividends != 0, before / ratio, 1.0) / np.where(splits != 0, splits, 1.0)
+    actions = pd.DataFrame({
+        "ticker": ticker, "date": dates, "dividend": dividends,
+        "split_ratio": np.where(splits != 0, splits, 1.0), "price_factor": factor,
+    })[(dividends != 0) | (splits != 0)]
+    keep = dates >= start
+    return prices[keep], actions[actions["date"] >= start].reset_index(drop=True)
 
 
-def _with_prices(long: pd.DataFrame) -> set[str]:
-    priced = long[list(FIELDS.values())].notna().any(axis=1)
-    return set(long.loc[priced, "ticker"])
+def _empty_prices() -> pd.DataFrame:
+    return pd.DataFrame(columns=["ticker", "date", "open_price", "high_price", "low_price", "close_price", "volume"])
 
 
 class _StillFailing(Exception):
@@ -180,43 +227,60 @@ def fetch_yfinance(
     rng: random.Random | None = None,
 ) -> PriceBatch:
     policy = policy or DEFAULT_POLICY
-    pending, parts, errors = list(tickers), [], {}
+    session = YahooSession(impersonate="chrome")
+    pending, prices, actions = list(tickers), [], []
+    errors: dict[str, str] = {}
+    causes: dict[str, TickerCause] = {}
+
+    def one(ticker: str) -> pd.DataFrame | BaseException:
+        try:
+            return history(ticker, start, end, session)
+        except Exception as exc:  # read by cause below
+            return exc
 
     def attempt() -> None:
         nonlocal pending
         failed: dict[str, str] = {}
-        try:
-            with yahoo_errors() as logged:
-                long = wide_to_long(download(pending, start, end), pending)
-        except SourceUnavailableError:
-            raise
-        except Exception as exc:  # the request itself failed, for every pending ticker
-            if not is_transient(exc):
-                raise SourceUnavailableError(
-                    f"Yahoo Finance request for {', '.join(pending)} failed: {type(exc).__name__}: {exc}"
-                ) from exc
-            failed = {t: f"{type(exc).__name__}: {exc}" for t in pending}
-        else:
-            answered = _with_prices(long)
-            parts.append(long[long["ticker"].isin(answered)])
-            for ticker in pending:
-                if ticker in answered:
+        if not pending:
+            return
+        with yfinance_raises():
+            # The first request alone: yfinance creates its on-disk caches on first use, and
+            # threads racing to create them lock each other out ("database is locked").
+            answers = {pending[0]: one(pending[0])}
+            with ThreadPoolExecutor(max_workers=min(THREADS, len(pending))) as pool:
+                answers.update(zip(pending[1:], pool.map(one, pending[1:])))
+        for ticker, answer in answers.items():
+            if isinstance(answer, BaseException):
+                cause = cause_of(answer)
+                if cause == "transient":
+                    failed[ticker] = describe(answer)
                     continue
-                reason = logged.by_ticker.get(ticker, "no data from Yahoo Finance")
-                (failed if is_transient(reason) else errors)[ticker] = reason
+                if cause == "error":
+                    raise SourceUnavailableError(
+                        f"Yahoo Finance request for {ticker} failed: {describe(answer)}"
+                    ) from answer
+                errors[ticker], causes[ticker] = describe(answer), cause
+                continue
+            rows, events = adjusted(ticker, answer, start)
+            prices.append(rows)
+            actions.append(events)
         if failed:
             pending = list(failed)
             raise _StillFailing(failed)
 
     retrying = _retrying(policy, sleep, rng or random.Random())
     try:
-        retrying(attempt)
+        with session:
+            retrying(attempt)
     except _StillFailing as exc:
         tries, waited = retrying.statistics.get("attempt_number", 1), retrying.statistics.get("idle_for", 0.0)
         for ticker, reason in exc.failed.items():
-            errors[ticker] = f"{reason} (still failing after {tries} attempts, {waited:.0f} s of waiting)"
+            errors[ticker] = f"transient: {reason} (still failing after {tries} attempts, {waited:.0f} s of waiting)"
+            causes[ticker] = "transient"
         log.error("Yahoo Finance: giving up on %s after %d attempts", ", ".join(exc.failed), tries)
 
-    frames = [p for p in parts if len(p)]
-    frame = to_raw_frame(pd.concat(frames, ignore_index=True)) if frames else to_raw_frame(wide_to_long(None, []))
-    return PriceBatch(frame=frame, source="yfinance", ticker_errors=errors)
+    frames = [p for p in prices if len(p)]
+    frame = to_raw_frame(pd.concat(frames, ignore_index=True) if frames else _empty_prices())
+    found = [a for a in actions if len(a)]
+    events = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=list(ACTION_COLUMNS))
+    return PriceBatch(frame=frame, source="yfinance", ticker_errors=errors, ticker_causes=causes, actions=events)
