@@ -1,6 +1,6 @@
 """Helpers shared by the tests (plain functions, no fixtures): settings as the CLI reads
-them, realistic Yahoo Finance frames and CSV files, queries on DuckDB files, and scripts
-run in a private mount namespace."""
+them, Yahoo-format CSV files, queries on DuckDB files, and scripts run in a private mount
+namespace (Yahoo's chart answers: financial_etl_tests/yahoo.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import datetime as dt
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import NoReturn
 from pathlib import Path
 
@@ -32,40 +32,6 @@ MART_COLUMNS = (
 def settings_for(**env: str):
     """Settings as `financial-etl` would read them with these variables set."""
     return load_settings({f"FINANCIAL_ETL_{k.upper()}": v for k, v in env.items()})
-
-
-def yahoo_download_frame(
-    tickers: Sequence[str],
-    start: str,
-    end: str,
-    *,
-    empty: Iterable[str] = (),
-    nan_rows: Iterable[tuple[str, str]] = (),
-    seed: int = 7,
-) -> pd.DataFrame:
-    """What yfinance 1.x `download(tickers, group_by='column')` returns: columns a
-    (Price, Ticker) MultiIndex, a tz-naive 'Date' index, all-NaN columns for a ticker that
-    returned nothing, and NaN rows where Yahoo has a gap."""
-    rng = np.random.default_rng(seed)
-    dates = pd.bdate_range(start, end, name="Date")
-    parts = {}
-    for ticker in tickers:
-        close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, len(dates))))
-        open_ = close * (1 + rng.normal(0, 0.003, len(dates)))
-        high = np.maximum(open_, close) * 1.01
-        low = np.minimum(open_, close) * 0.99
-        volume = rng.integers(1_000_000, 5_000_000, len(dates)).astype(float)
-        frame = pd.DataFrame(
-            {"Close": close, "High": high, "Low": low, "Open": open_, "Volume": volume}, index=dates
-        )
-        if ticker in set(empty):
-            frame[:] = np.nan
-        parts[ticker] = frame
-    wide = pd.concat(parts, axis=1).swaplevel(0, 1, axis=1).sort_index(axis=1, level=0)
-    wide.columns.names = ["Price", "Ticker"]
-    for ticker, day in nan_rows:
-        wide.loc[pd.Timestamp(day), (slice(None), ticker)] = np.nan
-    return wide
 
 
 def write_yahoo_csv(path: Path, frame: pd.DataFrame, *, adj_close: bool = True) -> Path:

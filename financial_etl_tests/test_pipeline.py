@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
+from financial_etl.calendar import trading_sessions
 from financial_etl.cli.main import execute_range, main
 from financial_etl.errors import EXIT_SUCCESS
 from financial_etl.settings import load_settings
-from financial_etl_tests.helpers import day, query, yahoo_download_frame
+from financial_etl_tests.helpers import day, query
+from financial_etl_tests.yahoo import YahooChartServer, random_listing
 
 RAW_ROWS = "SELECT ticker, date, open_price, high_price, low_price, close_price, volume FROM raw.eod_prices_raw ORDER BY ticker, date"
 MART_ROWS = "SELECT * FROM marts.stock_metrics ORDER BY ticker, trade_date"
@@ -72,23 +74,29 @@ def test_synthetic_default_run_materializes_the_graph_with_a_synthetic_label(wor
 
 
 @pytest.mark.slow
-def test_yfinance_partial_load_names_the_empty_ticker_and_loads_the_rest(workdir, clean_env, monkeypatch):
-    frame = yahoo_download_frame(
-        ["AAPL", "GONE", "MSFT"], "2024-02-01", "2024-02-29", empty=["GONE"], nan_rows=[("MSFT", "2024-02-14")]
-    )
-    monkeypatch.setattr("yfinance.download", lambda tickers, **kw: frame)
+def test_yfinance_partial_load_names_the_empty_ticker_and_loads_the_rest(workdir, clean_env, monkeypatch, tmp_path):
+    start, end = day("2024-02-01"), day("2024-02-29")
+    listings = {t: random_listing(day("2024-01-02"), end, seed=i) for i, t in enumerate(("AAPL", "MSFT"))}
+    msft = listings["MSFT"].prices
+    gap = msft["date"] == day("2024-02-14")
+    msft.loc[gap, ["open", "high", "low", "close"]] = np.nan  # Yahoo's all-null bar: no trade that day
+    msft.loc[gap, "volume"] = 0
+    YahooChartServer(listings, today=end).install(monkeypatch, tmp_path)  # Yahoo does not know GONE
     clean_env.setenv("FINANCIAL_ETL_SOURCE", "yfinance")
     clean_env.setenv("FINANCIAL_ETL_TICKERS", "AAPL,GONE,MSFT")
     clean_env.setenv("FINANCIAL_ETL_ALLOW_PARTIAL_LOADS", "true")
-    result = execute_range(load_settings(), day("2024-02-01"), day("2024-02-29"))
+    result = execute_range(load_settings(), start, end)
     assert result.success
     raw_mat = next(
         m.materialization for m in result.get_asset_materialization_events()
         if m.materialization.asset_key.path == ["raw", "eod_prices_raw"]
     )
     assert raw_mat.metadata["missing_tickers"].value == "GONE"
-    sessions = len(frame.index)  # weekdays in February 2024
-    assert raw_mat.metadata["rows_without_trade_dropped"].value == 1  # MSFT's gap
+    sessions = len(trading_sessions(start, end))  # 20: Presidents' Day is closed
+    # yfinance drops the all-null bar itself, so the contract sees no untraded row.
+    assert raw_mat.metadata["rows_without_trade_dropped"].value == 0
+    assert raw_mat.metadata["rows_quarantined"].value == 0
     db = workdir / "data" / "financial_etl.duckdb"
     counts = dict(query(db, "SELECT ticker, count(*) FROM raw.eod_prices_raw GROUP BY ticker"))
     assert counts == {"AAPL": sessions, "MSFT": sessions - 1}
+    assert query(db, "SELECT count(*) FROM raw.eod_prices_raw WHERE ticker = 'MSFT' AND date = '2024-02-14'") == [(0,)]

@@ -5,14 +5,14 @@ warning check reports what this run quarantined, and re-running adds nothing."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from financial_etl.cli.main import execute_range
 from financial_etl.extract import contract as c
 from financial_etl.extract.sources.synthetic import fetch_synthetic
 from financial_etl.settings import load_settings
-from financial_etl_tests.helpers import day, query, write_yahoo_csv, yahoo_download_frame
+from financial_etl_tests.helpers import day, query, write_yahoo_csv
+from financial_etl_tests.yahoo import Listing, YahooChartServer, random_listing
 
 pytestmark = pytest.mark.slow  # every test here runs the graph or a CLI process
 
@@ -32,29 +32,35 @@ def checks(result) -> dict[str, object]:
     return {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key.path[0] == "raw"}
 
 
-def yahoo_with_bad_rows() -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """February 2024 for two tickers, with one row per quarantine rule Yahoo can send and
-    one warn-only row; returns the bad frame, the clean frame, and how many rows it plants."""
-    clean = yahoo_download_frame(["AAPL", "MSFT"], "2024-02-01", "2024-02-29")
-    clean = clean.drop(index=pd.Timestamp("2024-02-19"))  # Presidents' Day: Yahoo sends no row
-    bad = clean.copy()
-    bad.loc[pd.Timestamp("2024-02-05"), ("Close", "AAPL")] = np.nan  # missing price
-    bad.loc[pd.Timestamp("2024-02-06"), ("Low", "AAPL")] = -1.0  # negative price
-    bad.loc[pd.Timestamp("2024-02-07"), ("High", "MSFT")] = bad.loc[pd.Timestamp("2024-02-07"), ("Low", "MSFT")] / 2
-    bad.loc[pd.Timestamp("2024-02-08"), ("Volume", "MSFT")] = -5  # negative volume
-    early = bad.iloc[[0]].copy()
-    early.index = pd.DatetimeIndex([pd.Timestamp("2024-01-31")], name="Date")  # outside the range, both tickers
-    repeated = bad.iloc[[-1]]  # Yahoo's known doubled last row: both copies, both tickers
-    bad = pd.concat([early, bad, repeated])
-    warn_day = pd.Timestamp("2024-02-09")
-    bad.loc[warn_day, ("Open", "AAPL")] = bad.loc[warn_day, ("High", "AAPL")] + 0.01  # loads, warns
-    clean.loc[warn_day, ("Open", "AAPL")] = bad.loc[warn_day, ("Open", "AAPL")]
-    removed = [pd.Timestamp("2024-02-29")]
-    expected_clean = clean.drop(index=removed)  # the doubled day has no trusted row
-    for day_, ticker in (("2024-02-05", "AAPL"), ("2024-02-06", "AAPL"), ("2024-02-07", "MSFT"), ("2024-02-08", "MSFT")):
-        expected_clean.loc[pd.Timestamp(day_), (slice(None), ticker)] = np.nan  # absent, not bad
-    planted = 4 + 2 + 4
-    return bad, expected_clean, planted
+# One bar per quarantine rule Yahoo's answer can break, in the prices as traded.
+BAD_BARS = {
+    ("AAPL", "2024-02-05"): c.MISSING_PRICE,  # a null close (so no adjusted price at all)
+    ("AAPL", "2024-02-06"): c.NON_POSITIVE_PRICE,  # a negative low
+    ("MSFT", "2024-02-07"): c.HIGH_BELOW_LOW,
+    ("MSFT", "2024-02-08"): c.NEGATIVE_VOLUME,
+}
+
+
+def yahoo_with_bad_bars() -> tuple[dict[str, Listing], dict[str, Listing]]:
+    """January and February 2024 as traded by two tickers (January: the lookback before
+    the first day), with one bad bar per rule and one warn-only bar in February; returns
+    the bad listings and the clean ones (the same, without the bad bars)."""
+    clean = {t: random_listing(day("2024-01-02"), END, seed=i) for i, t in enumerate(("AAPL", "MSFT"))}
+    warn = clean["AAPL"].prices["date"] == day("2024-02-09")
+    clean["AAPL"].prices.loc[warn, "open"] = clean["AAPL"].prices.loc[warn, "high"] + 0.01  # loads, warns
+    bad = {t: Listing(listing.prices.copy()) for t, listing in clean.items()}
+
+    def bar(ticker: str, date: str):
+        return bad[ticker].prices["date"] == day(date)
+
+    bad["AAPL"].prices.loc[bar("AAPL", "2024-02-05"), "close"] = np.nan
+    bad["AAPL"].prices.loc[bar("AAPL", "2024-02-06"), "low"] = -1.0
+    msft = bad["MSFT"].prices
+    msft.loc[bar("MSFT", "2024-02-07"), "high"] = msft.loc[bar("MSFT", "2024-02-07"), "low"] / 2
+    msft.loc[bar("MSFT", "2024-02-08"), "volume"] = -5
+    for ticker, date in BAD_BARS:  # absent from the clean answer, not bad
+        clean[ticker].prices = clean[ticker].prices[clean[ticker].prices["date"] != day(date)]
+    return bad, clean
 
 
 @pytest.fixture
@@ -66,20 +72,14 @@ def yahoo_env(workdir, clean_env):
 
 
 def test_yahoo_bad_rows_are_quarantined_and_the_rest_equals_a_clean_run(yahoo_env, monkeypatch, tmp_path):
-    bad, clean, planted = yahoo_with_bad_rows()
-    monkeypatch.setattr("yfinance.download", lambda tickers, **kw: bad)
+    bad, clean = yahoo_with_bad_bars()
+    yahoo = YahooChartServer(bad, today=END).install(monkeypatch, tmp_path)
     first = execute_range(load_settings(), START, END)
     assert first.success
     db = yahoo_env / "data" / "financial_etl.duckdb"
     quarantined = query(db, QUARANTINE)
-    assert len(quarantined) == planted
-    reasons = {(t, d.isoformat()): r for t, d, r, _ in quarantined}
-    assert reasons[("AAPL", "2024-02-05")] == c.MISSING_PRICE
-    assert reasons[("AAPL", "2024-02-06")] == c.NON_POSITIVE_PRICE
-    assert reasons[("MSFT", "2024-02-07")] == c.HIGH_BELOW_LOW
-    assert reasons[("MSFT", "2024-02-08")] == c.NEGATIVE_VOLUME
-    assert reasons[("AAPL", "2024-01-31")] == c.OUTSIDE_RANGE
-    assert [r for t, d, r, _ in quarantined if d == day("2024-02-29")] == [c.DUPLICATE_KEY] * 4
+    planted = len(BAD_BARS)
+    assert {(t, d.isoformat()): r for t, d, r, _ in quarantined} == BAD_BARS and len(quarantined) == planted
 
     raw_checks = checks(first)
     assert not raw_checks["no_new_quarantined_rows"].passed
@@ -94,14 +94,16 @@ def test_yahoo_bad_rows_are_quarantined_and_the_rest_equals_a_clean_run(yahoo_en
     got = tables(yahoo_env)
 
     # The same bad answer again: nothing new in the quarantine, the check passes.
+    yahoo.new_process()
     again = execute_range(load_settings(), START, END)
     assert again.success
     assert query(db, QUARANTINE) == quarantined
     assert checks(again)["no_new_quarantined_rows"].passed
     assert tables(yahoo_env) == got
 
-    # A run fed only the clean rows ends with the same raw, mart and export.
-    monkeypatch.setattr("yfinance.download", lambda tickers, **kw: clean)
+    # A run fed only the clean bars ends with the same raw, mart and export.
+    yahoo.listings = clean
+    yahoo.new_process()
     monkeypatch.setenv("FINANCIAL_ETL_DUCKDB_PATH", str(tmp_path / "clean" / "data" / "financial_etl.duckdb"))
     assert execute_range(load_settings(), START, END).success
     assert tables(tmp_path / "clean") == got

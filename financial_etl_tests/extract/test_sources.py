@@ -9,80 +9,80 @@ from financial_etl.extract.contract import RAW_SCHEMA, apply_contract
 from financial_etl.extract.sources import csv as csv_source
 from financial_etl.extract.sources import yfinance as yf_source
 from financial_etl.extract.sources.synthetic import fetch_synthetic
-from financial_etl_tests.helpers import day, write_yahoo_csv, yahoo_download_frame
+from financial_etl_tests.helpers import day, write_yahoo_csv
+from financial_etl_tests.yahoo import YahooChartServer, random_listing
 
-# --- yfinance -------------------------------------------------------------------------
+# --- yfinance (Yahoo's chart answers under yfinance's own code: financial_etl_tests/yahoo.py) ---
+
+MARCH = trading_sessions(day("2024-03-01"), day("2024-03-29"))  # 20: Good Friday is closed
 
 
 @pytest.fixture
-def fake_download(monkeypatch):
-    calls = []
-
-    def install(frame):
-        def download(tickers, **kwargs):
-            calls.append((list(tickers), kwargs))
-            return frame
-
-        monkeypatch.setattr("yfinance.download", download)
-        return calls
-
-    return install
+def yahoo(monkeypatch, tmp_path):
+    listings = {t: random_listing(day("2024-01-02"), day("2024-04-30"), seed=i)
+                for i, t in enumerate(("AAPL", "MSFT", "DEAD"))}
+    listings["DEAD"].prices = listings["DEAD"].prices[listings["DEAD"].prices["date"] < day("2024-02-01")]
+    return YahooChartServer(listings, today=day("2024-04-30")).install(monkeypatch, tmp_path)
 
 
-def test_yfinance_downloads_all_tickers_in_one_call_with_an_inclusive_end(fake_download):
-    calls = fake_download(yahoo_download_frame(["AAPL", "MSFT"], "2024-03-01", "2024-03-29"))
-    batch = yf_source.fetch_yfinance(["AAPL", "MSFT"], day("2024-03-01"), day("2024-03-29"))
-    assert len(calls) == 1
-    tickers, kwargs = calls[0]
-    assert tickers == ["AAPL", "MSFT"]
-    assert kwargs["start"] == "2024-03-01"
-    assert kwargs["end"] == "2024-03-30"  # Yahoo's end is exclusive
-    assert kwargs["auto_adjust"] is True
-    assert len(batch.frame) == 2 * 21
+def as_yahoo_sends(values) -> np.ndarray:
+    return np.asarray(values, dtype=np.float32).astype(float)  # Yahoo's JSON numbers are float32
+
+
+def test_yfinance_asks_one_window_per_ticker_with_an_inclusive_end(yahoo):
+    start, end = day("2024-03-01"), day("2024-03-27")  # Yahoo has the sessions after it too
+    batch = yf_source.fetch_yfinance(["AAPL", "MSFT"], start, end)
+    assert yahoo.chart_requests == {"AAPL": 2, "MSFT": 2}  # the timezone probe, then the window
+    windows = [r for r in yahoo.requests if "period2=" in r]
+    assert len(windows) == 2 and all("period2=1711598400&" in r for r in windows)  # 2024-03-28 00:00 New York
+    sessions = [d for d in MARCH if d <= end]
+    for ticker in ("AAPL", "MSFT"):
+        assert list(batch.frame[batch.frame.ticker == ticker].date) == sessions  # 03-01 to 03-27, both included
     assert list(batch.frame.columns) == ["ticker", "date", "open_price", "high_price", "low_price", "close_price", "volume"]
-    assert batch.ticker_errors == {}
+    assert batch.ticker_errors == {} and batch.actions.empty
 
 
-def test_yfinance_values_land_in_the_right_columns(fake_download):
-    wide = yahoo_download_frame(["AAPL", "MSFT"], "2024-03-01", "2024-03-08")
-    fake_download(wide)
+def test_yfinance_values_land_in_the_right_columns(yahoo):
     batch = yf_source.fetch_yfinance(["AAPL", "MSFT"], day("2024-03-01"), day("2024-03-08"))
     row = batch.frame[(batch.frame.ticker == "MSFT") & (batch.frame.date == day("2024-03-05"))].iloc[0]
-    source = wide.loc[pd.Timestamp("2024-03-05")]
-    assert row.open_price == source[("Open", "MSFT")]
-    assert row.high_price == source[("High", "MSFT")]
-    assert row.low_price == source[("Low", "MSFT")]
-    assert row.close_price == source[("Close", "MSFT")]
-    assert row.volume == int(source[("Volume", "MSFT")])
+    traded = yahoo.listings["MSFT"].prices.set_index("date").loc[day("2024-03-05")]
+    assert len({traded.open, traded.high, traded.low, traded.close}) == 4  # a swap would show
+    got = [row.open_price, row.high_price, row.low_price, row.close_price]
+    assert got == as_yahoo_sends([traded.open, traded.high, traded.low, traded.close]).tolist()
+    assert row.volume == traded.volume
 
 
-def test_yfinance_names_an_empty_ticker_and_the_contract_drops_gap_rows(fake_download):
-    fake_download(
-        yahoo_download_frame(
-            ["AAPL", "DEAD", "MSFT"], "2024-03-01", "2024-03-29",
-            empty=["DEAD"], nan_rows=[("AAPL", "2024-03-12"), ("MSFT", "2024-03-20")],
-        )
-    )
+def test_yfinance_names_an_empty_ticker_and_gap_rows_never_reach_the_contract(yahoo):
+    aapl, msft = yahoo.listings["AAPL"], yahoo.listings["MSFT"]
+    aapl.prices = aapl.prices[aapl.prices["date"] != day("2024-03-12")]  # Yahoo has no bar that day
+    gap = msft.prices["date"] == day("2024-03-20")
+    msft.prices.loc[gap, ["open", "high", "low", "close"]] = np.nan  # Yahoo's nulls, no volume
+    msft.prices.loc[gap, "volume"] = 0
     start, end = day("2024-03-01"), day("2024-03-29")
     batch = yf_source.fetch_yfinance(["AAPL", "DEAD", "MSFT"], start, end)
-    assert set(batch.ticker_errors) == {"DEAD"}
+    assert batch.ticker_causes == {"DEAD": "no_data"}  # known to Yahoo, no bar in the window
+    assert batch.ticker_errors["DEAD"].startswith("no price data found")
     assert set(batch.frame.ticker) == {"AAPL", "MSFT"}
     result = apply_contract(batch.frame, start, end, ["AAPL", "DEAD", "MSFT"], "yfinance")
     valid = result.valid.to_pandas()
-    assert len(valid) == 2 * 21 - 2
+    assert len(valid) == 2 * len(MARCH) - 2
     assert day("2024-03-12") not in set(valid[valid.ticker == "AAPL"].date)
-    assert result.untraded == 2 and result.quarantined == 0  # a gap is no trade, not bad data
+    assert day("2024-03-20") not in set(valid[valid.ticker == "MSFT"].date)
+    # yfinance drops an all-null bar itself (history's keepna=False): no untraded row is
+    # left for the contract, and a gap is never quarantined as bad data.
+    assert result.untraded == 0 and result.quarantined == 0
     assert not valid[["open_price", "close_price", "volume"]].isna().any().any()
 
 
-def test_yfinance_single_ticker_and_empty_answers(fake_download):
-    fake_download(yahoo_download_frame(["AAPL"], "2024-03-01", "2024-03-08"))
+def test_yfinance_single_ticker_and_empty_answers(yahoo):
     batch = yf_source.fetch_yfinance(["AAPL"], day("2024-03-01"), day("2024-03-08"))
-    assert set(batch.frame.ticker) == {"AAPL"} and len(batch.frame) == 6
+    assert set(batch.frame.ticker) == {"AAPL"} and len(batch.frame) == 6 and batch.ticker_errors == {}
 
-    fake_download(pd.DataFrame())
+    # Before its first session: Yahoo answers with no bar at all for either ticker.
+    yahoo.listings = {t: random_listing(day("2024-05-01"), day("2024-05-31"), seed=1) for t in ("AAPL", "MSFT")}
+    yahoo.new_process()
     batch = yf_source.fetch_yfinance(["AAPL", "MSFT"], day("2024-03-01"), day("2024-03-08"))
-    assert batch.frame.empty and set(batch.ticker_errors) == {"AAPL", "MSFT"}
+    assert batch.frame.empty and batch.ticker_causes == {"AAPL": "no_data", "MSFT": "no_data"}
 
 
 # --- csv ------------------------------------------------------------------------------
