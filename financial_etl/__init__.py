@@ -9,3 +9,6 @@ os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 # `_dlt_loads`): an analyst can tell when a row changed, and a restatement of one ticker
 # provably leaves the other tickers' rows as they were.
 os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID", "true")
+# SQLMesh forks a pool of model-loading processes unless this is 1 (sqlmesh.core.constants):
+# one model needs no pool, and forked workers outlive a killed run, 250 MB each.
+os.environ.setdefault("MAX_FORK_WORKERS", "1")

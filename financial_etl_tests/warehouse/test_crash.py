@@ -46,9 +46,9 @@ QUERIES = {
 EXPORT = 'SELECT * EXCLUDE (_dlt_load_id) FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
 
 
-def env_for(data: Path) -> dict[str, str]:
+def env_for(data: Path, tickers: str = TICKERS) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINANCIAL_ETL_") and k != "DAGSTER_HOME"}
-    env.update(FINANCIAL_ETL_DUCKDB_PATH=str(data / "financial_etl.duckdb"), FINANCIAL_ETL_TICKERS=TICKERS,
+    env.update(FINANCIAL_ETL_DUCKDB_PATH=str(data / "financial_etl.duckdb"), FINANCIAL_ETL_TICKERS=tickers,
                FINANCIAL_ETL_START_DATE=FIRST[0], PYTHONUNBUFFERED="1")
     return env
 
@@ -56,11 +56,11 @@ def env_for(data: Path) -> dict[str, str]:
 class Run:
     """`financial-etl run` in its own process, its output lines timestamped as they come."""
 
-    def __init__(self, data: Path, dates: tuple[str, str]):
+    def __init__(self, data: Path, dates: tuple[str, str], tickers: str = TICKERS):
         self.started = time.monotonic()
         self.lines: list[tuple[float, str]] = []
         self.process = subprocess.Popen(
-            [CLI, "run", "--start", dates[0], "--end", dates[1], "--verbose"], env=env_for(data),
+            [CLI, "run", "--start", dates[0], "--end", dates[1], "--verbose"], env=env_for(data, tickers),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -103,8 +103,8 @@ def export_rows(data: Path) -> list[tuple] | None:
     return query(path, EXPORT)
 
 
-def completed(data: Path, dates) -> Run:
-    run = Run(data, dates)
+def completed(data: Path, dates, tickers: str = TICKERS) -> Run:
+    run = Run(data, dates, tickers)
     assert run.finish() == EXIT_SUCCESS, run.output()
     return run
 
@@ -173,3 +173,32 @@ def test_a_second_process_waits_for_the_warehouse_or_fails_with_a_clear_message(
         assert said[1].startswith("got the warehouse after")
     finally:
         holder.kill()
+
+
+
+def test_thirty_kills_never_leave_the_mart_as_neither_before_nor_after(tmp_path):
+    """Kills spread over each stage of a run that recomputes the whole history: after each,
+    a reader finds the mart as before the run or as after it, never emptied (SQLMesh's
+    delete and insert of the range are one transaction: sqlmesh_project/config.py)."""
+    tickers, data, timed = "AAA,BBB,CCC,DDD,EEE,FFF,GGG", tmp_path / "data", tmp_path / "timed"
+    stages = {**STAGES, "extract": ("extracting 7 tickers", STAGES["extract"][1])}
+    completed(data, FIRST, tickers)
+    subprocess.run(["cp", "-a", str(data), str(timed)], check=True)
+    run = completed(timed, SECOND, tickers)
+    old, new = (query(d / "financial_etl.duckdb", QUERIES["mart"]) for d in (data, timed))
+    assert len(new) > len(old) > 0
+    kills = 0
+    for stage, count in {"extract": 5, "transform": 20, "export": 5}.items():
+        begin, end = run.when(stages[stage][0]), run.when(stages[stage][1])
+        for i in range(count):
+            killed = Run(data, SECOND, tickers)
+            killed.wait_for(stages[stage][0])
+            time.sleep((i + 0.5) / count * (end - begin))
+            killed.process.send_signal(signal.SIGKILL)
+            killed.finish()
+            mart = query(data / "financial_etl.duckdb", QUERIES["mart"])
+            assert mart in (old, new), f"{stage} kill {i}: {len(mart)} rows ({len(old)} before the run, {len(new)} after)"
+            kills += 1
+    assert kills == 30
+    completed(data, SECOND, tickers)
+    assert query(data / "financial_etl.duckdb", QUERIES["mart"]) == new
