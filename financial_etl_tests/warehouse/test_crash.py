@@ -179,26 +179,40 @@ def test_a_second_process_waits_for_the_warehouse_or_fails_with_a_clear_message(
 def test_thirty_kills_never_leave_the_mart_as_neither_before_nor_after(tmp_path):
     """Kills spread over each stage of a run that recomputes the whole history: after each,
     a reader finds the mart as before the run or as after it, never emptied (SQLMesh's
-    delete and insert of the range are one transaction: sqlmesh_project/config.py)."""
-    tickers, data, timed = "AAA,BBB,CCC,DDD,EEE,FFF,GGG", tmp_path / "data", tmp_path / "timed"
+    delete and insert of the range are one transaction: sqlmesh_project/config.py). Two
+    warehouses take turns, so the two cores start the next run while one is killed."""
+    tickers, timed = "AAA,BBB,CCC,DDD,EEE,FFF,GGG", tmp_path / "timed"
     stages = {**STAGES, "extract": ("extracting 7 tickers", STAGES["extract"][1])}
-    completed(data, FIRST, tickers)
-    subprocess.run(["cp", "-a", str(data), str(timed)], check=True)
+    completed(timed, FIRST, tickers)
+    old = query(timed / "financial_etl.duckdb", QUERIES["mart"])
+    warehouses = [tmp_path / f"data{i}" for i in range(2)]
+    for data in warehouses:
+        subprocess.run(["cp", "-a", str(timed), str(data)], check=True)
     run = completed(timed, SECOND, tickers)
-    old, new = (query(d / "financial_etl.duckdb", QUERIES["mart"]) for d in (data, timed))
+    new = query(timed / "financial_etl.duckdb", QUERIES["mart"])
     assert len(new) > len(old) > 0
-    kills = 0
-    for stage, count in {"extract": 5, "transform": 20, "export": 5}.items():
-        begin, end = run.when(stages[stage][0]), run.when(stages[stage][1])
-        for i in range(count):
+    moments = [(stage, (i + 0.5) / count) for stage, count in {"extract": 5, "transform": 20, "export": 5}.items()
+               for i in range(count)]
+    seen: list[str] = []
+
+    def kill_in_turn(data: Path, share: list[tuple[str, float]]) -> None:
+        for stage, fraction in share:
+            begin, end = run.when(stages[stage][0]), run.when(stages[stage][1])
             killed = Run(data, SECOND, tickers)
             killed.wait_for(stages[stage][0])
-            time.sleep((i + 0.5) / count * (end - begin))
+            time.sleep(fraction * (end - begin))
             killed.process.send_signal(signal.SIGKILL)
             killed.finish()
             mart = query(data / "financial_etl.duckdb", QUERIES["mart"])
-            assert mart in (old, new), f"{stage} kill {i}: {len(mart)} rows ({len(old)} before the run, {len(new)} after)"
-            kills += 1
-    assert kills == 30
-    completed(data, SECOND, tickers)
-    assert query(data / "financial_etl.duckdb", QUERIES["mart"]) == new
+            seen.append("ok" if mart in (old, new) else
+                        f"{stage} at {fraction:.2f}: {len(mart)} rows ({len(old)} before the run, {len(new)} after)")
+
+    workers = [threading.Thread(target=kill_in_turn, args=(data, moments[i::2])) for i, data in enumerate(warehouses)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert seen == ["ok"] * 30, [s for s in seen if s != "ok"]
+    for data in warehouses:
+        completed(data, SECOND, tickers)
+        assert query(data / "financial_etl.duckdb", QUERIES["mart"]) == new
