@@ -1,6 +1,6 @@
 """Helpers shared by the tests (plain functions, no fixtures): settings as the CLI reads
-them, realistic Yahoo Finance frames and CSV files, queries on DuckDB files, and scripts
-run in a private mount namespace."""
+them, realistic Yahoo Finance frames and CSV files, queries on DuckDB files, the files
+under a folder, and scripts run in a private mount namespace."""
 
 from __future__ import annotations
 
@@ -90,6 +90,14 @@ def write_yahoo_csv(path: Path, frame: pd.DataFrame, *, adj_close: bool = True) 
 def query(db: Path, sql: str, params: Sequence | None = None) -> list[tuple]:
     with duckdb.connect(str(db), read_only=True) as con:
         return con.execute(sql, params or []).fetchall()
+
+
+def files_under(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file below `root` with its size and modification time: equal before and
+    after a command proves it wrote nothing there (no data, dlt state or Dagster storage)."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
 def day(text: str) -> dt.date:

@@ -1,11 +1,15 @@
 """`financial-etl`'s exit codes for what is wrong before any data moves: bad arguments and
 settings, a CSV folder that does not hold Yahoo's files. Nothing is written."""
 
+import datetime as dt
+
 import pytest
 
 from financial_etl.cli.main import main
 from financial_etl.errors import EXIT_CONFIG
 from financial_etl_tests.helpers import query
+
+NEXT_YEAR = dt.date.today().year + 1
 
 
 @pytest.mark.parametrize(
@@ -15,7 +19,9 @@ from financial_etl_tests.helpers import query
         (["run", "--start", "2019-06-03"], {}, "before FINANCIAL_ETL_START_DATE"),
         (["run", "--start", "yesterday"], {}, "--start='yesterday'"),
         (["run"], {"FINANCIAL_ETL_SOURCE": "nope"}, "FINANCIAL_ETL_SOURCE='nope'"),
-        (["run", "--start", "2024-01-02", "--end", "2999-01-04"], {}, "--end 2999-01-04 is in a year that has not begun"),
+        (["run", "--start", "2024-01-02", "--end", f"{NEXT_YEAR}-01-04"], {},
+         f"--end {NEXT_YEAR}-01-04 is in a year that has not begun"),
+        (["run", "--start", "2024-01-02", "--end", "2999-01-04"], {}, "--end='2999-01-04' is after 2040-12-31"),
     ],
 )
 def test_configuration_errors_exit_2_before_anything_is_written(workdir, clean_env, capsys, args, env, message):
