@@ -1,6 +1,7 @@
 """Helpers shared by the tests (plain functions, no fixtures): settings as the CLI reads
-them, realistic Yahoo Finance frames and CSV files, queries on DuckDB files, the files
-under a folder, and scripts run in a private mount namespace."""
+them, realistic Yahoo Finance frames and CSV files, queries on DuckDB files, a DuckDB file
+held by another program, the files under a folder, and scripts run in a private mount
+namespace."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import datetime as dt
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import NoReturn
 from pathlib import Path
 
@@ -98,6 +101,23 @@ def files_under(root: Path) -> dict[str, tuple[int, int]]:
     if not root.exists():
         return {}
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+@contextmanager
+def held_open(db: Path) -> Iterator[int]:
+    """A DuckDB file held open by another program (as a DuckDB shell would), for the
+    block; yields that program's pid."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('open', flush=True); "
+         "time.sleep(600)", str(db)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def day(text: str) -> dt.date:

@@ -76,7 +76,7 @@ def test_a_tickers_file_that_is_not_utf8_exits_2_naming_the_line_and_writes_noth
 # ' % ? = each broke a run inside dlt or DuckDB (exit 1); a newline stands for the control
 # characters, refused with them (see UNSAFE_PATH_CHARS).
 @pytest.mark.parametrize("char", ["'", "%", "?", "=", "\n"])
-@pytest.mark.parametrize("setting", ["DUCKDB_PATH", "EXPORT_DUCKDB_PATH"])
+@pytest.mark.parametrize("setting", ["DUCKDB_PATH", "EXPORT_DUCKDB_PATH", "EXPORT_URL"])
 def test_a_warehouse_path_the_libraries_cannot_quote_exits_2_and_writes_nothing(workdir, clean_env, capsys, char,
                                                                                setting):
     folder = workdir / f"it{char}s;x"
