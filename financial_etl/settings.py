@@ -1,7 +1,8 @@
 """One typed settings object, read from FINANCIAL_ETL_* environment variables.
 
 Every default works on a fresh clone (synthetic source, DuckDB under data/). Parsing
-fails at once, naming the setting and the bad value, before anything is written.
+fails at once, naming the setting and the bad value, before anything is written. A
+variable set but empty is refused, never read as its default.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from financial_etl.calendar import FIRST_DAY, LAST_DAY
 from financial_etl.errors import ConfigError
 from financial_etl.warehouse.engines import Warehouse, parse_warehouse
 
@@ -34,6 +36,11 @@ DEFAULT_SUSPICIOUS_MOVE_PCT = 30.0  # catches a missed 3-for-2 split (-33%) and 
 TICKER_CHARS = r"[A-Z0-9.^=-]{1,15}"
 TICKER_PATTERN = re.compile(rf"^{TICKER_CHARS}$")
 TICKER_RULE = "allowed: A-Z, 0-9 and . ^ = -, at most 15 characters"
+# Characters a warehouse path cannot hold, found with a run per character: dlt's duckdb
+# loader splices the path into read_parquet('…') unquoted (') and %-formats it (%), and
+# parses it as a SQLAlchemy URL, which control characters break; DuckDB cuts a path at `?`
+# (its write-ahead log goes astray) and reads a `name=value` folder as a hive partition (=).
+UNSAFE_PATH_CHARS = re.compile(r"['%?=\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -90,11 +97,26 @@ class Settings:
         return updated
 
 
+def refuse_blank(env: Mapping[str, str]) -> None:
+    """No FINANCIAL_ETL_* variable may be set but empty: a deployment template that renders
+    a missing value as "" must not silently get the default (a warehouse in the
+    repository's data/ folder, the synthetic source, the seed's start date)."""
+    blank = sorted(name for name, value in env.items() if name.startswith(ENV_PREFIX) and not value.strip())
+    if blank:
+        raise ConfigError(f"set but empty: {', '.join(blank)}; give a value, or unset the variable to use its default")
+
+
 def parse_date(name: str, value: str) -> dt.date:
+    """A YYYY-MM-DD date inside the NYSE calendar the pipeline knows (calendar.py)."""
     try:
-        return dt.date.fromisoformat(value.strip())
+        day = dt.date.fromisoformat(value.strip())
     except ValueError:
         raise ConfigError(f"{name}={value!r} is not a date in YYYY-MM-DD form") from None
+    if day < FIRST_DAY:
+        raise ConfigError(f"{name}={value!r} is before {FIRST_DAY}, the first session of the NYSE calendar")
+    if day > LAST_DAY:
+        raise ConfigError(f"{name}={value!r} is after {LAST_DAY}, the last day of the NYSE calendar")
+    return day
 
 
 def parse_tickers(name: str, value: str) -> tuple[str, ...]:
@@ -119,9 +141,14 @@ def validate_tickers(tickers: Sequence[str]) -> None:
 def read_tickers_file(path: Path) -> tuple[str, ...]:
     """One symbol per line (commas allowed), `#` starts a comment; errors name the line."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"FINANCIAL_ETL_TICKERS_FILE={str(path)!r} cannot be read ({exc.strerror})") from None
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{line}: byte 0x{data[exc.start]:02x} is not UTF-8 text; save the file as UTF-8") from None
     tickers: list[str] = []
     for number, line in enumerate(lines, start=1):
         text = line.split("#", 1)[0].strip()
@@ -136,6 +163,17 @@ def read_tickers_file(path: Path) -> tuple[str, ...]:
         twice = sorted({t for t in tickers if tickers.count(t) > 1})
         raise ConfigError(f"{path} lists {', '.join(twice)} twice")
     return tuple(tickers)
+
+
+def check_path(name: str, path: Path) -> Path:
+    """Refuse a warehouse path the libraries would mangle or splice into SQL unquoted;
+    checked as they receive it, made absolute (so the folder it sits in counts too)."""
+    if match := UNSAFE_PATH_CHARS.search(str(path.absolute())):
+        raise ConfigError(
+            f"{name}={str(path)!r}: its path holds {match.group(0)!r}, which dlt and DuckDB cannot take in a "
+            "path safely; use a folder whose path has none of ' % ? = or control characters"
+        )
+    return path
 
 
 def parse_bool(name: str, value: str | None, default: bool) -> bool:
@@ -173,9 +211,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings; raises ConfigError naming the bad setting."""
     env = os.environ if env is None else env
 
+    refuse_blank(env)
+
     def get(key: str) -> str | None:
-        value = env.get(ENV_PREFIX + key)
-        return value if value not in (None, "") else None
+        return env.get(ENV_PREFIX + key)
 
     source = (get("SOURCE") or "synthetic").strip().lower()
     if source not in SOURCES:
@@ -185,7 +224,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
 
     tickers_file: Path | None = None
-    if (raw_tickers := env.get(ENV_PREFIX + "TICKERS")) is not None:
+    if (raw_tickers := get("TICKERS")) is not None:
         tickers = parse_tickers("FINANCIAL_ETL_TICKERS", raw_tickers)
     else:
         tickers_file = Path(get("TICKERS_FILE") or DEFAULT_TICKERS_FILE).expanduser()
@@ -204,12 +243,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if not csv_dir.is_dir():
             raise ConfigError(f"FINANCIAL_ETL_CSV_DIR={raw_dir!r} is not an existing directory")
 
-    duckdb_path = Path(get("DUCKDB_PATH") or DEFAULT_DATA_DIR / "financial_etl.duckdb").expanduser()
+    duckdb_path = check_path("FINANCIAL_ETL_DUCKDB_PATH",
+                             Path(get("DUCKDB_PATH") or DEFAULT_DATA_DIR / "financial_etl.duckdb").expanduser())
     if duckdb_path.exists() and duckdb_path.is_dir():
         raise ConfigError(f"FINANCIAL_ETL_DUCKDB_PATH={str(duckdb_path)!r} is a directory, not a file")
     export_path = get("EXPORT_DUCKDB_PATH")
-    export_duckdb_path = (
-        Path(export_path).expanduser() if export_path else duckdb_path.parent / "export.duckdb"
+    export_duckdb_path = check_path(
+        "FINANCIAL_ETL_EXPORT_DUCKDB_PATH",
+        Path(export_path).expanduser() if export_path else duckdb_path.parent / "export.duckdb",
     )
     if export_duckdb_path.resolve() == duckdb_path.resolve():
         raise ConfigError(

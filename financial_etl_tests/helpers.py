@@ -1,6 +1,7 @@
 """Helpers shared by the tests (plain functions, no fixtures): settings as the CLI reads
-them, Yahoo-format CSV files, queries on DuckDB files, and scripts run in a private mount
-namespace (Yahoo's chart answers: financial_etl_tests/yahoo.py)."""
+them, Yahoo-format CSV files, queries on DuckDB files, a DuckDB file held by another
+program, the files under a folder, and scripts run in a private mount namespace (Yahoo's
+chart answers: financial_etl_tests/yahoo.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import datetime as dt
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import NoReturn
 from pathlib import Path
 
@@ -56,6 +59,31 @@ def write_yahoo_csv(path: Path, frame: pd.DataFrame, *, adj_close: bool = True) 
 def query(db: Path, sql: str, params: Sequence | None = None) -> list[tuple]:
     with duckdb.connect(str(db), read_only=True) as con:
         return con.execute(sql, params or []).fetchall()
+
+
+def files_under(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file below `root` with its size and modification time: equal before and
+    after a command proves it wrote nothing there (no data, dlt state or Dagster storage)."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+@contextmanager
+def held_open(db: Path) -> Iterator[int]:
+    """A DuckDB file held open by another program (as a DuckDB shell would), for the
+    block; yields that program's pid."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('open', flush=True); "
+         "time.sleep(600)", str(db)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def day(text: str) -> dt.date:

@@ -1,5 +1,6 @@
 """Ticker symbols are checked before they reach a path, a SQL statement or a request, from
-every place they come from; the CSV source never reads outside its folder."""
+every place they come from; the CSV source never reads outside its folder; a tickers file
+that is not UTF-8 and a warehouse path the libraries cannot quote are refused."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from financial_etl.extract.sources import csv as csv_source
 from financial_etl.extract.sources.synthetic import fetch_synthetic
 from financial_etl.runs import TICKERS_TAG, run_tickers
 from financial_etl.settings import load_settings, validate_tickers
-from financial_etl_tests.helpers import day, settings_for, write_yahoo_csv
+from financial_etl_tests.helpers import day, files_under, settings_for, write_yahoo_csv
 
 HOSTILE = ["AAPL'; DROP TABLE x;--", "../../etc/passwd", "AAPL\nMSFT", "A" * 16, "$(rm -rf ~)", "aapl%00"]
 
@@ -59,6 +60,34 @@ def test_a_hostile_symbol_on_the_command_line_exits_2_and_writes_nothing(workdir
     assert main(["run", "--start", "2024-01-02", "--end", "2024-01-05"]) == EXIT_CONFIG
     assert "'../../ETC/PASSWD' is not a valid ticker symbol" in capsys.readouterr().err
     assert not (workdir / "data").exists()
+
+
+def test_a_tickers_file_that_is_not_utf8_exits_2_naming_the_line_and_writes_nothing(workdir, clean_env, capsys):
+    universe = workdir / "tickers.txt"
+    universe.write_bytes(b"AAPL\nMSFT\nNESTL\xc9\n")  # Latin-1, as a spreadsheet export may save it
+    clean_env.setenv("FINANCIAL_ETL_TICKERS_FILE", str(universe))
+    clean_env.setenv("DAGSTER_HOME", str(workdir))
+    before = files_under(workdir)
+    assert main(["run", "--start", "2024-01-02", "--end", "2024-01-05"]) == EXIT_CONFIG
+    assert f"{universe}:3: byte 0xc9 is not UTF-8 text" in capsys.readouterr().err
+    assert files_under(workdir) == before
+
+
+# ' % ? = each broke a run inside dlt or DuckDB (exit 1); a newline stands for the control
+# characters, refused with them (see UNSAFE_PATH_CHARS).
+@pytest.mark.parametrize("char", ["'", "%", "?", "=", "\n"])
+@pytest.mark.parametrize("setting", ["DUCKDB_PATH", "EXPORT_DUCKDB_PATH", "EXPORT_URL"])
+def test_a_warehouse_path_the_libraries_cannot_quote_exits_2_and_writes_nothing(workdir, clean_env, capsys, char,
+                                                                               setting):
+    folder = workdir / f"it{char}s;x"
+    value = str(folder / "financial_etl.duckdb")
+    clean_env.setenv(f"FINANCIAL_ETL_{setting}", f"duckdb:///{value}" if setting == "EXPORT_URL" else value)
+    clean_env.setenv("DAGSTER_HOME", str(workdir))
+    before = files_under(workdir)
+    assert main(["run", "--start", "2024-01-02", "--end", "2024-01-05"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert f"FINANCIAL_ETL_{setting}=" in err and f"its path holds {char!r}" in err
+    assert files_under(workdir) == before and not folder.exists()
 
 
 def test_a_symlink_leading_outside_the_csv_folder_is_refused(workdir, clean_env, tmp_path, capsys):

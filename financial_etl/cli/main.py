@@ -3,8 +3,9 @@
 `financial-etl run [--start D] [--end D]` materializes extract -> transform -> export for
 the partition range through Dagster (recorded in $DAGSTER_HOME when set) and exits with
 the seed's codes: 0 success, 1 unexpected error, 2 configuration error, 3 data-quality
-failure, 4 connection error (a database or the price source), and 5 storage error (a
-full disk or a read-only folder; the message names the path).
+failure, 4 connection error (a database, the price source, or a DuckDB file another
+program holds), and 5 storage error (a full disk or a read-only folder; the message
+names the path). Settings are checked before anything is written (`_preflight`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from dagster import AssetCheckSeverity
 
@@ -30,6 +32,7 @@ from financial_etl.errors import (
     EXIT_UNEXPECTED,
     ConfigError,
     FinancialEtlError,
+    StorageError,
     exit_code_for_class_name,
 )
 from financial_etl.settings import Settings, load_settings, parse_date
@@ -62,21 +65,60 @@ def _load_and_freeze_libraries() -> None:
     gc.freeze()
 
 
-def _preflight(settings: Settings) -> None:
-    """Cheap checks that fail before any Dagster run starts."""
+def _dagster_home() -> Path | None:
+    """DAGSTER_HOME when set; Dagster would otherwise fail on a missing folder mid-start."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        return None
+    if not Path(home).is_dir():
+        raise ConfigError(f"DAGSTER_HOME={home!r} is not an existing folder; create it, or unset DAGSTER_HOME")
+    return Path(home)
+
+
+def open_instance():
+    """The Dagster instance in DAGSTER_HOME (an in-memory one without it); a storage it
+    cannot write is a storage error naming the path, not a traceback."""
+    from dagster import DagsterInstance
+
+    from financial_etl.warehouse.storage import storage_problem
+
+    home = _dagster_home()
+    if home is None:
+        return DagsterInstance.ephemeral()
+    try:
+        return DagsterInstance.get()
+    except Exception as exc:
+        if (problem := storage_problem(exc, home)) is None:
+            raise
+        raise StorageError(f"DAGSTER_HOME={str(home)!r}: Dagster cannot write its run storage ({problem}); "
+                           "make it writable, or point DAGSTER_HOME at another folder") from None
+
+
+def _preflight(settings: Settings, command: str) -> None:
+    """What can be checked before anything is written: settings (exit 2) first, then the
+    folders the command writes (5) and the warehouse (4)."""
+    from financial_etl.export.destination import export_target_for
+    from financial_etl.warehouse.lock import check_not_held
     from financial_etl.warehouse.storage import check_writable
 
-    check_writable(settings.data_dir, "FINANCIAL_ETL_DUCKDB_PATH")
-    if settings.warehouse.engine == "postgres":
-        with settings.warehouse.connect() as con:  # unreachable: WarehouseUnavailableError, exit 4
-            con.execute("SELECT 1")
-    if settings.export_duckdb_path.parent != settings.data_dir:
-        check_writable(settings.export_duckdb_path.parent, "FINANCIAL_ETL_EXPORT_DUCKDB_PATH")
-    if settings.source == "csv":
+    export_target_for(settings)  # every export setting; the export step would find a bad one last
+    if command != "plan":
+        _dagster_home()
+    if command == "check" and settings.warehouse.engine == "duckdb" and not settings.duckdb_path.exists():
+        raise ConfigError(f"no warehouse at {settings.duckdb_path}: run `financial-etl run` first")
+    if command == "run" and settings.source == "csv":
         from financial_etl.extract.sources.csv import check_csv_dir
 
         assert settings.csv_dir is not None
         check_csv_dir(settings.csv_dir, settings.current_tickers())
+    check_writable(settings.data_dir, "FINANCIAL_ETL_DUCKDB_PATH")
+    if settings.export_duckdb_path.parent != settings.data_dir:
+        check_writable(settings.export_duckdb_path.parent, "FINANCIAL_ETL_EXPORT_DUCKDB_PATH")
+    if settings.warehouse.engine == "postgres":
+        with settings.warehouse.connect() as con:  # unreachable: WarehouseUnavailableError, exit 4
+            con.execute("SELECT 1")
+    else:
+        check_not_held(settings.duckdb_path)  # open in another program: exit 4, not DuckDB's raw error
 
 
 def _exit_code_for_failure(error) -> int:
@@ -105,14 +147,9 @@ def _failure_message(error) -> str:
     return messages[-1] if messages else "unknown error"
 
 
-def execute_range(settings: Settings, start: dt.date, end: dt.date, instance=None, tags=None, verbose: bool = False):
-    """Materialize the whole graph for exactly [start, end], in process: one run over the
-    year partitions that hold it, printing a line per stage as it ends."""
-    from dagster import DagsterInstance, Definitions
-
-    from financial_etl.cli.console import console_loggers, logger_config
-    from financial_etl.definitions import DAILY_JOB, build_definitions
-    from financial_etl.runs import RANGE_END_TAG, RANGE_START_TAG, range_tags
+def _window(start: dt.date, end: dt.date) -> dict[str, str]:
+    """The run tags of [start, end]; ConfigError when its partitions do not exist."""
+    from financial_etl.runs import range_tags
 
     try:
         window = range_tags(start, end)
@@ -120,8 +157,21 @@ def execute_range(settings: Settings, start: dt.date, end: dt.date, instance=Non
         raise ConfigError(f"--start {start} / --end {end}: {exc}") from None
     if end.year > dt.date.today().year:  # its partition does not exist yet
         raise ConfigError(f"--end {end} is in a year that has not begun; the last partition is this year's")
+    return window
+
+
+def execute_range(settings: Settings, start: dt.date, end: dt.date, instance=None, tags=None, verbose: bool = False):
+    """Materialize the whole graph for exactly [start, end], in process: one run over the
+    year partitions that hold it, printing a line per stage as it ends."""
+    from dagster import Definitions
+
+    from financial_etl.cli.console import console_loggers, logger_config
+    from financial_etl.definitions import DAILY_JOB, build_definitions
+    from financial_etl.runs import RANGE_END_TAG, RANGE_START_TAG
+
+    window = _window(start, end)
     if instance is None:
-        instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+        instance = open_instance()
     defs = Definitions.merge(build_definitions(settings), Definitions(loggers=console_loggers()))
     job = defs.resolve_job_def(DAILY_JOB)
     first, last = window[RANGE_START_TAG], window[RANGE_END_TAG]
@@ -192,18 +242,14 @@ def print_check_table(result, file=None) -> None:
 
 def run_checks(settings: Settings, start: dt.date | None, end: dt.date | None) -> int:
     """Re-evaluate every check against the current tables, materializing nothing."""
-    from dagster import DagsterInstance
-
     from financial_etl.definitions import CHECKS_JOB, build_definitions
     from financial_etl.runs import CHECK_END_TAG, CHECK_START_TAG
 
-    if settings.warehouse.engine == "duckdb" and not settings.duckdb_path.exists():
-        raise ConfigError(f"no warehouse at {settings.duckdb_path}: run `financial-etl run` first")
     tags = {}
     if start or end:
         tags = {CHECK_START_TAG: (start or settings.start_date).isoformat(),
                 CHECK_END_TAG: (end or settings.resolved_end()).isoformat()}
-    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    instance = open_instance()
     job = build_definitions(settings).resolve_job_def(CHECKS_JOB)
     result = job.execute_in_process(
         instance=instance, tags=tags, raise_on_error=False,
@@ -254,13 +300,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         if args.command == "plan":
+            _preflight(settings, "plan")
             return run_plan(settings)
         if args.command == "check":
-            return run_checks(
-                settings,
-                parse_date("--start", args.start) if args.start else None,
-                parse_date("--end", args.end) if args.end else None,
-            )
+            first = parse_date("--start", args.start) if args.start else None
+            last = parse_date("--end", args.end) if args.end else None
+            _preflight(settings, "check")
+            return run_checks(settings, first, last)
         start = parse_date("--start", args.start) if args.start else settings.start_date
         end = parse_date("--end", args.end) if args.end else settings.resolved_end()
         if start < settings.start_date:
@@ -269,7 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "where the partitions begin; lower the setting to load earlier history"
             )
         settings.with_range(start, end)
-        _preflight(settings)
+        _window(start, end)
+        _preflight(settings, "run")
         return run_pipeline(settings, start, end, full_refresh=args.full_refresh, verbose=args.verbose)
     except ConfigError as exc:
         print(f"financial-etl: configuration error: {exc}", file=sys.stderr)

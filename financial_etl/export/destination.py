@@ -10,6 +10,8 @@ Resolution order, first match wins:
    username, password (FINANCIAL_ETL_MSSQL_CREDENTIALS_FILE, _CREDENTIALS_KEY);
 4. FINANCIAL_ETL_EXPORT_URL with another dlt destination (postgresql://, duckdb:///);
 5. else the local DuckDB stand-in, said so in the log and metadata.
+Every export setting that is set is checked while resolving (even one an earlier target
+shadows), so the CLI's preflight refuses a bad one before anything is written.
 
 Credentials live only in `_credentials` (excluded from repr); `description` names host,
 port and database, never the password. A failed load is classified into one clear error
@@ -40,12 +42,16 @@ from financial_etl.errors import (
     MissingDatabaseError,
     NoOdbcDriverError,
 )
-from financial_etl.settings import Settings
+from financial_etl.settings import Settings, check_path, parse_bool, refuse_blank
+from financial_etl.warehouse.lock import held_elsewhere
 
 MSSQL_PREFIX = "FINANCIAL_ETL_MSSQL_"
 MSSQL_FIELDS = (
     "HOST", "PORT", "DATABASE", "USERNAME", "PASSWORD", "DRIVER", "TRUST_SERVER_CERTIFICATE", "URL", "CONNECT_TIMEOUT",
 )
+# What FINANCIAL_ETL_MSSQL_URL holds itself: these beside it would be ignored.
+URL_FIELDS = ("HOST", "PORT", "DATABASE", "USERNAME", "PASSWORD", "DRIVER")
+EXPORT_URL_ENV = "FINANCIAL_ETL_EXPORT_URL"
 DEFAULT_DRIVER = "ODBC Driver 18 for SQL Server"
 SUPPORTED_DRIVERS = ("ODBC Driver 18 for SQL Server", "ODBC Driver 17 for SQL Server")
 NAMING = "sql_cs_v1"  # keeps Dim_Stock_Metrics' case, as the seed's TARGET_TABLE intends
@@ -97,32 +103,62 @@ class ExportTarget:
         return text
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+def _port(name: str, value: Any) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        port = 0
+    if not 0 < port < 65536:
+        raise ConfigError(f"{name}={value!r} is not a port number (1 to 65535)")
+    return port
+
+
+def _url_port(name: str, parts, default: int) -> int:
+    """The URL's port; the URL itself stays out of the message (it may hold a password)."""
+    try:
+        return parts.port or default
+    except ValueError:  # not a number, or beyond 65535
+        raise ConfigError(f"{name} has a port that is not a number from 1 to 65535") from None
+
+
+def _seconds(name: str, value: Any) -> int:
+    try:
+        seconds = int(value)
+    except (TypeError, ValueError):
+        seconds = 0
+    if seconds <= 0:
+        raise ConfigError(f"{name}={value!r} is not a whole number of seconds above 0")
+    return seconds
+
+
+def _trust(name: str, value: Any) -> bool:
+    return parse_bool(name, None if value is None else str(value), False)
 
 
 def mssql_from_fields(fields: Mapping[str, Any], settings: Settings) -> ExportTarget:
     """Build the SQL Server target from resolved field values (HOST, PORT, ... or URL)."""
+    trust = _trust(MSSQL_PREFIX + "TRUST_SERVER_CERTIFICATE", fields.get("TRUST_SERVER_CERTIFICATE"))
+    timeout = fields.get("CONNECT_TIMEOUT")
     if fields.get("URL"):
-        return _mssql_from_url(str(fields["URL"]), settings, trust=_truthy(fields.get("TRUST_SERVER_CERTIFICATE")))
+        if beside := [MSSQL_PREFIX + name for name in URL_FIELDS if fields.get(name)]:
+            raise ConfigError(f"FINANCIAL_ETL_MSSQL_URL is set beside {', '.join(beside)}: give the SQL Server "
+                              "target one way, the URL or the separate settings")
+        return _mssql_from_url(str(fields["URL"]), settings, trust=trust, connect_timeout=timeout)
     host = fields.get("HOST")
     if not host:
-        raise ConfigError("FINANCIAL_ETL_MSSQL_HOST is empty")
-    try:
-        port = int(fields.get("PORT") or 1433)
-    except ValueError:
-        raise ConfigError(f"FINANCIAL_ETL_MSSQL_PORT={fields.get('PORT')!r} is not a port number") from None
+        raise ConfigError(f"{', '.join(MSSQL_PREFIX + name for name in fields)} set without FINANCIAL_ETL_MSSQL_HOST "
+                          "(or FINANCIAL_ETL_MSSQL_URL): set the server, or unset them")
     return _mssql(
         settings,
         host=str(host),
-        port=port,
+        port=_port(MSSQL_PREFIX + "PORT", fields.get("PORT") or 1433),
         database=str(fields.get("DATABASE") or "FINANCIAL_MART"),
         username=fields.get("USERNAME"),
         password=fields.get("PASSWORD"),
         driver=str(fields.get("DRIVER") or DEFAULT_DRIVER),
-        trust=_truthy(fields.get("TRUST_SERVER_CERTIFICATE")),
+        trust=trust,
         origin="FINANCIAL_ETL_MSSQL_* settings",
-        connect_timeout=fields.get("CONNECT_TIMEOUT"),
+        connect_timeout=timeout,
     )
 
 
@@ -141,11 +177,8 @@ def _mssql(settings, *, host, port, database, username, password, driver, trust,
         "host": host, "port": port, "database": database, "username": username,
         "password": password, "driver": driver, "query": query,
     }
-    if connect_timeout:
-        try:
-            credentials["connect_timeout"] = int(connect_timeout)
-        except ValueError:
-            raise ConfigError(f"FINANCIAL_ETL_MSSQL_CONNECT_TIMEOUT={connect_timeout!r} is not a number of seconds") from None
+    if connect_timeout is not None:
+        credentials["connect_timeout"] = _seconds(MSSQL_PREFIX + "CONNECT_TIMEOUT", connect_timeout)
     return ExportTarget(
         kind="mssql",
         schema=settings.export_schema,
@@ -156,23 +189,25 @@ def _mssql(settings, *, host, port, database, username, password, driver, trust,
     )
 
 
-def _mssql_from_url(url: str, settings: Settings, trust: bool) -> ExportTarget:
+def _mssql_from_url(url: str, settings: Settings, trust: bool, name: str = MSSQL_PREFIX + "URL",
+                    connect_timeout: Any = None) -> ExportTarget:
     parts = urlsplit(url)
     if parts.scheme not in ("mssql", "mssql+pyodbc"):
-        raise ConfigError("FINANCIAL_ETL_MSSQL_URL must start with mssql://")
+        raise ConfigError(f"{name} must start with mssql://")
     if not parts.hostname:
-        raise ConfigError("FINANCIAL_ETL_MSSQL_URL has no host")
+        raise ConfigError(f"{name} has no host")
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     return _mssql(
         settings,
         host=parts.hostname,
-        port=parts.port or 1433,
+        port=_url_port(name, parts, 1433),
         database=unquote(parts.path.lstrip("/")) or "FINANCIAL_MART",
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         driver=query.get("driver", DEFAULT_DRIVER),
-        trust=trust or _truthy(query.get("TrustServerCertificate")),
-        origin="FINANCIAL_ETL_MSSQL_URL",
+        trust=trust or _trust(f"{name}'s TrustServerCertificate", query.get("TrustServerCertificate")),
+        origin=name,
+        connect_timeout=connect_timeout,
     )
 
 
@@ -197,12 +232,12 @@ def _from_credentials_file(path: Path, key: str, settings: Settings) -> ExportTa
         return _mssql(
             settings,
             host=str(info["server"]),
-            port=int(info.get("port", 1433)),
+            port=_port(f"{path} port", info.get("port", 1433)),
             database=str(info["database"]),
             username=info.get("username"),
             password=info.get("password"),
             driver=str(info.get("driver", DEFAULT_DRIVER)),
-            trust=_truthy(str(info.get("trust_server_certificate", ""))),
+            trust=_trust(f"{path} trust_server_certificate", info.get("trust_server_certificate")),
             origin=f"{path.name} key {key}",
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -218,22 +253,27 @@ def _from_export_url(url: str, settings: Settings) -> ExportTarget:
     scheme = parts.scheme.split("+")[0]
     where = f"table {settings.export_schema}.{settings.export_table}"
     if scheme in ("postgres", "postgresql"):
+        if not parts.hostname:
+            raise ConfigError(f"{EXPORT_URL_ENV} has no host")
         return ExportTarget(
             kind="postgres",
             schema=settings.export_schema,
             table=settings.export_table,
-            description=f"PostgreSQL {parts.hostname}:{parts.port or 5432}{parts.path} {where}",
+            description=f"PostgreSQL {parts.hostname}:{_url_port(EXPORT_URL_ENV, parts, 5432)}{parts.path} {where}",
             _credentials=url,
             secrets=(unquote(parts.password),) if parts.password else (),
             load_format="parquet",
         )
     if scheme == "duckdb":
         path = url.split("///", 1)[-1]
+        if "///" not in url or not path:
+            raise ConfigError(f"{EXPORT_URL_ENV}={url!r} names no file: write duckdb:///<path>")
+        check_path(EXPORT_URL_ENV, Path(path))
         return ExportTarget("duckdb-standin", settings.export_schema, settings.export_table,
                             f"DuckDB {path} {where}", path)
     if scheme in ("mssql",):
-        return _mssql_from_url(url, settings, trust=False)
-    raise ConfigError("FINANCIAL_ETL_EXPORT_URL must be a postgresql://, mssql:// or duckdb:/// URL")
+        return _mssql_from_url(url, settings, trust=False, name=EXPORT_URL_ENV)
+    raise ConfigError(f"{EXPORT_URL_ENV} must be a postgresql://, mssql:// or duckdb:/// URL")
 
 
 def mssql_env_fields(env: Mapping[str, str]) -> dict[str, str]:
@@ -244,10 +284,16 @@ def mssql_env_fields(env: Mapping[str, str]) -> dict[str, str]:
 def export_target_for(
     settings: Settings, env: Mapping[str, str] | None = None, mssql_fields: Mapping[str, Any] | None = None
 ) -> ExportTarget:
-    """The target by the resolution order above; `mssql_fields` are resolved EnvVar values."""
+    """The target by the resolution order above, every set export setting checked;
+    `mssql_fields` are resolved EnvVar values."""
     env = os.environ if env is None else env
+    refuse_blank(env)
     fields = mssql_fields if mssql_fields is not None else mssql_env_fields(env)
-    if fields.get("HOST") or fields.get("URL"):
+    url_target = _from_export_url(env[EXPORT_URL_ENV], settings) if env.get(EXPORT_URL_ENV) else None
+    named_file = env.get(MSSQL_PREFIX + "CREDENTIALS_FILE")
+    if named_file and not Path(named_file).is_file():
+        raise ConfigError(f"FINANCIAL_ETL_MSSQL_CREDENTIALS_FILE={named_file!r} is not a file")
+    if fields:
         return mssql_from_fields(fields, settings)
     if _dlt_configures_mssql(env):
         return ExportTarget(
@@ -256,11 +302,11 @@ def export_target_for(
             table=settings.export_table,
             description=f"SQL Server from dlt's configuration, table {settings.export_schema}.{settings.export_table}",
         )
-    creds_file = Path(env.get(MSSQL_PREFIX + "CREDENTIALS_FILE") or "credentials.json")
+    creds_file = Path(named_file or "credentials.json")
     if creds_file.is_file():
         return _from_credentials_file(creds_file, env.get(MSSQL_PREFIX + "CREDENTIALS_KEY") or "ms_target_01", settings)
-    if env.get("FINANCIAL_ETL_EXPORT_URL"):
-        return _from_export_url(env["FINANCIAL_ETL_EXPORT_URL"], settings)
+    if url_target is not None:
+        return url_target
     path = str(settings.export_duckdb_path)
     return ExportTarget(
         kind="duckdb-standin",
@@ -316,6 +362,8 @@ def installed_odbc_drivers() -> list[str]:
 
 
 def classify(exc: BaseException, target: ExportTarget) -> FinancialEtlError:
+    if (held := held_elsewhere(exc)) is not None:  # the DuckDB stand-in open in another program
+        return held
     text = target.redact(" | ".join(f"{type(e).__name__}: {e}" for e in _chain(exc)))
     lowered = text.lower()
     where = target.description

@@ -82,10 +82,12 @@ class Warehouse:
         if self.engine == "duckdb":
             import duckdb
 
+            from financial_etl.warehouse.lock import held_elsewhere
+
             try:
                 con = duckdb.connect(str(self.duckdb_path), read_only=True)
             except duckdb.IOException as exc:  # another process holds the file
-                raise WarehouseUnavailableError(f"{self.describe()}: {exc}") from None
+                raise held_elsewhere(exc) or WarehouseUnavailableError(f"{self.describe()}: {exc}") from None
             with con:
                 yield DuckDBConnection(con, self)
         elif self.engine == "postgres":

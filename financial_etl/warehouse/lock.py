@@ -4,20 +4,28 @@ DuckDB lets one process write a file (and no other process even read it meanwhil
 Every step that opens the warehouse holds this advisory lock (filelock's flock on
 `<warehouse>.lock`), so a backfill, the daily schedule and a hand-run `financial-etl`
 queue up instead of failing on DuckDB's own lock. The holder's pid is written into the
-lock file, so a waiting run can say whom it waits for.
+lock file, so a waiting run can say whom it waits for. A program outside the pipeline
+(a DuckDB shell, a notebook) takes no advisory lock: DuckDB's refusal is then turned into
+a WarehouseUnavailableError naming the file and the holder.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import duckdb
 from filelock import FileLock, Timeout
 
-from financial_etl.errors import WarehouseBusyError
+from financial_etl.errors import WarehouseBusyError, WarehouseUnavailableError
+from financial_etl.warehouse.storage import causes
+
+# DuckDB raises a plain IOException for a file another process holds; only its text says so.
+HELD_TEXT = re.compile(r'Could not set lock on file "([^"]+)": Conflicting lock is held in (.+?) \(PID (\d+)\)')
 
 
 def lock_path(db_path: Path) -> Path:
@@ -34,6 +42,40 @@ def _holder(path: Path) -> str:
         return path.read_text().strip() or "another process"
     except OSError:
         return "another process"
+
+
+def held_elsewhere(exc: BaseException) -> WarehouseUnavailableError | None:
+    """The clear error when DuckDB refused a file another process holds, else None."""
+    for cause in causes(exc):
+        if match := HELD_TEXT.search(str(cause)):
+            path, program, pid = match.groups()
+            return WarehouseUnavailableError(
+                f"the DuckDB file {path} is held by another process ({program}, pid {pid}), such as a DuckDB "
+                "shell or a notebook with it open; close it there and re-run"
+            )
+    return None
+
+
+def check_not_held(db_path: Path) -> None:
+    """Fail before a run when a program outside the pipeline holds the warehouse file. A
+    run of the pipeline's own (it holds the advisory lock) is waited for instead."""
+    if not db_path.exists():
+        return
+    # No lock file: no run of the pipeline has ever held it, and none is created here.
+    lock = FileLock(lock_path(db_path), fallback_to_soft=False, preserve_lock_file=True)
+    if lock_path(db_path).exists():
+        try:
+            lock.acquire(blocking=False)
+        except Timeout:
+            return
+    try:
+        duckdb.connect(str(db_path)).close()  # read-write: a reader elsewhere would block the run too
+    except duckdb.IOException as exc:
+        if (error := held_elsewhere(exc)) is None:
+            raise
+        raise error from None
+    finally:
+        lock.release()
 
 
 @contextmanager
@@ -67,6 +109,10 @@ def warehouse_lock(
         if waited and log:
             log(f"got the warehouse after {time.monotonic() - started:.1f} s")
         yield
+    except Exception as exc:
+        if (error := held_elsewhere(exc)) is None:
+            raise
+        raise error from exc
     finally:
         lock.release()
 

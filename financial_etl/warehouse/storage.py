@@ -24,14 +24,14 @@ from financial_etl.errors import FinancialEtlError, StorageError
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 STORAGE_TEXT = re.compile(
     r"No space left on device|Disk quota exceeded|Read-only file system|Permission denied|File too large"
-    r"|database or disk is full|attempt to write a readonly database",
+    r"|database or disk is full|attempt to write a readonly database|unable to open database file",
     re.IGNORECASE,
 )
 QUOTED_PATH = re.compile(r"""["'](/[^"']+)["']""")
 ADVICE = "free space there (or point the setting at another disk) and re-run; what was loaded before is intact"
 
 
-def _causes(exc: BaseException) -> Iterator[BaseException]:
+def causes(exc: BaseException) -> Iterator[BaseException]:
     """The exception, what it wraps, and the errors dagster-sqlmesh collects in `.errors`."""
     pending, seen = [exc], set()
     while pending and len(seen) < 50:
@@ -50,7 +50,7 @@ def storage_problem(exc: BaseException, where: Path | None = None) -> str | None
     """'<path>: <what went wrong>' when the failure is the disk or its permissions;
     `where` names the folder when the library did not say which file (pyarrow doesn't)."""
     unnamed = f"a file under {where}" if where else "(path not reported)"
-    for cause in _causes(exc):
+    for cause in causes(exc):
         if isinstance(cause, OSError) and cause.errno in STORAGE_ERRNOS:
             return f"{cause.filename or unnamed}: {cause.strerror or os.strerror(cause.errno)}"
         text = str(cause)

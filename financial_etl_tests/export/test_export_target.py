@@ -3,12 +3,14 @@ password never shown."""
 
 import json
 
+import duckdb
 import pytest
 
 from financial_etl.definitions import build_definitions
-from financial_etl.errors import ConfigError
-from financial_etl.export.destination import ExportDestination, export_target_for
+from financial_etl.errors import ConfigError, WarehouseUnavailableError
+from financial_etl.export.destination import ExportDestination, classify, export_target_for
 from financial_etl.settings import load_settings
+from financial_etl_tests.helpers import held_open
 
 SECRET = "Sup3r-Secret-Pw"
 
@@ -68,6 +70,13 @@ def test_a_malformed_credentials_json_is_a_clear_error_without_the_password(work
         ({"HOST": "h", "USERNAME": "u"}, "no password"),
         ({"HOST": "h", "USERNAME": "u", "PASSWORD": SECRET, "PORT": "14x3"}, "FINANCIAL_ETL_MSSQL_PORT"),
         ({"URL": "postgres://h/db"}, "must start with mssql://"),
+        ({"HOST": "h", "USERNAME": "u", "PASSWORD": SECRET, "PORT": "0"}, "FINANCIAL_ETL_MSSQL_PORT='0'"),
+        ({"HOST": "h", "USERNAME": "u", "PASSWORD": SECRET, "CONNECT_TIMEOUT": "0"}, "FINANCIAL_ETL_MSSQL_CONNECT_TIMEOUT"),
+        ({"HOST": "h", "USERNAME": "u", "PASSWORD": SECRET, "TRUST_SERVER_CERTIFICATE": "si"}, "is not a boolean"),
+        ({"USERNAME": "u", "PASSWORD": SECRET}, "set without FINANCIAL_ETL_MSSQL_HOST"),
+        ({"URL": f"mssql://u:{SECRET}@h/db", "DATABASE": "other"}, "FINANCIAL_ETL_MSSQL_URL is set beside"),
+        ({"URL": f"mssql://u:{SECRET}@h:14x3/db"}, "FINANCIAL_ETL_MSSQL_URL has a port"),
+        ({"URL": f"mssql://u:{SECRET}@h/db?TrustServerCertificate=maybe"}, "TrustServerCertificate='maybe'"),
     ],
 )
 def test_bad_sql_server_settings_fail_clearly(workdir, fields, message):
@@ -78,9 +87,28 @@ def test_bad_sql_server_settings_fail_clearly(workdir, fields, message):
 
 def test_a_url_and_trust_server_certificate_when_asked(workdir):
     target = export_target_for(load_settings(), env={}, mssql_fields={
-        "URL": f"mssql://etl:{SECRET}@sql.example.internal:1444/MART?TrustServerCertificate=yes"})
+        "URL": f"mssql://etl:{SECRET}@sql.example.internal:1444/MART?TrustServerCertificate=yes",
+        "CONNECT_TIMEOUT": "5"})
     assert "sql.example.internal:1444/MART" in target.description
     assert target._credentials["query"] == {"TrustServerCertificate": "yes"}
+    assert target._credentials["connect_timeout"] == 5  # the URL form takes the timeout too
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FINANCIAL_ETL_EXPORT_URL": "duckdb:///"}, "names no file"),
+        ({"FINANCIAL_ETL_EXPORT_URL": f"postgresql://etl:{SECRET}@/db"}, "FINANCIAL_ETL_EXPORT_URL has no host"),
+        ({"FINANCIAL_ETL_EXPORT_URL": f"mssql://etl:{SECRET}@h:0x1/db"}, "FINANCIAL_ETL_EXPORT_URL has a port"),
+        ({"FINANCIAL_ETL_MSSQL_CREDENTIALS_FILE": "missing.json"}, "FINANCIAL_ETL_MSSQL_CREDENTIALS_FILE='missing.json'"),
+        ({"FINANCIAL_ETL_MSSQL_HOST": ""}, "set but empty: FINANCIAL_ETL_MSSQL_HOST;"),
+    ],
+)
+def test_bad_export_urls_and_files_fail_clearly(workdir, tmp_path, monkeypatch, env, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=message) as excinfo:
+        export_target_for(load_settings(), env=env)
+    assert SECRET not in str(excinfo.value)
 
 
 def test_the_ui_sees_env_var_names_never_the_password(workdir, clean_env):
@@ -95,3 +123,13 @@ def test_the_ui_sees_env_var_names_never_the_password(workdir, clean_env):
     assert "FINANCIAL_ETL_MSSQL_PASSWORD" in repr(resource)
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
     assert SECRET not in repr(specs["dbo/Dim_Stock_Metrics"])
+
+
+def test_a_standin_another_program_holds_is_named_not_an_export_failure(workdir, tmp_path):
+    db = tmp_path / "export.duckdb"
+    with held_open(db) as pid:
+        with pytest.raises(duckdb.IOException) as raw:
+            duckdb.connect(str(db))
+    error = classify(raw.value, export_target_for(load_settings(), env={}))
+    assert isinstance(error, WarehouseUnavailableError) and f"the DuckDB file {db} is held" in str(error)
+    assert f"pid {pid}" in str(error)

@@ -1,4 +1,5 @@
-"""Processes that start together on a fresh data folder create the dlt pipelines safely.
+"""Processes that start together on a fresh data folder create the dlt pipelines safely;
+a program outside the pipeline holding the warehouse file is named, not DuckDB's raw error.
 
 dlt wipes and recreates a pipeline's folder until its state file exists, so a backfill
 and the daily run started at once on a new machine used to delete each other's files
@@ -9,12 +10,15 @@ from __future__ import annotations
 
 import multiprocessing
 
+import duckdb
 import pytest
 
+from financial_etl.errors import WarehouseUnavailableError
 from financial_etl.export.assets import EXPORT_PIPELINE, export_pipeline
 from financial_etl.export.destination import export_target_for
 from financial_etl.extract.assets import EXTRACT_PIPELINE, extract_pipeline
-from financial_etl_tests.helpers import settings_for
+from financial_etl.warehouse.lock import check_not_held, warehouse_lock
+from financial_etl_tests.helpers import held_open, settings_for
 
 PROCESSES = 4
 ROUNDS = 5
@@ -48,3 +52,22 @@ def test_processes_creating_a_pipeline_at_once_all_succeed(which, tmp_path):
     assert failed == 0, f"{failed} of {PROCESSES * ROUNDS} processes failed to create the {which} pipeline"
     name = EXTRACT_PIPELINE if which == "extract" else EXPORT_PIPELINE
     assert all((_settings(tmp_path / str(r)).pipelines_dir / name / "state.json").exists() for r in range(ROUNDS))
+
+
+def test_a_file_another_program_opens_mid_run_fails_the_stage_naming_it(tmp_path):
+    db = tmp_path / "w.duckdb"
+    with held_open(db) as pid:
+        with pytest.raises(WarehouseUnavailableError, match=rf"the DuckDB file {db} is held by another process .*pid {pid}"):
+            with warehouse_lock(db):  # every stage holds it while it opens the file
+                duckdb.connect(str(db))
+
+
+def test_the_preflight_probe_refuses_a_program_and_waits_for_a_run_of_the_pipeline(tmp_path):
+    db = tmp_path / "w.duckdb"
+    duckdb.connect(str(db)).close()
+    check_not_held(db)  # nobody holds it
+    with held_open(db) as pid:
+        with pytest.raises(WarehouseUnavailableError, match=f"pid {pid}"):
+            check_not_held(db)
+        with warehouse_lock(db):  # a run of the pipeline holds it: its stages queue, no error
+            check_not_held(db)
