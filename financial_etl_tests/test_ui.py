@@ -34,7 +34,7 @@ ASSETS = {"raw/eod_prices_raw": "extract", "marts/stock_metrics": "transform", "
 MART_CHECKS = {
     "not_null", "unique_combination_of_columns", "valid_rsi_range",
     "valid_ohlc_prices", "open_close_within_high_low", "positive_volume", "valid_atr",
-    "valid_rsi_wilder_range", "valid_atr_wilder", "macd_histogram_identity",
+    "valid_rsi_wilder_range", "valid_atr_wilder", "macd_histogram_identity", "finite_values",
 }
 SCHEDULES = {"daily_after_close"}
 SENSORS = {"new_ticker_backfill", "restated_history_backfill", "run_failure_alerts"}

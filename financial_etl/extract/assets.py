@@ -24,7 +24,7 @@ from dlt.pipeline.pipeline import Pipeline
 
 from financial_etl.calendar import add_partition_row_counts, partition_counts_sql
 from financial_etl.extract.actions import histories_to_reload
-from financial_etl.extract.contract import RAW_SCHEMA
+from financial_etl.extract.contract import QUARANTINE_KEEP, RAW_SCHEMA
 from financial_etl.extract.resource import PriceBatch, empty_batch, eod_prices_resource, fetch_batch, with_history
 from financial_etl.extract.sources import fetch_for
 from financial_etl.runs import restated_tickers, run_dates, run_tickers
@@ -157,6 +157,13 @@ def batch_metadata(settings: Settings, batch: PriceBatch, tickers, start, end) -
         extra["quarantine_reasons"] = MetadataValue.md(
             "\n".join(f"- {reason}: {n}" for reason, n in contract.reasons().items())
         )
+    extra["rows_quarantined_not_kept"] = MetadataValue.int(contract.not_kept_rows)
+    if contract.not_kept:
+        extra["quarantine_not_kept"] = MetadataValue.md(
+            f"Bad rows beyond the first {QUARANTINE_KEEP:,} per ticker and reason, counted but not stored:\n"
+            + "\n".join(f"- {ticker}, {reason}: {n:,}" for (ticker, reason), n in sorted(
+                contract.not_kept.items(), key=lambda item: -item[1])[:20])
+        )
     extra["rows_loaded_with_warnings"] = MetadataValue.int(sum(contract.warned.values()))
     if contract.warned:
         extra["warnings"] = MetadataValue.md("\n".join(f"- {rule}: {n}" for rule, n in contract.warned.items()))
@@ -215,6 +222,11 @@ def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartition
                 f"quarantined {contract.quarantined} rows from the {batch.source} source ("
                 + ", ".join(f"{n} {reason}" for reason, n in contract.reasons().items())
                 + f"); see {QUARANTINE}"
+            )
+        if contract.not_kept:
+            context.log.warning(
+                f"{contract.not_kept_rows:,} more bad rows not stored, beyond {QUARANTINE_KEEP:,} per ticker and "
+                "reason (see the metadata quarantine_not_kept)"
             )
         for rule, n in contract.warned.items():
             context.log.warning(f"loaded {n} rows with a warning: {rule}")

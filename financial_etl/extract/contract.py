@@ -3,8 +3,10 @@
 Every source's rows pass through `apply_contract` before dlt sees them. A row that breaks
 a quarantine rule goes to raw.eod_prices_quarantine with every rule it breaks; the other
 rows load. Rules that only warn let the row load and are counted, because real vendor
-data breaks them (Yahoo's adjusted open can sit a cent above its high). The README's
-"Raw contract" table lists the rules; the names here are the reasons operators see.
+data breaks them (Yahoo's adjusted open can sit a cent above its high). The rule table in
+docs/data-contract.md lists the rules; the names here are the reasons operators see. The
+quarantine stores at most QUARANTINE_KEEP rows per ticker and reason of a batch and counts
+the rest.
 
 Checks run on Arrow columns, so the cost stays a few vectorized passes over the batch.
 """
@@ -41,16 +43,25 @@ RAW_COLUMN_HINTS = {
     "volume": {"data_type": "bigint"},
 }
 
+# Plausibility bounds (docs/data-contract.md says why these numbers): wider than any real
+# split-adjusted price or volume, narrow enough that every indicator the mart computes from
+# them is finite (a close of 1e308 overflowed STDDEV_POP; one of 1e-320 made an infinite return).
+MIN_PRICE = 1e-6
+MAX_PRICE = 1e18
+MAX_VOLUME = 1e15  # 6,500 sessions of it still sum below 2**63, on every engine
+
 # Quarantine rules: (reason, what it means), in the order reasons are listed on a row.
 MISSING_KEY = "missing ticker or date"
 MISSING_PRICE = "missing price"
 NON_FINITE = "infinite value"
 NON_POSITIVE_PRICE = "price not above zero"
+PRICE_TOO_SMALL = "price too small"  # above zero, below MIN_PRICE
+PRICE_TOO_LARGE = "price too large"  # finite, above MAX_PRICE
 HIGH_BELOW_LOW = "high below low"
 MISSING_VOLUME = "missing volume"
 NEGATIVE_VOLUME = "negative volume"
 FRACTIONAL_VOLUME = "fractional volume"
-VOLUME_TOO_LARGE = "volume too large"  # 2**63 or more does not fit the bigint column
+VOLUME_TOO_LARGE = "volume too large"  # finite, above MAX_VOLUME
 DUPLICATE_KEY = "duplicate (ticker, date) in one batch"
 OUTSIDE_RANGE = "date outside the requested range"
 UNREQUESTED_TICKER = "ticker not requested"
@@ -85,6 +96,9 @@ QUARANTINE_COLUMN_HINTS = {
 }
 
 RAW_LINE_LIMIT = 500
+# Quarantine rows kept per ticker and reason in one batch; the rest are counted, not stored
+# (a file's 869,589 duplicated rows are one fault, not 869,589 records to keep).
+QUARANTINE_KEEP = 1_000
 EPOCH = dt.date(1970, 1, 1)
 
 
@@ -105,10 +119,16 @@ class ContractResult:
     quarantine: pa.Table  # QUARANTINE_SCHEMA
     untraded: int = 0  # rows with no price and no volume at all: no trade, dropped
     warned: dict[str, int] = field(default_factory=dict)  # warn-only rule -> rows loaded anyway
+    # (ticker, reason) -> bad rows beyond QUARANTINE_KEEP, quarantined but not stored
+    not_kept: dict[tuple[str | None, str], int] = field(default_factory=dict)
 
     @property
     def quarantined(self) -> int:
         return self.quarantine.num_rows
+
+    @property
+    def not_kept_rows(self) -> int:
+        return sum(self.not_kept.values())
 
     def reasons(self) -> dict[str, int]:
         """Quarantined rows per rule (a row breaking two rules counts for both)."""
@@ -204,6 +224,28 @@ def _column(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(table.column(name).to_numpy(), dtype="float64")
 
 
+def _price_rules(prices: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """The rules on the four prices. One pass per column finds the rows with a price missing,
+    infinite or out of bounds (NaN fails both comparisons); each rule looks at those only."""
+    plausible = np.logical_and.reduce([(v >= MIN_PRICE) & (v <= MAX_PRICE) for v in prices.values()])
+    suspect = np.flatnonzero(~plausible)
+    suspects = {name: values[suspect] for name, values in prices.items()}
+
+    def any_price(test) -> np.ndarray:
+        mask = np.zeros(n, dtype=bool)
+        if len(suspect):
+            mask[suspect] = np.logical_or.reduce([test(values) for values in suspects.values()])
+        return mask
+
+    return {
+        MISSING_PRICE: any_price(np.isnan),
+        NON_FINITE: any_price(np.isinf),
+        NON_POSITIVE_PRICE: any_price(lambda values: values <= 0),
+        PRICE_TOO_SMALL: any_price(lambda values: (values > 0) & (values < MIN_PRICE)),
+        PRICE_TOO_LARGE: any_price(lambda values: np.isfinite(values) & (values > MAX_PRICE)),
+    }
+
+
 def apply_contract(
     frame: pd.DataFrame,
     start: dt.date,
@@ -217,22 +259,19 @@ def apply_contract(
     table, keys = _sorted_by_key(fetched_table(frame) if len(frame) else FETCHED_SCHEMA.empty_table())
     prices = {name: _column(table, name) for name in PRICE_COLUMNS}
     volume = _column(table, "volume")
-    def any_price(test) -> np.ndarray:  # column by column: no (rows x 4) copy
-        return np.logical_or.reduce([test(values) for values in prices.values()])
-
     untraded = np.logical_and.reduce([np.isnan(values) for values in prices.values()]) & np.isnan(volume)
 
     with np.errstate(invalid="ignore"):
+        price_rules = _price_rules(prices, table.num_rows)
         rules = {
             MISSING_KEY: keys.missing_ticker | (keys.days == np.iinfo(np.int32).min),
-            MISSING_PRICE: any_price(np.isnan),
-            NON_FINITE: any_price(np.isinf) | np.isinf(volume),
-            NON_POSITIVE_PRICE: any_price(lambda values: values <= 0),
+            **price_rules,
+            NON_FINITE: price_rules[NON_FINITE] | np.isinf(volume),
             HIGH_BELOW_LOW: prices["high_price"] < prices["low_price"],
             MISSING_VOLUME: np.isnan(volume),
             NEGATIVE_VOLUME: volume < 0,
             FRACTIONAL_VOLUME: np.isfinite(volume) & (volume != np.round(volume)),
-            VOLUME_TOO_LARGE: np.isfinite(volume) & (volume >= 2.0**63),
+            VOLUME_TOO_LARGE: np.isfinite(volume) & (volume > MAX_VOLUME),
             DUPLICATE_KEY: keys.duplicated(),
             OUTSIDE_RANGE: (keys.days != np.iinfo(np.int32).min)
             & ((keys.days < (start - EPOCH).days) | (keys.days > (end - EPOCH).days)),
@@ -248,18 +287,56 @@ def apply_contract(
 
     valid = table.filter(pa.array(~bad & ~untraded)).cast(RAW_SCHEMA)
     warned = int((warn_only & ~bad & ~untraded).sum())
-    quarantine = _quarantine_rows(table, bad, rules, source, rejected, run_id)
+    kept, not_kept = _kept_rows(keys, bad, rules)
+    rejected, not_kept_lines = _kept_lines(rejected)
+    quarantine = _quarantine_rows(table, kept, rules, source, rejected, run_id)
     return ContractResult(
         valid=valid,
         quarantine=quarantine,
         untraded=int(untraded.sum()),
         warned={OPEN_CLOSE_OUTSIDE_HIGH_LOW: warned} if warned else {},
+        not_kept={**not_kept, **not_kept_lines},
     )
 
 
-def _quarantine_rows(table, bad, rules, source, rejected, run_id) -> pa.Table:
-    rows = table.filter(pa.array(bad)).to_pylist()
+def _kept_rows(keys: _Keys, bad: np.ndarray, rules: dict[str, np.ndarray]) -> tuple[np.ndarray, dict]:
+    """The bad rows to store: the first QUARANTINE_KEEP of each (ticker, reason) in (ticker,
+    date) order, so re-reading the same input keeps the same rows. And the count of the rest."""
     indices = np.flatnonzero(bad)
+    if len(indices) <= QUARANTINE_KEEP:
+        return indices, {}
+    reasons = np.zeros(len(indices), dtype=np.int64)  # a bit per rule broken
+    for bit, mask in enumerate(rules.values()):
+        reasons |= mask[indices].astype(np.int64) << bit
+    group = (keys.codes[indices].astype(np.int64) << len(rules)) | reasons
+    order = np.argsort(group, kind="stable")
+    ordered = group[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    sizes = np.diff(np.r_[starts, len(ordered)])
+    rank = np.empty(len(indices), dtype=np.int64)
+    rank[order] = np.arange(len(ordered)) - np.repeat(starts, sizes)
+    names = list(rules)
+    not_kept = {}
+    for start, size in zip(starts[sizes > QUARANTINE_KEEP], sizes[sizes > QUARANTINE_KEEP]):
+        code, bits = divmod(int(ordered[start]), 1 << len(rules))
+        reason = "; ".join(name for bit, name in enumerate(names) if bits >> bit & 1)
+        not_kept[(keys.names[code], reason)] = int(size) - QUARANTINE_KEEP
+    return indices[rank < QUARANTINE_KEEP], not_kept
+
+
+def _kept_lines(rejected: Sequence[Rejected]) -> tuple[list[Rejected], dict[tuple[str | None, str], int]]:
+    """The first QUARANTINE_KEEP unparseable lines of each ticker, and the count of the rest."""
+    seen: dict[str, int] = {}
+    kept = []
+    for item in rejected:
+        seen[item.ticker] = seen.get(item.ticker, 0) + 1
+        if seen[item.ticker] <= QUARANTINE_KEEP:
+            kept.append(item)
+    return kept, {(ticker, UNPARSEABLE): n - QUARANTINE_KEEP for ticker, n in seen.items() if n > QUARANTINE_KEEP}
+
+
+def _quarantine_rows(table, indices, rules, source, rejected, run_id) -> pa.Table:
+    rows = table.take(pa.array(indices, pa.int64())).to_pylist()
     now = dt.datetime.now(dt.timezone.utc)
     for row, index in zip(rows, indices):
         row["reason"] = "; ".join(reason for reason, mask in rules.items() if mask[index])

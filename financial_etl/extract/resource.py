@@ -37,8 +37,9 @@ from financial_etl.warehouse.engines import load_file_format
 log = logging.getLogger(__name__)
 
 # Why a ticker did not answer: retried and still failing, a symbol the source does not
-# know, no rows for a known symbol, or anything else.
-TickerCause = Literal["transient", "unknown", "no_data", "error"]
+# know, no rows for a known symbol, no rows in what the source holds (a CSV file read whole:
+# asking again cannot help), or anything else.
+TickerCause = Literal["transient", "unknown", "no_data", "absent", "error"]
 
 # raw.corporate_actions: a day's dividend and split, and the factor the source multiplied
 # every earlier price by for them (1 / split ratio, times 1 - dividend / previous close).
@@ -93,6 +94,8 @@ def with_history(batch: PriceBatch, history: PriceBatch, tickers: Sequence[str])
         untraded=batch.contract.untraded + history.contract.untraded,
         warned={k: batch.contract.warned.get(k, 0) + history.contract.warned.get(k, 0)
                 for k in {*batch.contract.warned, *history.contract.warned}},
+        not_kept={**{key: n for key, n in batch.contract.not_kept.items() if key[0] not in tickers},
+                  **history.contract.not_kept},
     )
     actions = pa.concat_tables([others(batch.actions_table()), history.actions_table()]).to_pandas()
     return PriceBatch(
@@ -141,9 +144,9 @@ def require_answers(batch: PriceBatch, tickers: Sequence[str], start: dt.date, e
             f"for {span} ({why}); nothing was loaded. Run again later"
         )
     if len(batch.missing_tickers) == len(tickers) and len(unknown) < len(tickers):
-        raise SourceUnavailableError(
-            f"the {batch.source} source returned no rows for any of the {len(tickers)} tickers for {span}: {why}"
-        )
+        # Nothing at all: a source that is down, unless it holds no rows (then even a partial load has none).
+        error = MissingTickersError if set(causes.values()) <= {"unknown", "absent"} else SourceUnavailableError
+        raise error(f"the {batch.source} source returned no rows for any of the {len(tickers)} tickers for {span}: {why}")
     if not allow_partial and unknown:
         raise UnknownTickerError(
             f"the {batch.source} source does not know {', '.join(unknown)} ({why}); nothing was loaded. "

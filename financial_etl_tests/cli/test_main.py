@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from financial_etl.cli.main import main
-from financial_etl.errors import EXIT_CONFIG, EXIT_CONNECTION, EXIT_STORAGE
+from financial_etl.errors import EXIT_CONFIG, EXIT_CONNECTION, EXIT_DATA_QUALITY, EXIT_STORAGE
 from financial_etl.settings import DEFAULT_DATA_DIR, REPO_ROOT
 from financial_etl_tests.helpers import files_under, held_open, in_mount_namespace, query
 
@@ -137,6 +137,16 @@ def test_a_csv_file_with_a_foreign_header_fails_with_exit_2_and_writes_nothing(w
     assert "BBB.csv:1" in err and "not Yahoo's CSV format" in err
     db = workdir / "data" / "financial_etl.duckdb"
     rows = query(db, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'eod_prices_raw'") if db.exists() else [(0,)]
+    assert rows == [(0,)]
+
+
+def test_a_csv_file_with_only_its_header_is_a_missing_ticker_exit_3_naming_the_file(workdir, csv_history, capsys):
+    (workdir / "csv" / "BBB.csv").write_text("Date,Open,High,Low,Close,Adj Close,Volume\n")
+    assert main(["run", "--start", "2024-01-02", "--end", "2024-01-31"]) == EXIT_DATA_QUALITY
+    err = capsys.readouterr().err
+    assert f"BBB: {workdir / 'csv' / 'BBB.csv'} has only its header" in err and "nothing was loaded" in err
+    db = workdir / "data" / "financial_etl.duckdb"
+    rows = query(db, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw'") if db.exists() else [(0,)]
     assert rows == [(0,)]
 
 

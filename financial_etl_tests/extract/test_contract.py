@@ -9,6 +9,7 @@ import pytest
 
 from financial_etl.extract import contract as c
 from financial_etl.extract.contract import Rejected, apply_contract
+from financial_etl.extract.resource import PriceBatch
 from financial_etl_tests.helpers import day
 
 START, END = day("2024-03-01"), day("2024-03-29")
@@ -40,6 +41,13 @@ def broken(**changes) -> pd.DataFrame:
         ({"volume": -5.0}, c.NEGATIVE_VOLUME),
         ({"volume": 10.5}, c.FRACTIONAL_VOLUME),
         ({"volume": np.nan}, c.MISSING_VOLUME),
+        # Plausibility bounds: finite, positive, whole, and still absurd.
+        ({"close_price": 1e308}, c.PRICE_TOO_LARGE),
+        ({"high_price": c.MAX_PRICE * 1.01}, c.PRICE_TOO_LARGE),
+        ({"close_price": 1e-320}, c.PRICE_TOO_SMALL),
+        ({"low_price": c.MIN_PRICE / 2}, c.PRICE_TOO_SMALL),
+        ({"volume": 1e16}, c.VOLUME_TOO_LARGE),
+        ({"volume": 2.0**63}, c.VOLUME_TOO_LARGE),
         ({"date": day("2024-04-01")}, c.OUTSIDE_RANGE),
         ({"ticker": "ZZZ"}, c.UNREQUESTED_TICKER),
     ],
@@ -117,3 +125,64 @@ def test_a_clean_batch_passes_whole_and_typed():
     assert result.valid.num_rows == 20
     assert result.valid.column("volume").to_pylist() == [int(v) for v in frame.volume]
     assert isinstance(result.valid.column("date")[0].as_py(), dt.date)
+
+
+def test_prices_and_volumes_at_the_bounds_load():
+    frame = clean(periods=4)
+    frame.loc[0, ["open_price", "low_price", "close_price"]] = c.MIN_PRICE
+    frame.loc[1, ["open_price", "high_price", "close_price"]] = c.MAX_PRICE
+    frame.loc[2, "volume"] = c.MAX_VOLUME
+    frame.loc[3, "low_price"] = 1e-5  # a sub-penny low (OTC stocks trade at $0.0001)
+    result = apply_contract(frame, START, END, ["AAA"], "test")
+    assert result.quarantined == 0 and result.valid.num_rows == 4
+    assert result.valid.column("close_price").to_pylist()[:2] == [c.MIN_PRICE, c.MAX_PRICE]
+    assert result.valid.column("volume").to_pylist()[2] == 10**15
+
+
+def test_a_zero_price_is_not_above_zero_rather_than_too_small():
+    result = apply_contract(broken(low_price=0.0), START, END, ["AAA"], "test")
+    assert result.quarantine.column("reason").to_pylist() == [c.NON_POSITIVE_PRICE]
+
+
+def repeated(rows: int, copies: int) -> pd.DataFrame:
+    """`rows` sessions of AAA, each line `copies` times: a file of duplicated rows."""
+    return pd.concat([clean(periods=rows)] * copies, ignore_index=True)
+
+
+def test_the_quarantine_keeps_the_first_rows_per_ticker_and_reason_and_counts_the_rest():
+    start, end = day("2024-01-01"), day("2025-12-31")  # 300 weekdays from 2024-03-04
+    frame = pd.concat([repeated(300, 4), clean("BBB", periods=5).assign(volume=-1.0)], ignore_index=True)
+    rejected = [Rejected("AAA", f"AAA.csv:{i}", f"2024-03-04,{i}", "2 fields") for i in range(2, 1_103)]
+    result = apply_contract(frame, start, end, ["AAA", "BBB"], "csv", rejected, run_id="r")
+    assert result.valid.num_rows == 0  # every AAA row has three twins; every BBB volume is negative
+    kept = result.quarantine.to_pandas()
+    assert kept.groupby(["ticker", "reason"]).size().to_dict() == {
+        ("AAA", c.DUPLICATE_KEY): c.QUARANTINE_KEEP, ("AAA", f"{c.UNPARSEABLE}: 2 fields"): c.QUARANTINE_KEEP,
+        ("BBB", c.NEGATIVE_VOLUME): 5,
+    }
+    assert result.not_kept == {("AAA", c.DUPLICATE_KEY): 1_200 - c.QUARANTINE_KEEP,
+                               ("AAA", c.UNPARSEABLE): 1_101 - c.QUARANTINE_KEEP}
+    assert result.not_kept_rows == 301
+    # The first rows in (ticker, date) order, the first lines in file order: the same input
+    # keeps the same rows, so re-reading it adds nothing to the insert-only quarantine.
+    duplicates = kept[kept.reason == c.DUPLICATE_KEY]
+    assert duplicates.date.tolist() == sorted(frame.date[frame.ticker == "AAA"])[:c.QUARANTINE_KEEP]
+    lines = kept[kept.location.notna()].location.tolist()
+    assert lines == [f"AAA.csv:{i}" for i in range(2, 2 + c.QUARANTINE_KEEP)]
+    again = apply_contract(frame.sample(frac=1, random_state=1), start, end, ["AAA", "BBB"], "csv", rejected)
+    assert sorted(again.quarantine.column("quarantine_id").to_pylist()) == sorted(kept.quarantine_id)
+    assert len(set(kept.quarantine_id)) == len(kept)
+
+
+def test_the_raw_assets_metadata_counts_what_the_quarantine_did_not_keep(monkeypatch):
+    from financial_etl.extract.assets import batch_metadata
+    from financial_etl.settings import load_settings
+
+    monkeypatch.setenv("FINANCIAL_ETL_TICKERS", "AAA")
+    start, end = day("2024-01-01"), day("2025-12-31")  # 300 weekdays from 2024-03-04
+    batch = PriceBatch(frame=repeated(300, 4), source="csv")
+    batch.contract = apply_contract(batch.frame, start, end, ["AAA"], "csv")
+    meta = batch_metadata(load_settings(), batch, ["AAA"], start, end)
+    assert meta["rows_quarantined"].value == c.QUARANTINE_KEEP
+    assert meta["rows_quarantined_not_kept"].value == 200
+    assert f"- AAA, {c.DUPLICATE_KEY}: 200" in meta["quarantine_not_kept"].value

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
+import re
 import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
@@ -30,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from financial_etl.errors import ConfigError, FinancialEtlError, SourceUnavailableError
+from financial_etl.errors import ConfigError, FinancialEtlError, MissingTickersError
 from financial_etl.extract import contract as c
 from financial_etl.extract.contract import PRICE_COLUMNS, RAW_SCHEMA, ContractResult, Rejected, apply_contract
 from financial_etl.extract.resource import PriceBatch, eod_prices_resource, fetch_batch
@@ -43,7 +44,6 @@ REQUIRED = ("Date", "Open", "High", "Low", "Close", "Volume")
 VALUES = ("Open", "High", "Low", "Close", "Volume")
 PRICES = VALUES[:4]
 MISSING = ("", "null", "nan", "NaN", " ", " null ")  # what Yahoo writes for no value
-INT64_LIMIT = 2.0**63  # the first volume a bigint cannot hold
 EXAMPLES: Counter = Counter()  # inputs tried per test, printed at the end of the module
 
 PURE = settings(max_examples=300, deadline=None, database=None, print_blob=True,
@@ -141,8 +141,8 @@ def check_contract_split(batch: PriceBatch, result: ContractResult) -> None:
     per_date = Counter(dates)
     with np.errstate(invalid="ignore"):
         good = (
-            np.isfinite(prices).all(axis=1) & (prices > 0).all(axis=1) & (prices[:, 1] >= prices[:, 2])
-            & np.isfinite(volume) & (volume == np.round(volume)) & (volume >= 0) & (volume < INT64_LIMIT)
+            (prices >= c.MIN_PRICE).all(axis=1) & (prices <= c.MAX_PRICE).all(axis=1) & (prices[:, 1] >= prices[:, 2])
+            & np.isfinite(volume) & (volume == np.round(volume)) & (volume >= 0) & (volume <= c.MAX_VOLUME)
             & np.array([per_date[d] == 1 and START <= d <= END for d in dates], dtype=bool)
         )
     expected = sorted(
@@ -173,10 +173,10 @@ def assert_raw_contract(table: pa.Table) -> None:
     assert set(tickers) <= {TICKER}
     assert all(START <= d <= END for d in dates)
     prices = np.column_stack([table.column(col).to_numpy() for col in PRICE_COLUMNS]).reshape(-1, 4)
-    assert np.isfinite(prices).all() and (prices > 0).all()
+    assert (prices >= c.MIN_PRICE).all() and (prices <= c.MAX_PRICE).all()
     assert (prices[:, 1] >= prices[:, 2]).all()
     assert pa.types.is_int64(table.schema.field("volume").type) and table.column("volume").null_count == 0
-    assert (table.column("volume").to_numpy() >= 0).all()
+    assert (table.column("volume").to_numpy() >= 0).all() and (table.column("volume").to_numpy() <= c.MAX_VOLUME).all()
     assert len(set(zip(tickers, dates))) == len(dates)
 
 
@@ -243,6 +243,8 @@ ROW_FAULTS = {  # kind -> the reason the contract must quarantine it for
     "missing volume": c.MISSING_VOLUME,
     "infinite": c.NON_FINITE,
     "non-positive price": c.NON_POSITIVE_PRICE,
+    "tiny price": c.PRICE_TOO_SMALL,
+    "huge price": c.PRICE_TOO_LARGE,
     "high below low": c.HIGH_BELOW_LOW,
     "fractional volume": c.FRACTIONAL_VOLUME,
     "negative volume": c.NEGATIVE_VOLUME,
@@ -255,30 +257,40 @@ KINDS = [GOOD] * 8 + [*ROW_FAULTS, "untraded", *sorted(REJECT_KINDS), "random ed
 HEADER_FAULTS = ["missing column", "unknown column", "duplicate column", "lowercase", "semicolons",
                  "not utf-8", "blank first line", "empty file"]
 BAD_DATES = ["2024-13-01", "2024-02-30", "02/01/2024", "2024/01/02", "20240102", "", "2024-1-2",
-             "2024-01-02T00:00", "yesterday", "2024-01-0x", "0000-01-01", "2024-00-10", "2024-01-32"]
-BAD_NUMBERS = ["abc", "1.2.3", "--1", "N/A", "None", "NULL", "$5", "0x10", "1e", "-", ".", "1 2", "1\x002"]
+             "2024-01-02T00:00", "yesterday", "2024-01-0x", "0000-01-01", "2024-00-10", "2024-01-32",
+             "2024-W04-5", "2024-W01-1", "\uff12\uff10\uff12\uff14-01-02"]
+BAD_NUMBERS = ["abc", "1.2.3", "--1", "N/A", "None", "NULL", "$5", "0x10", "1e", "-", ".", "1 2", "1\x002",
+               "1_000", "1_0.5", "\uff11", "\u0661\u0662"]  # float() reads the last four
 INFINITE = ["inf", "-inf", "Infinity", "-Infinity", "+inf", "INF", "1e999", "-1e999"]
 NON_POSITIVE = ["0", "-0", "0.0", "-0.0", "-1.5", "-5e-324"]
-HUGE_VOLUMES = ["9223372036854775807", "9223372036854775808", "1e19", "1.7e308", str(2**64)]
+TINY_PRICES = ["1e-320", "5e-324", "1e-7", "9.99e-7"]  # positive, below MIN_PRICE
+HUGE_PRICES = ["1e308", "1.7976931348623157e308", "1e19", "2000000000000000000"]  # finite, above MAX_PRICE
+HUGE_VOLUMES = ["9223372036854775807", "9223372036854775808", "1e19", "1.7e308", str(2**64), "1000000000000001",
+                "1e16"]
 NOT_UTF8 = [b"\xff", b"\xfe", b"\xc3", b"\x80", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80"]
 NOISE = ['"', "\x00", ",", '""', "\t", "\ufeff"]  # quotes, NUL, a field more, a BOM mid-line
 BLANKS = ["", " ", "\t", " \t ", "\x0b", "\x0c"]
 TERMINATORS = ["\n", "\r\n", "\r"]
 
 positive = st.floats(min_value=0.0, exclude_min=True, allow_nan=False, allow_infinity=False)
+plausible = st.floats(min_value=c.MIN_PRICE, max_value=c.MAX_PRICE)  # a price the contract loads
 safe_text = st.text(st.characters(blacklist_characters=',"\r\n', blacklist_categories=("Cs",)), max_size=12)
 
 
 def parses_as_date(text: str) -> bool:
+    """The spec: YYYY-MM-DD in ASCII digits, a real day."""
     try:
-        return len(text.strip()) == 10 and bool(dt.date.fromisoformat(text.strip()))
+        return bool(re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text.strip())) and bool(dt.date.fromisoformat(text.strip()))
     except ValueError:
         return False
 
 
 def parses_as_number(text: str) -> bool:
+    """The spec: a missing marker, or what float() reads written in ASCII without underscores."""
     if text.strip() in {"", "null", "nan", "NaN"}:
         return True
+    if "_" in text or not text.strip().isascii():
+        return False
     try:
         float(text)
     except ValueError:
@@ -295,9 +307,9 @@ def cell(draw, text: str) -> str:
 
 @st.composite
 def good_values(draw) -> dict[str, str]:
-    low, high = sorted((draw(positive), draw(positive)))
-    volume = draw(st.integers(0, 2**62))
-    return {"Open": repr(draw(positive)), "High": repr(high), "Low": repr(low), "Close": repr(draw(positive)),
+    low, high = sorted((draw(plausible), draw(plausible)))
+    volume = draw(st.integers(0, int(c.MAX_VOLUME)))
+    return {"Open": repr(draw(plausible)), "High": repr(high), "Low": repr(low), "Close": repr(draw(plausible)),
             "Volume": draw(st.sampled_from([str(volume), f"{volume}.0", repr(float(volume))]))}
 
 
@@ -321,8 +333,15 @@ def data_line(draw, kind: str, day: dt.date, names: list[str]) -> tuple[list[byt
         cells[draw(st.sampled_from(VALUES))] = draw(st.sampled_from(INFINITE))
     elif kind == "non-positive price":
         cells[price] = draw(st.one_of(st.sampled_from(NON_POSITIVE), positive.map(lambda x: repr(-x))))
+    elif kind == "tiny price":
+        cells[price] = draw(st.one_of(st.sampled_from(TINY_PRICES),
+                                      st.floats(min_value=0.0, max_value=c.MIN_PRICE, exclude_min=True,
+                                                exclude_max=True).map(repr)))
+    elif kind == "huge price":
+        cells[price] = draw(st.one_of(st.sampled_from(HUGE_PRICES),
+                                      st.floats(min_value=c.MAX_PRICE, exclude_min=True, allow_infinity=False).map(repr)))
     elif kind == "high below low":
-        low, high = sorted((draw(positive), draw(positive)))
+        low, high = sorted((draw(plausible), draw(plausible)))
         if low == high:
             low = high / 2  # strictly below (0.0 when high is the smallest float: still below)
         cells["Low"], cells["High"] = repr(high), repr(low)
@@ -568,7 +587,9 @@ def test_loading_malformed_csv_stores_only_rows_obeying_the_contract(monkeypatch
             if isinstance(error, ConfigError):
                 assert not file.header_ok and str(root / "csv" / f"{TICKER}.csv") in str(error)
             else:
-                assert isinstance(error, SourceUnavailableError), repr(error)
+                # A file with no row in the range: a missing ticker, naming the file.
+                assert isinstance(error, MissingTickersError), repr(error)
+                assert str(root / "csv" / f"{TICKER}.csv") in str(error)
                 assert fetched[0].contract.valid.num_rows == 0 and fetched[0].contract.quarantined == 0
             assert not stored_tables(database) & {RAW_TABLE, QUARANTINE_TABLE}, "a failed load wrote rows"
             return

@@ -4,10 +4,13 @@ warning check reports what this run quarantined, and re-running adds nothing."""
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 
-from financial_etl.cli.main import execute_range
+from financial_etl.cli.main import execute_range, main
+from financial_etl.errors import EXIT_SUCCESS
 from financial_etl.extract import contract as c
 from financial_etl.extract.sources.synthetic import fetch_synthetic
 from financial_etl.settings import load_settings
@@ -132,3 +135,32 @@ def test_csv_bad_lines_are_quarantined_with_file_and_line_and_the_rest_loads(wor
     duplicated = frame.date.iloc[6]
     assert loaded == set(frame.date) - {frame.date.iloc[2], frame.date.iloc[4], duplicated}
     assert checks(result)["no_new_quarantined_rows"].metadata["quarantined_this_run"].value == 4
+
+
+def test_one_absurd_close_in_a_csv_is_quarantined_and_the_night_completes_with_a_finite_mart(workdir, csv_history):
+    """Before the plausibility bounds, one close of 1e308 made SQLMesh's STDDEV_POP overflow
+    and the run exit 1, and one of 1e-320 put an infinite return in the mart."""
+    planted = {("AAA", "2024-03-13"): ("1e-320", c.PRICE_TOO_SMALL), ("BBB", "2024-03-12"): ("1e308", c.PRICE_TOO_LARGE)}
+    for (ticker, date), (close, _) in planted.items():
+        path = workdir / "csv" / f"{ticker}.csv"
+        rows = list(csv.reader(path.read_text().splitlines()))
+        (line,) = [row for row in rows if row[0] == date]
+        line[rows[0].index("Close")] = close
+        path.write_text("\n".join(",".join(row) for row in rows) + "\n")
+    a, b = day("2024-03-01"), day("2024-03-28")
+    assert main(["run", "--start", a.isoformat(), "--end", b.isoformat()]) == EXIT_SUCCESS
+
+    db = workdir / "data" / "financial_etl.duckdb"
+    assert query(db, "SELECT ticker, date, reason, location, close_price FROM raw.eod_prices_quarantine ORDER BY ticker") == [
+        (ticker, day(date), reason, None, float(close)) for (ticker, date), (close, reason) in planted.items()]
+    expected = csv_history[(csv_history.date >= a) & (csv_history.date <= b)]
+    expected_keys = set(zip(expected.ticker, expected.date)) - {(t, day(d)) for t, d in planted}
+    raw = query(db, RAW)
+    assert [(t, d) for t, d, *_ in raw] == sorted(expected_keys)
+    got = tables(workdir)
+    assert [(r[0], r[1]) for r in got["mart"]] == [(t, d) for t, d, *_ in raw] and got["export"] == got["mart"]
+    columns = [name for (name,) in query(db, "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                                             "'marts' AND table_name = 'stock_metrics' AND data_type = 'DOUBLE'")]
+    not_finite = query(db, "SELECT " + ", ".join(f"count(*) FILTER (NOT isfinite({col}))" for col in columns)
+                       + " FROM marts.stock_metrics")
+    assert not_finite == [(0,) * len(columns)] and len(columns) == 24

@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 
 from financial_etl.calendar import trading_sessions
-from financial_etl.errors import ConfigError
+from financial_etl.errors import EXIT_DATA_QUALITY, ConfigError, MissingTickersError
 from financial_etl.extract.contract import RAW_SCHEMA, apply_contract
+from financial_etl.extract.resource import fetch_batch
 from financial_etl.extract.sources import csv as csv_source
 from financial_etl.extract.sources import yfinance as yf_source
 from financial_etl.extract.sources.synthetic import fetch_synthetic
@@ -147,6 +148,13 @@ def test_an_unusable_csv_file_fails_naming_the_file(tmp_path, content, what):
         ("2024-01-03,1,2,0.5,1,10,7", "7 fields, the header has 6"),
         ('2024-01-03,"1,2,0.5,1,10', "fields"),
         ("2024-01-03,1,2,0.5,1,1\x0010", "Volume"),
+        # What Python's float() and date.fromisoformat() accept and no price file writes.
+        ("2024-01-03,1,2,0.5,1,1_000", "Volume '1_000' is not a number"),
+        ("2024-01-03,1_000.5,2,0.5,1,10", "Open '1_000.5' is not a number"),
+        ("2024-01-03,1,\uff12,0.5,1,10", "High '\uff12' is not a number"),  # a full-width 2
+        ("2024-01-03,1,2,0.5,\u0661,10", "Close '\u0661' is not a number"),  # an Arabic-Indic 1
+        ("2024-W04-5,1,2,0.5,1,10", "Date '2024-W04-5' is not YYYY-MM-DD"),  # an ISO week date
+        ("\uff12\uff10\uff12\uff14-01-03,1,2,0.5,1,10", "is not YYYY-MM-DD"),
     ],
 )
 def test_an_unparseable_csv_line_is_rejected_with_its_line_and_the_rest_loads(tmp_path, line, what):
@@ -158,7 +166,7 @@ def test_an_unparseable_csv_line_is_rejected_with_its_line_and_the_rest_loads(tm
     rejected = batch.rejected[0]
     assert rejected.location == "AAA.csv:3" and rejected.ticker == "AAA"
     assert what in rejected.detail
-    assert rejected.raw_line.startswith("2024-01-03") or rejected.raw_line.startswith("02/01")
+    assert rejected.raw_line == line
 
 
 def test_a_bad_csv_line_dated_outside_the_range_is_not_this_runs_business(tmp_path):
@@ -167,6 +175,44 @@ def test_a_bad_csv_line_dated_outside_the_range_is_not_this_runs_business(tmp_pa
     )
     batch = csv_source.make_csv_fetch(tmp_path)(["AAA"], day("2024-01-01"), day("2024-01-31"))
     assert [r.location for r in batch.rejected] == ["AAA.csv:4"]  # its date is unknown, so it is reported
+
+
+HEADER = "Date,Open,High,Low,Close,Volume\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ("", "has only its header"),
+        ("\n \n", "has only its header"),
+        ("2023-05-02,1,2,0.5,1,10\n2023-06-01,1,2,0.5,1,10\n",
+         "has no row from 2024-01-01 to 2024-01-31 (its rows run from 2023-05-02 to 2023-06-01)"),
+        ("2024-01-02,null,null,null,null,null\n", "has no value on any line from 2024-01-01 to 2024-01-31"),
+    ],
+)
+def test_a_csv_file_without_a_row_in_the_range_says_so_by_name(tmp_path, body, why):
+    path = tmp_path / "AAA.csv"
+    path.write_text(HEADER + body)
+    write_yahoo_csv(tmp_path / "BBB.csv", _frame())
+    batch = csv_source.make_csv_fetch(tmp_path)(["AAA", "BBB"], day("2024-01-01"), day("2024-01-31"))
+    assert batch.ticker_errors == {"AAA": f"{path} {why}"}
+    assert batch.ticker_causes == {"AAA": "absent"}
+
+
+def test_a_header_only_csv_file_is_a_missing_ticker_naming_the_file_even_alone(tmp_path):
+    """Exit 3, not 4: a file that was read and holds no row is data missing, not a source to
+    retry, also when it is the only ticker and when partial loads are allowed."""
+    (tmp_path / "AAA.csv").write_text(HEADER)
+    write_yahoo_csv(tmp_path / "BBB.csv", _frame())
+    fetch = csv_source.make_csv_fetch(tmp_path)
+    start, end = day("2024-01-01"), day("2024-01-31")
+    for tickers, allow_partial in ((["AAA", "BBB"], False), (["AAA"], False), (["AAA"], True)):
+        with pytest.raises(MissingTickersError) as failure:
+            fetch_batch(fetch, tickers, start, end, allow_partial=allow_partial)
+        assert f"AAA: {tmp_path / 'AAA.csv'} has only its header" in str(failure.value)
+        assert failure.value.exit_code == EXIT_DATA_QUALITY
+    batch = fetch_batch(fetch, ["AAA", "BBB"], start, end, allow_partial=True)
+    assert batch.missing_tickers == ["AAA"] and set(batch.contract.valid.column("ticker").to_pylist()) == {"BBB"}
 
 
 def test_csv_missing_ticker_file_is_named(tmp_path):

@@ -94,9 +94,9 @@ def test_an_audit_added_to_the_sqlmesh_project_becomes_a_check(workdir, clean_en
         "SELECT * FROM @this_model WHERE close_price >= 10000\n"
     )
     model = project / "models" / "marts" / "stock_metrics.sql"
-    model.write_text(model.read_text().replace(
-        "    macd_histogram_identity\n  )", "    macd_histogram_identity,\n    close_below_ten_thousand(blocking := false)\n  )"
-    ))
+    text = model.read_text()
+    assert text.count("\n  audits (\n") == 1
+    model.write_text(text.replace("\n  audits (\n", "\n  audits (\n    close_below_ten_thousand(blocking := false),\n"))
     clean_env.setenv("FINANCIAL_ETL_SQLMESH_PROJECT", str(project))
     specs = _check_specs()
     assert specs["close_below_ten_thousand"].asset_key == MART

@@ -120,7 +120,7 @@ def test_the_mart_and_its_audits_are_the_same_on_duckdb_postgresql_and_spark(tmp
 
     want = stages["duckdb"]
     assert len(want[0][1]) == len(history) and want[1][1].trade_date.max() == last_day
-    assert all(passed for _, passed, _ in want[0][2]) and len(want[0][2]) == 10
+    assert all(passed for _, passed, _ in want[0][2]) and len(want[0][2]) == 11
     t03 = want[2][1][want[2][1].ticker == "T03"].set_index("trade_date")
     assert t03.loc[last_day, "ema_26"] != want[1][1][want[1][1].ticker == "T03"].set_index("trade_date").loc[last_day, "ema_26"]
     for name in ("postgres", "spark"):

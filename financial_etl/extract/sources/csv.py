@@ -1,11 +1,13 @@
 """A folder of Yahoo-format CSV files, one `<TICKER>.csv` per ticker.
 
 Header `Date,Open,High,Low,Close,Adj Close,Volume` (Adj Close optional), dates
-YYYY-MM-DD. A file that cannot be read, or whose header is not Yahoo's, fails the run
-naming the file. A line that cannot be parsed (wrong field count, a bad date or number,
-bytes that are not UTF-8) is rejected with its file and line number and goes to the
-quarantine; the file's other lines still load. Files are read only inside the
-configured folder: a symlink pointing elsewhere is refused.
+YYYY-MM-DD, numbers as Yahoo writes them (ASCII digits, a point, an exponent). A file that
+cannot be read, or whose header is not Yahoo's, fails the run naming the file. A line that
+cannot be parsed (wrong field count, a bad date or number, bytes that are not UTF-8) is
+rejected with its file and line number and goes to the quarantine; the file's other lines
+still load. A file with no row in the range says so by name: the run reports the ticker
+missing. Files are read only inside the configured folder: a symlink pointing elsewhere is
+refused.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +30,8 @@ REQUIRED = ("Date", "Open", "High", "Low", "Close", "Volume")
 OPTIONAL = ("Adj Close",)
 MISSING_MARKERS = {"", "null", "nan", "NaN"}
 VALUES = ("Open", "High", "Low", "Close", "Volume")
+# Python's fromisoformat also reads ISO week dates (2024-W04-5); Yahoo writes only this.
+DATE_FORMAT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class BadLine(ValueError):
@@ -34,18 +39,22 @@ class BadLine(ValueError):
 
 
 def _number(text: str, column: str) -> float:
-    if text.strip() in MISSING_MARKERS:
+    raw = text.strip()
+    if raw in MISSING_MARKERS:
         return math.nan
     try:
-        return float(text)
+        # float() also reads 1_000 and non-ASCII digits, which no price file writes.
+        if "_" in raw or not raw.isascii():
+            raise ValueError
+        return float(raw)
     except ValueError:
-        raise BadLine(f"{column} {text.strip()[:40]!r} is not a number") from None
+        raise BadLine(f"{column} {raw[:40]!r} is not a number") from None
 
 
 def _date(text: str) -> dt.date:
     raw = text.strip()
     try:
-        if len(raw) != 10:
+        if not DATE_FORMAT.fullmatch(raw):
             raise ValueError
         return dt.date.fromisoformat(raw)
     except ValueError:
@@ -131,16 +140,35 @@ def check_csv_dir(csv_dir: Path, tickers: Sequence[str]) -> None:
         )
 
 
+def no_rows(path: Path, frame: pd.DataFrame, rejected: Sequence[Rejected], start: dt.date, end: dt.date) -> str | None:
+    """Why the file gives the ticker no row for [start, end], naming it; None when it has one."""
+    in_range = frame[(frame["date"] >= start) & (frame["date"] <= end)] if len(frame) else frame
+    if in_range[list(VALUE_COLUMNS)].notna().any(axis=None):
+        return None
+    if not len(frame) and not rejected:
+        return f"{path} has only its header"
+    if len(in_range):
+        return f"{path} has no value on any line from {start} to {end}"
+    span = f" (its rows run from {min(frame['date'])} to {max(frame['date'])})" if len(frame) else ""
+    return f"{path} has no row from {start} to {end}{span}"
+
+
 def make_csv_fetch(csv_dir: Path):
     def fetch_csv(tickers: Sequence[str], start: dt.date, end: dt.date) -> PriceBatch:
         check_csv_dir(csv_dir, tickers)
-        frames, rejected = [], []
+        frames, rejected, errors = [], [], {}
         for ticker in tickers:
-            frame, bad = read_ticker_csv(ticker_file(csv_dir, ticker), ticker)
+            path = ticker_file(csv_dir, ticker)
+            frame, bad = read_ticker_csv(path, ticker)
             frames.append(frame[(frame["date"] >= start) & (frame["date"] <= end)] if len(frame) else frame)
             # A bad line dated outside the range is that range's business, not this run's.
             rejected.extend(r for r in bad if r.date is None or start <= r.date <= end)
+            why = no_rows(path, frame, bad, start, end)
+            if why:
+                errors[ticker] = why
         frame = pd.concat(frames, ignore_index=True)
-        return PriceBatch(frame=frame, source="csv", rejected=rejected)
+        # A file that was read and has no row is data missing, not a source to retry.
+        return PriceBatch(frame=frame, source="csv", rejected=rejected, ticker_errors=errors,
+                          ticker_causes=dict.fromkeys(errors, "absent"))
 
     return fetch_csv

@@ -24,7 +24,7 @@ MODEL (
     atr_14_day = 'Mean of the last 14 true ranges',
     daily_return_pct = 'Close-to-close return, percent',
     price_range_pct = '(high - low) / close, percent',
-    volume_ratio = 'volume / mean of the last 20 volumes',
+    volume_ratio = 'volume / mean of the last 20 volumes; NULL when that mean is 0',
     volume_sma_20 = 'Mean of the last 20 volumes, rounded',
     ema_12 = 'TA-Lib EMA(close, 12): the mean of the first 12 closes at row 12, then e = (close - e) * 2/13 + e',
     ema_26 = 'TA-Lib EMA(close, 26): the mean of the first 26 closes at row 26, then e = (close - e) * 2/27 + e',
@@ -46,7 +46,12 @@ MODEL (
     valid_atr,
     valid_rsi_wilder_range,
     valid_atr_wilder,
-    macd_histogram_identity
+    macd_histogram_identity,
+    finite_values(columns := (
+      open_price, high_price, low_price, close_price, sma_9_day, sma_20_day, sma_50_day, bollinger_upper,
+      bollinger_lower, rsi_14_day, macd_line, atr_14_day, daily_return_pct, price_range_pct, volume_ratio, ema_12,
+      ema_26, macd, macd_signal, macd_histogram, rsi_14_wilder, atr_14_wilder, wilder_avg_gain_14, wilder_avg_loss_14
+    ))
   )
 );
 
@@ -294,8 +299,9 @@ SELECT
   /* Return: (close - prev_close) / prev_close, NULL on the ticker's first row */
   ((close_price - prev_close) / prev_close * 100)::DOUBLE AS daily_return_pct,
   ((high_price - low_price) / close_price * 100)::DOUBLE AS price_range_pct,
-  /* Volume: current over the mean of the last 20, and that mean rounded half away from zero */
-  CASE WHEN position >= 20 THEN volume / avg_volume20 END::DOUBLE AS volume_ratio,
+  /* Volume: current over the mean of the last 20 (NULL when 20 sessions traded nothing:
+     0 / 0 is NaN on DuckDB and an error on PostgreSQL), and that mean rounded half away from zero */
+  CASE WHEN position >= 20 AND avg_volume20 > 0 THEN volume / avg_volume20 END::DOUBLE AS volume_ratio,
   CASE WHEN position >= 20 THEN ROUND(avg_volume20) END::BIGINT AS volume_sma_20,
   /* TA-Lib EMA(12) and EMA(26), MACD(12, 26, 9), RSI(14) and ATR(14), Wilder smoothing;
      NULL until TA-Lib's first output (every batch row past a carried state has one) */
