@@ -40,7 +40,7 @@ def test_checks_alone_match_the_materializing_run_and_pass_on_clean_data(workdir
     )
     assert _materialized(alone) == set()
     in_run, by_itself = _evaluations(run), _evaluations(alone)
-    assert set(in_run) == set(by_itself) and len(in_run) == 16  # ten mart checks among them
+    assert set(in_run) == set(by_itself) and len(in_run) == 17  # eleven mart checks among them
     for key, evaluation in in_run.items():
         assert by_itself[key].passed == evaluation.passed, key
         for name in ("violating_rows", "mart_rows", "target_rows", "sessions_in_range"):
