@@ -26,11 +26,13 @@ MODEL = Path("models") / "marts" / "stock_metrics.sql"
 RANGE_COLUMN = "  ((high_price - low_price) / close_price * 100)::DOUBLE AS price_range_pct,\n"
 LAST_COLUMN = "END::DOUBLE AS wilder_avg_loss_14\n"
 
-# (what the edit is, the text replaced, its replacement): applied one after the other.
+# (what the edit is, the text replaced, its replacement): applied one after the other. A
+# removed column leaves the finite_values audit's column list too, as an editor would.
 EDITS = [
     ("a new column", LAST_COLUMN, "END::DOUBLE AS wilder_avg_loss_14,\n  (close_price * 2)::DOUBLE AS close_doubled\n"),
     ("a changed formula", RANGE_COLUMN, "  ((high_price - low_price) / open_price * 100)::DOUBLE AS price_range_pct,\n"),
-    ("a removed column", "  ((high_price - low_price) / open_price * 100)::DOUBLE AS price_range_pct,\n", ""),
+    ("a removed column", "  ((high_price - low_price) / open_price * 100)::DOUBLE AS price_range_pct,\n", "",
+     ("daily_return_pct, price_range_pct, volume_ratio", "daily_return_pct, volume_ratio")),
     ("a type change", "END::BIGINT AS volume_sma_20", "END::DOUBLE AS volume_sma_20"),
 ]
 DAYS = ["2024-03-22", "2024-03-25", "2024-03-26", "2024-03-27", "2024-03-28"]
@@ -94,8 +96,9 @@ def reconciliation(settings=None) -> tuple[bool, dict]:
 def _every_edit_reaches_the_target(workdir, project, target) -> None:
     assert main(["run", "--end", DAYS[0]]) == EXIT_SUCCESS
     assert_export_equals_mart(workdir, target, "first load")
-    for (what, old, new), day in zip(EDITS, DAYS[1:]):
-        edit(project, old, new)
+    for (what, old, new, *more), day in zip(EDITS, DAYS[1:]):
+        for a, b in [(old, new), *more]:
+            edit(project, a, b)
         assert main(["run", "--start", day, "--end", day]) == EXIT_SUCCESS, what
         types = assert_export_equals_mart(workdir, target, f"after {what}")
         passed, meta = reconciliation()
