@@ -41,6 +41,17 @@ SPARK_MASTER = "local[2]"
 VARIABLES = {"lookback_rows": 50}
 DEFAULT_DUCKDB_PATH = Path(__file__).resolve().parent.parent / "data" / "financial_etl.duckdb"
 DEFAULT_START = "2020-01-01"
+# DuckDB's memory per database file a process opens: its buffer pool caches what queries
+# read up to this, and sorts, joins and windows spill beyond it to a folder beside the
+# file. DuckDB's default, 80% of the machine, let a daily run keep GBs of cached history
+# (docs/scaling-out.md, "Memory").
+DUCKDB_MEMORY_LIMIT = "512MB"
+
+
+def duckdb_settings(database: str) -> dict[str, str]:
+    """How every DuckDB connection of the project opens `database` (the warehouse,
+    SQLMesh's state, the export stand-in): its memory limit and where it spills."""
+    return {"memory_limit": DUCKDB_MEMORY_LIMIT, "temp_directory": f"{database}.tmp"}
 
 
 def spark_conf(duckdb_path: str, master: str = SPARK_MASTER) -> dict[str, str]:
@@ -94,13 +105,14 @@ def gateway(duckdb_path: str, warehouse: str | None = None) -> GatewayConfig:
     """The gateway for FINANCIAL_ETL_WAREHOUSE (see the module's docstring)."""
     if not warehouse or warehouse == "duckdb":
         # State in the warehouse file itself: a deleted warehouse leaves no stale intervals.
-        return GatewayConfig(connection=TransactionalDuckDBConnectionConfig(database=duckdb_path))
+        return GatewayConfig(connection=TransactionalDuckDBConnectionConfig(
+            database=duckdb_path, connector_config=duckdb_settings(duckdb_path)))
     if warehouse == "spark" or warehouse.startswith("spark:"):
         master = warehouse.partition(":")[2] or SPARK_MASTER
         state = str(Path(duckdb_path).parent / "sqlmesh-state.duckdb")
         return GatewayConfig(
             connection=SparkConnectionConfig(config=spark_conf(duckdb_path, master)),
-            state_connection=DuckDBConnectionConfig(database=state),
+            state_connection=DuckDBConnectionConfig(database=state, connector_config=duckdb_settings(state)),
         )
     parts = urlsplit(warehouse)
     if parts.scheme in ("postgresql", "postgres"):

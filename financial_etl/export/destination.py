@@ -41,6 +41,7 @@ from financial_etl.errors import (
     NoOdbcDriverError,
 )
 from financial_etl.settings import Settings
+from financial_etl.warehouse.engines import duckdb_credentials
 
 MSSQL_PREFIX = "FINANCIAL_ETL_MSSQL_"
 MSSQL_FIELDS = (
@@ -82,7 +83,7 @@ class ExportTarget:
             return dlt.destinations.mssql(credentials=self._credentials, **options)
         if self.kind == "postgres":
             return dlt.destinations.postgres(credentials=self._credentials, **options)
-        return dlt.destinations.duckdb(self._credentials, **options)
+        return dlt.destinations.duckdb(duckdb_credentials(Path(self._credentials)), **options)
 
     def rename_sql(self, client, old: str, new: str) -> str:
         """Rename table `old` of the target's schema to `new` (both plain identifiers)."""

@@ -41,7 +41,7 @@ from financial_etl.extract.sources import fetch_for
 from financial_etl.runs import restated_tickers, run_dates, run_tickers
 from financial_etl.settings import DEFAULT_OWNER, Settings
 from financial_etl.warehouse import QUARANTINE, RAW, RAW_DATASET, RAW_KEY
-from financial_etl.warehouse.engines import MissingTable, Warehouse
+from financial_etl.warehouse.engines import MissingTable, Warehouse, duckdb_credentials
 from financial_etl.warehouse.lake import publish_raw
 from financial_etl.warehouse.lock import pipeline_folder_lock
 from financial_etl.warehouse.storage import check_writable, storage_errors
@@ -75,7 +75,7 @@ def raw_destination(warehouse: Warehouse):
     DuckDB file; for Spark, the file is then published to Parquet (warehouse/lake.py)."""
     if warehouse.engine == "postgres":
         return dlt.destinations.postgres(credentials=warehouse.url)
-    return dlt.destinations.duckdb(str(warehouse.duckdb_path))
+    return dlt.destinations.duckdb(duckdb_credentials(warehouse.duckdb_path, warehouse.project_dir))
 
 
 def raw_file(warehouse: Warehouse):

@@ -70,8 +70,10 @@ def warehouse_file(warehouse) -> Path | None:
 
 def checkpoint(database: Path) -> None:
     """Fold DuckDB's write-ahead log into the database file, leaving the log empty."""
+    from financial_etl.warehouse.project import duckdb_settings
+
     if database.exists():
-        with duckdb.connect(str(database)) as con:
+        with duckdb.connect(str(database), config=duckdb_settings(database)) as con:
             con.execute("CHECKPOINT")
 
 
