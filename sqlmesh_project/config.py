@@ -75,10 +75,30 @@ def spark_conf(duckdb_path: str, master: str = SPARK_MASTER) -> dict[str, str]:
     }
 
 
+# The DuckDB cursor of each open adapter of this process, for interrupt_queries.
+_CURSORS: dict[int, object] = {}
+
+
+def interrupt_queries() -> None:
+    """Stop the statements SQLMesh's DuckDB adapters are running, from any thread: a stop
+    signal reaches only the main thread, and dagster-sqlmesh runs SQLMesh in another."""
+    for cursor in list(_CURSORS.values()):
+        cursor.interrupt()  # type: ignore[attr-defined]
+
+
 class TransactionalDuckDBEngineAdapter(DuckDBEngineAdapter):
     """SQLMesh's DuckDB adapter, with a recomputed range deleted and inserted in one
     transaction: SQLMesh leaves DuckDB's transactions off and commits each statement, so a
-    run killed between the two left the range empty (the whole mart, for a full re-run)."""
+    run killed between the two left the range empty (the whole mart, for a full re-run).
+    Its statements can be interrupted from another thread (interrupt_queries)."""
+
+    def execute(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        _CURSORS[id(self)] = self.cursor
+        return super().execute(*args, **kwargs)
+
+    def close(self):  # type: ignore[no-untyped-def]
+        _CURSORS.pop(id(self), None)
+        return super().close()
 
     def insert_overwrite_by_time_partition(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         self.execute("BEGIN TRANSACTION")

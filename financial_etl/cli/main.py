@@ -4,7 +4,8 @@
 the partition range through Dagster (recorded in $DAGSTER_HOME when set) and exits with
 the seed's codes: 0 success, 1 unexpected error, 2 configuration error, 3 data-quality
 failure, 4 connection error (a database or the price source), and 5 storage error (a
-full disk or a read-only folder; the message names the path).
+full disk or a read-only folder; the message names the path); stopped by SIGINT or
+SIGTERM, 130 or 143 (cli/stop.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import functools
 import gc
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -32,6 +35,7 @@ from financial_etl.errors import (
     FinancialEtlError,
     exit_code_for_class_name,
 )
+from financial_etl.cli.stop import StopOnSignal, exit_now
 from financial_etl.settings import Settings, load_settings, parse_date
 
 log = logging.getLogger("financial_etl")
@@ -155,7 +159,8 @@ def failed_blocking_checks(result) -> list[str]:
 
 
 def run_pipeline(
-    settings: Settings, start: dt.date, end: dt.date, full_refresh: bool = False, verbose: bool = False
+    settings: Settings, start: dt.date, end: dt.date, full_refresh: bool = False, verbose: bool = False,
+    stop: StopOnSignal | None = None,
 ) -> int:
     from financial_etl.cli.summary import print_summary
     from financial_etl.runs import EXPORT_TAG, FULL_REFRESH
@@ -166,6 +171,11 @@ def run_pipeline(
     if result.success:
         print_summary(settings, result, time.monotonic() - started)
         return EXIT_SUCCESS
+    if stop is not None and stop.signum is not None:
+        steps = [e.step_key for e in result.all_events if e.is_step_failure]
+        print(f"financial-etl: run {result.run_id} stopped" + (f" during {', '.join(steps)}" if steps else ""),
+              file=sys.stderr)
+        return stop.exit_code or EXIT_UNEXPECTED
     if failed := failed_blocking_checks(result):
         print(f"financial-etl: data-quality failure, blocking checks failed: {', '.join(failed)}; "
               "downstream assets were not materialized", file=sys.stderr)
@@ -249,10 +259,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plan", help="show what the working copy of sqlmesh_project/ changes against prod, with a diff of the "
                      "numbers built in an isolated SQLMesh environment; applies nothing")
     args = parser.parse_args(argv)
+    if args.command != "run" or threading.current_thread() is not threading.main_thread():
+        return command(args)
+    with StopOnSignal() as stop:
+        try:
+            code = command(args, stop)
+        except BaseException:  # StoppedBySignal, or Dagster's interrupt raised out of the run
+            if stop.signum is None:
+                raise
+            code = EXIT_UNEXPECTED
+    if stop.signum is None:
+        return code
+    if code != EXIT_SUCCESS:
+        code = stop.exit_code or EXIT_UNEXPECTED
+        print(f"financial-etl: stopped by {signal.Signals(stop.signum).name}; every table is as before the run or "
+              "as after its last finished stage, nothing half-written: run the same range again to finish it "
+              f"(exit {code})", file=sys.stderr)
+    exit_now(code)  # a statement still running in a library's thread is discarded, uncommitted
+    return code  # not reached
+
+
+def command(args: argparse.Namespace, stop: StopOnSignal | None = None) -> int:
     quiet_libraries()
     _load_and_freeze_libraries()
     try:
         settings = load_settings()
+        if stop is not None:
+            from financial_etl.warehouse.project import project_config_module
+
+            stop.interrupt = getattr(project_config_module(str(settings.sqlmesh_project_dir)),
+                                     "interrupt_queries", stop.interrupt)
         if args.command == "plan":
             return run_plan(settings)
         if args.command == "check":
@@ -270,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         settings.with_range(start, end)
         _preflight(settings)
-        return run_pipeline(settings, start, end, full_refresh=args.full_refresh, verbose=args.verbose)
+        return run_pipeline(settings, start, end, full_refresh=args.full_refresh, verbose=args.verbose, stop=stop)
     except ConfigError as exc:
         print(f"financial-etl: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -278,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"financial-etl: {exc}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:  # the last resort: a readable line and the generic code
+        if stop is not None and stop.signum is not None:
+            raise  # a query the stop interrupted: main() reports the stop
         print(f"financial-etl: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_UNEXPECTED
 

@@ -242,6 +242,9 @@ def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartition
         with warehouse.stage_lock("extract", log=context.log.warning), storage_errors(
             "the extract", raw_file(warehouse), on_failure=pipeline.drop_pending_packages
         ):
+            # A package left by a stopped or killed run: dlt would load it instead of this
+            # batch and return. Its run failed, and its range is fetched again when re-run.
+            pipeline.abort_packages()
             results = list(runner.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
             if warehouse.engine == "spark":
                 publish_raw(warehouse, settings.pipelines_dir)
