@@ -3,7 +3,8 @@ stage at one size: `python -m benchmarks transform --tickers 500 --days 6500`, o
 `python -m benchmarks history` (one ticker's 8.5 years through `financial-etl run`) and
 `python -m benchmarks partitions` (Dagster's bookkeeping alone, per partition granularity)
 and `python -m benchmarks engines` (the warehouse on DuckDB, PostgreSQL and Spark) and
-`python -m benchmarks change` (landing a model change: mart rebuild and export re-send).
+`python -m benchmarks change` (landing a model change: mart rebuild and export re-send) and
+`python -m benchmarks memory` (peak RSS and wall time of `financial-etl run` at 5,000 tickers).
 
 Each stage is measured in one process; results go to benchmarks/results/ as JSON and a
 markdown table (and, for `scale`, a PNG plot). Targets are reported as met or missed
@@ -146,6 +147,17 @@ def scale(args) -> int:
     return 1 if result["errors"] else 0
 
 
+def memory(args) -> int:
+    from benchmarks.memory import run
+
+    started = time.perf_counter()
+    result = run(args.tickers, args.histories, args.out, workdir=args.workdir, cap_bytes=int(args.cap_gib * 2**30),
+                 progress=lambda msg: print(f"[{time.perf_counter() - started:7.1f} s] {msg}", flush=True))
+    print((args.out / "memory.md").read_text())
+    return 0 if all(r["full_refresh"]["exit_code"] == 0 and r["daily"] and r["daily"]["exit_code"] == 0
+                    for r in result["runs"]) else 1
+
+
 def history(args) -> int:
     from benchmarks.history import run
 
@@ -169,6 +181,7 @@ def partitions(args) -> int:
 
 
 def main(argv=None) -> int:
+    from benchmarks import memory as memory_module
     from benchmarks import scale as scale_module
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
@@ -210,7 +223,19 @@ def main(argv=None) -> int:
     c.add_argument("--tickers", type=int, default=500)
     c.add_argument("--days", type=int, default=6500)
     c.add_argument("--out", type=Path, default=RESULTS)
+    m = sub.add_parser("memory", help="peak RSS and wall time of `financial-etl run`: full refresh, then a daily "
+                                      "run on top, per history length")
+    m.add_argument("--tickers", type=int, default=memory_module.TICKERS)
+    m.add_argument("--histories", type=lambda text: [int(x) for x in text.split(",")],
+                   default=list(memory_module.HISTORIES), help="sessions of history, comma-separated (default: "
+                   + ",".join(map(str, memory_module.HISTORIES)) + ")")
+    m.add_argument("--cap-gib", type=float, default=memory_module.CAP_BYTES / 2**30,
+                   help="kill a run whose RSS passes this (the machine is shared)")
+    m.add_argument("--workdir", type=Path, default=None, help="where the warehouses go (default: /tmp)")
+    m.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.stage == "memory":
+        return memory(args)
     if args.stage == "change":
         return change(args)
     if args.stage == "scale":

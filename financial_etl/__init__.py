@@ -12,3 +12,6 @@ os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID", "true")
 # SQLMesh forks a pool of model-loading processes unless this is 1 (sqlmesh.core.constants):
 # one model needs no pool, and forked workers outlive a killed run, 250 MB each.
 os.environ.setdefault("MAX_FORK_WORKERS", "1")
+# dlt holds a SIGTERM or SIGINT until its running load jobs finish (minutes for a large
+# merge); off, Dagster's handler stops the step at once and cli/stop.py ends the process.
+os.environ.setdefault("RUNTIME__INTERCEPT_SIGNALS", "false")

@@ -7,12 +7,37 @@ which failure means which code.
 
 from __future__ import annotations
 
+import signal
+
 EXIT_SUCCESS = 0
 EXIT_UNEXPECTED = 1
 EXIT_CONFIG = 2
 EXIT_DATA_QUALITY = 3
 EXIT_CONNECTION = 4
 EXIT_STORAGE = 5
+# A run stopped by a signal exits 128 + its number, what a shell reports for a process the
+# signal killed: cron, systemd and Kubernetes read it as "stopped", not as a data failure.
+EXIT_SIGNAL_BASE = 128
+EXIT_SIGINT = EXIT_SIGNAL_BASE + signal.SIGINT  # 130
+EXIT_SIGTERM = EXIT_SIGNAL_BASE + signal.SIGTERM  # 143
+
+
+def exit_code_for_signal(signum: int) -> int:
+    return EXIT_SIGNAL_BASE + signum
+
+
+def interruption(exc: BaseException) -> BaseException | None:
+    """The interrupt behind `exc`, if a library turned one into an ordinary error (DuckDB
+    raises "Query interrupted" from Dagster's interrupt on SIGTERM): a stopped run must not
+    be retried as if the database had failed."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt) or type(current).__name__ == "DagsterExecutionInterruptedError":
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class FinancialEtlError(Exception):

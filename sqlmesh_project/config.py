@@ -41,6 +41,17 @@ SPARK_MASTER = "local[2]"
 VARIABLES = {"lookback_rows": 50}
 DEFAULT_DUCKDB_PATH = Path(__file__).resolve().parent.parent / "data" / "financial_etl.duckdb"
 DEFAULT_START = "2020-01-01"
+# DuckDB's memory per database file a process opens: its buffer pool caches what queries
+# read up to this, and sorts, joins and windows spill beyond it to a folder beside the
+# file. DuckDB's default, 80% of the machine, let a daily run keep GBs of cached history
+# (docs/scaling-out.md, "Memory").
+DUCKDB_MEMORY_LIMIT = "512MB"
+
+
+def duckdb_settings(database: str) -> dict[str, str]:
+    """How every DuckDB connection of the project opens `database` (the warehouse,
+    SQLMesh's state, the export stand-in): its memory limit and where it spills."""
+    return {"memory_limit": DUCKDB_MEMORY_LIMIT, "temp_directory": f"{database}.tmp"}
 
 
 def spark_conf(duckdb_path: str, master: str = SPARK_MASTER) -> dict[str, str]:
@@ -64,10 +75,30 @@ def spark_conf(duckdb_path: str, master: str = SPARK_MASTER) -> dict[str, str]:
     }
 
 
+# The DuckDB cursor of each open adapter of this process, for interrupt_queries.
+_CURSORS: dict[int, object] = {}
+
+
+def interrupt_queries() -> None:
+    """Stop the statements SQLMesh's DuckDB adapters are running, from any thread: a stop
+    signal reaches only the main thread, and dagster-sqlmesh runs SQLMesh in another."""
+    for cursor in list(_CURSORS.values()):
+        cursor.interrupt()  # type: ignore[attr-defined]
+
+
 class TransactionalDuckDBEngineAdapter(DuckDBEngineAdapter):
     """SQLMesh's DuckDB adapter, with a recomputed range deleted and inserted in one
     transaction: SQLMesh leaves DuckDB's transactions off and commits each statement, so a
-    run killed between the two left the range empty (the whole mart, for a full re-run)."""
+    run killed between the two left the range empty (the whole mart, for a full re-run).
+    Its statements can be interrupted from another thread (interrupt_queries)."""
+
+    def execute(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        _CURSORS[id(self)] = self.cursor
+        return super().execute(*args, **kwargs)
+
+    def close(self):  # type: ignore[no-untyped-def]
+        _CURSORS.pop(id(self), None)
+        return super().close()
 
     def insert_overwrite_by_time_partition(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         self.execute("BEGIN TRANSACTION")
@@ -94,13 +125,14 @@ def gateway(duckdb_path: str, warehouse: str | None = None) -> GatewayConfig:
     """The gateway for FINANCIAL_ETL_WAREHOUSE (see the module's docstring)."""
     if not warehouse or warehouse == "duckdb":
         # State in the warehouse file itself: a deleted warehouse leaves no stale intervals.
-        return GatewayConfig(connection=TransactionalDuckDBConnectionConfig(database=duckdb_path))
+        return GatewayConfig(connection=TransactionalDuckDBConnectionConfig(
+            database=duckdb_path, connector_config=duckdb_settings(duckdb_path)))
     if warehouse == "spark" or warehouse.startswith("spark:"):
         master = warehouse.partition(":")[2] or SPARK_MASTER
         state = str(Path(duckdb_path).parent / "sqlmesh-state.duckdb")
         return GatewayConfig(
             connection=SparkConnectionConfig(config=spark_conf(duckdb_path, master)),
-            state_connection=DuckDBConnectionConfig(database=state),
+            state_connection=DuckDBConnectionConfig(database=state, connector_config=duckdb_settings(state)),
         )
     parts = urlsplit(warehouse)
     if parts.scheme in ("postgresql", "postgres"):

@@ -5,7 +5,8 @@ the partition range through Dagster (recorded in $DAGSTER_HOME when set) and exi
 the seed's codes: 0 success, 1 unexpected error, 2 configuration error, 3 data-quality
 failure, 4 connection error (a database, the price source, or a DuckDB file another
 program holds), and 5 storage error (a full disk or a read-only folder; the message
-names the path). Settings are checked before anything is written (`_preflight`).
+names the path); stopped by SIGINT or SIGTERM, 130 or 143 (cli/stop.py). Settings are
+checked before anything is written (`_preflight`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import functools
 import gc
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -35,6 +38,7 @@ from financial_etl.errors import (
     StorageError,
     exit_code_for_class_name,
 )
+from financial_etl.cli.stop import StopOnSignal, exit_now
 from financial_etl.settings import Settings, load_settings, parse_date
 
 log = logging.getLogger("financial_etl")
@@ -205,7 +209,8 @@ def failed_blocking_checks(result) -> list[str]:
 
 
 def run_pipeline(
-    settings: Settings, start: dt.date, end: dt.date, full_refresh: bool = False, verbose: bool = False
+    settings: Settings, start: dt.date, end: dt.date, full_refresh: bool = False, verbose: bool = False,
+    stop: StopOnSignal | None = None,
 ) -> int:
     from financial_etl.cli.summary import print_summary
     from financial_etl.runs import EXPORT_TAG, FULL_REFRESH
@@ -216,6 +221,11 @@ def run_pipeline(
     if result.success:
         print_summary(settings, result, time.monotonic() - started)
         return EXIT_SUCCESS
+    if stop is not None and stop.signum is not None:
+        steps = [e.step_key for e in result.all_events if e.is_step_failure]
+        print(f"financial-etl: run {result.run_id} stopped" + (f" during {', '.join(steps)}" if steps else ""),
+              file=sys.stderr)
+        return stop.exit_code or EXIT_UNEXPECTED
     if failed := failed_blocking_checks(result):
         print(f"financial-etl: data-quality failure, blocking checks failed: {', '.join(failed)}; "
               "downstream assets were not materialized", file=sys.stderr)
@@ -295,10 +305,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plan", help="show what the working copy of sqlmesh_project/ changes against prod, with a diff of the "
                      "numbers built in an isolated SQLMesh environment; applies nothing")
     args = parser.parse_args(argv)
+    if args.command != "run" or threading.current_thread() is not threading.main_thread():
+        return command(args)
+    with StopOnSignal() as stop:
+        try:
+            code = command(args, stop)
+        except BaseException:  # StoppedBySignal, or Dagster's interrupt raised out of the run
+            if stop.signum is None:
+                raise
+            code = EXIT_UNEXPECTED
+    if stop.signum is None:
+        return code
+    if code != EXIT_SUCCESS:
+        code = stop.exit_code or EXIT_UNEXPECTED
+        print(f"financial-etl: stopped by {signal.Signals(stop.signum).name}; every table is as before the run or "
+              "as after its last finished stage, nothing half-written: run the same range again to finish it "
+              f"(exit {code})", file=sys.stderr)
+    exit_now(code)  # a statement still running in a library's thread is discarded, uncommitted
+    return code  # not reached
+
+
+def command(args: argparse.Namespace, stop: StopOnSignal | None = None) -> int:
     quiet_libraries()
     _load_and_freeze_libraries()
     try:
         settings = load_settings()
+        if stop is not None:
+            from financial_etl.warehouse.project import project_config_module
+
+            stop.interrupt = getattr(project_config_module(str(settings.sqlmesh_project_dir)),
+                                     "interrupt_queries", stop.interrupt)
         if args.command == "plan":
             _preflight(settings, "plan")
             return run_plan(settings)
@@ -317,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.with_range(start, end)
         _window(start, end)
         _preflight(settings, "run")
-        return run_pipeline(settings, start, end, full_refresh=args.full_refresh, verbose=args.verbose)
+        return run_pipeline(settings, start, end, full_refresh=args.full_refresh, verbose=args.verbose, stop=stop)
     except ConfigError as exc:
         print(f"financial-etl: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -325,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"financial-etl: {exc}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:  # the last resort: a readable line and the generic code
+        if stop is not None and stop.signum is not None:
+            raise  # a query the stop interrupted: main() reports the stop
         print(f"financial-etl: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_UNEXPECTED
 

@@ -36,7 +36,7 @@ from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.pipeline.pipeline import Pipeline
 
 from financial_etl.calendar import add_partition_row_counts, partition_counts_sql
-from financial_etl.errors import PermanentDestinationError, StorageError
+from financial_etl.errors import PermanentDestinationError, StorageError, interruption
 from financial_etl.export.destination import ExportDestination, ExportTarget, classify, export_target_for
 from financial_etl.metadata import column_changes
 from financial_etl.runs import EXPORT_TAG, FULL_REFRESH, restated_tickers, run_dates
@@ -332,7 +332,13 @@ def build_export_asset(settings: Settings, partitions_def, column_schema=None, c
         # The whole step holds the export's lock: the dlt pipeline's working state (and a
         # DuckDB stand-in) take one writer at a time; on DuckDB it is the warehouse's lock.
         with settings.warehouse.stage_lock("export", log=context.log.warning):
-            return _export(context, target, start, end)
+            try:
+                return _export(context, target, start, end)
+            except BaseException as exc:
+                if (stopped := interruption(exc)) is None:
+                    raise
+                # Dagster retries an interrupted step that has a retry policy: a stop ends the run.
+                raise Failure(description=f"stopped ({type(stopped).__name__})", allow_retries=False) from None
 
     def _export(context: AssetExecutionContext, target: ExportTarget, start: dt.date, end: dt.date):
         restated = restated_tickers(context.run.tags, settings, start)

@@ -43,6 +43,7 @@ from financial_etl.errors import (
     NoOdbcDriverError,
 )
 from financial_etl.settings import Settings, check_path, parse_bool, refuse_blank
+from financial_etl.warehouse.engines import duckdb_credentials
 from financial_etl.warehouse.lock import held_elsewhere
 
 MSSQL_PREFIX = "FINANCIAL_ETL_MSSQL_"
@@ -88,7 +89,7 @@ class ExportTarget:
             return dlt.destinations.mssql(credentials=self._credentials, **options)
         if self.kind == "postgres":
             return dlt.destinations.postgres(credentials=self._credentials, **options)
-        return dlt.destinations.duckdb(self._credentials, **options)
+        return dlt.destinations.duckdb(duckdb_credentials(Path(self._credentials)), **options)
 
     def rename_sql(self, client, old: str, new: str) -> str:
         """Rename table `old` of the target's schema to `new` (both plain identifiers)."""

@@ -13,6 +13,7 @@ the raw check `no_unexplained_price_moves`.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -21,36 +22,42 @@ from financial_etl.warehouse import ACTIONS, RAW
 from financial_etl.warehouse.engines import MissingTable, Warehouse
 
 
-def _stored(warehouse: Warehouse, start: dt.date, end: dt.date) -> tuple[pd.DataFrame, set[tuple[str, dt.date]] | None]:
-    """(raw's last close of each ticker before `start`, the actions raw knows in the range,
-    or None when raw has no actions table yet)."""
+@dataclass(frozen=True)
+class Stored:
+    """What raw already holds that decides a reload: each ticker's last close before the
+    range, and the actions raw knows in the range (None: raw has no actions table yet)."""
+
+    last: dict[str, tuple[dt.date, float]]
+    known: set[tuple[str, dt.date]] | None
+
+
+def stored_before(warehouse: Warehouse, start: dt.date, end: dt.date) -> Stored:
+    """Read once per run: an aggregate, so the memory stays flat however long the history."""
     if warehouse.engine == "duckdb" and not warehouse.duckdb_path.exists():
-        return pd.DataFrame(columns=["ticker", "date", "close_price"]), set()
+        return Stored({}, set())
     with warehouse.connect() as con:
         try:
             last = con.execute(
-                "SELECT ticker, date, close_price FROM (SELECT ticker, date, close_price, row_number() OVER "
-                f"(PARTITION BY ticker ORDER BY date DESC) AS n FROM {RAW} WHERE date < ?) AS last WHERE n = 1",
+                f"SELECT r.ticker, r.date, r.close_price FROM {RAW} AS r JOIN (SELECT ticker, max(date) AS date "
+                f"FROM {RAW} WHERE date < ? GROUP BY ticker) AS l ON r.ticker = l.ticker AND r.date = l.date",
                 [start],
-            ).df()
+            ).fetchall()
         except MissingTable:  # nothing loaded yet: nothing to re-adjust
-            return pd.DataFrame(columns=["ticker", "date", "close_price"]), set()
+            return Stored({}, set())
+        held = {ticker: (pd.Timestamp(day).date(), close) for ticker, day, close in last}
         try:
-            known = con.execute(f"SELECT ticker, date FROM {ACTIONS} WHERE date BETWEEN ? AND ?", [start, end]).df()
+            known = con.execute(f"SELECT ticker, date FROM {ACTIONS} WHERE date BETWEEN ? AND ?", [start, end]).fetchall()
         except MissingTable:
-            return last, None
-    return last, {(t, pd.Timestamp(d).date()) for t, d in zip(known["ticker"], known["date"])}
+            return Stored(held, None)
+    return Stored(held, {(t, pd.Timestamp(d).date()) for t, d in known})
 
 
-def histories_to_reload(
-    warehouse: Warehouse, batch: PriceBatch, start: dt.date, end: dt.date, move_pct: float
-) -> dict[str, str]:
-    """Ticker -> why its whole history must be loaded again, for the tickers raw already
-    holds history of."""
-    last, known = _stored(warehouse, start, end)
-    if last.empty:
+def histories_to_reload(stored: Stored, batch: PriceBatch, move_pct: float) -> dict[str, str]:
+    """Ticker -> why its whole history must be loaded again, for the tickers of `batch`
+    that raw already holds history of."""
+    held, known = stored.last, stored.known
+    if not held:
         return {}
-    held = dict(zip(last["ticker"], zip(last["date"], last["close_price"])))
     reasons: dict[str, str] = {}
     actions = batch.actions if batch.actions is not None else pd.DataFrame()
     for row in actions.itertuples(index=False):
@@ -71,7 +78,7 @@ def histories_to_reload(
         move = row.close_price / close - 1
         if abs(move) * 100 > move_pct:
             reasons[row.ticker] = (
-                f"its close moved {move:+.1%} from raw's {pd.Timestamp(before).date()} to {row.date} with no "
+                f"its close moved {move:+.1%} from raw's {before} to {row.date} with no "
                 "reported split or dividend: the source may have re-adjusted its history"
             )
     return reasons

@@ -1,10 +1,12 @@
 """Extract stage: the chosen source -> raw.eod_prices_raw in the warehouse, through dagster-dlt.
 
-The batch is fetched and split by the raw contract first (no warehouse lock is held while
-a source answers), then dlt merges it into raw under the lock.
+The batch is fetched and split by the raw contract first, a group of tickers at a time
+into files (chunks.py: memory bounded by the group, not the universe; no warehouse lock
+is held while a source answers), then dlt merges it into raw under the lock.
 """
 
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -23,14 +25,23 @@ from dagster_dlt.translator import DltResourceTranslatorData
 from dlt.pipeline.pipeline import Pipeline
 
 from financial_etl.calendar import add_partition_row_counts, partition_counts_sql
-from financial_etl.extract.actions import histories_to_reload
+from financial_etl.extract.actions import Stored, histories_to_reload, stored_before
+from financial_etl.extract.chunks import StagedBatch, batch_folder, stage_batch
 from financial_etl.extract.contract import QUARANTINE_KEEP, RAW_SCHEMA
-from financial_etl.extract.resource import PriceBatch, empty_batch, eod_prices_resource, fetch_batch, with_history
+from financial_etl.extract.resource import (
+    PriceBatch,
+    empty_batch,
+    eod_prices_resource,
+    fetch_batch,
+    fetch_checked,
+    raw_tables_resource,
+    with_history,
+)
 from financial_etl.extract.sources import fetch_for
 from financial_etl.runs import restated_tickers, run_dates, run_tickers
 from financial_etl.settings import DEFAULT_OWNER, Settings
 from financial_etl.warehouse import QUARANTINE, RAW, RAW_DATASET, RAW_KEY
-from financial_etl.warehouse.engines import MissingTable, Warehouse
+from financial_etl.warehouse.engines import MissingTable, Warehouse, duckdb_credentials
 from financial_etl.warehouse.lake import publish_raw
 from financial_etl.warehouse.lock import pipeline_folder_lock
 from financial_etl.warehouse.storage import check_writable, storage_errors
@@ -64,7 +75,7 @@ def raw_destination(warehouse: Warehouse):
     DuckDB file; for Spark, the file is then published to Parquet (warehouse/lake.py)."""
     if warehouse.engine == "postgres":
         return dlt.destinations.postgres(credentials=warehouse.url)
-    return dlt.destinations.duckdb(str(warehouse.duckdb_path))
+    return dlt.destinations.duckdb(duckdb_credentials(warehouse.duckdb_path, warehouse.project_dir))
 
 
 def raw_file(warehouse: Warehouse):
@@ -131,18 +142,19 @@ def raw_row_counts(warehouse: Warehouse, start, end, partitions_def, keys) -> tu
     }, by_key
 
 
-def prices_source(batch: PriceBatch, replace_tickers: bool = False, file_format: str | None = None):
+def prices_source(batch: PriceBatch | StagedBatch, replace_tickers: bool = False, file_format: str | None = None):
     @dlt.source(name="prices")
     def prices():
+        if isinstance(batch, StagedBatch):
+            return raw_tables_resource(batch.parts, batch.counts(), replace_tickers=replace_tickers,
+                                       file_format=file_format)
         return eod_prices_resource(batch, replace_tickers=replace_tickers, file_format=file_format)
 
     return prices()
 
 
-def batch_metadata(settings: Settings, batch: PriceBatch, tickers, start, end) -> dict:
+def batch_metadata(settings: Settings, batch: StagedBatch, tickers, start, end) -> dict:
     """What the operator should see about this load, beside dagster-dlt's own metadata."""
-    contract = batch.contract
-    assert contract is not None
     extra = {
         "source": MetadataValue.text(settings.source),
         "range_start": MetadataValue.text(start.isoformat()),
@@ -150,23 +162,23 @@ def batch_metadata(settings: Settings, batch: PriceBatch, tickers, start, end) -
         "rows_in_range": MetadataValue.int(batch.rows),
         "tickers_requested": MetadataValue.text(", ".join(tickers)),
         "missing_tickers": MetadataValue.text(", ".join(batch.missing_tickers)),
-        "rows_without_trade_dropped": MetadataValue.int(contract.untraded),
-        "rows_quarantined": MetadataValue.int(contract.quarantined),
+        "rows_without_trade_dropped": MetadataValue.int(batch.untraded),
+        "rows_quarantined": MetadataValue.int(batch.quarantined),
     }
-    if contract.quarantined:
+    if batch.quarantined:
         extra["quarantine_reasons"] = MetadataValue.md(
-            "\n".join(f"- {reason}: {n}" for reason, n in contract.reasons().items())
+            "\n".join(f"- {reason}: {n}" for reason, n in batch.reasons().items())
         )
-    extra["rows_quarantined_not_kept"] = MetadataValue.int(contract.not_kept_rows)
-    if contract.not_kept:
+    extra["rows_quarantined_not_kept"] = MetadataValue.int(batch.not_kept_rows)
+    if batch.not_kept:
         extra["quarantine_not_kept"] = MetadataValue.md(
             f"Bad rows beyond the first {QUARANTINE_KEEP:,} per ticker and reason, counted but not stored:\n"
             + "\n".join(f"- {ticker}, {reason}: {n:,}" for (ticker, reason), n in sorted(
-                contract.not_kept.items(), key=lambda item: -item[1])[:20])
+                batch.not_kept.items(), key=lambda item: -item[1])[:20])
         )
-    extra["rows_loaded_with_warnings"] = MetadataValue.int(sum(contract.warned.values()))
-    if contract.warned:
-        extra["warnings"] = MetadataValue.md("\n".join(f"- {rule}: {n}" for rule, n in contract.warned.items()))
+    extra["rows_loaded_with_warnings"] = MetadataValue.int(sum(batch.warned.values()))
+    if batch.warned:
+        extra["warnings"] = MetadataValue.md("\n".join(f"- {rule}: {n}" for rule, n in batch.warned.items()))
     if batch.synthetic:
         extra["synthetic"] = MetadataValue.bool(True)
         extra["data_notice"] = MetadataValue.text(
@@ -192,43 +204,71 @@ def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartition
             + (f"; replacing the whole history of {', '.join(restated)}" if restated else "")
         )
         check_writable(settings.data_dir, "FINANCIAL_ETL_DUCKDB_PATH")
-        fetch = fetch_for(settings)
-        batch = fetch_batch(fetch, tickers, start, end, allow_partial=settings.allow_partial_loads, run_id=context.run_id)
-        reloaded = {}
+        stored = None
         if restated is None and start > settings.start_date:
             with settings.warehouse.reader_lock(log=context.log.warning):
-                reloaded = histories_to_reload(settings.warehouse, batch, start, end, settings.suspicious_move_pct)
-        if reloaded:
-            for ticker, why in reloaded.items():
+                stored = stored_before(settings.warehouse, start, end)
+        folder = batch_folder(settings.data_dir)
+        try:
+            with storage_errors("the extract (its batch files)", where=folder):
+                batch, reloaded = _stage(context, tickers, start, end, stored, folder)
+            yield from _load(context, dlt, batch, tickers, start, end, restated, reloaded)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _stage(context, tickers, start, end, stored: Stored | None, folder) -> tuple[StagedBatch, dict]:
+        """Fetch and check the batch group by group into `folder`; a group's tickers whose
+        history must be loaded again (a new split or dividend) are fetched whole with it."""
+        fetch = fetch_for(settings)
+        reloaded: dict[str, str] = {}
+        history_missing: set[str] = set()
+
+        def fetch_group(group: list[str]) -> PriceBatch:
+            batch = fetch_checked(fetch, group, start, end, run_id=context.run_id)
+            found = histories_to_reload(stored, batch, settings.suspicious_move_pct) if stored else {}
+            if not found:
+                return batch
+            for ticker, why in found.items():
                 context.log.warning(f"{ticker}: {why}; loading its whole history again, from {settings.start_date}")
-            history = fetch_batch(fetch, list(reloaded), settings.start_date, end,
+            history = fetch_batch(fetch, list(found), settings.start_date, end,
                                   allow_partial=settings.allow_partial_loads, run_id=context.run_id)
-            batch = with_history(batch, history, list(reloaded))
-        contract = batch.contract
-        assert contract is not None
+            reloaded.update(found)
+            history_missing.update(history.missing_tickers)
+            return with_history(batch, history, list(found))
+
+        batch = stage_batch(fetch_group, tickers, start, end, folder, settings.source, settings.allow_partial_loads)
+        if reloaded:  # as with_history reports them
+            batch.missing_tickers = sorted({*batch.missing_tickers, *history_missing})
+        return batch, reloaded
+
+    def _load(context, runner: DagsterDltResource, batch: StagedBatch, tickers, start, end, restated,
+              reloaded) -> Iterator[MaterializeResult]:
         pipeline = extract_pipeline(settings)
         warehouse = settings.warehouse
         source = prices_source(batch, replace_tickers=bool(restated), file_format=raw_file_format(warehouse))
         with warehouse.stage_lock("extract", log=context.log.warning), storage_errors(
             "the extract", raw_file(warehouse), on_failure=pipeline.drop_pending_packages
         ):
-            results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
+            # A package left by a stopped or killed run: dlt would load it instead of this
+            # batch and return. Its run failed, and its range is fetched again when re-run.
+            pipeline.abort_packages()
+            results = list(runner.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
             if warehouse.engine == "spark":
                 publish_raw(warehouse, settings.pipelines_dir)
             counts, by_partition = raw_row_counts(warehouse, start, end, partitions_def, context.partition_keys)
-        # Missing tickers were logged with the source's reasons by fetch_batch.
-        if contract.quarantined:
+        # Missing tickers were logged with the source's reasons by missing_answers.
+        if batch.quarantined:
             context.log.warning(
-                f"quarantined {contract.quarantined} rows from the {batch.source} source ("
-                + ", ".join(f"{n} {reason}" for reason, n in contract.reasons().items())
+                f"quarantined {batch.quarantined} rows from the {batch.source} source ("
+                + ", ".join(f"{n} {reason}" for reason, n in batch.reasons().items())
                 + f"); see {QUARANTINE}"
             )
-        if contract.not_kept:
+        if batch.not_kept:
             context.log.warning(
-                f"{contract.not_kept_rows:,} more bad rows not stored, beyond {QUARANTINE_KEEP:,} per ticker and "
+                f"{batch.not_kept_rows:,} more bad rows not stored, beyond {QUARANTINE_KEEP:,} per ticker and "
                 "reason (see the metadata quarantine_not_kept)"
             )
-        for rule, n in contract.warned.items():
+        for rule, n in batch.warned.items():
             context.log.warning(f"loaded {n} rows with a warning: {rule}")
         context.log.info(f"loaded {batch.rows} rows into {RAW}")
         extra = {**batch_metadata(settings, batch, tickers, start, end), **counts,

@@ -123,43 +123,56 @@ def to_raw_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
 
 
+def answered(contract: ContractResult) -> set[str]:
+    """The tickers with a row in the batch, loaded or quarantined."""
+    found = set(pc.unique(contract.valid.column("ticker")).to_pylist())
+    return found | {t for t in pc.unique(contract.quarantine.column("ticker")).to_pylist() if t}
+
+
 def require_answers(batch: PriceBatch, tickers: Sequence[str], start: dt.date, end: dt.date,
                     allow_partial: bool) -> None:
     """Every ticker must answer for a range with NYSE sessions; none is expected otherwise."""
     assert batch.contract is not None
-    answered = set(pc.unique(batch.contract.valid.column("ticker")).to_pylist())
-    answered |= {t for t in pc.unique(batch.contract.quarantine.column("ticker")).to_pylist() if t}
+    batch.missing_tickers = missing_answers(answered(batch.contract), tickers, start, end, allow_partial, batch.source,
+                                            batch.ticker_errors, batch.ticker_causes)
+
+
+def missing_answers(found: set[str], tickers: Sequence[str], start: dt.date, end: dt.date, allow_partial: bool,
+                    source: str, ticker_errors: dict[str, str], ticker_causes: dict[str, TickerCause]) -> list[str]:
+    """The requested tickers that did not answer (`found` holds those that did), when
+    partial loads allow it; else the error that names them."""
     sessions = trading_sessions(start, end)
-    batch.missing_tickers = [t for t in tickers if t not in answered] if sessions else []
-    if not sessions or not batch.missing_tickers:
-        return
-    why = "; ".join(f"{t}: {batch.ticker_errors.get(t, 'no rows')}" for t in batch.missing_tickers)
+    missing = [t for t in tickers if t not in found] if sessions else []
+    if not missing:
+        return missing
+    why = "; ".join(f"{t}: {ticker_errors.get(t, 'no rows')}" for t in missing)
     span = f"{start} to {end} ({len(sessions)} NYSE session{'s' if len(sessions) > 1 else ''})"
-    causes = {t: batch.ticker_causes.get(t, "no_data") for t in batch.missing_tickers}
+    causes = {t: ticker_causes.get(t, "no_data") for t in missing}
     transient = [t for t, cause in causes.items() if cause == "transient"]
     unknown = [t for t, cause in causes.items() if cause == "unknown"]
     if transient and not allow_partial:
         raise SourceUnavailableError(
-            f"the {batch.source} source kept failing with transient errors for {', '.join(transient)} "
+            f"the {source} source kept failing with transient errors for {', '.join(transient)} "
             f"for {span} ({why}); nothing was loaded. Run again later"
         )
-    if len(batch.missing_tickers) == len(tickers) and len(unknown) < len(tickers):
+    if len(missing) == len(tickers) and len(unknown) < len(tickers):
         # Nothing at all: a source that is down, unless it holds no rows (then even a partial load has none).
         error = MissingTickersError if set(causes.values()) <= {"unknown", "absent"} else SourceUnavailableError
-        raise error(f"the {batch.source} source returned no rows for any of the {len(tickers)} tickers for {span}: {why}")
+        raise error(f"the {source} source returned no rows for any of the {len(tickers)} tickers for {span}: {why}")
     if not allow_partial and unknown:
         raise UnknownTickerError(
-            f"the {batch.source} source does not know {', '.join(unknown)} ({why}); nothing was loaded. "
+            f"the {source} source does not know {', '.join(unknown)} ({why}); nothing was loaded. "
             "Fix or remove the symbol in the ticker list, or set FINANCIAL_ETL_ALLOW_PARTIAL_LOADS=true "
             "to load the other tickers"
         )
     if not allow_partial:
         raise MissingTickersError(
-            f"the {batch.source} source returned no rows for {', '.join(batch.missing_tickers)} for {span} ({why}); "
+            f"the {source} source returned no rows for {', '.join(missing)} for {span} ({why}); "
             "nothing was loaded. Fix or remove the symbol, or set FINANCIAL_ETL_ALLOW_PARTIAL_LOADS=true "
             "to load the other tickers"
         )
-    log.warning("loading without %s (FINANCIAL_ETL_ALLOW_PARTIAL_LOADS): %s", ", ".join(batch.missing_tickers), why)
+    log.warning("loading without %s (FINANCIAL_ETL_ALLOW_PARTIAL_LOADS): %s", ", ".join(missing), why)
+    return missing
 
 
 def fetch_batch(
@@ -173,10 +186,18 @@ def fetch_batch(
 ) -> PriceBatch:
     """Fetch [start, end] for `tickers` and pass the rows through the raw contract; raises
     before anything is written when a ticker did not answer (see `require_answers`)."""
+    batch = fetch_checked(fetch, tickers, start, end, run_id)
+    require_answers(batch, tickers, start, end, allow_partial)
+    return batch
+
+
+def fetch_checked(fetch: Fetch, tickers: Sequence[str], start: dt.date, end: dt.date,
+                  run_id: str | None = None) -> PriceBatch:
+    """Fetch [start, end] for `tickers` and pass the rows through the raw contract, without
+    the missing-ticker rule (a chunked extract applies it over all its groups)."""
     validate_tickers(tickers)
     batch = fetch(tickers, start, end)
     batch.contract = apply_contract(batch.frame, start, end, tickers, batch.source, batch.rejected, run_id)
-    require_answers(batch, tickers, start, end, allow_partial)
     return batch
 
 
@@ -188,8 +209,26 @@ def empty_batch(source: str) -> PriceBatch:
     return batch
 
 
+# One load's tables, as the contract split them: (raw rows, corporate actions, quarantine).
+RawTables = tuple[pa.Table, pa.Table, pa.Table]
+
+
 def eod_prices_resource(batch: PriceBatch, replace_tickers: bool = False, file_format: str | None = None):
-    """The dlt resource for raw.eod_prices_raw, over a batch the contract has split.
+    """The dlt resource for raw.eod_prices_raw, over a batch the contract has split (see
+    `raw_tables_resource`)."""
+    contract = batch.contract
+    if contract is None:
+        raise ValueError("eod_prices_resource needs a batch from fetch_batch (the contract has not run)")
+    tables = (contract.valid, batch.actions_table(), contract.quarantine)
+    return raw_tables_resource(lambda: iter([tables]), tuple(t.num_rows for t in tables),
+                               replace_tickers=replace_tickers, file_format=file_format)
+
+
+def raw_tables_resource(parts: Callable[[], Iterator[RawTables]], rows: tuple[int, int, int],
+                        replace_tickers: bool = False, file_format: str | None = None):
+    """The dlt resource for raw.eod_prices_raw and its two side tables, over `parts()`: the
+    tables of one batch, or of each group of a chunked extract (`rows` counts each table's
+    rows over all parts).
 
     Rows merge on (ticker, date). With `replace_tickers`, the merge key is the ticker, so
     dlt first deletes every stored row of each loaded ticker: a restated history leaves
@@ -198,9 +237,26 @@ def eod_prices_resource(batch: PriceBatch, replace_tickers: bool = False, file_f
 
     `file_format` is dlt's loader file format for a table that has rows (PostgreSQL:
     parquet, loaded through ADBC; see load_file_format)."""
-    contract = batch.contract
-    if contract is None:
-        raise ValueError("eod_prices_resource needs a batch from fetch_batch (the contract has not run)")
+    valid_rows, action_rows, quarantine_rows = rows
+    hints = (
+        dlt.mark.make_hints(table_name=RAW_TABLE, columns=RAW_COLUMN_HINTS),
+        dlt.mark.make_hints(
+            table_name=ACTIONS_TABLE,
+            write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+            primary_key=RAW_KEY_COLUMNS,
+            merge_key=(),
+            columns=ACTION_COLUMN_HINTS,
+            file_format=load_file_format(file_format, action_rows),
+        ),
+        dlt.mark.make_hints(
+            table_name=QUARANTINE_TABLE,
+            write_disposition={"disposition": "merge", "strategy": "insert-only"},
+            primary_key="quarantine_id",
+            merge_key=(),
+            columns=QUARANTINE_COLUMN_HINTS,
+            file_format=load_file_format(file_format, quarantine_rows),
+        ),
+    )
 
     @dlt.resource(
         name=RAW_TABLE,
@@ -210,39 +266,22 @@ def eod_prices_resource(batch: PriceBatch, replace_tickers: bool = False, file_f
         # The contract quarantines every copy of a duplicated (ticker, date), so dlt can
         # skip its own ROW_NUMBER() de-duplication of the staged rows (half the merge time).
         write_disposition={"disposition": "merge", "strategy": "delete-insert", "deduplicated": True},
-        file_format=load_file_format(file_format, contract.valid.num_rows),
+        file_format=load_file_format(file_format, valid_rows),
     )
     def eod_prices_raw() -> Iterator[pa.Table]:
-        # Empty tables still carry their schema, so a first run on a holiday creates every
-        # table (empty) and the transform and checks find them. Each table's columns are
-        # its own variant's: the resource's would be merged into the other tables.
-        yield dlt.mark.with_hints(
-            contract.valid, dlt.mark.make_hints(table_name=RAW_TABLE, columns=RAW_COLUMN_HINTS),
-            create_table_variant=True,
-        )
-        yield dlt.mark.with_hints(
-            batch.actions_table(),
-            dlt.mark.make_hints(
-                table_name=ACTIONS_TABLE,
-                write_disposition={"disposition": "merge", "strategy": "delete-insert"},
-                primary_key=RAW_KEY_COLUMNS,
-                merge_key=(),
-                columns=ACTION_COLUMN_HINTS,
-                file_format=load_file_format(file_format, len(batch.actions) if batch.actions is not None else 0),
-            ),
-            create_table_variant=True,
-        )
-        yield dlt.mark.with_hints(
-            contract.quarantine,
-            dlt.mark.make_hints(
-                table_name=QUARANTINE_TABLE,
-                write_disposition={"disposition": "merge", "strategy": "insert-only"},
-                primary_key="quarantine_id",
-                merge_key=(),
-                columns=QUARANTINE_COLUMN_HINTS,
-                file_format=load_file_format(file_format, contract.quarantine.num_rows),
-            ),
-            create_table_variant=True,
-        )
+        # Each table's columns are its own variant's: the resource's would be merged into
+        # the other tables.
+        empty: list[pa.Table | None] = [None, None, None]
+        for tables in parts():
+            for i, (table, hint) in enumerate(zip(tables, hints)):
+                if table.num_rows:
+                    yield dlt.mark.with_hints(table, hint, create_table_variant=True)
+                else:
+                    empty[i] = table
+        # A table without rows still goes once, with its schema, so a first run on a
+        # holiday creates every table (empty) and the transform and checks find them.
+        for table, hint, total in zip(empty, hints, rows):
+            if table is not None and not total:
+                yield dlt.mark.with_hints(table, hint, create_table_variant=True)
 
     return eod_prices_raw

@@ -83,9 +83,11 @@ class Warehouse:
             import duckdb
 
             from financial_etl.warehouse.lock import held_elsewhere
+            from financial_etl.warehouse.project import duckdb_settings
 
             try:
-                con = duckdb.connect(str(self.duckdb_path), read_only=True)
+                con = duckdb.connect(str(self.duckdb_path), read_only=True,
+                                     config=duckdb_settings(self.duckdb_path, self.project_dir))
             except duckdb.IOException as exc:  # another process holds the file
                 raise held_elsewhere(exc) or WarehouseUnavailableError(f"{self.describe()}: {exc}") from None
             with con:
@@ -227,6 +229,16 @@ _PG_TYPES = {25: pa.string(), 1043: pa.string(), 1082: pa.date32(), 701: pa.floa
              20: pa.int64(), 23: pa.int32(), 21: pa.int16(), 1700: pa.float64(), 16: pa.bool_()}
 _SPARK_TYPES = {"string": pa.string(), "date": pa.date32(), "double": pa.float64(), "float": pa.float32(),
                 "long": pa.int64(), "integer": pa.int32(), "boolean": pa.bool_()}
+
+
+def duckdb_credentials(database: Path, project_dir: Path | None = None):
+    """dlt's credentials for a DuckDB file, opened with the project's memory limit and
+    spill folder (warehouse/project.py)."""
+    from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+
+    from financial_etl.warehouse.project import duckdb_settings
+
+    return DuckDbCredentials(str(database), global_config=duckdb_settings(database, project_dir))
 
 
 def load_file_format(preferred: str | None, rows: int) -> str | None:

@@ -17,6 +17,7 @@ import dlt
 import pyarrow as pa
 
 from financial_etl.warehouse import ACTIONS_TABLE, QUARANTINE_TABLE, RAW_DATASET, RAW_TABLE
+from financial_etl.warehouse.project import duckdb_settings
 
 LAKE_PIPELINE = "financial_raw_lake"
 BATCH_ROWS = 250_000
@@ -26,18 +27,18 @@ def lake_folder(duckdb_path: Path) -> Path:
     return duckdb_path.parent / "lake"
 
 
-def _batches(duckdb_path: Path, table: str) -> Iterator[pa.RecordBatch]:
+def _batches(duckdb_path: Path, table: str, config: dict) -> Iterator[pa.RecordBatch]:
     import duckdb
 
-    with duckdb.connect(str(duckdb_path), read_only=True) as con:
+    with duckdb.connect(str(duckdb_path), read_only=True, config=config) as con:
         yield from con.execute(f"SELECT * FROM {RAW_DATASET}.{table}").fetch_record_batch(BATCH_ROWS)
 
 
-def _schemas(duckdb_path: Path) -> dict[str, pa.Schema]:
+def _schemas(duckdb_path: Path, config: dict) -> dict[str, pa.Schema]:
     """The Arrow schema of each raw table the DuckDB file has (the quarantine may not exist)."""
     import duckdb
 
-    with duckdb.connect(str(duckdb_path), read_only=True) as con:
+    with duckdb.connect(str(duckdb_path), read_only=True, config=config) as con:
         present = {name for (name,) in con.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [RAW_DATASET]).fetchall()}
         return {table: con.execute(f"SELECT * FROM {RAW_DATASET}.{table} LIMIT 0").fetch_arrow_table().schema
@@ -56,9 +57,10 @@ def publish_raw(warehouse, pipelines_dir: Path) -> None:
         dataset_name=RAW_DATASET,
         pipelines_dir=str(pipelines_dir),
     )
-    schemas = _schemas(warehouse.duckdb_path)
+    config = duckdb_settings(warehouse.duckdb_path, warehouse.project_dir)
+    schemas = _schemas(warehouse.duckdb_path, config)
     for table in schemas:
-        resource = dlt.resource(_batches(warehouse.duckdb_path, table), name=table, write_disposition="replace")
+        resource = dlt.resource(_batches(warehouse.duckdb_path, table, config), name=table, write_disposition="replace")
         # The rows keep the `_dlt_load_id` of the DuckDB load that wrote them.
         pipeline.run(resource, loader_file_format="parquet").raise_on_failed_jobs()
     with warehouse.connect() as con:

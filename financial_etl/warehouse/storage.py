@@ -70,8 +70,10 @@ def warehouse_file(warehouse) -> Path | None:
 
 def checkpoint(database: Path) -> None:
     """Fold DuckDB's write-ahead log into the database file, leaving the log empty."""
+    from financial_etl.warehouse.project import duckdb_settings
+
     if database.exists():
-        with duckdb.connect(str(database)) as con:
+        with duckdb.connect(str(database), config=duckdb_settings(database)) as con:
             con.execute("CHECKPOINT")
 
 
@@ -87,14 +89,15 @@ def storage_error(what: str, exc: BaseException, where: Path | None = None) -> S
 
 @contextmanager
 def storage_errors(what: str, database: Path | None = None,
-                   on_failure: Callable[[], None] | None = None) -> Iterator[None]:
+                   on_failure: Callable[[], None] | None = None, where: Path | None = None) -> Iterator[None]:
     """Re-raise a storage failure inside the block as a StorageError naming the path.
 
     With `database`, the block starts from a checkpoint, and a storage failure discards
     the write-ahead log: DuckDB can leave a half-written transaction in it when a write
     fails (measured with DuckDB 1.5: a merge's deletes replayed without its inserts),
     and the checkpoint is the state before the step. `on_failure` then drops whatever
-    else the step left half done (dlt's pending load package)."""
+    else the step left half done (dlt's pending load package). `where` names the folder
+    written when there is no database."""
     if database is not None:
         with storage_errors(f"{what} (checkpoint before writing)"):
             checkpoint(database)
@@ -104,7 +107,7 @@ def storage_errors(what: str, database: Path | None = None,
         if isinstance(exc, StorageError):
             error = exc
         elif isinstance(exc, FinancialEtlError) or (
-            error := storage_error(what, exc, database.parent if database else None)
+            error := storage_error(what, exc, database.parent if database else where)
         ) is None:
             raise
         if database is not None:

@@ -10,6 +10,7 @@ from dagster import build_sensor_context
 
 from financial_etl.automation.sensors import RESTATEMENT_SAMPLE, build_restated_history_sensor
 from financial_etl.cli.main import main
+from financial_etl.extract import chunks
 from financial_etl.errors import EXIT_CONFIG, EXIT_SUCCESS
 from financial_etl.settings import load_settings
 from financial_etl.warehouse import RAW_KEY
@@ -39,9 +40,12 @@ def tables(folder):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("chunk_rows", [None, 1], ids=["one group", "a group per ticker"])
 def test_a_split_and_a_dividend_on_the_newest_day_equal_a_fresh_full_load_in_the_same_run(
-    tmp_path, clean_env, monkeypatch, capsys, caplog
+    tmp_path, clean_env, monkeypatch, capsys, caplog, chunk_rows
 ):
+    if chunk_rows:  # each ticker fetched, checked and reloaded in its own group
+        monkeypatch.setattr(chunks, "CHUNK_ROWS", chunk_rows)
     tickers = ("AAA", "BBB", "CCC", "DDD")
     listings = {t: random_listing(FIRST, NEWEST, seed=i) for i, t in enumerate(tickers)}
     yahoo = YahooChartServer(listings, today=EVE).install(monkeypatch, tmp_path)

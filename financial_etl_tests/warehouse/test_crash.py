@@ -1,5 +1,6 @@
 """SIGKILL of a real `financial-etl run` during the extract, the SQLMesh run and the
-export; the next run ends with exactly the rows of an uninterrupted run.
+export; the next run ends with exactly the rows of an uninterrupted run. SIGTERM and
+SIGINT stop it within seconds with exit 143 or 130, and the same holds.
 
 Each kill lands mid-stage: the uninterrupted run's log shows when each stage starts and
 finishes, and the killed run is stopped part-way through that window (asserted: the
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from financial_etl.errors import EXIT_SUCCESS
+from financial_etl.errors import EXIT_SIGINT, EXIT_SIGTERM, EXIT_SUCCESS
 from financial_etl_tests.helpers import query
 
 pytestmark = pytest.mark.slow  # every test here runs the graph or a CLI process
@@ -139,6 +140,37 @@ def test_a_run_killed_during_a_stage_is_repaired_by_the_next_run(history, stage,
     assert started is not None
 
     # Between the kill and the re-run: the export target is the old one or the complete new one.
+    assert export_rows(data) in (state_before["export"], uninterrupted["export"])
+
+    completed(data, SECOND)
+    assert snapshot(data) == uninterrupted
+
+
+# A stopped run exits within this many seconds of the signal.
+STOP_S = 10
+
+
+@pytest.mark.parametrize("stage, signum", [("extract", signal.SIGTERM), ("transform", signal.SIGTERM),
+                                           ("export", signal.SIGTERM), ("transform", signal.SIGINT)])
+def test_a_run_stopped_by_a_signal_exits_at_once_with_its_code_and_the_next_run_finishes_it(
+    history, stage, signum, tmp_path
+):
+    before, state_before, uninterrupted, windows = history
+    data = tmp_path / "data"
+    subprocess.run(["cp", "-a", str(before), str(data)], check=True)
+    begin, end = windows[stage]
+    stopped = Run(data, SECOND)
+    stopped.wait_for(STAGES[stage][0])
+    time.sleep(0.4 * (end - begin))
+    sent = time.monotonic()
+    stopped.process.send_signal(signum)
+    code = stopped.process.wait(timeout=60)
+    took = time.monotonic() - sent
+    stopped.finish()
+    assert code == {signal.SIGTERM: EXIT_SIGTERM, signal.SIGINT: EXIT_SIGINT}[signum], stopped.output()
+    assert took < STOP_S, f"exited {took:.1f} s after the signal"
+    assert stopped.when(STAGES[stage][1]) is None, f"the signal came after {stage} finished:\n{stopped.output()}"
+    assert stopped.when(f"stopped by {signal.Signals(signum).name}") is not None, stopped.output()
     assert export_rows(data) in (state_before["export"], uninterrupted["export"])
 
     completed(data, SECOND)
