@@ -174,15 +174,18 @@ def test_the_quarantine_keeps_the_first_rows_per_ticker_and_reason_and_counts_th
     assert len(set(kept.quarantine_id)) == len(kept)
 
 
-def test_the_raw_assets_metadata_counts_what_the_quarantine_did_not_keep(monkeypatch):
+def test_the_raw_assets_metadata_counts_what_the_quarantine_did_not_keep(monkeypatch, tmp_path):
     from financial_etl.extract.assets import batch_metadata
+    from financial_etl.extract.chunks import StagedBatch
     from financial_etl.settings import load_settings
 
     monkeypatch.setenv("FINANCIAL_ETL_TICKERS", "AAA")
     start, end = day("2024-01-01"), day("2025-12-31")  # 300 weekdays from 2024-03-04
     batch = PriceBatch(frame=repeated(300, 4), source="csv")
     batch.contract = apply_contract(batch.frame, start, end, ["AAA"], "csv")
-    meta = batch_metadata(load_settings(), batch, ["AAA"], start, end)
+    staged = StagedBatch(folder=tmp_path, source="csv")
+    staged.add(batch)  # the counts summed over the extract's groups
+    meta = batch_metadata(load_settings(), staged, ["AAA"], start, end)
     assert meta["rows_quarantined"].value == c.QUARANTINE_KEEP
     assert meta["rows_quarantined_not_kept"].value == 200
     assert f"- AAA, {c.DUPLICATE_KEY}: 200" in meta["quarantine_not_kept"].value
