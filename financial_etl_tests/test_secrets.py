@@ -101,7 +101,10 @@ def _sqlite_cells(path: Path) -> bytes:
 
 
 def _duckdb_cells(path: Path) -> bytes:
-    with duckdb.connect(str(path), read_only=True) as con:
+    from financial_etl.warehouse.project import duckdb_settings
+
+    # The pipeline's settings: DuckDB refuses a second in-process connection with others.
+    with duckdb.connect(str(path), read_only=True, config=duckdb_settings(path)) as con:
         tables = con.execute("SELECT table_schema, table_name FROM information_schema.tables "
                              "WHERE table_type = 'BASE TABLE'").fetchall()
         return b"\n".join(
