@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 from dagster import AssetCheckSeverity
 
+from financial_etl.cli.stop import StopOnSignal, exit_now
 from financial_etl.errors import (
     EXIT_CONFIG,
     EXIT_DATA_QUALITY,
@@ -35,7 +36,6 @@ from financial_etl.errors import (
     FinancialEtlError,
     exit_code_for_class_name,
 )
-from financial_etl.cli.stop import StopOnSignal, exit_now
 from financial_etl.settings import Settings, load_settings, parse_date
 
 log = logging.getLogger("financial_etl")
