@@ -101,3 +101,50 @@ def test_scale_targets_judge_the_measurements():
     assert verdicts["daily run's Dagster overhead under 5 s"] is True
     assert verdicts["peak RSS of the 500 x 6,500 full refresh under 4 GiB"] is False
     assert verdicts["Dagster full-refresh run at most 1.5x its data work at 500 x 6,500 (persistent SQLite DAGSTER_HOME)"] is False
+
+
+@pytest.mark.slow
+def test_memory_benchmark_writes_json_and_a_table(tmp_path):
+    # Two history lengths at a tiny universe: a full refresh and a daily run each, as CLI processes.
+    assert main(["memory", "--tickers", "3", "--histories", "60,120", "--out", str(tmp_path),
+                 "--workdir", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "memory.json").read_text())
+    assert result["tickers"] == 3 and result["histories"] == [60, 120] and result["machine"]
+    assert [(r["days"], r["full_refresh"]["rows"], r["daily"]["rows"]) for r in result["runs"]] == [(60, 180, 3), (120, 360, 3)]
+    for run in (r[part] for r in result["runs"] for part in ("full_refresh", "daily")):
+        assert run["exit_code"] == 0 and not run["killed_above_cap"]
+        assert run["peak_rss_bytes"] >= run["process_max_rss_bytes"] > 100 * 2**20  # the CLI's own high-water mark
+        assert set(run["stages"]) == {"extract", "transform", "export"} and run["wall_s"] > 0
+    assert set(result["targets"]) == {
+        "daily run at most 30 s",
+        "daily run peak RSS at most 1 GiB",
+        "daily run peak RSS flat with history (at most 1.15x)",
+        "full refresh peak RSS at most 4 GiB",
+        "full refresh time linear in rows (log-log slope at most 1.1)",
+    }
+    assert "| target | measured | met |" in (tmp_path / "memory.md").read_text()
+    assert not list(tmp_path.glob("bench_memory_*"))  # the warehouses are removed
+
+
+def test_memory_targets_judge_the_measurements():
+    from benchmarks.memory import GIB, targets
+
+    def run(rows, wall_s, rss_gib, exit_code=0):
+        return {"rows": rows, "wall_s": wall_s, "peak_rss_bytes": rss_gib * GIB, "exit_code": exit_code,
+                "killed_above_cap": exit_code == -9}
+
+    result = {"runs": [
+        {"tickers": 5000, "days": 1500, "full_refresh": run(7_500_000, 100, 1.5), "daily": run(5000, 12, 0.8)},
+        {"tickers": 5000, "days": 6500, "full_refresh": run(32_500_000, 600, 3.5), "daily": run(5000, 31, 0.9)},
+    ]}
+    verdicts = {name: t["met"] for name, t in targets(result).items()}
+    assert verdicts == {
+        "daily run at most 30 s": False,  # 31 s after 6,500 days
+        "daily run peak RSS at most 1 GiB": True,
+        "daily run peak RSS flat with history (at most 1.15x)": True,  # 1.19x would miss
+        "full refresh peak RSS at most 4 GiB": True,
+        "full refresh time linear in rows (log-log slope at most 1.1)": False,  # 6x the time for 4.3x the rows
+    }
+    result["runs"][1]["full_refresh"] = run(32_500_000, 134, 12.1, exit_code=-9)
+    assert targets(result)["full refresh peak RSS at most 4 GiB"] == {
+        "met": False, "measured": "12.10 GiB at 5,000 x 6,500 (did not finish: exit -9, killed above the cap)"}

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from dagster import AssetCheckSeverity
 
+from financial_etl.cli.stop import StopOnSignal, exit_now
 from financial_etl.errors import (
     EXIT_CONFIG,
     EXIT_DATA_QUALITY,
@@ -38,7 +39,6 @@ from financial_etl.errors import (
     StorageError,
     exit_code_for_class_name,
 )
-from financial_etl.cli.stop import StopOnSignal, exit_now
 from financial_etl.settings import Settings, load_settings, parse_date
 
 log = logging.getLogger("financial_etl")

@@ -208,13 +208,15 @@ def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartition
         if restated is None and start > settings.start_date:
             with settings.warehouse.reader_lock(log=context.log.warning):
                 stored = stored_before(settings.warehouse, start, end)
-        folder = batch_folder(settings.data_dir)
+        folder = None
         try:
-            with storage_errors("the extract (its batch files)", where=folder):
+            with storage_errors("the extract (its batch files)", where=settings.data_dir):
+                folder = batch_folder(settings.data_dir)
                 batch, reloaded = _stage(context, tickers, start, end, stored, folder)
             yield from _load(context, dlt, batch, tickers, start, end, restated, reloaded)
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _stage(context, tickers, start, end, stored: Stored | None, folder) -> tuple[StagedBatch, dict]:
         """Fetch and check the batch group by group into `folder`; a group's tickers whose
