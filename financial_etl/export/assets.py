@@ -22,7 +22,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dagster import (
     AssetExecutionContext,
-    AssetRecordsFilter,
     Backoff,
     BackfillPolicy,
     Failure,
@@ -45,6 +44,7 @@ from financial_etl.transform.assets import (
     MART_VERSION,
     RECOMPUTED,
     RELOADED_TICKERS,
+    metadata_since,
     parse_ranges,
     ranges_clause,
     ranges_json,
@@ -283,13 +283,9 @@ def export_ranges(context: AssetExecutionContext, settings: Settings, start: dt.
     recomputed after raw reloaded it. Without any such event (the export run alone, on a
     fresh instance) the run's range through the last date its windows reach, and the
     version from SQLMesh's state."""
-    instance = context.instance
-    last = instance.fetch_materializations(context.assets_def.key, limit=1).records
-    after = last[0].storage_id if last else None
-    events = instance.fetch_materializations(AssetRecordsFilter(asset_key=MART_KEY, after_storage_id=after), limit=10_000).records
+    events = metadata_since(context.instance, context.assets_def.key, MART_KEY)
     ranges, version, reloaded = [], None, set()
-    for record in sorted(events, key=lambda r: r.storage_id):
-        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+    for metadata in events:
         if RECOMPUTED in metadata:
             ranges += parse_ranges(str(metadata[RECOMPUTED].value))
         if RELOADED_TICKERS in metadata:

@@ -167,7 +167,7 @@ def build_transform_assets(settings: Settings, partitions_def, context: Context)
 
     def _transform(context, sqlmesh, start, end) -> Iterator[MaterializeResult]:
         reach = window_reach_end(settings, end)
-        reloaded = reloaded_since(context, settings.start_date) if start > settings.start_date else []
+        reloaded = reloaded_since(context) if start > settings.start_date else []
         first = settings.start_date if reloaded else start
         context.log.info(
             f"SQLMesh prod: recomputing {', '.join(static['models'])} for {start} to {end}"
@@ -218,20 +218,25 @@ def build_transform_assets(settings: Settings, partitions_def, context: Context)
     return sqlmesh_models
 
 
-def reloaded_since(context: AssetExecutionContext, first: dt.date) -> list[str]:
+def metadata_since(instance, own_key, upstream_key) -> list[dict]:
+    """The metadata of `upstream_key`'s materializations since `own_key`'s last one, oldest
+    first: this run's, and those of runs whose step for `own_key` failed."""
+    last = instance.fetch_materializations(own_key, limit=1).records
+    after = last[0].storage_id if last else None
+    events = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=upstream_key, after_storage_id=after), limit=10_000
+    ).records
+    return [r.asset_materialization.metadata if r.asset_materialization else {}
+            for r in sorted(events, key=lambda r: r.storage_id)]
+
+
+def reloaded_since(context: AssetExecutionContext) -> list[str]:
     """The tickers whose whole history the extract loaded again since the mart's last
     materialization (this run's extract, or a run whose transform failed)."""
     from financial_etl.extract.assets import RELOADED
 
-    instance = context.instance
-    last = instance.fetch_materializations(MART_KEY, limit=1).records
-    after = last[0].storage_id if last else None
-    events = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=RAW_KEY, after_storage_id=after), limit=10_000
-    ).records
     tickers: set[str] = set()
-    for record in events:
-        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+    for metadata in metadata_since(context.instance, MART_KEY, RAW_KEY):
         if RELOADED in metadata:
             tickers |= set(json.loads(str(metadata[RELOADED].value)))
     return sorted(tickers)
