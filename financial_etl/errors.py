@@ -1,13 +1,14 @@
 """Every error class this project raises on purpose, and the exit code of each.
 
-`financial-etl` turns a failed Dagster step back into its exit code from the error's
-class name (`exit_code_for_class_name`), so the table below is the one place that says
-which failure means which code.
+Each class carries its exit code; `financial-etl` reads it from the exception a failed
+Dagster step raised (`exit_code_for`), so this module is the one place that says which
+failure means which code.
 """
 
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 
 EXIT_SUCCESS = 0
 EXIT_UNEXPECTED = 1
@@ -26,14 +27,26 @@ def exit_code_for_signal(signum: int) -> int:
     return EXIT_SIGNAL_BASE + signum
 
 
+def chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """`exc` and what it wraps, innermost last, as a traceback shows them (a context
+    suppressed by `raise ... from None` is left out)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ if exc.__cause__ is not None or exc.__suppress_context__ else exc.__context__
+
+
 def interruption(exc: BaseException) -> BaseException | None:
     """The interrupt behind `exc`, if a library turned one into an ordinary error (DuckDB
     raises "Query interrupted" from Dagster's interrupt on SIGTERM): a stopped run must not
     be retried as if the database had failed."""
+    from dagster import DagsterExecutionInterruptedError  # not at the top: sources use this module
+
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, KeyboardInterrupt) or type(current).__name__ == "DagsterExecutionInterruptedError":
+        if isinstance(current, (KeyboardInterrupt, DagsterExecutionInterruptedError)):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
@@ -121,18 +134,11 @@ class WarehouseUnavailableError(FinancialEtlError):
     exit_code = EXIT_CONNECTION
 
 
-PROJECT_ERRORS: tuple[type[FinancialEtlError], ...] = (
-    ConfigError, DataQualityError, MissingTickersError, UnknownTickerError, SourceUnavailableError, DestinationConnectionError,
-    DestinationUnreachableError, PermanentDestinationError, NoOdbcDriverError, LoginFailedError,
-    MissingDatabaseError, ExportFailedError, StorageError, WarehouseBusyError, WarehouseUnavailableError,
-)
-# Class name -> exit code: the project's errors, and Dagster's own when a blocking check fails.
-EXIT_CODES: dict[str, int] = {
-    **{cls.__name__: cls.exit_code for cls in PROJECT_ERRORS},
-    "DagsterAssetCheckFailedError": EXIT_DATA_QUALITY,
-}
+def project_error(exc: BaseException | None) -> FinancialEtlError | None:
+    """The first of this project's errors in `exc`'s chain: its message says what to do."""
+    return next((e for e in chain(exc) if isinstance(e, FinancialEtlError)), None)
 
 
-def exit_code_for_class_name(name: str) -> int | None:
-    """The exit code of an error recorded by its class name, or None for any other error."""
-    return EXIT_CODES.get(name)
+def exit_code_for(exc: BaseException | None) -> int | None:
+    """The exit code of the project's error in `exc`'s chain, or None for any other error."""
+    return error.exit_code if (error := project_error(exc)) is not None else None

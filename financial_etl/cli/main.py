@@ -21,23 +21,23 @@ import signal
 import sys
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from dagster import AssetCheckSeverity
 
+from financial_etl.cli.failures import StepErrors, exit_code_for_failure, failure_message
 from financial_etl.cli.stop import StopOnSignal, exit_now
 from financial_etl.errors import (
     EXIT_CONFIG,
     EXIT_DATA_QUALITY,
-    EXIT_STORAGE,
     EXIT_SUCCESS,
     EXIT_UNEXPECTED,
     ConfigError,
     FinancialEtlError,
     StorageError,
-    exit_code_for_class_name,
 )
 from financial_etl.settings import Settings, load_settings, parse_date
 
@@ -125,32 +125,6 @@ def _preflight(settings: Settings, command: str) -> None:
         check_not_held(settings.duckdb_path)  # open in another program: exit 4, not DuckDB's raw error
 
 
-def _exit_code_for_failure(error) -> int:
-    """Walk a Dagster error chain to the first error class with a known exit code."""
-    from financial_etl.warehouse.storage import STORAGE_TEXT
-
-    seen, storage = 0, False
-    while error is not None and seen < 20:
-        if (code := exit_code_for_class_name(error.cls_name)) is not None:
-            return code
-        storage = storage or bool(STORAGE_TEXT.search(error.message))
-        error = error.cause or error.context
-        seen += 1
-    return EXIT_STORAGE if storage else EXIT_UNEXPECTED
-
-
-def _failure_message(error) -> str:
-    """The project's own message when one is in the chain (it says what to do), else the
-    innermost cause."""
-    messages = []
-    while error is not None and len(messages) < 20:
-        if exit_code_for_class_name(error.cls_name) is not None:
-            return error.message.strip()
-        messages.append(error.message.strip())
-        error = error.cause or error.context
-    return messages[-1] if messages else "unknown error"
-
-
 def _window(start: dt.date, end: dt.date) -> dict[str, str]:
     """The run tags of [start, end]; ConfigError when its partitions do not exist."""
     from financial_etl.runs import range_tags
@@ -164,12 +138,14 @@ def _window(start: dt.date, end: dt.date) -> dict[str, str]:
     return window
 
 
-def execute_range(settings: Settings, start: dt.date, end: dt.date, instance=None, tags=None, verbose: bool = False):
+def execute_range(settings: Settings, start: dt.date, end: dt.date, instance=None, tags=None, verbose: bool = False,
+                  step_errors: StepErrors | None = None):
     """Materialize the whole graph for exactly [start, end], in process: one run over the
-    year partitions that hold it, printing a line per stage as it ends."""
+    year partitions that hold it, printing a line per stage as it ends. `step_errors`
+    collects the exception of each step that fails."""
     from dagster import Definitions
 
-    from financial_etl.cli.console import console_loggers, logger_config
+    from financial_etl.cli.console import RunConsole, console_loggers, logger_config
     from financial_etl.definitions import DAILY_JOB, build_definitions
     from financial_etl.runs import RANGE_END_TAG, RANGE_START_TAG
 
@@ -178,26 +154,30 @@ def execute_range(settings: Settings, start: dt.date, end: dt.date, instance=Non
         instance = open_instance()
     defs = Definitions.merge(build_definitions(settings), Definitions(loggers=console_loggers()))
     job = defs.resolve_job_def(DAILY_JOB)
+    if step_errors is not None:
+        job = job.with_hooks({step_errors.hook()})
     first, last = window[RANGE_START_TAG], window[RANGE_END_TAG]
     years = f"partition {first}" if first == last else f"partitions {first} to {last}"
     print(f"financial-etl: {settings.source} source, {len(settings.tickers)} tickers, {start} to {end} ({years})",
           flush=True)
-    return job.execute_in_process(
-        instance=instance,
-        tags={**(tags or {}), **window},
-        raise_on_error=False,
-        run_config={"loggers": logger_config(verbose)},
-    )
+    run_id = str(uuid.uuid4())  # known before the run starts, so its event log can be read as it goes
+    with RunConsole(instance, run_id, verbose=verbose):
+        return job.execute_in_process(
+            instance=instance,
+            run_id=run_id,
+            tags={**(tags or {}), **window},
+            raise_on_error=False,
+            run_config={"loggers": logger_config(verbose)},
+        )
 
 
-def failure_exit_code(result) -> int:
-    """The exit code for a failed run, from the first failed step's error chain."""
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data:
-            error = event.step_failure_data.error
-            print(f"financial-etl: step {event.step_key} failed: {_failure_message(error)}", file=sys.stderr)
-            return _exit_code_for_failure(error)
-    return EXIT_UNEXPECTED
+def failure_exit_code(step_errors: StepErrors) -> int:
+    """The exit code for a failed run, from the exception of its first failed step."""
+    if (first := step_errors.first()) is None:
+        return EXIT_UNEXPECTED
+    step, exc = first
+    print(f"financial-etl: step {step} failed: {failure_message(exc)}", file=sys.stderr)
+    return exit_code_for_failure(exc)
 
 
 def failed_blocking_checks(result) -> list[str]:
@@ -217,7 +197,8 @@ def run_pipeline(
 
     started = time.monotonic()
     tags = {EXPORT_TAG: FULL_REFRESH} if full_refresh else None
-    result = execute_range(settings, start, end, tags=tags, verbose=verbose)
+    step_errors = StepErrors()
+    result = execute_range(settings, start, end, tags=tags, verbose=verbose, step_errors=step_errors)
     if result.success:
         print_summary(settings, result, time.monotonic() - started)
         return EXIT_SUCCESS
@@ -232,7 +213,7 @@ def run_pipeline(
         print_check_table(result, file=sys.stderr)
         print(f"financial-etl: run {result.run_id} failed (exit {EXIT_DATA_QUALITY})", file=sys.stderr)
         return EXIT_DATA_QUALITY
-    code = failure_exit_code(result)
+    code = failure_exit_code(step_errors)
     print(f"financial-etl: run {result.run_id} failed (exit {code})", file=sys.stderr)
     return code
 
@@ -260,14 +241,15 @@ def run_checks(settings: Settings, start: dt.date | None, end: dt.date | None) -
         tags = {CHECK_START_TAG: (start or settings.start_date).isoformat(),
                 CHECK_END_TAG: (end or settings.resolved_end()).isoformat()}
     instance = open_instance()
-    job = build_definitions(settings).resolve_job_def(CHECKS_JOB)
+    step_errors = StepErrors()
+    job = build_definitions(settings).resolve_job_def(CHECKS_JOB).with_hooks({step_errors.hook()})
     result = job.execute_in_process(
         instance=instance, tags=tags, raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
     evaluations = result.get_asset_check_evaluations()
     if not evaluations:
-        return failure_exit_code(result)
+        return failure_exit_code(step_errors)
     print_check_table(result)
     if failed := failed_blocking_checks(result):
         print(f"financial-etl: {len(failed)} check(s) failed: {', '.join(failed)}", file=sys.stderr)
