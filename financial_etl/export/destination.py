@@ -41,6 +41,7 @@ from financial_etl.errors import (
     LoginFailedError,
     MissingDatabaseError,
     NoOdbcDriverError,
+    chain,
 )
 from financial_etl.settings import Settings, check_path, parse_bool, refuse_blank
 from financial_etl.warehouse.engines import duckdb_credentials
@@ -345,12 +346,70 @@ class ExportDestination(ConfigurableResource):
         return export_target_for(settings, mssql_fields=fields)
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    while exc is not None and exc not in seen and len(seen) < 30:
-        seen.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return seen
+# What a failed connection is, from the codes the drivers give: the SQLSTATE (pyodbc's
+# args[0], psycopg2's pgcode, psycopg's and ADBC's sqlstate) and SQL Server's own error
+# number where its SQLSTATE (42000) is too general.
+NO_DRIVER, LOGIN, NO_DATABASE, UNREACHABLE = "no driver", "login", "no database", "unreachable"
+SQLSTATES = {
+    "IM002": NO_DRIVER, "IM003": NO_DRIVER,
+    "28000": LOGIN, "28P01": LOGIN,
+    "3D000": NO_DATABASE,
+    **dict.fromkeys(("08001", "08003", "08004", "08006", "08S01", "HYT00", "HYT01", "57P01", "57P02", "57P03"),
+                    UNREACHABLE),
+}
+MSSQL_NUMBERS = {18456: LOGIN, 4060: NO_DATABASE}
+# ODBC puts the server's error number in the message, "... Login failed for user 'etl'. (18456) (SQLDriverConnect)".
+ODBC_NUMBER = re.compile(r"\((\d+)\) \(SQL\w+\)")
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    for name in ("sqlstate", "pgcode"):
+        if isinstance(code := getattr(exc, name, None), str) and code:
+            return code
+    if _is_pyodbc_error(exc) and exc.args and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return None
+
+
+def _is_pyodbc_error(exc: BaseException) -> bool:
+    try:
+        import pyodbc
+    except ImportError:  # no pyodbc, or no unixODBC under it: no pyodbc error either
+        return False
+    return isinstance(exc, pyodbc.Error)
+
+
+def kind_from_codes(exc: BaseException) -> str | None:
+    """The kind of failure the first driver error in the chain reports by its codes."""
+    for cause in chain(exc):
+        if isinstance(cause, ModuleNotFoundError) and cause.name == "pyodbc":
+            return NO_DRIVER
+        if _is_pyodbc_error(cause) and len(cause.args) > 1 and (number := ODBC_NUMBER.search(str(cause.args[1]))):
+            if (kind := MSSQL_NUMBERS.get(int(number.group(1)))) is not None:
+                return kind
+        if (kind := SQLSTATES.get(sqlstate(cause) or "")) is not None:
+            return kind
+    return None
+
+
+def kind_from_text(lowered: str) -> str | None:
+    """Where a driver gives no code, only its text names the failure: libpq's connection
+    errors through psycopg2 (refused, bad password, missing database: no pgcode), the ODBC
+    driver manager's "Can't open lib" (SQLSTATE 01000, a mere warning class), a missing
+    libodbc under pyodbc (an ImportError) and dlt's own check for a supported driver."""
+    if ("can't open lib" in lowered or "data source name not found" in lowered or "libodbc" in lowered
+            or "no supported odbc driver" in lowered):
+        return NO_DRIVER
+    if "login failed" in lowered or "password authentication failed" in lowered:
+        return LOGIN
+    if "cannot open database" in lowered or re.search(r'database "[^"]+" does not exist', lowered):
+        return NO_DATABASE
+    if ("could not connect" in lowered or "connection refused" in lowered or "server closed the connection" in lowered
+            or "terminating connection" in lowered or "timeout expired" in lowered
+            or "connection already closed" in lowered or "no route to host" in lowered
+            or "name or service not known" in lowered or "could not translate host name" in lowered):
+        return UNREACHABLE
+    return None
 
 
 def installed_odbc_drivers() -> list[str]:
@@ -365,15 +424,10 @@ def installed_odbc_drivers() -> list[str]:
 def classify(exc: BaseException, target: ExportTarget) -> FinancialEtlError:
     if (held := held_elsewhere(exc)) is not None:  # the DuckDB stand-in open in another program
         return held
-    text = target.redact(" | ".join(f"{type(e).__name__}: {e}" for e in _chain(exc)))
-    lowered = text.lower()
+    text = target.redact(" | ".join(f"{type(e).__name__}: {e}" for e in chain(exc)))
     where = target.description
-
-    if target.kind == "mssql" and (
-        "im002" in lowered or "can't open lib" in lowered or "data source name not found" in lowered
-        or "no module named 'pyodbc'" in lowered or "libodbc" in lowered
-        or "no supported odbc driver" in lowered  # dlt's own check, with DESTINATION__MSSQL__CREDENTIALS
-    ):
+    kind = kind_from_codes(exc) or kind_from_text(text.lower())
+    if kind == NO_DRIVER and target.kind == "mssql":
         installed = installed_odbc_drivers()
         return NoOdbcDriverError(
             f"no usable SQL Server ODBC driver for {where}. Installed ODBC drivers: "
@@ -382,17 +436,12 @@ def classify(exc: BaseException, target: ExportTarget) -> FinancialEtlError:
             "apt-get install msodbcsql18 from Microsoft's repository), or register the driver shipped in the "
             "PyPI package mssql-python-odbc (see the README), and unixODBC (apt-get install unixodbc)."
         )
-    if re.search(r"\b28000\b", text) or "login failed" in lowered or "password authentication failed" in lowered:
+    if kind == LOGIN:
         return LoginFailedError(f"login to {where} failed: check the username and password (detail: {_short(text)})")
-    if ("cannot open database" in lowered or re.search(r"\b4060\b", text)
-            or re.search(r'database "[^"]+" does not exist', lowered)):
+    if kind == NO_DATABASE:
         return MissingDatabaseError(f"the database of {where} does not exist: create it or fix the database name "
                                     f"(detail: {_short(text)})")
-    if (re.search(r"\b(08001|08S01|HYT00|HYT01)\b", text) or "could not connect" in lowered
-            or "connection refused" in lowered or "server closed the connection" in lowered
-            or "terminating connection" in lowered or "timeout expired" in lowered
-            or "connection already closed" in lowered or "no route to host" in lowered
-            or "name or service not known" in lowered or "could not translate host name" in lowered):
+    if kind == UNREACHABLE:
         return DestinationUnreachableError(
             f"cannot reach {where}: is the server running and the host and port right? The target was left as "
             f"it was; the next run repeats the export (detail: {_short(text)})"

@@ -24,7 +24,8 @@ from filelock import FileLock, Timeout
 from financial_etl.errors import WarehouseBusyError, WarehouseUnavailableError
 from financial_etl.warehouse.storage import causes
 
-# DuckDB raises a plain IOException for a file another process holds; only its text says so.
+# DuckDB raises a plain IOException for a file another process holds, with no code: only its
+# text says so (and names the holder), so DuckDB's errors are matched by text here.
 HELD_TEXT = re.compile(r'Could not set lock on file "([^"]+)": Conflicting lock is held in (.+?) \(PID (\d+)\)')
 
 
@@ -47,7 +48,7 @@ def _holder(path: Path) -> str:
 def held_elsewhere(exc: BaseException) -> WarehouseUnavailableError | None:
     """The clear error when DuckDB refused a file another process holds, else None."""
     for cause in causes(exc):
-        if match := HELD_TEXT.search(str(cause)):
+        if isinstance(cause, duckdb.Error) and (match := HELD_TEXT.search(str(cause))):
             path, program, pid = match.groups()
             return WarehouseUnavailableError(
                 f"the DuckDB file {path} is held by another process ({program}, pid {pid}), such as a DuckDB "

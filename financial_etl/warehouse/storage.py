@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,10 +22,15 @@ import duckdb
 
 from financial_etl.errors import FinancialEtlError, StorageError
 
+# What each driver gives: the OS an errno, SQLite (Dagster's run storage) a result code,
+# PostgreSQL a SQLSTATE (53100 disk_full).
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+SQLITE_CODES = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM}
+PG_DISK_FULL = "53100"
+# DuckDB's IOException carries no errno, only the OS's reason in its text
+# ('Could not write file "<path>": No space left on device'): the one place matched by text.
 STORAGE_TEXT = re.compile(
-    r"No space left on device|Disk quota exceeded|Read-only file system|Permission denied|File too large"
-    r"|database or disk is full|attempt to write a readonly database|unable to open database file",
+    r"No space left on device|Disk quota exceeded|Read-only file system|Permission denied|File too large",
     re.IGNORECASE,
 )
 QUOTED_PATH = re.compile(r"""["'](/[^"']+)["']""")
@@ -53,8 +59,12 @@ def storage_problem(exc: BaseException, where: Path | None = None) -> str | None
     for cause in causes(exc):
         if isinstance(cause, OSError) and cause.errno in STORAGE_ERRNOS:
             return f"{cause.filename or unnamed}: {cause.strerror or os.strerror(cause.errno)}"
+        if isinstance(cause, sqlite3.Error) and (cause.sqlite_errorcode or 0) & 0xFF in SQLITE_CODES:
+            return f"{unnamed}: {cause}"
+        if getattr(cause, "pgcode", None) == PG_DISK_FULL:  # psycopg2's SQLSTATE
+            return f"the PostgreSQL server's disk: {str(cause).strip()}"
         text = str(cause)
-        if match := STORAGE_TEXT.search(text):
+        if isinstance(cause, duckdb.Error) and (match := STORAGE_TEXT.search(text)):
             # The path quoted just before the reason ("Could not write file "/x": ..."),
             # not one from a traceback elsewhere in the text.
             before = text[max(0, match.start() - 400):match.start()].splitlines()[-1:] or [""]

@@ -7,7 +7,14 @@ import duckdb
 import pytest
 
 from financial_etl.definitions import build_definitions
-from financial_etl.errors import ConfigError, WarehouseUnavailableError
+from financial_etl.errors import (
+    ConfigError,
+    DestinationUnreachableError,
+    LoginFailedError,
+    MissingDatabaseError,
+    NoOdbcDriverError,
+    WarehouseUnavailableError,
+)
 from financial_etl.export.destination import ExportDestination, classify, export_target_for
 from financial_etl.settings import load_settings
 from financial_etl_tests.helpers import held_open
@@ -133,3 +140,38 @@ def test_a_standin_another_program_holds_is_named_not_an_export_failure(workdir,
     error = classify(raw.value, export_target_for(load_settings(), env={}))
     assert isinstance(error, WarehouseUnavailableError) and f"the DuckDB file {db} is held" in str(error)
     assert f"pid {pid}" in str(error)
+
+
+def _mssql_target():
+    return export_target_for(load_settings(), env={}, mssql_fields={
+        "HOST": "sql.example.internal", "USERNAME": "etl", "PASSWORD": SECRET})
+
+
+def _raised(error: BaseException) -> BaseException:
+    """`error` as dlt hands it on: wrapped in its own exception."""
+    try:
+        try:
+            raise error
+        except Exception as exc:
+            raise RuntimeError("Pipeline execution failed at `step=sync`") from exc
+    except RuntimeError as wrapped:
+        return wrapped
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "message", "expected"),
+    [
+        # SQL Server's number says which: its text also says "The login failed".
+        ("42000", 'Cannot open database "FINANCIAL_MART" requested by the login. The login failed. (4060) '
+                  "(SQLDriverConnect)", MissingDatabaseError),
+        ("28000", "Login failed for user 'etl'. (18456) (SQLDriverConnect)", LoginFailedError),
+        ("08S01", "TCP Provider: Error code 0x68 (104) (SQLExecDirectW)", DestinationUnreachableError),
+        ("IM002", "Data source name not found and no default driver specified (0) (SQLDriverConnect)",
+         NoOdbcDriverError),
+    ],
+)
+def test_odbc_errors_are_classified_by_their_sqlstate_and_server_error_number(sqlstate, message, expected):
+    pyodbc = pytest.importorskip("pyodbc")
+    error = pyodbc.OperationalError(sqlstate, f"[{sqlstate}] [Microsoft][ODBC Driver 18 for SQL Server]{message}")
+    classified = classify(_raised(error), _mssql_target())
+    assert type(classified) is expected and SECRET not in str(classified)

@@ -158,12 +158,14 @@ def test_check_writable_names_the_setting_and_the_folder(tmp_path, monkeypatch):
 
 
 def test_storage_problems_are_found_deep_in_wrapped_errors():
+    import duckdb
+
     class Wrapper(Exception):
         def __init__(self, errors):
             super().__init__("Plan application failed.")
             self.errors = errors
 
-    deep = RuntimeError('IO Error: Could not write file "/data/w.duckdb.wal": No space left on device')
+    deep = duckdb.IOException('IO Error: Could not write file "/data/w.duckdb.wal": No space left on device')
     assert storage_problem(Wrapper([ValueError("x"), deep])) == "/data/w.duckdb.wal: No space left on device"
     assert storage_problem(OSError(28, "No space left on device", "/data/x.parquet")) == "/data/x.parquet: No space left on device"
     assert storage_problem(ValueError("a number is wrong")) is None
@@ -173,6 +175,20 @@ def test_storage_problems_are_found_deep_in_wrapped_errors():
     with pytest.raises(ValueError):  # anything else passes through untouched
         with storage_errors("the extract"):
             raise ValueError("not a disk problem")
+
+
+def test_storage_problems_are_read_from_driver_codes_and_only_duckdb_by_its_text(tmp_path):
+    import sqlite3
+
+    # Text is read only from DuckDB's errors, which carry nothing else.
+    assert storage_problem(RuntimeError('Could not write file "/data/x": No space left on device')) is None
+    assert storage_problem(OSError("No space left on device")) is None  # an OSError without its errno
+    # SQLite (Dagster's run storage) gives a result code: a real read-only database.
+    db = tmp_path / "runs.db"
+    sqlite3.connect(db).close()
+    with pytest.raises(sqlite3.OperationalError) as refused:
+        sqlite3.connect(f"file:{db}?mode=ro", uri=True).execute("CREATE TABLE t (x)")
+    assert storage_problem(refused.value, tmp_path) == f"a file under {tmp_path}: attempt to write a readonly database"
 
 
 def test_a_storage_failure_rolls_the_database_back_to_the_checkpoint_before_the_step(tmp_path):
@@ -189,7 +205,7 @@ def test_a_storage_failure_rolls_the_database_back_to_the_checkpoint_before_the_
             con.execute("DELETE FROM t")  # committed to the write-ahead log only
             con.close()
             assert (db.parent / "w.duckdb.wal").exists()
-            raise RuntimeError('IO Error: Could not write file "/data/w.duckdb.wal": No space left on device')
+            raise duckdb.IOException('IO Error: Could not write file "/data/w.duckdb.wal": No space left on device')
     assert dropped == [True]
     assert query(db, "SELECT x FROM t") == [(1,)]
 
