@@ -91,6 +91,66 @@ def test_no_module_imports_a_private_dagster_name():
     assert {name: found for name, found in private.items() if found} == {}
 
 
+# Library internals the package must not read, by attribute name (extend as found):
+INTERNAL_ATTRIBUTES = {
+    "dagster_meta": "Dagster's internal metadata on the log records it hands a logger",
+    "kwargs": "dagster-sqlmesh's IntermediateAssetOut arguments (AssetsDefinition.map_asset_specs is public)",
+    "__dict__": "an object's attributes behind its public API",
+}
+# Names with a leading underscore that are public API: os._exit, a namedtuple's methods.
+PUBLIC_UNDERSCORED = {"_exit", "_replace", "_asdict", "_fields", "_make"}
+ATTRIBUTE_CALLS = {"getattr", "hasattr", "setattr", "delattr"}
+SOURCES = {**MODULES, **{p.stem: p for p in sorted((REPO_ROOT / "sqlmesh_project").rglob("*.py"))}}
+
+
+def _internal(name: str) -> bool:
+    private = name.startswith("_") and not name.endswith("__") and name not in PUBLIC_UNDERSCORED
+    return name in INTERNAL_ATTRIBUTES or private
+
+
+def internal_reads(source: str) -> list[str]:
+    """Where `source` reads a library's internal attribute: a name listed above, or a
+    private one (leading underscore) of anything but `self` or `cls`, written as an
+    attribute, through getattr() and kin, or held in a string constant for later."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and _internal(node.attr):
+            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                found.append(f"{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ATTRIBUTE_CALLS:
+            name = node.args[1] if len(node.args) > 1 else None
+            if isinstance(name, ast.Constant) and isinstance(name.value, str) and _internal(name.value):
+                found.append(f"{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Constant) and node.value == "dagster_meta":
+            found.append(f"{node.lineno}: {node.value!r}")
+    return sorted(found, key=lambda hit: int(hit.split(":")[0]))
+
+
+def test_the_internal_attribute_finder_finds_each_kind_and_accepts_public_names():
+    bad = """
+RECORD_META = "dagster_meta"
+def f(record, intermediate, obj, lib):
+    record.dagster_meta, getattr(record, "dagster_meta")
+    intermediate.kwargs.update({})
+    obj.__dict__, vars, lib._engine, getattr(lib, "_private"), hasattr(obj, "kwargs")
+"""
+    assert [hit.split(":")[0] for hit in internal_reads(bad)] == ["2", "4", "4", "4", "5", "6", "6", "6", "6"], internal_reads(bad)
+    good = """
+class C:
+    def _engine_adapter(self):
+        return self._cache, cls._n, os._exit, parts._replace(netloc="x"), obj.__class__, f(**kwargs)
+"""
+    assert internal_reads(good) == []
+
+
+def test_no_module_reads_a_librarys_internal_attributes():
+    """Public APIs only: the layout test cannot see an internal attribute in an import line."""
+    found = {
+        str(path.relative_to(REPO_ROOT)): hits for path in SOURCES.values() if (hits := internal_reads(path.read_text()))
+    }
+    assert found == {}
+
+
 def _string_literals(path: Path) -> list[str]:
     """String constants outside docstrings."""
     tree = ast.parse(path.read_text())
