@@ -133,7 +133,8 @@ def build_export_check(settings: Settings, partitions_def: TimeWindowPartitionsD
             schema = next(con.arrow_batches(f"SELECT * FROM {MART} WHERE 1 = 0", [], 1)).schema
             kinds = column_kinds(schema)
             sql, names = fingerprint_sql(MART, kinds, start, end)
-            mart = _by_year(con.execute(sql, [start, end] if start else []).fetchall(), names)
+            params = [start, end] if start else []
+            mart = _by_year(con.execute(sql, params).fetchall(), names)
         missing, extra, target_fp = [], [], {}
         try:
             with export_pipeline(settings, target).sql_client() as client:
@@ -146,8 +147,9 @@ def build_export_check(settings: Settings, partitions_def: TimeWindowPartitionsD
                 # dlt's dataset is the target's schema; quoted, so its case holds on every dialect.
                 table = exp.table_(target.table, db=target.schema, quoted=True).sql(dialect="duckdb")
                 tsql, tnames = fingerprint_sql(table, shared, start, end)
-                tsql = write_sql(tsql, [start, end] if start else [], TARGET_DIALECT.get(target.kind, "duckdb"))
-                target_fp = _by_year(client.execute_sql(tsql) or [], tnames)
+                # dlt's client binds the parameters with the target's driver.
+                tsql = write_sql(tsql, TARGET_DIALECT.get(target.kind, "duckdb"))
+                target_fp = _by_year(client.execute_sql(tsql, *params) or [], tnames)
         except DatabaseUndefinedRelation:
             missing = list(kinds)  # nothing exported yet
         names = [n for n in names if n[0] not in missing]

@@ -13,7 +13,9 @@
 
 The pipeline's own queries (checks, sensors, the export's read) are written once in
 DuckDB's dialect, with `?` parameters, and sqlglot writes them for the engine, as SQLMesh
-does for the model.
+does for the model; the parameters stay parameters and each engine's driver binds the
+values: DuckDB's own `?`, PostgreSQL's `$1` through ADBC (Arrow results), Spark's `?`
+through `spark.sql(args=...)`.
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pyarrow as pa
 import sqlglot
 from sqlglot import exp
-from sqlglot.tokens import Tokenizer, TokenType
+from sqlglot.tokens import TokenType
 
 from financial_etl.errors import ConfigError, WarehouseUnavailableError
 
@@ -50,10 +52,6 @@ class Warehouse:
     spark_master: str = SPARK_MASTER
     project_dir: Path | None = None  # the SQLMesh project, whose config.py has Spark's settings
 
-    @property
-    def dialect(self) -> str:
-        return self.engine
-
     def describe(self) -> str:
         """Where the warehouse is, without its password: for logs, metadata and the UI."""
         if self.engine == "duckdb":
@@ -72,10 +70,6 @@ class Warehouse:
             return self.url
         return f"spark:{self.spark_master}" if self.engine == "spark" else None
 
-    def sql(self, text: str, params: Sequence[Any] = ()) -> str:
-        """`text` (DuckDB's dialect, `?` parameters) written for this engine, parameters inlined."""
-        return write_sql(text, params, self.dialect)
-
     @contextmanager
     def connect(self) -> Iterator[Connection]:
         """A read connection (the pipeline writes through dlt and SQLMesh)."""
@@ -93,15 +87,15 @@ class Warehouse:
             with con:
                 yield DuckDBConnection(con, self)
         elif self.engine == "postgres":
-            import psycopg2
+            import adbc_driver_manager
+            import adbc_driver_postgresql.dbapi
 
             try:
-                con = psycopg2.connect(self.url, connect_timeout=10)
-            except psycopg2.OperationalError as exc:
+                con = adbc_driver_postgresql.dbapi.connect(_libpq_uri(self.url or ""), autocommit=True)
+            except adbc_driver_manager.OperationalError as exc:
                 raise WarehouseUnavailableError(
                     f"cannot connect to the warehouse {self.describe()} ({WAREHOUSE_ENV}): "
                     f"{self.redact(str(exc)).strip()}") from None
-            con.autocommit = True
             try:
                 yield PostgresConnection(con, self)
             finally:
@@ -129,6 +123,10 @@ class Result:
 
     def __init__(self, columns: Sequence[str], rows: list[tuple]):
         self.columns, self.rows = list(columns), rows
+
+    @classmethod
+    def of_arrow(cls, table: pa.Table) -> Result:
+        return cls(table.column_names, list(zip(*(column.to_pylist() for column in table.columns))))
 
     def fetchall(self) -> list[tuple]:
         return self.rows
@@ -172,63 +170,82 @@ class DuckDBConnection(Connection):
 
 
 class PostgresConnection(Connection):
-    def execute(self, text, params=()):
-        import psycopg2.errors
+    """ADBC's cursor: libpq binds the `$n` parameters, and rows arrive as Arrow."""
 
-        with self.con.cursor() as cur:
-            try:
-                cur.execute(self.warehouse.sql(text, params))
-            except (psycopg2.errors.UndefinedTable, psycopg2.errors.InvalidSchemaName) as exc:
-                raise MissingTable(str(exc)) from None
-            if cur.description is None:
-                return Result([], [])
-            return Result([d.name for d in cur.description],
-                          [tuple(_plain(v) for v in row) for row in cur.fetchall()])
+    CURSOR = "financial_etl_read"
+
+    def execute(self, text, params=()):
+        cur = self.con.cursor()
+        try:
+            self._run(cur, write_sql(text, "postgres", numbered=True), params)
+            return Result.of_arrow(_doubles(cur.fetch_arrow_table())) if cur.description else Result([], [])
+        finally:
+            cur.close()
 
     def arrow_batches(self, text, params, batch_rows):
-        # A named (server-side) cursor streams the rows instead of holding them all.
-        self.con.autocommit = False
+        # A server-side cursor streams the rows: with parameters bound, libpq would hold the
+        # whole result in memory. FETCH cannot go through COPY, ADBC's default for a query.
+        from adbc_driver_postgresql import StatementOptions
+
+        transaction = self.con.adbc_connection  # the cursor lives in a transaction
+        transaction.set_autocommit(False)
+        cur = self.con.cursor(adbc_stmt_kwargs={StatementOptions.USE_COPY.value: "false"})
         try:
-            with self.con.cursor(name="financial_etl_read") as cur:
-                cur.execute(self.warehouse.sql(text, params))
-                rows = cur.fetchmany(batch_rows)
-                schema = pa.schema([(d.name, _PG_TYPES.get(d.type_code, pa.string())) for d in cur.description])
-                yield pa.RecordBatch.from_pylist([], schema=schema)
-                while rows:
-                    columns = zip(*rows)
-                    yield pa.RecordBatch.from_arrays(
-                        [pa.array([_plain(v) for v in c], type=f.type) for c, f in zip(columns, schema)], schema=schema)
-                    rows = cur.fetchmany(batch_rows)
+            self._run(cur, f"DECLARE {self.CURSOR} NO SCROLL CURSOR FOR {write_sql(text, 'postgres', numbered=True)}",
+                      params)
+            schema = None
+            while True:
+                cur.execute(f"FETCH FORWARD {int(batch_rows)} FROM {self.CURSOR}")
+                table = _doubles(cur.fetch_arrow_table())
+                if schema is None:
+                    schema = table.schema
+                    yield pa.RecordBatch.from_pylist([], schema=schema)
+                if not table.num_rows:
+                    break
+                yield from table.to_batches()
         finally:
-            self.con.rollback()
-            self.con.autocommit = True
+            cur.close()
+            transaction.rollback()
+            transaction.set_autocommit(True)
+
+    @staticmethod
+    def _run(cur, sql: str, params: Sequence[Any]) -> None:
+        """Routed by SQLSTATE: undefined_table (42P01), invalid_schema_name (3F000)."""
+        import adbc_driver_manager
+
+        try:
+            cur.execute(sql, list(params) or None)
+        except adbc_driver_manager.ProgrammingError as exc:
+            if exc.sqlstate in ("42P01", "3F000"):
+                raise MissingTable(str(exc)) from None
+            raise
 
 
 class SparkConnection(Connection):
     def execute(self, text, params=()):
-        from pyspark.errors import AnalysisException
-
-        try:
-            frame = self.con.sql(self.warehouse.sql(text, params))
-            return Result(frame.columns, [tuple(row) for row in frame.collect()])
-        except AnalysisException as exc:
-            if "TABLE_OR_VIEW_NOT_FOUND" in str(exc) or "SCHEMA_NOT_FOUND" in str(exc):
-                raise MissingTable(str(exc)) from None
-            raise
+        frame = self._frame(text, params)
+        return Result(frame.columns, [tuple(row) for row in frame.collect()])
 
     def arrow_batches(self, text, params, batch_rows):
-        frame = self.con.sql(self.warehouse.sql(text, params))
-        schema = pa.schema([(f.name, _SPARK_TYPES.get(f.dataType.typeName(), pa.string())) for f in frame.schema.fields])
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        frame = self._frame(text, params)
+        schema = to_arrow_schema(frame.schema)
         yield pa.RecordBatch.from_pylist([], schema=schema)
         table = pa.Table.from_pandas(frame.toPandas(), schema=schema, preserve_index=False)
         yield from table.to_batches(batch_rows)
 
+    def _frame(self, text, params):
+        from pyspark.errors import AnalysisException
 
-# Result column types as Arrow types: PostgreSQL's type OIDs, Spark's type names.
-_PG_TYPES = {25: pa.string(), 1043: pa.string(), 1082: pa.date32(), 701: pa.float64(), 700: pa.float32(),
-             20: pa.int64(), 23: pa.int32(), 21: pa.int16(), 1700: pa.float64(), 16: pa.bool_()}
-_SPARK_TYPES = {"string": pa.string(), "date": pa.date32(), "double": pa.float64(), "float": pa.float32(),
-                "long": pa.int64(), "integer": pa.int32(), "boolean": pa.bool_()}
+        try:
+            # Positional: in the project's session Spark 3.5.5 fails to parse a named `:p1`
+            # before the column `date`. Spark's dialect keeps parameters in the text's order.
+            return self.con.sql(write_sql(text, "spark"), args=list(params) or None)
+        except AnalysisException as exc:
+            if exc.getErrorClass() in ("TABLE_OR_VIEW_NOT_FOUND", "SCHEMA_NOT_FOUND"):
+                raise MissingTable(str(exc)) from None
+            raise
 
 
 def duckdb_credentials(database: Path, project_dir: Path | None = None):
@@ -250,37 +267,57 @@ def load_file_format(preferred: str | None, rows: int) -> str | None:
     return preferred if rows else "insert_values"
 
 
-def write_sql(text: str, params: Sequence[Any], dialect: str) -> str:
-    """`text` (DuckDB's dialect, `?` parameters) written for `dialect` by sqlglot, parameters inlined."""
-    return sqlglot.transpile(inline_params(text, params), read="duckdb", write=dialect)[0]
+def write_sql(text: str, dialect: str, numbered: bool = False) -> str:
+    """`text` (DuckDB's dialect, `?` parameters) written for `dialect` by sqlglot, each
+    parameter kept a parameter, never a value: when `numbered`, parameter n (from 1, in the
+    order of `text`) as `$n`, PostgreSQL's own marker, right wherever the dialect moves it;
+    else as the dialect's positional marker (`?`, psycopg2's `%s`), in the order the dialect
+    writes them (SQL Server would write a LIMIT first, as TOP: none of its queries has one)."""
+    if not numbered:
+        return sqlglot.transpile(text, read="duckdb", write=dialect)[0]
+    tree = sqlglot.parse_one(_numbered(text), read="duckdb")
+    return tree.transform(
+        lambda node: exp.Parameter(this=exp.var(node.name)) if isinstance(node, exp.Placeholder) else node
+    ).sql(dialect=dialect)
 
 
-def inline_params(text: str, params: Sequence[Any]) -> str:
-    """`text` with each `?` parameter (outside strings) replaced by its value as a literal."""
-    marks = [t for t in Tokenizer().tokenize(text) if t.token_type == TokenType.PLACEHOLDER]
-    if len(marks) != len(params):
-        raise ValueError(f"{len(marks)} parameters in the query, {len(params)} values")
-    for mark, value in reversed(list(zip(marks, params))):
-        text = text[:mark.start] + exp.convert(value).sql(dialect="duckdb") + text[mark.end + 1:]
+def _numbered(text: str) -> str:
+    """`text` with its `?` parameters (outside strings) written `$1`, `$2`...: DuckDB's own
+    numbered parameters, because sqlglot's tree keeps no order of anonymous ones."""
+    marks = [t for t in sqlglot.tokenize(text, read="duckdb") if t.token_type == TokenType.PLACEHOLDER]
+    for number, mark in reversed(list(enumerate(marks, 1))):
+        text = f"{text[:mark.start]}${number}{text[mark.end + 1:]}"
     return text
 
 
-def _plain(value):
-    """PostgreSQL's numeric comes back as Decimal: the pipeline's figures are doubles."""
-    from decimal import Decimal
+def _doubles(table: pa.Table) -> pa.Table:
+    """PostgreSQL's numeric arrives as its text (ADBC's opaque type): the pipeline's figures
+    are doubles."""
+    for i, column in enumerate(table.schema):
+        if isinstance(column.type, pa.OpaqueType) and column.type.type_name == "numeric":
+            text = pa.chunked_array([chunk.storage for chunk in table.column(i).chunks], type=pa.string())
+            table = table.set_column(i, column.name, text.cast(pa.float64()))
+    return table
 
-    return float(value) if isinstance(value, Decimal) else value
+
+def _libpq_uri(url: str) -> str:
+    """The warehouse URL for libpq, with a 10 s connect timeout unless it sets its own."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    if "connect_timeout" not in dict(query):
+        query.append(("connect_timeout", "10"))
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 @contextmanager
 def _advisory_lock(warehouse: Warehouse, name: str) -> Iterator[None]:
     key = int.from_bytes(hashlib.sha256(f"financial_etl:{name}".encode()).digest()[:8], "big", signed=True)
     with warehouse.connect() as con:
-        con.execute(f"SELECT pg_advisory_lock({key})")
+        con.execute("SELECT pg_advisory_lock(?)", [key])
         try:
             yield
         finally:
-            con.execute(f"SELECT pg_advisory_unlock({key})")
+            con.execute("SELECT pg_advisory_unlock(?)", [key])
 
 
 def spark_session(warehouse: Warehouse):

@@ -5,6 +5,7 @@ stand-in and on a real PostgreSQL target; a stale target fails the reconciliatio
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 
@@ -194,7 +195,9 @@ def test_sql_server_gets_a_rename_and_fingerprints_in_its_own_dialect():
     assert target.rename_sql(None, "Dim_Stock_Metrics__rebuild", "Dim_Stock_Metrics") == \
         "EXEC sp_rename 'dbo.Dim_Stock_Metrics__rebuild', 'Dim_Stock_Metrics'"
     sql, names = fingerprint_sql("t", {"ticker": "text", "trade_date": "date", "close_price": "number"}, None, None)
-    tsql = write_sql(sql, [], TARGET_DIALECT["mssql"])
+    tsql = write_sql(sql, TARGET_DIALECT["mssql"])
     assert "DATEPART(YEAR, [trade_date])" in tsql or "DATEPART(YEAR, trade_date)" in tsql, tsql
     assert "EXTRACT" not in tsql and "LEN(" in tsql and "COUNT_BIG(DISTINCT [ticker])" in tsql, tsql
     assert len(names) == 3 + 4 + 4  # text: 3 aggregates, dates and numbers: 4
+    ranged, _ = fingerprint_sql("t", {"close_price": "number"}, dt.date(2024, 1, 2), dt.date(2024, 3, 28))
+    assert "BETWEEN ? AND ?" in write_sql(ranged, TARGET_DIALECT["mssql"])  # pyodbc binds the dates
