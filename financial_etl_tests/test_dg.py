@@ -14,8 +14,9 @@ DEADLINE = "FINANCIAL_ETL_FRESHNESS_DEADLINE_CRON"
 
 
 def dg_check_defs(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([str(DG), "check", "defs"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [str(DG), "check", "defs"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture
@@ -48,10 +49,16 @@ FRESHNESS = """{ assetNodes { assetKey { path }
 def test_dg_dev_serves_the_freshness_deadline_that_the_setting_gives(tmp_path):
     with running_dagster_dev(tmp_path, {DEADLINE: "30 22 * * 1-5"}) as server:
         nodes = {"/".join(n["assetKey"]["path"]): n for n in server.graphql(FRESHNESS)["assetNodes"]}
-    due = {"__typename": "CronFreshnessPolicy", "deadlineCron": "30 22 * * 1-5",
-           "lowerBoundDeltaSeconds": 6 * 3600 + 30 * 60, "timezone": "America/New_York"}  # since the 16:00 close
+    due = {
+        "__typename": "CronFreshnessPolicy",
+        "deadlineCron": "30 22 * * 1-5",
+        "lowerBoundDeltaSeconds": 6 * 3600 + 30 * 60,
+        "timezone": "America/New_York",
+    }  # since the 16:00 close
     assert {key: n["internalFreshnessPolicy"] for key, n in nodes.items()} == {
-        "raw/eod_prices_raw": None, "marts/stock_metrics": due, "dbo/Dim_Stock_Metrics": due,
+        "raw/eod_prices_raw": None,
+        "marts/stock_metrics": due,
+        "dbo/Dim_Stock_Metrics": due,
     }
     # Nothing materialized yet: the UI can say neither on time nor late.
     assert nodes["marts/stock_metrics"]["freshnessStatusInfo"] == {"freshnessStatus": "UNKNOWN"}

@@ -48,8 +48,11 @@ def test_the_mart_and_the_export_are_due_and_the_setting_moves_the_deadline(work
         specs = {spec.key: spec for spec in build_definitions(load_settings()).resolve_all_asset_specs()}
         return {key: spec.freshness_policy for key, spec in specs.items()}
 
-    assert policies() == {RAW: None, MART: deadline_policy(DEFAULT_DEADLINE_CRON),
-                          EXPORT: deadline_policy(DEFAULT_DEADLINE_CRON)}
+    assert policies() == {
+        RAW: None,
+        MART: deadline_policy(DEFAULT_DEADLINE_CRON),
+        EXPORT: deadline_policy(DEFAULT_DEADLINE_CRON),
+    }
     clean_env.setenv("FINANCIAL_ETL_FRESHNESS_DEADLINE_CRON", "0 7 * * 2-6")
     moved = policies()
     assert moved[MART] == moved[EXPORT] == deadline_policy("0 7 * * 2-6")
