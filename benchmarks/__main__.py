@@ -125,7 +125,8 @@ def markdown(result: dict) -> str:
         ("rows", f"{result['rows']:,}"),
         ("bare DuckDB window query (median)", f"{result['bare_duckdb_s']:.2f} s ({_runs(result['bare_duckdb_runs_s'])})"),
         ("SQLMesh full refresh, plan and audits included (median)",
-         f"{result['full_refresh_s']:.2f} s, {result['full_vs_bare']:.2f}x bare ({_runs(result['full_refresh_runs_s'])})"),
+         f"{result['full_refresh_s']:.2f} s, {result['full_vs_bare']:.2f}x bare "
+         f"({_runs(result['full_refresh_runs_s'])})"),
         ("one-day incremental run (restatement of the new day)", f"{result['one_day_s']:.3f} s ({100 * result['one_day_vs_full']:.1f}% of full)"),
         ("pipeline's daily transform (prod check + incremental run)", f"{result['daily_step_s']:.3f} s ({100 * result['daily_step_vs_full']:.1f}% of full)"),
     ]

@@ -84,13 +84,15 @@ def markdown(result: dict) -> str:
         return f"| {name} | {run['wall_s']:.1f} s | {stages} |"
 
     return "\n".join([
-        f"Landing a model change, {result['tickers']} tickers x {result['days']:,} days, on {result['machine']}", "",
+        f"Landing a model change, {result['tickers']} tickers x {result['days']:,} days, "
+        f"on {result['machine']}", "",
         "| run | wall | stages |", "|---|---|---|",
         line("plain full refresh (export replaced)", result["full_refresh"]),
         line("daily run, no model change", result["daily"]),
         line("daily run after a new column (mart rebuilt, export re-sent into a rebuilt table)", result["model_change"]),
         "",
-        f"- mart rebuild: {result['rebuild_rows_per_s']:,.0f} rows/s; export re-send: {result['resend_rows_per_s']:,.0f} rows/s "
+        f"- mart rebuild: {result['rebuild_rows_per_s']:,.0f} rows/s; "
+        f"export re-send: {result['resend_rows_per_s']:,.0f} rows/s "
         f"(the plain full refresh's export: {result['full_refresh_export_rows_per_s']:,.0f} rows/s)",
         f"- landing the change took {result['change_vs_full_refresh']:.2f}x the plain full refresh; "
         f"the daily run {100 * result['daily_vs_full_refresh']:.1f}% of it",

@@ -18,6 +18,7 @@ from financial_etl.settings import load_settings
 from financial_etl.transform.sqlmesh_adapter import model_columns
 from financial_etl.warehouse import MART, MART_SCHEMA
 
+
 def write_mart(db: Path, frame: pd.DataFrame, columns: list[str], append: bool = False) -> None:
     """The mart (marts.stock_metrics) with the model's `columns` (indicator values derived
     from close); `append` adds the frame's rows to the table instead of replacing it."""

@@ -113,7 +113,7 @@ def run(before_rev: str | None, out: Path, progress=print) -> dict:
     rows = write_history_csv(csv_dir) - 1  # the history's rows; the last is the daily run's
     result: dict = {
         "machine": machine(),
-        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "ticker_rows": rows,
         "range": f"{START} to {END}",
         "weekdays": sum(1 for n in range((END - START).days + 1) if (START + dt.timedelta(days=n)).weekday() < 5),
@@ -153,7 +153,8 @@ def markdown(result: dict) -> str:
         met = "met" if v["wall_met"] and v["growth_met"] else "MISSED"
         lines.append(
             f"| {label} | {v['wall_s']:.1f} s | {v['data_work_s']:.1f} s | {v['wall_limit_s']:.1f} s | "
-            f"{v['dagster_home_growth_mb']:.1f} MB | {v['events_total']:,} | {v['events'].get('ASSET_MATERIALIZATION', 0):,} | {met} "
+            f"{v['dagster_home_growth_mb']:.1f} MB | {v['events_total']:,} | "
+            f"{v['events'].get('ASSET_MATERIALIZATION', 0):,} | {met} "
             f"| {v['daily_wall_s']:.1f} s ({v['daily_data_work_s']:.1f} s) |"
         )
     versions = list(result["versions"].values())

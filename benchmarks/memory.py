@@ -208,7 +208,7 @@ def run(tickers: int, histories, out: Path, workdir: Path | None = None, cap_byt
 
     started = time.perf_counter()
     base = Path(tempfile.mkdtemp(prefix="bench_memory_", dir=workdir))
-    result: dict = {"machine": machine(), "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    result: dict = {"machine": machine(), "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                     "tickers": tickers, "histories": list(histories), "cap_bytes": cap_bytes, "runs": []}
     try:
         for days in histories:

@@ -125,12 +125,11 @@ def pipeline_run(workdir: str, tickers: int, days: int, which: str) -> dict:
     DAGSTER_HOME under `workdir`."""
     from dagster import DagsterInstance
 
+    from benchmarks.universe import sessions
     from financial_etl.calendar import keys_in_window, year_partitions
     from financial_etl.cli.main import execute_range, quiet_libraries
     from financial_etl.runs import EXPORT_TAG, FULL_REFRESH
     from financial_etl.settings import load_settings
-
-    from benchmarks.universe import sessions
 
     workdir_path = Path(workdir)
     isolate_env(pipeline_env(workdir_path, tickers, days))

@@ -32,7 +32,12 @@ def variant(granularity: str, planned_subset: bool) -> dict:
     (home / "dagster.yaml").write_text(f"storage:\n  sqlite:\n    base_dir: {home}/storage\ntelemetry:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(home)
     from dagster import (
-        BackfillPolicy, DagsterInstance, Definitions, MaterializeResult, TimeWindowPartitionsDefinition, asset,
+        BackfillPolicy,
+        DagsterInstance,
+        Definitions,
+        MaterializeResult,
+        TimeWindowPartitionsDefinition,
+        asset,
         define_asset_job,
     )
 
@@ -68,7 +73,8 @@ def run(progress=print) -> list[dict]:
     for granularity, subset in (("daily", False), ("daily", True), ("weekly", False), ("monthly", False),
                                 ("yearly", False)):
         progress(f"{granularity}{' (one planned event per asset)' if subset else ''}")
-        code = f"import json; from benchmarks.partition_cost import variant; print(json.dumps(variant({granularity!r}, {subset})))"
+        code = ("import json; from benchmarks.partition_cost import variant; "
+                f"print(json.dumps(variant({granularity!r}, {subset})))")
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               cwd=Path(__file__).resolve().parent.parent)
         import json

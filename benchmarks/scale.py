@@ -187,7 +187,7 @@ def run(sizes, stages, out: Path, per_row_rows: int = PER_ROW_ROWS, definition_l
     progress(f"working in {base}")
     result: dict = {
         "machine": machine(),
-        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "sizes": [f"{t}x{d}" for t, d in sizes],
         "stages": list(stages),
         "per_row_sample_rows": per_row_rows,
@@ -414,7 +414,7 @@ def plot(result: dict, path: Path) -> None:
                                               ("daily run: Dagster overhead", "dagster", "daily", "overhead_s", None)],
     }
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    for ax, (title, lines) in zip(axes.flat, series.items()):
+    for ax, (title, lines) in zip(axes.flat, series.items(), strict=True):
         for label, stage, part, key, rows_key in lines:
             points = sorted(
                 (value[rows_key] if rows_key else r["tickers"] * (r["days"] - 1), value[key])
@@ -422,7 +422,7 @@ def plot(result: dict, path: Path) -> None:
             )
             if not points:
                 continue
-            xs, ys = zip(*points)
+            xs, ys = zip(*points, strict=True)
             (line,) = ax.plot(xs, ys, marker="o", label=label)
             if label in ("bulk (project)", "full refresh", "full-refresh run") and len(points) > 1:
                 ax.plot([xs[0], xs[-1]], [ys[-1] * xs[0] / xs[-1], ys[-1]], ls="--", lw=0.8, color=line.get_color())
@@ -430,9 +430,9 @@ def plot(result: dict, path: Path) -> None:
             # The seed's path runs on a sample: its time there, and the whole frame at its rate.
             measured = [(e["per_row_rows"], e["per_row_s"], e["rows"]) for r in result["runs"] if (e := _ok(r, "extract"))]
             if measured:
-                samples, seconds, rows = zip(*sorted(measured, key=lambda m: m[2]))
+                samples, seconds, rows = zip(*sorted(measured, key=lambda m: m[2]), strict=True)
                 (line,) = ax.plot(samples, seconds, "o", label="per-row (seed), measured on its sample")
-                ax.plot(rows, [s / n * total for s, n, total in zip(seconds, samples, rows)], ls=":",
+                ax.plot(rows, [s / n * total for s, n, total in zip(seconds, samples, rows, strict=True)], ls=":",
                         color=line.get_color(), label="per-row (seed), whole frame at the sample's rate")
         ax.set_xscale("log")
         ax.set_yscale("log")

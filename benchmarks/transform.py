@@ -30,7 +30,8 @@ WITH s AS (
 ), t AS (
   SELECT *, close_price - prev_close AS change,
     GREATEST(close_price - prev_close, 0) AS gain, GREATEST(prev_close - close_price, 0) AS loss,
-    CASE WHEN prev_close IS NOT NULL THEN GREATEST(high_price - low_price, ABS(high_price - prev_close), ABS(low_price - prev_close)) END AS tr
+    CASE WHEN prev_close IS NOT NULL
+      THEN GREATEST(high_price - low_price, ABS(high_price - prev_close), ABS(low_price - prev_close)) END AS tr
   FROM s
 )
 SELECT ticker, date AS trade_date, open_price, high_price, low_price, close_price, volume,
@@ -111,16 +112,16 @@ def measure(frame: pd.DataFrame, workdir: Path | None = None, daily_days: int = 
 
     checks, incrementals = [], []
     for day in held_back:
-        day_rows = frame[frame["date"] == day]
+        day_rows = frame[frame["date"] == day]  # noqa: F841  # DuckDB reads it by name
         ctx.engine_adapter.cursor.execute(f"INSERT INTO {RAW} SELECT * FROM day_rows")
-        checks.append(timed(lambda: deploy_check(day)))
-        incrementals.append(timed(lambda: incremental(day)))
+        checks.append(timed(lambda day=day: deploy_check(day)))
+        incrementals.append(timed(lambda day=day: incremental(day)))
     written = ctx.engine_adapter.fetchone(
         f"SELECT count(*) FROM {MART} WHERE trade_date = DATE '{held_back[-1].isoformat()}'"
     )[0]
     ctx.close()
     one_day = statistics.median(incrementals)
-    daily_step = statistics.median(c + i for c, i in zip(checks, incrementals))
+    daily_step = statistics.median(c + i for c, i in zip(checks, incrementals, strict=True))
     return {
         "rows": int(rows),
         "bare_duckdb_s": bare,

@@ -6,6 +6,7 @@ from dagster import AssetSelection, Definitions, define_asset_job, definitions, 
 from dagster_dlt import DagsterDltResource
 
 from financial_etl.automation.alerts import build_failure_sensor
+from financial_etl.automation.freshness import due_by_deadline
 from financial_etl.automation.schedule import build_daily_schedule
 from financial_etl.automation.sensors import build_new_ticker_sensor, build_restated_history_sensor
 from financial_etl.calendar import year_partitions
@@ -85,6 +86,8 @@ def build_definitions(settings: Settings) -> Definitions:
     transform = transform_definitions(settings, partitions_def)
     mart_spec = transform.resolve_assets_def(MART_KEY).specs_by_key[MART_KEY]
     export = export_definitions(settings, partitions_def, mart_spec)
+    # What analysts read is due each evening: late shows in the UI (automation/freshness.py).
+    transform, export = (due_by_deadline(stage, settings.freshness_deadline_cron) for stage in (transform, export))
     stages = [extract, transform, export]
     asset_keys = [spec.key for stage in stages for spec in stage.resolve_all_asset_specs()]
     return Definitions.merge(*stages, automation_definitions(settings, partitions_def, asset_keys))

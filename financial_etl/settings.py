@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from financial_etl.automation.freshness import DEFAULT_DEADLINE_CRON, deadline_policy
 from financial_etl.calendar import FIRST_DAY, LAST_DAY
 from financial_etl.errors import ConfigError
 from financial_etl.warehouse.engines import Warehouse, parse_warehouse
@@ -64,6 +65,7 @@ class Settings:
     allow_partial_loads: bool = False  # load the other tickers when some return nothing
     # A close-to-close move beyond this many percent with no split or dividend is reported.
     suspicious_move_pct: float = DEFAULT_SUSPICIOUS_MOVE_PCT
+    freshness_deadline_cron: str = DEFAULT_DEADLINE_CRON  # when the mart and the export are due
     warehouse_url: str | None = field(default=None, repr=False)  # FINANCIAL_ETL_WAREHOUSE: may hold a password
 
     @property
@@ -207,6 +209,18 @@ def parse_percent(name: str, value: str | None, default: float) -> float:
     return number
 
 
+def parse_deadline_cron(name: str, value: str | None) -> str:
+    if value is None:
+        return DEFAULT_DEADLINE_CRON
+    try:
+        deadline_policy(value)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{name}={value!r} is not a deadline cron, New York time: {exc} (e.g. {DEFAULT_DEADLINE_CRON!r})"
+        ) from None
+    return " ".join(value.split())
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings; raises ConfigError naming the bad setting."""
     env = os.environ if env is None else env
@@ -297,6 +311,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         allow_partial_loads=parse_bool("FINANCIAL_ETL_ALLOW_PARTIAL_LOADS", get("ALLOW_PARTIAL_LOADS"), False),
         suspicious_move_pct=parse_percent(
             "FINANCIAL_ETL_SUSPICIOUS_MOVE_PCT", get("SUSPICIOUS_MOVE_PCT"), DEFAULT_SUSPICIOUS_MOVE_PCT
+        ),
+        freshness_deadline_cron=parse_deadline_cron(
+            "FINANCIAL_ETL_FRESHNESS_DEADLINE_CRON", get("FRESHNESS_DEADLINE_CRON")
         ),
         warehouse_url=warehouse_url,
     )

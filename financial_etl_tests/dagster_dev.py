@@ -1,5 +1,5 @@
-"""`dagster dev` for end-to-end tests: the project's workspace on a free 127.0.0.1 port,
-with DAGSTER_HOME, the warehouse and every file it writes in a temporary directory, and
+"""`dg dev` (the README's UI command) for end-to-end tests: the project on a free 127.0.0.1
+port, with DAGSTER_HOME, the warehouse and every file it writes in a temporary directory, and
 the whole process group stopped afterwards."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ import pytest
 from financial_etl.settings import REPO_ROOT
 
 STARTUP_TIMEOUT_S = 240
+DG = Path(sys.executable).with_name("dg")  # dagster-dg-cli's command, beside this Python
 
 
 @dataclass
@@ -65,7 +66,7 @@ def instance_yaml(home: Path) -> str:
     return text + "nux:\n  enabled: false\n"
 
 
-def dagster_env(root: Path) -> dict[str, str]:
+def dagster_env(root: Path, settings: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINANCIAL_ETL_") and k != "DAGSTER_HOME"}
     # Two year partitions: December of last year and this year so far.
     start = dt.date(dt.date.today().year - 1, 12, 1)
@@ -73,6 +74,7 @@ def dagster_env(root: Path) -> dict[str, str]:
         "DAGSTER_HOME": str(root / "home"),
         "FINANCIAL_ETL_DUCKDB_PATH": str(root / "data" / "financial_etl.duckdb"),
         "FINANCIAL_ETL_START_DATE": start.isoformat(),
+        **(settings or {}),
     })
     return env
 
@@ -83,7 +85,7 @@ def wait_until(what: str, check: Callable[[], object], timeout: float, server: D
     deadline = time.monotonic() + timeout
     while True:
         if server.process.poll() is not None:
-            pytest.fail(f"dagster dev exited ({server.process.returncode}) while waiting for {what}:\n{server.log_tail()}")
+            pytest.fail(f"dg dev exited ({server.process.returncode}) while waiting for {what}:\n{server.log_tail()}")
         try:
             if result := check():
                 return result
@@ -125,18 +127,18 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def running_dagster_dev(root: Path) -> Iterator[DagsterDev]:
-    """Start `dagster dev` under `root`, yield it once its code location has loaded, and
-    always stop its process group (webserver, daemon, code server, run workers)."""
+def running_dagster_dev(root: Path, settings: Mapping[str, str] | None = None) -> Iterator[DagsterDev]:
+    """Start `dg dev` under `root` (FINANCIAL_ETL_* `settings` on top of the defaults), yield
+    it once its code location has loaded, and always stop its process group (webserver,
+    daemon, code server, run workers)."""
     (root / "home").mkdir()
     (root / "home" / "dagster.yaml").write_text(instance_yaml(root / "home"))
     port = free_port()
     log = root / "dagster-dev.log"
-    env = dagster_env(root)
+    env = dagster_env(root, settings)
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
-             "-h", "127.0.0.1", "-p", str(port)],
+            [str(DG), "dev", "-h", "127.0.0.1", "-p", str(port)],
             cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )

@@ -12,8 +12,8 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import NoReturn
 from pathlib import Path
+from typing import NoReturn
 
 import duckdb
 import numpy as np
@@ -94,9 +94,9 @@ def assert_same_rows(got: Sequence[tuple], want: Sequence[tuple], label: str = "
     """Row-for-row equal: keys, integers and NULLs exactly, floats within 1e-9 relative
     (windows summed over differently cut batches differ in the last bits)."""
     assert len(got) == len(want), f"{label}: {len(got)} rows vs {len(want)}"
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         assert len(a) == len(b), label
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             if isinstance(x, float) and isinstance(y, float):
                 assert np.isclose(x, y, rtol=1e-9, atol=1e-12, equal_nan=True), f"{label}: {a[:2]} {x} != {y}"
             else:

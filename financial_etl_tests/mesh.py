@@ -23,7 +23,7 @@ MODEL = MART
 def write_raw(db: Path, frame: pd.DataFrame) -> None:
     """raw.eod_prices_raw as the extract writes it (the dlt columns are not needed)."""
     db.parent.mkdir(parents=True, exist_ok=True)
-    prices = frame[list(RAW_SCHEMA.names)]
+    prices = frame[list(RAW_SCHEMA.names)]  # noqa: F841  # DuckDB reads it by name
     with duckdb.connect(str(db)) as con:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_DATASET}")
         con.execute(f"CREATE OR REPLACE TABLE {RAW} AS SELECT * FROM prices")

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from financial_etl_tests.helpers import unavailable
 
-
 PASSWORD = "pg-Test-Secret-7731"
 
 

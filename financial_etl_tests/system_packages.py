@@ -14,8 +14,8 @@ import glob
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 INSTALL_COMMAND = "scripts/install-system-packages"
 

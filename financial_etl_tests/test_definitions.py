@@ -79,7 +79,7 @@ SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"
 
 
 def definitions_snapshot(defs: Definitions) -> dict:
-    """What an operator sees of the graph: assets, checks, partitions, jobs, schedules, sensors."""
+    """What an operator sees of the graph: assets, checks, partitions, freshness, jobs, schedules, sensors."""
     assets = {}
     for spec in defs.resolve_all_asset_specs():
         assets_def = defs.resolve_assets_def(spec.key)
@@ -92,6 +92,7 @@ def definitions_snapshot(defs: Definitions) -> dict:
             "partitions": repr(spec.partitions_def) if spec.partitions_def else None,
             "backfill_policy": repr(assets_def.backfill_policy),
             "retry_policy": repr(retry) if retry else None,
+            "freshness_policy": repr(spec.freshness_policy) if spec.freshness_policy else None,
         }
     graph = defs.resolve_asset_graph()
     checks = {}

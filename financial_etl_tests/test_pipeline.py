@@ -10,7 +10,10 @@ from financial_etl.settings import load_settings
 from financial_etl_tests.helpers import day, query
 from financial_etl_tests.yahoo import YahooChartServer, random_listing
 
-RAW_ROWS = "SELECT ticker, date, open_price, high_price, low_price, close_price, volume FROM raw.eod_prices_raw ORDER BY ticker, date"
+RAW_ROWS = (
+    "SELECT ticker, date, open_price, high_price, low_price, close_price, volume "
+    "FROM raw.eod_prices_raw ORDER BY ticker, date"
+)
 MART_ROWS = "SELECT * FROM marts.stock_metrics ORDER BY ticker, trade_date"
 EXPORT_ROWS = 'SELECT * EXCLUDE (_dlt_load_id) FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
 
@@ -25,9 +28,9 @@ def test_csv_run_loads_exactly_the_rows_from_a_to_b_and_is_idempotent(workdir, c
     expected = csv_history[(csv_history.date >= a) & (csv_history.date <= b)]
     raw = query(db, RAW_ROWS)
     assert len(raw) == len(expected) > 0
-    assert {(t, d) for t, d, *_ in raw} == set(zip(expected.ticker, expected.date))
+    assert {(t, d) for t, d, *_ in raw} == set(zip(expected.ticker, expected.date, strict=True))
     got_close = {(t, d): c for t, d, _, _, _, c, _ in raw}
-    assert all(np.isclose(got_close[(t, d)], c, rtol=0, atol=1e-9) for t, d, c in zip(expected.ticker, expected.date, expected.close_price))
+    assert all(np.isclose(got_close[(t, d)], c, rtol=0, atol=1e-9) for t, d, c in zip(expected.ticker, expected.date, expected.close_price, strict=True))
 
     mart = query(db, MART_ROWS)
     assert [(r[0], r[1]) for r in mart] == [(t, d) for t, d, *_ in raw]

@@ -54,3 +54,27 @@ def test_a_range_override_is_validated_too():
     with pytest.raises(ConfigError, match="after the end date"):
         settings.with_range(dt.date(2024, 6, 1), dt.date(2024, 5, 1))
     assert settings.with_range(None, dt.date(2024, 5, 1)).end_date == dt.date(2024, 5, 1)
+
+
+def test_the_freshness_deadline_defaults_to_weekday_evenings_and_is_read_normalized():
+    assert load_settings({}).freshness_deadline_cron == "0 21 * * 1-5"
+    settings = load_settings({"FINANCIAL_ETL_FRESHNESS_DEADLINE_CRON": " 30  22 * * 1-5 "})
+    assert settings.freshness_deadline_cron == "30 22 * * 1-5"
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("0 21 * *", "five cron fields"),
+        ("*/15 21 * * 1-5", "minute and hour are plain numbers"),
+        ("0 25 * * 1-5", "25:00 is not a time of day"),
+        ("0 21 * * funday", "Invalid cron string"),
+        ("0 21 31 2 *", "Invalid cron string"),
+    ],
+)
+def test_a_bad_freshness_deadline_fails_naming_the_setting(value, why):
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings({"FINANCIAL_ETL_FRESHNESS_DEADLINE_CRON": value})
+    message = str(excinfo.value)
+    assert message.startswith(f"FINANCIAL_ETL_FRESHNESS_DEADLINE_CRON={value!r} is not a deadline cron")
+    assert why in message

@@ -9,8 +9,6 @@ import shlex
 import sys
 from pathlib import Path
 
-import pytest
-
 from financial_etl.settings import REPO_ROOT
 from financial_etl_tests.conftest import EXIT_MISSING_SYSTEM_PACKAGE
 from financial_etl_tests.helpers import in_mount_namespace

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
 from urllib.parse import unquote, urlsplit
 
 from sqlmesh.core.config import (
@@ -58,20 +57,22 @@ def spark_conf(duckdb_path: str, master: str = SPARK_MASTER) -> dict[str, str]:
     """A local Spark's session settings: Parquet tables under the data folder, their catalog
     in an embedded Derby metastore beside them (one process at a time: see docs/scaling-out.md)."""
     folder = Path(duckdb_path).parent
+    metastore = folder / "spark-metastore"
+    metastore_db = metastore / "metastore_db"
     return {
         "spark.master": master,
         "spark.app.name": "financial_etl",
         "spark.sql.warehouse.dir": str(folder / "spark-warehouse"),
         "spark.sql.catalogImplementation": "hive",
         "spark.hadoop.javax.jdo.option.ConnectionURL":
-            f"jdbc:derby:;databaseName={folder / 'spark-metastore' / 'metastore_db'};create=true",
+            f"jdbc:derby:;databaseName={metastore_db};create=true",
         "spark.sql.legacy.createHiveTableByDefault": "false",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": "4",
         "spark.ui.enabled": "false",
         "spark.log.level": "ERROR",
         "spark.ui.showConsoleProgress": "false",
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={folder / 'spark-metastore'}",
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={metastore}",
     }
 
 

@@ -22,12 +22,12 @@ from dagster import (
 )
 
 from financial_etl.automation.schedule import last_completed_day
+from financial_etl.errors import FinancialEtlError
+from financial_etl.errors import WarehouseUnavailableError as WarehouseUnavailable
 from financial_etl.extract.contract import VALUE_COLUMNS
 from financial_etl.extract.sources import fetch_for
 from financial_etl.runs import MODE_TAG, REASON_TAG, RESTATE, TICKERS_TAG, WAREHOUSE_TAG, range_tags
 from financial_etl.settings import Settings
-from financial_etl.errors import FinancialEtlError
-from financial_etl.errors import WarehouseUnavailableError as WarehouseUnavailable
 from financial_etl.warehouse import RAW
 from financial_etl.warehouse.engines import MissingTable
 
@@ -115,7 +115,8 @@ def history_changes(stored: pd.DataFrame, fresh: pd.DataFrame) -> str | None:
             first = merged[bad].iloc[0]
             diffs.append(
                 f"{int(bad.sum())} of {len(merged)} recent {column} values differ "
-                f"(e.g. {first['date']}: {first[f'{column}_raw']:.6g} in raw, {first[f'{column}_source']:.6g} at the source)"
+                f"(e.g. {first['date']}: {first[f'{column}_raw']:.6g} in raw, "
+                f"{first[f'{column}_source']:.6g} at the source)"
             )
     return "; ".join(diffs) or None
 

@@ -3,8 +3,8 @@
 The export sends what the transform rewrote: the date ranges SQLMesh's plans recomputed
 in every transform run since the last export (the mart's materialization metadata), merged
 on (ticker, trade_date). The export pipeline remembers which version of the mart's table
-the target holds (dlt's local pipeline state, written after each load); when prod serves another one (a model change rebuilt
-the history), the whole mart is sent and replaces the target atomically: dlt's
+the target holds (dlt's local pipeline state, written after each load); when prod serves
+another one (a model change rebuilt the history), the whole mart is sent and replaces the target atomically: dlt's
 insert-from-staging when the columns are the same, else a rebuilt table swapped in (one
 transaction), so the target's columns follow the model. `financial-etl run --full-refresh`
 (run tag financial_etl/export=full_refresh) forces the replace. Rows go to dlt as Arrow
@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dagster import (
     AssetExecutionContext,
-    Backoff,
     BackfillPolicy,
+    Backoff,
     Failure,
     Jitter,
     MaterializeResult,
@@ -69,7 +69,7 @@ EXPORT_COLUMN_HINTS = {
 def nan_to_null(batch: pa.RecordBatch | pa.Table):
     """dlt writes NaN/inf literally and SQL Server rejects them: make them NULL first."""
     columns, fields = [], []
-    for field, column in zip(batch.schema, batch.columns):
+    for field, column in zip(batch.schema, batch.columns, strict=True):
         if pa.types.is_floating(column.type):
             bad = pc.or_(pc.is_nan(column), pc.is_inf(column))
             column = pc.if_else(bad, pa.scalar(None, column.type), column)

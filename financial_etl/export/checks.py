@@ -56,7 +56,8 @@ def column_kinds(schema: pa.Schema) -> dict[str, str]:
 def _aggregates(column: str, kind: str) -> list[tuple[str, str]]:
     c = f'"{column}"'
     value = {"number": f"CAST({c} AS DOUBLE)",
-             "date": f"CAST(EXTRACT(YEAR FROM {c}) * 10000 + EXTRACT(MONTH FROM {c}) * 100 + EXTRACT(DAY FROM {c}) AS DOUBLE)"
+             "date": f"CAST(EXTRACT(YEAR FROM {c}) * 10000 + EXTRACT(MONTH FROM {c}) * 100 "
+                     f"+ EXTRACT(DAY FROM {c}) AS DOUBLE)"
              }.get(kind)
     aggs = [("non_null", f"COUNT({c})")]
     if value is not None:
@@ -85,7 +86,7 @@ def _by_year(rows: Sequence[Sequence], names: Sequence[tuple[str, str]]) -> dict
     out = {}
     for row in rows:
         year, count, *values = row
-        out[str(int(year))] = {"rows": int(count), **{key: (float(v) if v is not None else None) for key, v in zip(names, values)}}
+        out[str(int(year))] = {"rows": int(count), **{key: (float(v) if v is not None else None) for key, v in zip(names, values, strict=True)}}
     return out
 
 
@@ -139,7 +140,8 @@ def build_export_check(settings: Settings, partitions_def: TimeWindowPartitionsD
         try:
             with export_pipeline(settings, target).sql_client() as client:
                 present = {row[0] for row in client.execute_sql(
-                    "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema = %s AND table_name = %s",
                     target.schema, target.table)}
                 missing = [c for c in kinds if c not in present]
                 extra = sorted(c for c in present if c not in kinds and not c.startswith("_dlt"))

@@ -69,7 +69,7 @@ def histories_to_reload(stored: Stored, batch: PriceBatch, move_pct: float) -> d
         if row.dividend:
             what.append(f"a dividend of {row.dividend:g}")
         reasons.setdefault(row.ticker, f"{' and '.join(what)} on {row.date}, which re-adjusts its earlier prices")
-    acted = set(zip(actions.get("ticker", []), actions.get("date", [])))
+    acted = set(zip(actions.get("ticker", []), actions.get("date", []), strict=True))
     first = batch.frame.dropna(subset=["close_price"]).groupby("ticker", sort=False).head(1)
     for row in first.itertuples(index=False):
         if row.ticker in reasons or row.ticker not in held or (row.ticker, row.date) in acted:

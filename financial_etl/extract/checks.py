@@ -133,7 +133,8 @@ def unexplained_moves(con, start: dt.date, end: dt.date, move_pct: float):
     """Rows of raw in [start, end] whose close moved more than `move_pct` percent from the
     ticker's previous session with no action in raw.corporate_actions that day."""
     moves = (
-        "SELECT ticker, date, close_price, LAG(close_price) OVER (PARTITION BY ticker ORDER BY date) AS previous_close, "
+        "SELECT ticker, date, close_price, "
+        "LAG(close_price) OVER (PARTITION BY ticker ORDER BY date) AS previous_close, "
         f"LAG(date) OVER (PARTITION BY ticker ORDER BY date) AS previous_date FROM {RAW} WHERE date BETWEEN ? AND ?"
     )
     suspicious = "m.date >= ? AND ABS(m.close_price / m.previous_close - 1) * 100 > ?"

@@ -64,7 +64,7 @@ class StagedBatch:
         contract = batch.contract
         assert contract is not None
         tables = (contract.valid, batch.actions_table(), contract.quarantine)
-        for name, table in zip(NAMES, tables):
+        for name, table in zip(NAMES, tables, strict=True):
             if table.num_rows:
                 pq.write_table(table, self.folder / f"{self.groups:05d}.{name}.parquet")
         self.groups += 1
@@ -99,7 +99,7 @@ class StagedBatch:
             yield tuple(  # type: ignore[misc]
                 pq.read_table(path, schema=schema) if (path := self.folder / f"{group:05d}.{name}.parquet").exists()
                 else schema.empty_table()
-                for name, schema in zip(NAMES, SCHEMAS)
+                for name, schema in zip(NAMES, SCHEMAS, strict=True)
             )
 
 

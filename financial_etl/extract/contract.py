@@ -151,7 +151,7 @@ def fetched_table(frame: pd.DataFrame) -> pa.Table:
     arrays = [
         pa.array(frame[name].to_numpy(dtype="float64") if name == "volume" else frame[name],
                  type=field.type, from_pandas=True)
-        for name, field in zip(FETCHED_SCHEMA.names, FETCHED_SCHEMA)
+        for name, field in zip(FETCHED_SCHEMA.names, FETCHED_SCHEMA, strict=True)
     ]
     return pa.Table.from_arrays(arrays, schema=FETCHED_SCHEMA)
 
@@ -189,7 +189,7 @@ class _Keys:
         """Each ticker in one run, runs in ticker order, dates ascending within a run."""
         if any(name is None for name in self.names):
             return False
-        if any(a >= b for a, b in zip(self.names, self.names[1:])):
+        if any(a >= b for a, b in zip(self.names, self.names[1:], strict=False)):
             return False
         same_run = np.diff(self.codes) == 0
         return bool((np.diff(self.days)[same_run] >= 0).all())
@@ -317,7 +317,7 @@ def _kept_rows(keys: _Keys, bad: np.ndarray, rules: dict[str, np.ndarray]) -> tu
     rank[order] = np.arange(len(ordered)) - np.repeat(starts, sizes)
     names = list(rules)
     not_kept = {}
-    for start, size in zip(starts[sizes > QUARANTINE_KEEP], sizes[sizes > QUARANTINE_KEEP]):
+    for start, size in zip(starts[sizes > QUARANTINE_KEEP], sizes[sizes > QUARANTINE_KEEP], strict=True):
         code, bits = divmod(int(ordered[start]), 1 << len(rules))
         reason = "; ".join(name for bit, name in enumerate(names) if bits >> bit & 1)
         not_kept[(keys.names[code], reason)] = int(size) - QUARANTINE_KEEP
@@ -337,8 +337,8 @@ def _kept_lines(rejected: Sequence[Rejected]) -> tuple[list[Rejected], dict[tupl
 
 def _quarantine_rows(table, indices, rules, source, rejected, run_id) -> pa.Table:
     rows = table.take(pa.array(indices, pa.int64())).to_pylist()
-    now = dt.datetime.now(dt.timezone.utc)
-    for row, index in zip(rows, indices):
+    now = dt.datetime.now(dt.UTC)
+    for row, index in zip(rows, indices, strict=True):
         row["reason"] = "; ".join(reason for reason, mask in rules.items() if mask[index])
         row.update(source=source, location=None, raw_line=None)
     for item in rejected:

@@ -273,14 +273,14 @@ def raw_tables_resource(parts: Callable[[], Iterator[RawTables]], rows: tuple[in
         # the other tables.
         empty: list[pa.Table | None] = [None, None, None]
         for tables in parts():
-            for i, (table, hint) in enumerate(zip(tables, hints)):
+            for i, (table, hint) in enumerate(zip(tables, hints, strict=True)):
                 if table.num_rows:
                     yield dlt.mark.with_hints(table, hint, create_table_variant=True)
                 else:
                     empty[i] = table
         # A table without rows still goes once, with its schema, so a first run on a
         # holiday creates every table (empty) and the transform and checks find them.
-        for table, hint, total in zip(empty, hints, rows):
+        for table, hint, total in zip(empty, hints, rows, strict=True):
             if table is not None and not total:
                 yield dlt.mark.with_hints(table, hint, create_table_variant=True)
 

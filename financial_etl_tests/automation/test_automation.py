@@ -180,7 +180,7 @@ def test_a_three_month_backfill_in_one_run_equals_running_day_by_day(tmp_path, c
         )
         assert daily.success, one
     by_day = _tables(tmp_path / "daily")
-    for name, a, b in zip(("raw", "mart", "export"), by_range, by_day):
+    for name, a, b in zip(("raw", "mart", "export"), by_range, by_day, strict=True):
         assert_same_rows(a, b, name)
     assert len(by_range[1]) == 2 * 61  # 61 NYSE sessions in the range
 
@@ -325,7 +325,7 @@ def test_a_four_for_one_split_restates_that_ticker_only(workdir, csv_universe, t
     assert execute_range(load_settings(), day("2024-01-02"), day("2024-06-28")).success
     clean_env.setenv("FINANCIAL_ETL_DUCKDB_PATH", str(workdir / "data" / "financial_etl.duckdb"))
     restated, fresh = _tables(workdir), _tables(tmp_path / "fresh")
-    for name, a, b in zip(("raw", "mart", "export"), restated, fresh):
+    for name, a, b in zip(("raw", "mart", "export"), restated, fresh, strict=True):
         assert_same_rows(a, b, name)
     assert [r for r in restated[1] if r[0] == "AAA"] == [r for r in mart_before if r[0] == "AAA"]
     # AAA's raw and export rows were not rewritten: the loads that wrote them still hold them.
@@ -408,7 +408,7 @@ def test_a_backfill_and_the_daily_run_started_together_both_succeed(workdir, cle
     settings = load_settings()
     assert execute_range(settings, day("2024-01-02"), day("2024-03-29")).success
     assert execute_range(settings, day("2024-04-01"), day("2024-04-01")).success
-    for name, a, b in zip(("raw", "mart", "export"), together, _tables(tmp_path / "serial")):
+    for name, a, b in zip(("raw", "mart", "export"), together, _tables(tmp_path / "serial"), strict=True):
         assert_same_rows(a, b, name)
 
 

@@ -68,7 +68,8 @@ def _warehouse_with_mart(workdir, rows):
         con.execute("CREATE SCHEMA marts")
         con.execute(
             "CREATE TABLE marts.stock_metrics (ticker VARCHAR, trade_date DATE, open_price DOUBLE, high_price DOUBLE, "
-            "low_price DOUBLE, close_price DOUBLE, volume BIGINT, sma_9_day DOUBLE, sma_20_day DOUBLE, sma_50_day DOUBLE, "
+            "low_price DOUBLE, close_price DOUBLE, volume BIGINT, "
+            "sma_9_day DOUBLE, sma_20_day DOUBLE, sma_50_day DOUBLE, "
             "bollinger_upper DOUBLE, bollinger_lower DOUBLE, rsi_14_day DOUBLE, macd_line DOUBLE, atr_14_day DOUBLE, "
             "daily_return_pct DOUBLE, price_range_pct DOUBLE, volume_ratio DOUBLE, volume_sma_20 BIGINT)"
         )

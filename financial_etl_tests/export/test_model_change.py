@@ -21,7 +21,7 @@ from financial_etl.transform.preview import PREVIEW_ENV
 from financial_etl.transform.sqlmesh_adapter import PROD, sqlmesh_context
 from financial_etl.warehouse import MART_KEY
 from financial_etl_tests import mesh
-from financial_etl_tests.helpers import assert_same_rows, query
+from financial_etl_tests.helpers import assert_same_rows
 
 MODEL = Path("models") / "marts" / "stock_metrics.sql"
 RANGE_COLUMN = "  ((high_price - low_price) / close_price * 100)::DOUBLE AS price_range_pct,\n"
@@ -97,7 +97,7 @@ def reconciliation(settings=None) -> tuple[bool, dict]:
 def _every_edit_reaches_the_target(workdir, project, target) -> None:
     assert main(["run", "--end", DAYS[0]]) == EXIT_SUCCESS
     assert_export_equals_mart(workdir, target, "first load")
-    for (what, old, new, *more), day in zip(EDITS, DAYS[1:]):
+    for (what, old, new, *more), day in zip(EDITS, DAYS[1:], strict=True):
         for a, b in [(old, new), *more]:
             edit(project, a, b)
         assert main(["run", "--start", day, "--end", day]) == EXIT_SUCCESS, what

@@ -120,7 +120,7 @@ def check_every_line_accounted(content, path, rows, rejected, batch) -> None:
     assert len(rows) + len(rejected) == len(nonblank)
     numbers = [int(r.location.rpartition(":")[2]) for r in rejected]
     assert len(set(numbers)) == len(numbers)
-    for item, number in zip(rejected, numbers):
+    for item, number in zip(rejected, numbers, strict=True):
         assert item.location == f"{path.name}:{number}" and number in nonblank
         assert item.ticker == TICKER and item.detail
         assert item.raw_line == nonblank[number].decode("utf-8", errors="backslashreplace")
@@ -147,7 +147,7 @@ def check_contract_split(batch: PriceBatch, result: ContractResult) -> None:
         )
     expected = sorted(
         (TICKER, d, *map(float, p), int(v))
-        for d, p, v, ok in zip(dates, prices, volume, good) if ok
+        for d, p, v, ok in zip(dates, prices, volume, good, strict=True) if ok
     )
     assert sorted(tuple(r.values()) for r in result.valid.to_pylist()) == expected
     assert result.untraded == int(untraded.sum())
@@ -157,7 +157,7 @@ def check_contract_split(batch: PriceBatch, result: ContractResult) -> None:
     quarantine = result.quarantine.to_pylist()
     from_rows = [q for q in quarantine if q["location"] is None]
     from_lines = [q for q in quarantine if q["location"] is not None]
-    assert Counter(q["date"] for q in from_rows) == Counter(d for d, bad in zip(dates, ~good & ~untraded) if bad)
+    assert Counter(q["date"] for q in from_rows) == Counter(d for d, bad in zip(dates, ~good & ~untraded, strict=True) if bad)
     assert sorted(q["location"] for q in from_lines) == sorted(r.location for r in batch.rejected)
     ids = [q["quarantine_id"] for q in quarantine]
     assert len(set(ids)) == len(ids)
@@ -177,7 +177,7 @@ def assert_raw_contract(table: pa.Table) -> None:
     assert (prices[:, 1] >= prices[:, 2]).all()
     assert pa.types.is_int64(table.schema.field("volume").type) and table.column("volume").null_count == 0
     assert (table.column("volume").to_numpy() >= 0).all() and (table.column("volume").to_numpy() <= c.MAX_VOLUME).all()
-    assert len(set(zip(tickers, dates))) == len(dates)
+    assert len(set(zip(tickers, dates, strict=True))) == len(dates)
 
 
 # --- arbitrary bytes and text -------------------------------------------------------------
@@ -447,7 +447,7 @@ def yahoo_files(draw) -> YahooFile:
     for i in range(len(physical) - 1):  # "\r" then an empty line's "\n" would be one "\r\n"
         if ends[i] == "\r" and not physical[i + 1] and ends[i + 1].startswith("\n"):
             ends[i] = "\r\n"
-    content = b"".join(line + end.encode() for line, end in zip(physical, ends))
+    content = b"".join(line + end.encode() for line, end in zip(physical, ends, strict=True))
     assert len(content.splitlines()) == len(physical), "generator: line numbering is off"
     if fault == "blank first line":
         content = b"\n" + content
@@ -485,9 +485,9 @@ def check_each_line_fate(file: YahooFile, outcome: Outcome) -> None:
             if not START <= line.date <= END or (noisy and fetched[line.date] > twins[line.date]):
                 continue  # out of range: filtered by the fetch (checked); or a random edit made a twin
             if line.kind == GOOD:
-                o, h, l, cl, v = line.values
+                o, h, lo, cl, v = line.values
                 assert valid.get(line.date) == {"ticker": TICKER, "date": line.date, "open_price": o, "high_price": h,
-                                                "low_price": l, "close_price": cl, "volume": int(v)}, where
+                                                "low_price": lo, "close_price": cl, "volume": int(v)}, where
             elif line.kind == "untraded":
                 assert line.date not in valid and line.date not in quarantined, where
             else:

@@ -20,7 +20,10 @@ from financial_etl_tests.yahoo import Listing, YahooChartServer, random_listing
 pytestmark = pytest.mark.slow  # every test here runs the graph or a CLI process
 
 START, END = day("2024-02-01"), day("2024-02-29")
-RAW = "SELECT ticker, date, open_price, high_price, low_price, close_price, volume FROM raw.eod_prices_raw ORDER BY ticker, date"
+RAW = (
+    "SELECT ticker, date, open_price, high_price, low_price, close_price, volume "
+    "FROM raw.eod_prices_raw ORDER BY ticker, date"
+)
 MART = "SELECT * FROM marts.stock_metrics ORDER BY ticker, trade_date"
 EXPORT = 'SELECT * EXCLUDE (_dlt_load_id) FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
 QUARANTINE = "SELECT ticker, date, reason, location FROM raw.eod_prices_quarantine ORDER BY ticker, date, reason"
@@ -154,7 +157,7 @@ def test_one_absurd_close_in_a_csv_is_quarantined_and_the_night_completes_with_a
     assert query(db, "SELECT ticker, date, reason, location, close_price FROM raw.eod_prices_quarantine ORDER BY ticker") == [
         (ticker, day(date), reason, None, float(close)) for (ticker, date), (close, reason) in planted.items()]
     expected = csv_history[(csv_history.date >= a) & (csv_history.date <= b)]
-    expected_keys = set(zip(expected.ticker, expected.date)) - {(t, day(d)) for t, d in planted}
+    expected_keys = set(zip(expected.ticker, expected.date, strict=True)) - {(t, day(d)) for t, d in planted}
     raw = query(db, RAW)
     assert [(t, d) for t, d, *_ in raw] == sorted(expected_keys)
     got = tables(workdir)

@@ -6,7 +6,6 @@ import datetime as dt
 import logging
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from financial_etl.errors import EXIT_CONFIG, EXIT_CONNECTION, SourceUnavailableError, UnknownTickerError

@@ -4,14 +4,13 @@ the restated-history sensor's request budget."""
 
 import duckdb
 import pandas as pd
-
 import pytest
 from dagster import build_sensor_context
 
 from financial_etl.automation.sensors import RESTATEMENT_SAMPLE, build_restated_history_sensor
 from financial_etl.cli.main import main
-from financial_etl.extract import chunks
 from financial_etl.errors import EXIT_CONFIG, EXIT_SUCCESS
+from financial_etl.extract import chunks
 from financial_etl.settings import load_settings
 from financial_etl.warehouse import RAW_KEY
 from financial_etl_tests.extract.test_yahoo import split
@@ -108,14 +107,14 @@ def test_the_restatement_sensor_asks_the_source_for_a_bounded_sample_each_hour(t
     use(clean_env, tmp_path, tickers)
     clean_env.setenv("FINANCIAL_ETL_END_DATE", EVE.isoformat())
     settings = load_settings()
-    frame = pd.concat([listings[t].prices.assign(ticker=t) for t in tickers])
+    frame = pd.concat([listings[t].prices.assign(ticker=t) for t in tickers])  # noqa: F841  # DuckDB reads it by name
     with duckdb.connect(str(settings.duckdb_path)) as con:  # raw as a load would leave it
         con.execute("CREATE SCHEMA raw")
         con.execute("CREATE TABLE raw.eod_prices_raw AS SELECT ticker, date, open AS open_price, high AS high_price, "
                     "low AS low_price, close AS close_price, volume FROM frame")
     sensor = build_restated_history_sensor(settings, [RAW_KEY])
     cursor, seen = None, []
-    for hour in range(3):
+    for _hour in range(3):
         yahoo.chart_requests.clear()
         context = build_sensor_context(cursor=cursor)
         sensor(context)

@@ -140,7 +140,7 @@ def test_prices_at_the_contracts_bounds_and_a_halt_without_volume_keep_the_mart_
         not_finite = con.execute(
             f"SELECT {', '.join(f'count(*) FILTER (NOT isfinite({col}))' for col in doubles)} FROM marts.stock_metrics"
         ).fetchone()
-        assert dict(zip(doubles, not_finite)) == dict.fromkeys(doubles, 0)
+        assert dict(zip(doubles, not_finite, strict=True)) == dict.fromkeys(doubles, 0)
         assert con.execute("SELECT count(*), max(abs(daily_return_pct)) FROM marts.stock_metrics").fetchone() == (
             n, pytest.approx((c.MAX_PRICE - c.MIN_PRICE) / c.MIN_PRICE * 100))
         halted = con.execute("SELECT trade_date FROM marts.stock_metrics WHERE volume_ratio IS NULL AND "

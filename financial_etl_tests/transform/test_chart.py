@@ -81,7 +81,7 @@ def _warehouse_with(path: Path, frame: pd.DataFrame, ticker: str) -> None:
             "sma_20_day DOUBLE, sma_50_day DOUBLE, bollinger_upper DOUBLE, bollinger_lower DOUBLE)"
         )
         if len(frame):
-            rows = frame.assign(ticker=ticker)[["ticker", *CHART_COLUMNS]]
+            rows = frame.assign(ticker=ticker)[["ticker", *CHART_COLUMNS]]  # noqa: F841  # DuckDB reads it by name
             con.execute("INSERT INTO marts.stock_metrics SELECT * FROM rows")
 
 

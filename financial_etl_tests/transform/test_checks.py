@@ -36,7 +36,8 @@ def planted(workdir, clean_env):
     db = workdir / "data" / "financial_etl.duckdb"
     with duckdb.connect(str(db)) as con:
         con.execute(
-            "INSERT INTO raw.eod_prices_raw (ticker, date, open_price, high_price, low_price, close_price, volume, _dlt_load_id) "
+            "INSERT INTO raw.eod_prices_raw "
+            "(ticker, date, open_price, high_price, low_price, close_price, volume, _dlt_load_id) "
             "SELECT 'BAD', date, open_price, high_price, low_price, close_price, volume, 'planted' "
             "FROM raw.eod_prices_raw WHERE ticker = 'AAPL'"
         )

@@ -44,7 +44,7 @@ def reference(prices: pd.DataFrame) -> pd.DataFrame:
     the recursive indicators; plain pandas for the rest."""
     out = []
     for ticker, g in prices.sort_values(["ticker", "date"]).groupby("ticker", sort=True):
-        c, h, l = (g[col].to_numpy("float64") for col in ("close_price", "high_price", "low_price"))
+        c, h, lo = (g[col].to_numpy("float64") for col in ("close_price", "high_price", "low_price"))
         v = g["volume"].astype("float64")
         upper, _, lower = talib.BBANDS(c, timeperiod=20, nbdevup=2, nbdevdn=2, matype=0)
         close = pd.Series(c)
@@ -68,9 +68,9 @@ def reference(prices: pd.DataFrame) -> pd.DataFrame:
                     "bollinger_lower": lower,
                     "rsi_14_day": rsi.to_numpy(),
                     "macd_line": (close.rolling(12).mean() - close.rolling(26).mean()).to_numpy(),
-                    "atr_14_day": talib.SMA(talib.TRANGE(h, l, c), 14),
+                    "atr_14_day": talib.SMA(talib.TRANGE(h, lo, c), 14),
                     "daily_return_pct": ((close - prev) / prev * 100).to_numpy(),
-                    "price_range_pct": (h - l) / c * 100,
+                    "price_range_pct": (h - lo) / c * 100,
                     "volume_ratio": v.to_numpy() / vol20,
                     "volume_sma_20": np.floor(vol20 + 0.5),  # SQL ROUND: half away from zero
                     "ema_12": talib.EMA(c, 12),
@@ -79,7 +79,7 @@ def reference(prices: pd.DataFrame) -> pd.DataFrame:
                     "macd_signal": signal,
                     "macd_histogram": histogram,
                     "rsi_14_wilder": talib.RSI(c, 14),
-                    "atr_14_wilder": talib.ATR(h, l, c, 14),
+                    "atr_14_wilder": talib.ATR(h, lo, c, 14),
                 }
             )
         )
@@ -98,7 +98,7 @@ def full_run(tmp_path_factory, prices) -> pd.DataFrame:
 
 def test_every_indicator_matches_the_reference(full_run, prices):
     want = reference(prices)
-    assert list(zip(full_run.ticker, full_run.trade_date.dt.date)) == list(zip(want.ticker, want.trade_date))
+    assert list(zip(full_run.ticker, full_run.trade_date.dt.date, strict=True)) == list(zip(want.ticker, want.trade_date, strict=True))
     for column in INDICATORS:
         assert_close(full_run[column], want[column], column)
 
@@ -116,7 +116,7 @@ def test_a_history_longer_than_a_block_matches_talib(tmp_path, batch_size):
     project = mesh.project_copy(tmp_path / "project", batch_size=batch_size, audits=False) if batch_size else SQLMESH_PROJECT_DIR
     got, want = mesh.full_plan(tmp_path / "w.duckdb", prices, start, end, project), reference(prices)
     assert (got.groupby("ticker").size() > 2 * BLOCK_ROWS).all()
-    assert list(zip(got.ticker, got.trade_date.dt.date)) == list(zip(want.ticker, want.trade_date))
+    assert list(zip(got.ticker, got.trade_date.dt.date, strict=True)) == list(zip(want.ticker, want.trade_date, strict=True))
     for column in INDICATORS:
         assert_close(got[column], want[column], column)
 

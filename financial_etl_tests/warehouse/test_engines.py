@@ -75,7 +75,7 @@ def assert_same_mart(got: pd.DataFrame, want: pd.DataFrame, label: str) -> None:
     # Spark tables keep their partition column (SQLMesh partitions by trade_date) last.
     assert sorted(got.columns) == sorted(want.columns), label
     got = got[list(want.columns)]
-    assert list(zip(got.ticker, got.trade_date)) == list(zip(want.ticker, want.trade_date)), label
+    assert list(zip(got.ticker, got.trade_date, strict=True)) == list(zip(want.ticker, want.trade_date, strict=True)), label
     for column in got.columns[2:]:
         a, b = got[column].astype("float64").to_numpy(), want[column].astype("float64").to_numpy()
         assert (np.isnan(a) == np.isnan(b)).all(), f"{label} {column}: NULLs differ"

@@ -108,7 +108,7 @@ def test_two_runs_at_once_on_postgresql_both_succeed_and_equal_them_one_after_th
            "FINANCIAL_ETL_DUCKDB_PATH": str(tmp_path / "together" / "data" / "financial_etl.duckdb")}
     runs = [run_cli(args, env) for args in ranges]
     outputs = [run.communicate(timeout=600)[0] for run in runs]
-    for run, out in zip(runs, outputs):
+    for run, out in zip(runs, outputs, strict=True):
         assert run.returncode == 0, out[-3000:]
     assert not any("waiting for the warehouse" in out for out in outputs)  # no file lock on PostgreSQL
 
@@ -122,5 +122,5 @@ def test_two_runs_at_once_on_postgresql_both_succeed_and_equal_them_one_after_th
 
     together, serial = tables(server, together_url, tmp_path / "together"), tables(server, serial_url, tmp_path / "serial")
     assert len(together[1]) == 2 * 62
-    for name, a, b in zip(("raw", "mart", "export"), together, serial):
+    for name, a, b in zip(("raw", "mart", "export"), together, serial, strict=True):
         assert_same_rows(a, b, name)

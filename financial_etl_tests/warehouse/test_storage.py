@@ -80,7 +80,6 @@ def test_a_file_size_limit_hit_mid_run_names_the_file_keeps_the_data_and_a_rerun
     loaded, uninterrupted, tmp_path
 ):
     data = copy_of(loaded, tmp_path)
-    warehouse = data / "financial_etl.duckdb"
     limit = 256 * 1024  # no file may grow past this: the larger load cannot fit
 
     def limit_file_size():

@@ -248,7 +248,7 @@ def fetch_yfinance(
             # threads racing to create them lock each other out ("database is locked").
             answers = {pending[0]: one(pending[0])}
             with ThreadPoolExecutor(max_workers=min(THREADS, len(pending))) as pool:
-                answers.update(zip(pending[1:], pool.map(one, pending[1:])))
+                answers.update(zip(pending[1:], pool.map(one, pending[1:]), strict=True))
         for ticker, answer in answers.items():
             if isinstance(answer, BaseException):
                 cause = cause_of(answer)
