@@ -30,6 +30,12 @@ def pytest_configure(config: pytest.Config) -> None:
         pytest.exit(message, returncode=EXIT_MISSING_SYSTEM_PACKAGE)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow tests first (a stable sort keeps each group's order): the workers start on
+    the minutes-long runs, and the fast tests fill the end instead of one slow tail."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for key in list(os.environ):

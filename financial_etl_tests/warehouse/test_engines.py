@@ -91,39 +91,52 @@ def postgres():
     server.stop()
 
 
-def test_the_mart_and_its_audits_are_the_same_on_duckdb_postgresql_and_spark(tmp_path_factory, postgres):
+MIDDLE = (dt.date(2022, 3, 1), dt.date(2022, 3, 31))
+
+
+def run_stages(engine: Engine) -> list[tuple]:
+    """A full plan, one more day, then a restated middle range: the mart and audits after each."""
     prices = universe()
-    sessions = trading_sessions(START, END)
-    last_day, history = sessions[-1], prices[prices.date < sessions[-1]]
-    middle = (dt.date(2022, 3, 1), dt.date(2022, 3, 31))
+    last_day = trading_sessions(START, END)[-1]
     changed = prices.copy()
-    in_middle = (changed.date >= middle[0]) & (changed.date <= middle[1]) & (changed.ticker == "T03")
+    in_middle = (changed.date >= MIDDLE[0]) & (changed.date <= MIDDLE[1]) & (changed.ticker == "T03")
     changed.loc[in_middle, ["open_price", "high_price", "low_price", "close_price"]] *= 1.05
+    stages = []
+    engine.load_raw(prices[prices.date < last_day], replace=True)
+    ctx = engine.open()
+    mesh.plan_prod(ctx, last_day - dt.timedelta(days=1))
+    stages.append(("full plan", engine.mart(), engine.audits(START, END)))
 
-    engines = [Engine(name, setting, tmp_path_factory.mktemp(name)) for name, setting in
-               (("duckdb", None), ("postgres", postgres.url()), ("spark", "spark:local[2]"))]
-    stages: dict[str, list] = {engine.name: [] for engine in engines}
-    for engine in engines:
-        engine.load_raw(history, replace=True)
-        ctx = engine.open()
-        mesh.plan_prod(ctx, last_day - dt.timedelta(days=1))
-        stages[engine.name].append(("full plan", engine.mart(), engine.audits(START, END)))
+    engine.load_raw(prices[prices.date == last_day], replace=False)
+    mesh.plan_prod(ctx, last_day, restate_models=[MART], start=last_day.isoformat(), end=last_day.isoformat())
+    stages.append(("one more day", engine.mart(), engine.audits(last_day, last_day)))
 
-        engine.load_raw(prices[prices.date == last_day], replace=False)
-        mesh.plan_prod(ctx, last_day, restate_models=[MART], start=last_day.isoformat(), end=last_day.isoformat())
-        stages[engine.name].append(("one more day", engine.mart(), engine.audits(last_day, last_day)))
+    engine.load_raw(changed, replace=True)
+    mesh.restate(ctx, MIDDLE[0], last_day)
+    stages.append(("restated middle", engine.mart(), engine.audits(START, END)))
+    ctx.close()
+    return stages
 
-        engine.load_raw(changed, replace=True)
-        mesh.restate(ctx, middle[0], last_day)
-        stages[engine.name].append(("restated middle", engine.mart(), engine.audits(START, END)))
-        ctx.close()
 
-    want = stages["duckdb"]
-    assert len(want[0][1]) == len(history) and want[1][1].trade_date.max() == last_day
-    assert all(passed for _, passed, _ in want[0][2]) and len(want[0][2]) == 11
-    t03 = want[2][1][want[2][1].ticker == "T03"].set_index("trade_date")
-    assert t03.loc[last_day, "ema_26"] != want[1][1][want[1][1].ticker == "T03"].set_index("trade_date").loc[last_day, "ema_26"]
-    for name in ("postgres", "spark"):
-        for (label, mart, audits), (_, want_mart, want_audits) in zip(stages[name], want, strict=True):
-            assert_same_mart(mart, want_mart, f"{name}, {label}")
-            assert audits == want_audits, f"{name}, {label}"
+@pytest.fixture(scope="module")
+def duckdb_stages(tmp_path_factory) -> list[tuple]:
+    """DuckDB's stages, the reference; once per module (and per xdist worker)."""
+    stages = run_stages(Engine("duckdb", None, tmp_path_factory.mktemp("duckdb")))
+    prices, last_day = universe(), trading_sessions(START, END)[-1]
+    assert len(stages[0][1]) == len(prices[prices.date < last_day]) and stages[1][1].trade_date.max() == last_day
+    assert all(passed for _, passed, _ in stages[0][2]) and len(stages[0][2]) == 11
+    def t03_ema(mart):
+        return mart[mart.ticker == "T03"].set_index("trade_date").loc[last_day, "ema_26"]
+
+    assert t03_ema(stages[2][1]) != t03_ema(stages[1][1])  # the restatement reached the last day
+    return stages
+
+
+# One test per engine, so the two can run on separate workers.
+@pytest.mark.parametrize("name", ["postgres", "spark"])
+def test_the_mart_and_its_audits_on_each_engine_equal_duckdbs(name, duckdb_stages, tmp_path_factory, request):
+    setting = request.getfixturevalue("postgres").url() if name == "postgres" else "spark:local[2]"
+    stages = run_stages(Engine(name, setting, tmp_path_factory.mktemp(name)))
+    for (label, mart, audits), (_, want_mart, want_audits) in zip(stages, duckdb_stages, strict=True):
+        assert_same_mart(mart, want_mart, f"{name}, {label}")
+        assert audits == want_audits, f"{name}, {label}"
