@@ -262,9 +262,12 @@ def parse_email_alerts(get) -> EmailAlerts | None:
     if get("ALERT_SMTP_HOST") is None:
         stray = [f"FINANCIAL_ETL_ALERT_SMTP_{k}" for k in keys if get(f"ALERT_SMTP_{k}") is not None]
         if stray:
-            raise ConfigError(f"{', '.join(stray)} set without FINANCIAL_ETL_ALERT_SMTP_HOST, the server to send through")
+            raise ConfigError(
+                f"{', '.join(stray)} set without FINANCIAL_ETL_ALERT_SMTP_HOST, the server to send through"
+            )
         return None
-    _missing("e-mail alerts (FINANCIAL_ETL_ALERT_SMTP_HOST)", ("ALERT_SMTP_PASSWORD", "ALERT_SMTP_FROM", "ALERT_SMTP_TO"), get)
+    required = ("ALERT_SMTP_PASSWORD", "ALERT_SMTP_FROM", "ALERT_SMTP_TO")
+    _missing("e-mail alerts (FINANCIAL_ETL_ALERT_SMTP_HOST)", required, get)
     host = get("ALERT_SMTP_HOST").strip()
     if not re.match(r"^[A-Za-z0-9.:\[\]-]+$", host):
         raise ConfigError(f"FINANCIAL_ETL_ALERT_SMTP_HOST={host!r} is not a host name or address")

@@ -39,8 +39,14 @@ STEP_ERROR_LIMIT = 500
 
 
 def alert_secrets(settings: Settings) -> tuple[str, ...]:
-    return tuple(s for s in (settings.alert_email and settings.alert_email.password,
-                             settings.alert_slack and settings.alert_slack.token) if s)
+    return tuple(
+        s
+        for s in (
+            settings.alert_email and settings.alert_email.password,
+            settings.alert_slack and settings.alert_slack.token,
+        )
+        if s
+    )
 
 
 def redact(value, secrets: Sequence[str]):
@@ -116,8 +122,10 @@ def build_failure_sensor(settings: Settings, partitions_def) -> SensorDefinition
         alert_log.parent.mkdir(parents=True, exist_ok=True)
         with alert_log.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
-        context.log.error(f"run {record['run_id']} ({record['job']}, partitions {record['partitions'] or 'none'}) "
-                          f"failed: {summary(record)}")
+        context.log.error(
+            f"run {record['run_id']} ({record['job']}, partitions {record['partitions'] or 'none'}) "
+            f"failed: {summary(record)}"
+        )
 
     return run_failure_alerts
 
@@ -154,8 +162,12 @@ def _retried(library_sensor: SensorDefinition, name: str, description: str, sett
 
     @run_failure_sensor(name=name, description=description, default_status=DefaultSensorStatus.RUNNING)
     def send_alert(context: RunFailureSensorContext):
-        deliver(lambda: library_sensor(context), f"{name}: alert for run {context.dagster_run.run_id} not sent",
-                secrets, context)
+        deliver(
+            lambda: library_sensor(context),
+            f"{name}: alert for run {context.dagster_run.run_id} not sent",
+            secrets,
+            context,
+        )
 
     return send_alert
 
@@ -173,13 +185,23 @@ def build_email_sensor(settings: Settings, partitions_def) -> SensorDefinition:
         return "<br>".join(html.escape(line) for line in alert_lines(failure_record(context, settings, partitions_def)))
 
     sensor = make_email_on_run_failure_sensor(
-        email_from=email.sender, email_password=email.password, email_to=list(email.recipients),
-        email_body_fn=body, email_subject_fn=subject, smtp_host=email.host, smtp_type=email.security,
-        smtp_port=email.port, smtp_user=email.user, name="run_failure_email",
+        email_from=email.sender,
+        email_password=email.password,
+        email_to=list(email.recipients),
+        email_body_fn=body,
+        email_subject_fn=subject,
+        smtp_host=email.host,
+        smtp_type=email.security,
+        smtp_port=email.port,
+        smtp_user=email.user,
+        name="run_failure_email",
     )
-    return _retried(sensor, "run_failure_email",
-                    f"E-mails every failed run to {', '.join(email.recipients)} through {email.host}:{email.port}.",
-                    settings)
+    return _retried(
+        sensor,
+        "run_failure_email",
+        f"E-mails every failed run to {', '.join(email.recipients)} through {email.host}:{email.port}.",
+        settings,
+    )
 
 
 def build_slack_sensor(settings: Settings, partitions_def) -> SensorDefinition:
@@ -190,8 +212,9 @@ def build_slack_sensor(settings: Settings, partitions_def) -> SensorDefinition:
         lines = alert_lines(failure_record(context, settings, partitions_def))
         return html.escape("\n".join(lines), quote=False)[:SLACK_TEXT_LIMIT]  # Slack's mrkdwn escapes & < >
 
-    sensor = make_slack_on_run_failure_sensor(channel=slack.channel, slack_token=slack.token, text_fn=text,
-                                              name="run_failure_slack")
+    sensor = make_slack_on_run_failure_sensor(
+        channel=slack.channel, slack_token=slack.token, text_fn=text, name="run_failure_slack"
+    )
     return _retried(sensor, "run_failure_slack", f"Posts every failed run to Slack channel {slack.channel}.", settings)
 
 

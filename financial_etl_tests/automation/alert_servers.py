@@ -37,18 +37,26 @@ class LoopbackCA:
     def __post_init__(self) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "financial_etl test CA")])
-        self.cert = (self._builder(name, name, self.key.public_key())
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                     .sign(self.key, hashes.SHA256()))
+        self.cert = (
+            self._builder(name, name, self.key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
         self.bundle = self.folder / "ca.pem"
         self.bundle.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
     @staticmethod
     def _builder(subject, issuer, public_key) -> x509.CertificateBuilder:
         now = dt.datetime.now(dt.UTC)
-        return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1)))
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+        )
 
     def server_context(self, host: str) -> ssl.SSLContext:
         """A TLS server context whose certificate names `host` (a DNS name or an IP)."""
@@ -57,14 +65,20 @@ class LoopbackCA:
             alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
         except ValueError:
             alt = x509.DNSName(host)
-        cert = (self._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]), self.cert.subject,
-                              key.public_key())
-                .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
-                .sign(self.key, hashes.SHA256()))
+        cert = (
+            self._builder(
+                x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]), self.cert.subject, key.public_key()
+            )
+            .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
         cert_file, key_file = self.folder / f"{host}.pem", self.folder / f"{host}.key"
         cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+        key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert_file, key_file)
         return context
@@ -95,15 +109,23 @@ class SmtpServer:
         return "250 OK"
 
     def __call__(self, server, session, envelope, mechanism, auth_data) -> AuthResult:  # the authenticator
-        ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == self.user \
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login.decode() == self.user
             and auth_data.password.decode() == self.password
+        )
         self.logins.append((auth_data.login.decode(), ok))
         return AuthResult(success=ok, handled=False)  # aiosmtpd answers 235 or 535
 
     def start(self, ca: LoopbackCA) -> None:
         self.controller = Controller(
-            self, hostname=self.host, port=self.port, tls_context=ca.server_context(self.host),
-            require_starttls=True, authenticator=self, auth_require_tls=True,
+            self,
+            hostname=self.host,
+            port=self.port,
+            tls_context=ca.server_context(self.host),
+            require_starttls=True,
+            authenticator=self,
+            auth_require_tls=True,
             auth_exclude_mechanism=["LOGIN"],  # PLAIN only: one login per attempt to count
         )
         self.controller.start()
@@ -153,8 +175,11 @@ class SlackApi:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-                fields = json.loads(body) if self.headers.get("Content-Type", "").startswith("application/json") \
+                fields = (
+                    json.loads(body)
+                    if self.headers.get("Content-Type", "").startswith("application/json")
                     else {k: v[0] for k, v in parse_qs(body).items()}
+                )
                 post = {"path": self.path, "authorization": self.headers.get("Authorization"), **fields}
                 if api.fail:
                     api.fail -= 1

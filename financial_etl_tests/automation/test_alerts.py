@@ -96,7 +96,10 @@ def _evaluate(name, workdir, capfd, log: list[str] | None = None):
     sensors = {s.name: s for s in build_failure_sensors(settings, year_partitions(settings.start_date))}
     instance, result, failure = _failed_run(workdir)
     context = build_run_status_sensor_context(
-        sensor_name=name, dagster_instance=instance, dagster_run=result.dagster_run, dagster_event=failure,
+        sensor_name=name,
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        dagster_event=failure,
         context=build_sensor_context(instance=instance, sensor_name=name),
     ).for_run_failure()
     capfd.readouterr()  # the run's own output (its error quotes the secrets) is not the sensor's
@@ -121,28 +124,39 @@ def _assert_the_alert(text: str, result, *secrets: str) -> None:
 # --- settings -----------------------------------------------------------------------------
 
 
+SMTP = {  # the least an e-mail alert needs
+    "FINANCIAL_ETL_ALERT_SMTP_HOST": "smtp.example.com",
+    "FINANCIAL_ETL_ALERT_SMTP_PASSWORD": PASSWORD,
+    "FINANCIAL_ETL_ALERT_SMTP_FROM": "etl@example.com",
+    "FINANCIAL_ETL_ALERT_SMTP_TO": "a@example.com",
+}
+SLACK = {"FINANCIAL_ETL_ALERT_SLACK_TOKEN": TOKEN, "FINANCIAL_ETL_ALERT_SLACK_CHANNEL": "#etl"}
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [
-        ({"FINANCIAL_ETL_ALERT_WEBHOOK_URL": "https://hooks.example.com/x"},
-         "FINANCIAL_ETL_ALERT_WEBHOOK_URL is no longer read"),
-        ({"FINANCIAL_ETL_ALERT_SMTP_HOST": "smtp.example.com"},
-         "needs FINANCIAL_ETL_ALERT_SMTP_PASSWORD, FINANCIAL_ETL_ALERT_SMTP_FROM, FINANCIAL_ETL_ALERT_SMTP_TO"),
+        (
+            {"FINANCIAL_ETL_ALERT_WEBHOOK_URL": "https://hooks.example.com/x"},
+            "FINANCIAL_ETL_ALERT_WEBHOOK_URL is no longer read",
+        ),
+        (
+            {"FINANCIAL_ETL_ALERT_SMTP_HOST": "smtp.example.com"},
+            "needs FINANCIAL_ETL_ALERT_SMTP_PASSWORD, FINANCIAL_ETL_ALERT_SMTP_FROM, FINANCIAL_ETL_ALERT_SMTP_TO",
+        ),
         ({"FINANCIAL_ETL_ALERT_SMTP_PASSWORD": PASSWORD}, "set without FINANCIAL_ETL_ALERT_SMTP_HOST"),
-        ({"FINANCIAL_ETL_ALERT_SMTP_HOST": "smtp.example.com", "FINANCIAL_ETL_ALERT_SMTP_PASSWORD": PASSWORD,
-          "FINANCIAL_ETL_ALERT_SMTP_FROM": "etl@example.com", "FINANCIAL_ETL_ALERT_SMTP_TO": "oncall"},
-         "FINANCIAL_ETL_ALERT_SMTP_TO: 'oncall' is not an e-mail address"),
-        ({"FINANCIAL_ETL_ALERT_SMTP_HOST": "smtp.example.com", "FINANCIAL_ETL_ALERT_SMTP_PASSWORD": PASSWORD,
-          "FINANCIAL_ETL_ALERT_SMTP_FROM": "etl@example.com", "FINANCIAL_ETL_ALERT_SMTP_TO": "a@example.com",
-          "FINANCIAL_ETL_ALERT_SMTP_PORT": "70000"}, "FINANCIAL_ETL_ALERT_SMTP_PORT='70000' is not a port"),
-        ({"FINANCIAL_ETL_ALERT_SMTP_HOST": "smtp.example.com", "FINANCIAL_ETL_ALERT_SMTP_PASSWORD": PASSWORD,
-          "FINANCIAL_ETL_ALERT_SMTP_FROM": "etl@example.com", "FINANCIAL_ETL_ALERT_SMTP_TO": "a@example.com",
-          "FINANCIAL_ETL_ALERT_SMTP_TLS": "none"}, "FINANCIAL_ETL_ALERT_SMTP_TLS='none' is not one of starttls, ssl"),
+        ({**SMTP, "FINANCIAL_ETL_ALERT_SMTP_TO": "oncall"}, "FINANCIAL_ETL_ALERT_SMTP_TO: 'oncall' is not an e-mail"),
+        ({**SMTP, "FINANCIAL_ETL_ALERT_SMTP_PORT": "70000"}, "FINANCIAL_ETL_ALERT_SMTP_PORT='70000' is not a port"),
+        (
+            {**SMTP, "FINANCIAL_ETL_ALERT_SMTP_TLS": "none"},
+            "FINANCIAL_ETL_ALERT_SMTP_TLS='none' is not one of starttls",
+        ),
         ({"FINANCIAL_ETL_ALERT_SLACK_TOKEN": TOKEN}, "Slack alerts needs FINANCIAL_ETL_ALERT_SLACK_CHANNEL"),
-        ({"FINANCIAL_ETL_ALERT_SLACK_TOKEN": TOKEN, "FINANCIAL_ETL_ALERT_SLACK_CHANNEL": "#a b"},
-         "FINANCIAL_ETL_ALERT_SLACK_CHANNEL='#a b' is not a channel"),
-        ({"FINANCIAL_ETL_ALERT_SLACK_TOKEN": f"{TOKEN} x", "FINANCIAL_ETL_ALERT_SLACK_CHANNEL": "#a"},
-         "FINANCIAL_ETL_ALERT_SLACK_TOKEN holds whitespace"),
+        ({**SLACK, "FINANCIAL_ETL_ALERT_SLACK_CHANNEL": "#a b"}, "FINANCIAL_ETL_ALERT_SLACK_CHANNEL='#a b' is not"),
+        (
+            {**SLACK, "FINANCIAL_ETL_ALERT_SLACK_TOKEN": f"{TOKEN} x"},
+            "FINANCIAL_ETL_ALERT_SLACK_TOKEN holds whitespace",
+        ),
     ],
 )
 def test_bad_alert_settings_fail_naming_the_setting_and_never_the_secret(env, named):
@@ -153,18 +167,12 @@ def test_bad_alert_settings_fail_naming_the_setting_and_never_the_secret(env, na
 
 
 def test_alert_settings_default_the_port_and_user_and_keep_secrets_out_of_repr():
-    settings = load_settings({
-        "FINANCIAL_ETL_ALERT_SMTP_HOST": "smtp.example.com", "FINANCIAL_ETL_ALERT_SMTP_PASSWORD": PASSWORD,
-        "FINANCIAL_ETL_ALERT_SMTP_FROM": "etl@example.com", "FINANCIAL_ETL_ALERT_SMTP_TO": "a@example.com,b@example.com",
-        "FINANCIAL_ETL_ALERT_SLACK_TOKEN": TOKEN, "FINANCIAL_ETL_ALERT_SLACK_CHANNEL": "#etl",
-    })
-    assert (settings.alert_email.port, settings.alert_email.security, settings.alert_email.user) == \
-        (587, "STARTTLS", "etl@example.com")
-    assert settings.alert_email.recipients == ("a@example.com", "b@example.com")
+    settings = load_settings({**SMTP, **SLACK, "FINANCIAL_ETL_ALERT_SMTP_TO": "a@example.com, b@example.com"})
+    email_alerts = settings.alert_email
+    assert (email_alerts.port, email_alerts.security, email_alerts.user) == (587, "STARTTLS", "etl@example.com")
+    assert email_alerts.recipients == ("a@example.com", "b@example.com")
     assert PASSWORD not in repr(settings) and TOKEN not in repr(settings)
-    assert load_settings({"FINANCIAL_ETL_ALERT_SMTP_HOST": "h", "FINANCIAL_ETL_ALERT_SMTP_PASSWORD": "p",
-                          "FINANCIAL_ETL_ALERT_SMTP_FROM": "etl@example.com", "FINANCIAL_ETL_ALERT_SMTP_TO": "a@example.com",
-                          "FINANCIAL_ETL_ALERT_SMTP_TLS": "ssl"}).alert_email.port == 465
+    assert load_settings({**SMTP, "FINANCIAL_ETL_ALERT_SMTP_TLS": "ssl"}).alert_email.port == 465
 
 
 # --- which sensors --------------------------------------------------------------------------
@@ -174,12 +182,21 @@ def test_the_alert_log_sensor_is_always_there_and_email_and_slack_only_when_conf
     defs = build_definitions(load_settings())
     for name in ("run_failure_alerts", "run_failure_email", "run_failure_slack"):
         assert defs.resolve_sensor_def(name).default_status == DefaultSensorStatus.RUNNING
-    for name in ("SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD", "SMTP_FROM", "SMTP_TO", "SLACK_TOKEN",
-                 "SLACK_CHANNEL"):
+    for name in (
+        "SMTP_HOST",
+        "SMTP_PORT",
+        "SMTP_USER",
+        "SMTP_PASSWORD",
+        "SMTP_FROM",
+        "SMTP_TO",
+        "SLACK_TOKEN",
+        "SLACK_CHANNEL",
+    ):
         clean_env.delenv(f"FINANCIAL_ETL_ALERT_{name}")
     settings = load_settings()
-    assert [s.name for s in build_failure_sensors(settings, year_partitions(settings.start_date))] == \
-        ["run_failure_alerts"]
+    assert [s.name for s in build_failure_sensors(settings, year_partitions(settings.start_date))] == [
+        "run_failure_alerts"
+    ]
 
 
 # --- the alert log --------------------------------------------------------------------------
@@ -189,8 +206,12 @@ def test_the_alert_log_records_the_failed_run_without_secrets(workdir, smtp, sla
     result = _evaluate("run_failure_alerts", workdir, capfd, log := [])
     line = (workdir / "data" / "alerts.log").read_text().splitlines()[-1]
     record = json.loads(line)
-    assert (record["run_id"], record["job"], record["partitions"], record["reason"]) == \
-        (result.run_id, "daily_stock_metrics", "2024-01-02 to 2024-01-31", "nightly")
+    assert (record["run_id"], record["job"], record["partitions"], record["reason"]) == (
+        result.run_id,
+        "daily_stock_metrics",
+        "2024-01-02 to 2024-01-31",
+        "nightly",
+    )
     assert record["failed_steps"][0]["step"] == "extract_prices"
     _assert_the_alert(line, result, PASSWORD, TOKEN)
     _assert_the_alert(log[0], result, PASSWORD, TOKEN)
@@ -215,7 +236,8 @@ def test_an_email_refused_once_is_retried_and_arrives_once(workdir, smtp, capfd)
     smtp.refuse = 1
     result = _evaluate("run_failure_email", workdir, capfd, log := [])
     assert smtp.refused == 1 and len(smtp.messages) == 1
-    _assert_the_alert(email.message_from_bytes(smtp.messages[0], policy=email.policy.default).get_content(), result, PASSWORD)
+    message = email.message_from_bytes(smtp.messages[0], policy=email.policy.default)
+    _assert_the_alert(message.get_content(), result, PASSWORD)
     assert f"attempt 1 of {SEND_ATTEMPTS}: SMTPDataError" in log[0]
 
 
@@ -237,8 +259,11 @@ def test_a_failed_run_is_posted_to_slack_through_the_local_api(workdir, slack, c
     result = _evaluate("run_failure_slack", workdir, capfd, log := [])
     assert len(slack.posts) == 1
     post = slack.posts[0]
-    assert (post["path"], post["channel"], post["authorization"]) == \
-        ("/api/chat.postMessage", "#etl-alerts", f"Bearer {TOKEN}")
+    assert (post["path"], post["channel"], post["authorization"]) == (
+        "/api/chat.postMessage",
+        "#etl-alerts",
+        f"Bearer {TOKEN}",
+    )
     assert slack.tunnels == ["slack.com:443"]
     _assert_the_alert(post["text"], result, TOKEN)
     _assert_the_alert(json.dumps(post["blocks"]), result, TOKEN)
