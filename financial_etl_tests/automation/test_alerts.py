@@ -79,22 +79,22 @@ def daily_stock_metrics():
     extract_prices()
 
 
-def _failed_run(workdir):
-    """A real failed run in a real instance, and the sensor context Dagster would build."""
-    instance = DagsterInstance.ephemeral()
+def _failed_run(instance):
+    """A real failed run in a real instance, and its failure event."""
     tags = {**range_tags(day("2024-01-02"), day("2024-01-31")), REASON_TAG: "nightly"}
     result = daily_stock_metrics.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
-    return instance, result, failure
+    return result, failure
 
 
-def _evaluate(name, workdir, capfd, log: list[str] | None = None):
+def _evaluate(name, capfd, log: list[str] | None = None):
     """Evaluate the configured sensor `name` on a failed run; what the sensor's logger
     wrote (Dagster's console handler, stderr) is added to `log`."""
     settings = load_settings()
     sensors = {s.name: s for s in build_failure_sensors(settings, year_partitions(settings.start_date))}
-    instance, result, failure = _failed_run(workdir)
+    instance = DagsterInstance.ephemeral()
+    result, failure = _failed_run(instance)
     context = build_run_status_sensor_context(
         sensor_name=name,
         dagster_instance=instance,
@@ -203,7 +203,7 @@ def test_the_alert_log_sensor_is_always_there_and_email_and_slack_only_when_conf
 
 
 def test_the_alert_log_records_the_failed_run_without_secrets(workdir, smtp, slack, capfd):
-    result = _evaluate("run_failure_alerts", workdir, capfd, log := [])
+    result = _evaluate("run_failure_alerts", capfd, log := [])
     line = (workdir / "data" / "alerts.log").read_text().splitlines()[-1]
     record = json.loads(line)
     assert (record["run_id"], record["job"], record["partitions"], record["reason"]) == (
@@ -222,7 +222,7 @@ def test_the_alert_log_records_the_failed_run_without_secrets(workdir, smtp, sla
 
 
 def test_a_failed_run_is_emailed_through_the_local_smtp_server(workdir, smtp, capfd):
-    result = _evaluate("run_failure_email", workdir, capfd, log := [])
+    result = _evaluate("run_failure_email", capfd, log := [])
     assert len(smtp.messages) == 1
     message = email.message_from_bytes(smtp.messages[0], policy=email.policy.default)
     assert [a.addr_spec for a in message["To"].addresses] == ["oncall@example.com", "data@example.com"]
@@ -234,7 +234,7 @@ def test_a_failed_run_is_emailed_through_the_local_smtp_server(workdir, smtp, ca
 
 def test_an_email_refused_once_is_retried_and_arrives_once(workdir, smtp, capfd):
     smtp.refuse = 1
-    result = _evaluate("run_failure_email", workdir, capfd, log := [])
+    result = _evaluate("run_failure_email", capfd, log := [])
     assert smtp.refused == 1 and len(smtp.messages) == 1
     message = email.message_from_bytes(smtp.messages[0], policy=email.policy.default)
     _assert_the_alert(message.get_content(), result, PASSWORD)
@@ -244,7 +244,7 @@ def test_an_email_refused_once_is_retried_and_arrives_once(workdir, smtp, capfd)
 def test_a_wrong_smtp_password_fails_the_tick_naming_the_login_error_not_the_password(workdir, smtp, capfd):
     smtp.password = "another-password"
     with pytest.raises(AlertDeliveryError) as excinfo:
-        _evaluate("run_failure_email", workdir, capfd, log := [])
+        _evaluate("run_failure_email", capfd, log := [])
     assert f"after {SEND_ATTEMPTS} attempts: SMTPAuthenticationError" in str(excinfo.value)
     assert excinfo.value.__cause__ is None and excinfo.value.__suppress_context__ is False
     assert excinfo.value.__context__ is None
@@ -256,7 +256,7 @@ def test_a_wrong_smtp_password_fails_the_tick_naming_the_login_error_not_the_pas
 
 
 def test_a_failed_run_is_posted_to_slack_through_the_local_api(workdir, slack, capfd):
-    result = _evaluate("run_failure_slack", workdir, capfd, log := [])
+    result = _evaluate("run_failure_slack", capfd, log := [])
     assert len(slack.posts) == 1
     post = slack.posts[0]
     assert (post["path"], post["channel"], post["authorization"]) == (
@@ -272,7 +272,7 @@ def test_a_failed_run_is_posted_to_slack_through_the_local_api(workdir, slack, c
 
 def test_a_slack_post_failing_once_is_retried_and_arrives_once_with_the_token_redacted(workdir, slack, capfd):
     slack.fail = 1
-    result = _evaluate("run_failure_slack", workdir, capfd, log := [])
+    result = _evaluate("run_failure_slack", capfd, log := [])
     assert len(slack.failed) == 1 and len(slack.posts) == 1
     _assert_the_alert(slack.posts[0]["text"], result, TOKEN)
     logged = log[0]
@@ -283,8 +283,47 @@ def test_a_slack_post_failing_once_is_retried_and_arrives_once_with_the_token_re
 def test_a_slack_post_that_keeps_failing_raises_an_error_without_the_token(workdir, slack, capfd):
     slack.fail = SEND_ATTEMPTS
     with pytest.raises(AlertDeliveryError) as excinfo:
-        _evaluate("run_failure_slack", workdir, capfd, log := [])
+        _evaluate("run_failure_slack", capfd, log := [])
     assert "gateway rejected Bearer ***" in str(excinfo.value)
     assert excinfo.value.__cause__ is None and excinfo.value.__context__ is None
     assert len(slack.failed) == SEND_ATTEMPTS and slack.posts == []
     assert TOKEN not in str(excinfo.value) + log[0]
+
+
+# --- through Dagster's ticks ------------------------------------------------------------------
+
+
+def test_ticks_send_each_failed_run_once_and_never_again_after_its_retries_ran_out(workdir, slack):
+    """Why the retries run within the tick: Dagster moves the sensor's cursor past a run
+    even when sending for it raised, so no later tick tries it again."""
+    (workdir / "dagster_home").mkdir()
+    instance = DagsterInstance.local_temp(tempdir=str(workdir / "dagster_home"))
+    settings = load_settings()
+    sensor = build_failure_sensors(settings, year_partitions(settings.start_date))[-1]
+    assert sensor.name == "run_failure_slack"
+
+    def tick(cursor):
+        with build_sensor_context(instance=instance, cursor=cursor, sensor_name=sensor.name) as context:
+            return sensor.evaluate_tick(context)
+
+    try:
+        started = tick(None)  # the sensor starts after the runs already recorded
+        slack.fail = SEND_ATTEMPTS
+        lost, _ = _failed_run(instance)
+        failed_tick = tick(started.cursor)
+        [reaction] = failed_tick.dagster_run_reactions
+        assert reaction.dagster_run.run_id == lost.run_id
+        error = reaction.error.to_string()
+        assert "AlertDeliveryError" in error and "gateway rejected Bearer ***" in error and TOKEN not in error
+        assert len(slack.failed) == SEND_ATTEMPTS and slack.posts == []
+        after = tick(failed_tick.cursor)
+        assert after.dagster_run_reactions == [] and len(slack.failed) == SEND_ATTEMPTS  # not tried again
+
+        posted, _ = _failed_run(instance)
+        sent = tick(after.cursor)
+        assert [r.error for r in sent.dagster_run_reactions] == [None]
+        assert tick(sent.cursor).dagster_run_reactions == []
+        assert len(slack.posts) == 1
+        _assert_the_alert(slack.posts[0]["text"], posted, TOKEN)
+    finally:
+        instance.dispose()
