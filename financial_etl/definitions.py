@@ -5,7 +5,7 @@ from __future__ import annotations
 from dagster import AssetSelection, Definitions, define_asset_job, definitions, in_process_executor
 from dagster_dlt import DagsterDltResource
 
-from financial_etl.automation.alerts import build_failure_sensor
+from financial_etl.automation.alerts import build_failure_sensors
 from financial_etl.automation.freshness import due_by_deadline
 from financial_etl.automation.schedule import build_daily_schedule
 from financial_etl.automation.sensors import build_new_ticker_sensor, build_restated_history_sensor
@@ -75,7 +75,7 @@ def automation_definitions(settings: Settings, partitions_def, asset_keys) -> De
         sensors=[
             build_new_ticker_sensor(settings, asset_keys),
             build_restated_history_sensor(settings, asset_keys),
-            build_failure_sensor(settings, partitions_def, settings.alert_log, settings.alert_webhook_url),
+            *build_failure_sensors(settings, partitions_def),
         ],
     )
 

@@ -93,6 +93,13 @@ class DestinationConnectionError(FinancialEtlError):
     exit_code = EXIT_CONNECTION
 
 
+class AlertDeliveryError(FinancialEtlError):
+    """A failed-run alert could not be sent (e-mail or Slack) after its retries; the
+    alert log still holds it."""
+
+    exit_code = EXIT_CONNECTION
+
+
 class DestinationUnreachableError(DestinationConnectionError):
     """The server did not answer (down, wrong host or port, a firewall, killed mid-load)."""
 

@@ -45,6 +45,27 @@ UNSAFE_PATH_CHARS = re.compile(r"['%?=\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
+class EmailAlerts:
+    """Where failed-run e-mails go, through the SMTP server that relays them."""
+
+    host: str
+    port: int
+    security: str  # "STARTTLS" or "SSL", the names Dagster's e-mail sensor takes
+    sender: str
+    recipients: tuple[str, ...]
+    user: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SlackAlerts:
+    """The Slack channel failed runs are posted to, and the bot token that posts."""
+
+    channel: str
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Settings:
     """What one pipeline run needs to know; see the README's configuration table."""
 
@@ -61,7 +82,8 @@ class Settings:
     sqlmesh_project_dir: Path = SQLMESH_PROJECT_DIR
     owner: str = DEFAULT_OWNER
     alert_log: Path = DEFAULT_DATA_DIR / "alerts.log"
-    alert_webhook_url: str | None = None
+    alert_email: EmailAlerts | None = None  # FINANCIAL_ETL_ALERT_SMTP_*: None sends no e-mail
+    alert_slack: SlackAlerts | None = None  # FINANCIAL_ETL_ALERT_SLACK_*: None posts nothing
     allow_partial_loads: bool = False  # load the other tickers when some return nothing
     # A close-to-close move beyond this many percent with no split or dividend is reported.
     suspicious_move_pct: float = DEFAULT_SUSPICIOUS_MOVE_PCT
@@ -221,6 +243,66 @@ def parse_deadline_cron(name: str, value: str | None) -> str:
     return " ".join(value.split())
 
 
+EMAIL_ADDRESS = re.compile(r"^[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+$")
+SMTP_SECURITY = {"starttls": ("STARTTLS", 587), "ssl": ("SSL", 465)}  # Dagster's names, default ports
+SLACK_CHANNEL = re.compile(r"^#?[A-Za-z0-9._-]{1,80}$")
+
+
+def _missing(group: str, names: Sequence[str], get) -> None:
+    """A channel half configured is refused, naming what it still needs."""
+    missing = [f"FINANCIAL_ETL_{n}" for n in names if get(n) is None]
+    if missing:
+        raise ConfigError(f"{group} needs {', '.join(missing)} as well")
+
+
+def parse_email_alerts(get) -> EmailAlerts | None:
+    """FINANCIAL_ETL_ALERT_SMTP_*: e-mail alerts when the host is set. The password is never
+    quoted in an error."""
+    keys = ("HOST", "PORT", "TLS", "USER", "PASSWORD", "FROM", "TO")
+    if get("ALERT_SMTP_HOST") is None:
+        stray = [f"FINANCIAL_ETL_ALERT_SMTP_{k}" for k in keys if get(f"ALERT_SMTP_{k}") is not None]
+        if stray:
+            raise ConfigError(
+                f"{', '.join(stray)} set without FINANCIAL_ETL_ALERT_SMTP_HOST, the server to send through"
+            )
+        return None
+    required = ("ALERT_SMTP_PASSWORD", "ALERT_SMTP_FROM", "ALERT_SMTP_TO")
+    _missing("e-mail alerts (FINANCIAL_ETL_ALERT_SMTP_HOST)", required, get)
+    host = get("ALERT_SMTP_HOST").strip()
+    if not re.match(r"^[A-Za-z0-9.:\[\]-]+$", host):
+        raise ConfigError(f"FINANCIAL_ETL_ALERT_SMTP_HOST={host!r} is not a host name or address")
+    tls = get("ALERT_SMTP_TLS") or "starttls"
+    if tls.strip().lower() not in SMTP_SECURITY:
+        raise ConfigError(f"FINANCIAL_ETL_ALERT_SMTP_TLS={tls!r} is not one of {', '.join(SMTP_SECURITY)}")
+    security, default_port = SMTP_SECURITY[tls.strip().lower()]
+    raw_port = get("ALERT_SMTP_PORT") or str(default_port)
+    if not raw_port.strip().isdigit() or not 0 < int(raw_port) < 65536:
+        raise ConfigError(f"FINANCIAL_ETL_ALERT_SMTP_PORT={raw_port!r} is not a port number (1-65535)")
+    sender = get("ALERT_SMTP_FROM").strip()
+    recipients = tuple(a.strip() for a in get("ALERT_SMTP_TO").split(",") if a.strip())
+    for name, address in [("FROM", sender), *(("TO", a) for a in recipients)]:
+        if not EMAIL_ADDRESS.match(address):
+            raise ConfigError(f"FINANCIAL_ETL_ALERT_SMTP_{name}: {address!r} is not an e-mail address")
+    if not recipients:
+        raise ConfigError("FINANCIAL_ETL_ALERT_SMTP_TO holds no address; give a comma-separated list")
+    return EmailAlerts(host=host, port=int(raw_port), security=security, sender=sender, recipients=recipients,
+                       user=(get("ALERT_SMTP_USER") or sender).strip(), password=get("ALERT_SMTP_PASSWORD"))
+
+
+def parse_slack_alerts(get) -> SlackAlerts | None:
+    """FINANCIAL_ETL_ALERT_SLACK_TOKEN and _CHANNEL: Slack alerts when both are set. The
+    token is never quoted in an error."""
+    if get("ALERT_SLACK_TOKEN") is None and get("ALERT_SLACK_CHANNEL") is None:
+        return None
+    _missing("Slack alerts", ("ALERT_SLACK_TOKEN", "ALERT_SLACK_CHANNEL"), get)
+    channel, token = get("ALERT_SLACK_CHANNEL").strip(), get("ALERT_SLACK_TOKEN").strip()
+    if not SLACK_CHANNEL.match(channel):
+        raise ConfigError(f"FINANCIAL_ETL_ALERT_SLACK_CHANNEL={channel!r} is not a channel name (#alerts) or id")
+    if re.search(r"\s", token):
+        raise ConfigError("FINANCIAL_ETL_ALERT_SLACK_TOKEN holds whitespace; give the bot token (xoxb-...) alone")
+    return SlackAlerts(channel=channel, token=token)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings; raises ConfigError naming the bad setting."""
     env = os.environ if env is None else env
@@ -289,9 +371,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     warehouse_url = get("WAREHOUSE")
     parse_warehouse(warehouse_url, duckdb_path)  # a bad value fails here, named
     alert_log = Path(get("ALERT_LOG") or duckdb_path.parent / "alerts.log").expanduser()
-    webhook = get("ALERT_WEBHOOK_URL")
-    if webhook and not re.match(r"^https?://[^\s]+$", webhook):
-        raise ConfigError("FINANCIAL_ETL_ALERT_WEBHOOK_URL must be an http(s) URL")
+    if get("ALERT_WEBHOOK_URL") is not None:
+        raise ConfigError(
+            "FINANCIAL_ETL_ALERT_WEBHOOK_URL is no longer read: failed runs are sent by e-mail "
+            "(FINANCIAL_ETL_ALERT_SMTP_HOST and the other FINANCIAL_ETL_ALERT_SMTP_* settings) or to Slack "
+            "(FINANCIAL_ETL_ALERT_SLACK_TOKEN and FINANCIAL_ETL_ALERT_SLACK_CHANNEL); unset it"
+        )
 
     return Settings(
         source=source,
@@ -307,7 +392,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sqlmesh_project_dir=project_dir,
         owner=owner,
         alert_log=alert_log,
-        alert_webhook_url=webhook,
+        alert_email=parse_email_alerts(get),
+        alert_slack=parse_slack_alerts(get),
         allow_partial_loads=parse_bool("FINANCIAL_ETL_ALLOW_PARTIAL_LOADS", get("ALLOW_PARTIAL_LOADS"), False),
         suspicious_move_pct=parse_percent(
             "FINANCIAL_ETL_SUSPICIOUS_MOVE_PCT", get("SUSPICIOUS_MOVE_PCT"), DEFAULT_SUSPICIOUS_MOVE_PCT

@@ -362,7 +362,7 @@ def test_a_failed_run_is_recorded_with_asset_partition_and_error(workdir, csv_un
         sensor_name="run_failure_alerts", dagster_instance=instance, dagster_run=result.dagster_run,
         dagster_event=failure_event,
     ).for_run_failure()
-    sensor._run_status_sensor_fn(context)
+    sensor(context)
     record = json.loads((workdir / "data" / "alerts.log").read_text().splitlines()[-1])
     assert record["run_id"] == result.run_id
     assert record["partitions"] == "2024-01-02 to 2024-01-31"
@@ -382,7 +382,7 @@ def test_a_run_failed_on_a_bad_date_tag_is_recorded_with_the_tag_it_held(workdir
         sensor_name="run_failure_alerts", dagster_instance=instance, dagster_run=result.dagster_run,
         dagster_event=failure_event,
     ).for_run_failure()
-    defs.resolve_sensor_def("run_failure_alerts")._run_status_sensor_fn(context)
+    defs.resolve_sensor_def("run_failure_alerts")(context)
     record = json.loads((workdir / "data" / "alerts.log").read_text().splitlines()[-1])
     assert record["partitions"] == "June 10th to 2024-06-10 (run tags, not dates)"
     assert "financial_etl/start='June 10th' is not a date" in record["failed_steps"][0]["error"]
