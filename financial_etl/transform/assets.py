@@ -4,7 +4,7 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterator, Sequence
 
-from dagster import AssetExecutionContext, AssetRecordsFilter, MaterializeResult, MetadataValue
+from dagster import AssetExecutionContext, AssetRecordsFilter, AssetSpec, MaterializeResult, MetadataValue
 from dagster_sqlmesh import SQLMeshResource
 from dagster_sqlmesh.resource import PlanOrRunFailedError
 from sqlmesh import Context
@@ -145,18 +145,7 @@ def build_transform_assets(settings: Settings, partitions_def, context: Context)
         "dagster/column_lineage": static["column_lineage"],
     }
 
-    @sqlmesh_multi_asset(
-        config=config,
-        partitions_def=partitions_def,
-        out_attributes={
-            MART_KEY.to_user_string(): {
-                "description": MART_DESCRIPTION,
-                "code_version": static["code_version"],
-                "owners": [settings.owner],
-                "metadata": spec_metadata,
-            }
-        },
-    )
+    @sqlmesh_multi_asset(config=config, partitions_def=partitions_def)
     def sqlmesh_models(context: AssetExecutionContext, sqlmesh: SQLMeshResource) -> Iterator[MaterializeResult]:
         start, end = run_dates(context, settings)
         warehouse = settings.warehouse
@@ -215,7 +204,13 @@ def build_transform_assets(settings: Settings, partitions_def, context: Context)
                 },
             )
 
-    return sqlmesh_models
+    def mart_attributes(spec: AssetSpec) -> AssetSpec:
+        if spec.key != MART_KEY:
+            return spec
+        return spec.replace_attributes(description=MART_DESCRIPTION, code_version=static["code_version"],
+                                       owners=[settings.owner], metadata=spec_metadata)
+
+    return sqlmesh_models.map_asset_specs(mart_attributes)
 
 
 def metadata_since(instance, own_key, upstream_key) -> list[dict]:

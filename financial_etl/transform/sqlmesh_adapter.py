@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import typing as t
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -235,15 +235,10 @@ def sqlmesh_multi_asset(
     partitions_def: PartitionsDefinition | None,
     name: str = "sqlmesh_models",
     check_specs: Sequence[AssetCheckSpec] = (),
-    out_attributes: Mapping[str, Mapping[str, t.Any]] | None = None,
 ) -> t.Callable[[t.Callable[..., t.Any]], AssetsDefinition]:
-    """`sqlmesh_assets`, plus partitions, a single-run backfill policy, check specs, and
-    extra AssetOut attributes (description, metadata, owners, code_version) per asset key."""
+    """`sqlmesh_assets`, plus partitions, a single-run backfill policy and check specs.
+    Other attributes go on the result through `AssetsDefinition.map_asset_specs`."""
     options = sqlmesh_to_multi_asset_options(environment=PROD, config=config)
-    for intermediate in options.outs.values():
-        key = getattr(intermediate, "asset_key", None)
-        if out_attributes and key in out_attributes:
-            intermediate.kwargs.update(out_attributes[key])  # type: ignore[attr-defined]
     outs = dict(options.to_asset_outs())
     return multi_asset(
         name=name,
