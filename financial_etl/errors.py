@@ -75,6 +75,10 @@ class MissingTickersError(DataQualityError):
     """Some requested tickers returned no rows for a range with trading sessions."""
 
 
+class BlockingAuditError(DataQualityError):
+    """SQLMesh stopped the mart's run at a failing blocking audit; its rows stay for inspection."""
+
+
 class UnknownTickerError(ConfigError):
     """The source does not know a configured symbol (misspelt or delisted): the ticker
     list is wrong, not the data."""

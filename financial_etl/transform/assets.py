@@ -10,10 +10,12 @@ from dagster_sqlmesh.resource import PlanOrRunFailedError
 from sqlmesh import Context
 
 from financial_etl.calendar import add_partition_row_counts, partition_counts_sql
+from financial_etl.errors import BlockingAuditError
 from financial_etl.runs import run_dates
 from financial_etl.settings import Settings
 from financial_etl.transform.audits import evaluate_audits
 from financial_etl.transform.chart import CHART_COLUMNS, png_markdown, price_chart_png
+from financial_etl.transform.checks import audit_evaluation
 from financial_etl.transform.metadata import model_column_lineage, model_table_schema
 from financial_etl.transform.sqlmesh_adapter import (
     code_version,
@@ -166,17 +168,21 @@ def build_transform_assets(settings: Settings, partitions_def, context: Context)
         try:
             with recording_plans() as recorded:
                 results = list(run_range(context, sqlmesh, config, first, reach, restate=static["models"]))
-        except PlanOrRunFailedError:
-            failing = _failing_blocking_audits(settings, start, end)
+        except PlanOrRunFailedError as exc:
+            with sqlmesh_context(settings) as mesh:
+                outcomes = evaluate_audits(mesh, MART, start, end)
+            failing = [o.name for o in outcomes if o.blocking and not o.passed]
             if not failing:
                 raise
-            # SQLMesh wrote the rows, then stopped at a blocking audit. Keep them for
-            # inspection: the blocking checks report them and keep the export from running.
-            context.log.error(
-                f"SQLMesh stopped at failing blocking audits ({', '.join(failing)}) for {start} to {end}; "
-                f"the rows stay in {MART} for inspection and the export will not run"
-            )
-            results = [MaterializeResult(asset_key=MART_KEY, metadata={"failed_audits": ", ".join(failing)})]
+            # SQLMesh wrote the rows, then stopped at a blocking audit: the step fails (so the
+            # export does not run) and the rows stay for inspection. The check step never
+            # runs after a failed step, so this step reports every audit's result itself.
+            for outcome in outcomes:
+                yield audit_evaluation(outcome, start, end)
+            raise BlockingAuditError(
+                f"SQLMesh stopped at failing blocking audits of {MART} ({', '.join(failing)}) for {start} to "
+                f"{end}; the rows stay in {MART} for inspection and the export did not run"
+            ) from exc
         recomputed = recorded.intervals.get(MART, [])
         change = recorded.changes.get(MART, "none")
         if reloaded and change == "none":
@@ -239,8 +245,3 @@ def reloaded_since(context: AssetExecutionContext) -> list[str]:
 
 def _describe(ranges) -> str:
     return ", ".join(f"{a} to {b}" for a, b in ranges) or "nothing"
-
-
-def _failing_blocking_audits(settings: Settings, start, end) -> list[str]:
-    with sqlmesh_context(settings) as context:
-        return [o.name for o in evaluate_audits(context, MART, start, end) if o.blocking and not o.passed]

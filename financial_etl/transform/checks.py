@@ -8,6 +8,7 @@ import datetime as dt
 from collections.abc import Iterator
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
@@ -37,7 +38,7 @@ def _backfill_hint(dates: tuple[dt.date, ...]) -> str:
     )
 
 
-def audit_result(outcome: AuditOutcome, start: dt.date, end: dt.date) -> AssetCheckResult:
+def _audit_metadata(outcome: AuditOutcome, start: dt.date, end: dt.date) -> dict:
     metadata = {
         "violating_rows": MetadataValue.int(outcome.violations),
         "range": MetadataValue.text(f"{start} to {end}"),
@@ -47,13 +48,25 @@ def audit_result(outcome: AuditOutcome, start: dt.date, end: dt.date) -> AssetCh
         metadata["sample"] = MetadataValue.md(markdown_table(outcome.sample))
         metadata["failing_partitions"] = MetadataValue.text(", ".join(d.isoformat() for d in outcome.dates[:50]))
         metadata["next_step"] = MetadataValue.text(_backfill_hint(outcome.dates))
-    return AssetCheckResult(
-        asset_key=MART_KEY,
-        check_name=outcome.name,
-        passed=outcome.passed,
-        severity=AssetCheckSeverity.ERROR if outcome.blocking else AssetCheckSeverity.WARN,
-        metadata=metadata,
-    )
+    return metadata
+
+
+def _severity(outcome: AuditOutcome) -> AssetCheckSeverity:
+    return AssetCheckSeverity.ERROR if outcome.blocking else AssetCheckSeverity.WARN
+
+
+def audit_result(outcome: AuditOutcome, start: dt.date, end: dt.date) -> AssetCheckResult:
+    """The check's result, from the check step."""
+    return AssetCheckResult(asset_key=MART_KEY, check_name=outcome.name, passed=outcome.passed,
+                            severity=_severity(outcome), metadata=_audit_metadata(outcome, start, end))
+
+
+def audit_evaluation(outcome: AuditOutcome, start: dt.date, end: dt.date) -> AssetCheckEvaluation:
+    """The same result reported by the mart's own step when SQLMesh stopped at a blocking
+    audit: that step fails, so the check step never runs in that run."""
+    return AssetCheckEvaluation(asset_key=MART_KEY, check_name=outcome.name, passed=outcome.passed,
+                                severity=_severity(outcome), metadata=_audit_metadata(outcome, start, end),
+                                blocking=outcome.blocking)
 
 
 def build_mart_checks(settings: Settings, partitions_def: TimeWindowPartitionsDefinition, context: Context):

@@ -5,11 +5,11 @@ import shutil
 
 import duckdb
 import pytest
-from dagster import AssetCheckSeverity, AssetKey
+from dagster import AssetCheckSeverity, AssetKey, DagsterEventType, DagsterInstance
 
 from financial_etl.cli.main import execute_range, main
 from financial_etl.definitions import build_definitions
-from financial_etl.errors import EXIT_DATA_QUALITY
+from financial_etl.errors import EXIT_DATA_QUALITY, BlockingAuditError
 from financial_etl.settings import SQLMESH_PROJECT_DIR, load_settings
 from financial_etl_tests.helpers import day, query
 
@@ -60,11 +60,39 @@ def test_failing_audits_fail_their_checks_and_stop_the_export(planted, workdir):
     assert "financial-etl run --start 2024-03-05 --end 2024-03-05" in ohlc.metadata["next_step"].value
     assert "SELECT" in ohlc.metadata["query"].value
     assert all(evals[(MART, name)].passed for name in ("not_null", "unique_combination_of_columns", "valid_rsi_range", "valid_atr"))
-    assert EXPORT not in _materialized(result)  # the blocking checks kept the export from running
-    assert MART in _materialized(result)
+    assert EXPORT not in _materialized(result)  # the blocking audit kept the export from running
+    assert MART not in _materialized(result)  # a run SQLMesh stopped is a failed step, not a materialization
+    bad = query(workdir / "data" / "financial_etl.duckdb",
+                "SELECT count(*) FROM marts.stock_metrics WHERE ticker = 'BAD' AND trade_date = '2024-03-05'")
+    assert bad == [(1,)]  # the rows SQLMesh wrote stay in the mart for inspection
     assert query(workdir / "data" / "export.duckdb", 'SELECT count(*) FROM dbo."Dim_Stock_Metrics"') == export_before
     raw_bad = query(planted, "SELECT count(*) FROM raw.eod_prices_raw WHERE ticker = 'BAD' AND (high_price < low_price OR volume = 0)")
     assert raw_bad == [(2,)]  # the raw rows are still there for inspection
+
+
+def test_a_run_stopped_at_a_blocking_audit_is_a_failed_step_whose_checks_name_the_audit(planted, workdir):
+    (workdir / "dagster_home").mkdir()
+    instance = DagsterInstance.local_temp(tempdir=str(workdir / "dagster_home"))
+    result = execute_range(load_settings(), START, END, instance=instance)
+    assert not result.success
+    run_mats = [r for r in instance.fetch_materializations(MART, limit=100).records if r.run_id == result.run_id]
+    assert run_mats == []
+    (failure,) = [e for e in instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_FAILURE)]
+    assert failure.step_key == "sqlmesh_models"
+    error, causes = failure.dagster_event.step_failure_data.error, []
+    while error is not None:
+        causes.append(error)
+        error = error.cause
+    assert any(e.cls_name == BlockingAuditError.__name__ and "valid_ohlc_prices" in e.message for e in causes)
+    checks = {e.dagster_event.asset_check_evaluation_data.check_name: e.dagster_event.asset_check_evaluation_data
+              for e in instance.all_logs(result.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)}
+    assert not checks["valid_ohlc_prices"].passed and checks["valid_ohlc_prices"].blocking
+    assert checks["valid_ohlc_prices"].metadata["violating_rows"].value == 1
+    assert checks["not_null"].passed
+    assert not checks["positive_volume"].passed and not checks["positive_volume"].blocking
+    assert DagsterEventType.STEP_SUCCESS not in {
+        e.dagster_event.event_type for e in instance.all_logs(result.run_id) if e.dagster_event
+        and e.step_key == "stock_metrics_audits"}
 
 
 @pytest.mark.slow
