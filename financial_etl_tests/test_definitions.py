@@ -4,6 +4,7 @@ Snapshot-style: a change to keys, groups, kinds or dependencies shows up here in
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,45 @@ def test_dagster_definitions_validate_passes(workdir):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "All code locations passed validation" in proc.stdout + proc.stderr
+
+
+# Variables the stages set when they use dlt or SQLMesh (this test process has): the
+# subprocesses start without them, as a fresh process would.
+_SET_BY_THE_PROJECT = ("RUNTIME__", "NORMALIZE__", "MAX_FORK_WORKERS", "DLT_")
+
+
+def _python(code: str, env: dict[str, str]) -> str:
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          check=False, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_loading_the_definitions_creates_no_file_folder_lock_or_database(tmp_path):
+    """A fresh process loads the code location as Dagster's tools do, with DAGSTER_HOME, the
+    warehouse and HOME (dlt's global folder, ~/.dlt) all under tmp_path, none existing yet:
+    nothing appears there, so no pipeline folder, lock file or DuckDB file was created."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SET_BY_THE_PROJECT + ("FINANCIAL_ETL_", "DAGSTER_"))}
+    env.update(HOME=str(tmp_path / "home"), DAGSTER_HOME=str(tmp_path / "dagster_home"),
+               FINANCIAL_ETL_DUCKDB_PATH=str(tmp_path / "data" / "financial_etl.duckdb"),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    out = _python("from financial_etl.definitions import defs\nspecs = defs().resolve_all_asset_specs()\n"
+                  "import dlt\nprint(len(specs), dlt.config['runtime.dlthub_telemetry'])", env)
+    assert out.split() == ["3", "False"]  # the definitions loaded, dlt's usage reporting off from the start
+    # SQLMesh records an anonymous user id when it loads a project, even with its analytics
+    # off (sqlmesh.core.analytics.collector): once per home folder, not the pipeline's.
+    assert _files(tmp_path) == ["home", "home/.sqlmesh", "home/.sqlmesh/user.yaml"]
+
+
+def test_importing_the_package_leaves_the_environment_unchanged():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SET_BY_THE_PROJECT)}
+    code = ("import json, os\nbefore = dict(os.environ)\nimport financial_etl\n"
+            "print(json.dumps({k: v for k, v in os.environ.items() if before.get(k) != v}))")
+    assert json.loads(_python(code, env)) == {}
 
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"

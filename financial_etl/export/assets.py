@@ -52,6 +52,7 @@ from financial_etl.transform.assets import (
 )
 from financial_etl.transform.sqlmesh_adapter import merge_ranges, prod_version
 from financial_etl.warehouse import MART, MART_KEY, MART_KEY_COLUMNS, export_key
+from financial_etl.warehouse.dlt_settings import pipeline_settings
 from financial_etl.warehouse.engines import Warehouse, load_file_format
 from financial_etl.warehouse.lock import pipeline_folder_lock
 from financial_etl.warehouse.storage import storage_error, storage_errors
@@ -113,6 +114,7 @@ def iter_mart(warehouse: Warehouse, ranges, tickers=None, batch_rows: int = BATC
             yield nan_to_null(pa.RecordBatch.from_pylist([], schema=schema))
 
 
+@pipeline_settings()
 def export_pipeline(settings: Settings, target: ExportTarget, replace_strategy: str | None = None) -> Pipeline:
     with pipeline_folder_lock(settings.pipelines_dir, EXPORT_PIPELINE):
         return dlt.pipeline(
@@ -179,6 +181,7 @@ def _column_changes(pipeline: Pipeline, table: str, schema: pa.Schema) -> tuple[
     return column_changes(old, _column_types(schema))
 
 
+@pipeline_settings()
 def load_export(
     settings: Settings,
     target: ExportTarget,

@@ -14,13 +14,15 @@ import dlt
 from dagster import (
     AssetExecutionContext,
     AssetSpec,
+    BackfillPolicy,
     MaterializeResult,
     MetadataValue,
     TableColumn,
     TableSchema,
     TimeWindowPartitionsDefinition,
+    multi_asset,
 )
-from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
+from dagster_dlt import DagsterDltResource, DagsterDltTranslator
 from dagster_dlt.translator import DltResourceTranslatorData
 from dlt.pipeline.pipeline import Pipeline
 
@@ -41,6 +43,7 @@ from financial_etl.extract.sources import fetch_for
 from financial_etl.runs import restated_tickers, run_dates, run_tickers
 from financial_etl.settings import DEFAULT_OWNER, Settings
 from financial_etl.warehouse import QUARANTINE, RAW, RAW_DATASET, RAW_KEY
+from financial_etl.warehouse.dlt_settings import pipeline_settings, telemetry_off
 from financial_etl.warehouse.engines import MissingTable, Warehouse, duckdb_credentials
 from financial_etl.warehouse.lake import publish_raw
 from financial_etl.warehouse.lock import pipeline_folder_lock
@@ -89,6 +92,7 @@ def raw_file_format(warehouse: Warehouse) -> str | None:
     return "parquet" if warehouse.engine == "postgres" else None
 
 
+@pipeline_settings()
 def extract_pipeline(settings: Settings) -> Pipeline:
     with pipeline_folder_lock(settings.pipelines_dir, EXTRACT_PIPELINE):
         return dlt.pipeline(
@@ -101,10 +105,13 @@ def extract_pipeline(settings: Settings) -> Pipeline:
 
 @dataclass
 class RawTranslator(DagsterDltTranslator):
-    """The raw table's key is exactly the key the SQLMesh model depends on."""
+    """The raw table's key is exactly the key the SQLMesh model depends on. The specs are
+    built without a dlt pipeline (see raw_asset_specs): `storage_kind` names the
+    destination a pipeline would give."""
 
     owner: str = DEFAULT_OWNER
     engine: str = "duckdb"
+    storage_kind: str = "duckdb"
 
     def get_asset_spec(self, data: DltResourceTranslatorData) -> AssetSpec:
         spec = super().get_asset_spec(data)
@@ -118,7 +125,8 @@ class RawTranslator(DagsterDltTranslator):
             ),
             kinds={"dlt", self.engine},
             owners=[self.owner],
-        ).merge_attributes(metadata={"dagster/column_schema": raw_table_schema()})
+        ).merge_attributes(metadata={"dagster/column_schema": raw_table_schema(),
+                               "dagster/storage_kind": self.storage_kind})
 
 
 def raw_row_counts(warehouse: Warehouse, start, end, partitions_def, keys) -> tuple[dict, list[int]]:
@@ -187,13 +195,26 @@ def batch_metadata(settings: Settings, batch: StagedBatch, tickers, start, end) 
     return extra
 
 
+def raw_asset_specs(settings: Settings, translator: RawTranslator) -> list[AssetSpec]:
+    """The raw table's specs from dagster-dlt's translator, without a dlt pipeline: `dlt_assets`
+    wants one at definition time, and creating it creates and locks the pipeline's folder.
+    The step hands dlt its pipeline, source and translator instead."""
+    source = prices_source(empty_batch(settings.source))
+    return [translator.get_asset_spec(DltResourceTranslatorData(resource=resource, pipeline=None))
+            for resource in source.selected_resources.values()]
+
+
 def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartitionsDefinition):
-    @dlt_assets(
-        dlt_source=prices_source(empty_batch(settings.source)),
-        dlt_pipeline=extract_pipeline(settings),
+    telemetry_off()  # the first dlt use in a process that loads the definitions
+    translator = RawTranslator(owner=settings.owner, engine=settings.warehouse.engine,
+                               storage_kind=raw_destination(settings.warehouse).destination_name)
+
+    @multi_asset(
         name="extract_prices",
-        dagster_dlt_translator=RawTranslator(owner=settings.owner, engine=settings.warehouse.engine),
+        specs=raw_asset_specs(settings, translator),
+        can_subset=True,
         partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.single_run(),
     )
     def extract_prices(context: AssetExecutionContext, dlt: DagsterDltResource) -> Iterator[MaterializeResult]:
         start, end = run_dates(context, settings)
@@ -250,11 +271,12 @@ def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartition
         source = prices_source(batch, replace_tickers=bool(restated), file_format=raw_file_format(warehouse))
         with warehouse.stage_lock("extract", log=context.log.warning), storage_errors(
             "the extract", raw_file(warehouse), on_failure=pipeline.drop_pending_packages
-        ):
+        ), pipeline_settings():
             # A package left by a stopped or killed run: dlt would load it instead of this
             # batch and return. Its run failed, and its range is fetched again when re-run.
             pipeline.abort_packages()
-            results = list(runner.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
+            results = list(runner.run(context=context, dlt_source=source, dlt_pipeline=pipeline,
+                                      dagster_dlt_translator=translator))
             if warehouse.engine == "spark":
                 publish_raw(warehouse, settings.pipelines_dir)
             counts, by_partition = raw_row_counts(warehouse, start, end, partitions_def, context.partition_keys)

@@ -17,6 +17,7 @@ import dlt
 import pyarrow as pa
 
 from financial_etl.warehouse import ACTIONS_TABLE, QUARANTINE_TABLE, RAW_DATASET, RAW_TABLE
+from financial_etl.warehouse.dlt_settings import pipeline_settings
 from financial_etl.warehouse.project import duckdb_settings
 
 LAKE_PIPELINE = "financial_raw_lake"
@@ -45,6 +46,7 @@ def _schemas(duckdb_path: Path, config: dict) -> dict[str, pa.Schema]:
                 for table in (RAW_TABLE, QUARANTINE_TABLE, ACTIONS_TABLE) if table in present}
 
 
+@pipeline_settings()
 def publish_raw(warehouse, pipelines_dir: Path) -> None:
     """Rewrite the lake's copy of raw, its quarantine and the actions from the DuckDB file, then point
     Spark's `raw.*` tables at the files. Called under the extract's stage lock."""
