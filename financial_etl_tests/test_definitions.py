@@ -5,6 +5,7 @@ Snapshot-style: a change to keys, groups, kinds or dependencies shows up here in
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -92,14 +93,24 @@ def _files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
-def test_loading_the_definitions_creates_no_file_folder_lock_or_database(tmp_path):
+def _refused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("warehouse", ["duckdb", "postgres"])
+def test_loading_the_definitions_creates_no_file_folder_lock_or_database(tmp_path, warehouse):
     """A fresh process loads the code location as Dagster's tools do, with DAGSTER_HOME, the
     warehouse and HOME (dlt's global folder, ~/.dlt) all under tmp_path, none existing yet:
-    nothing appears there, so no pipeline folder, lock file or DuckDB file was created."""
+    nothing appears there, so no pipeline folder, lock file or DuckDB file was created. A
+    PostgreSQL warehouse on a port nobody listens on: loading never connects to it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SET_BY_THE_PROJECT + ("FINANCIAL_ETL_", "DAGSTER_"))}
     env.update(HOME=str(tmp_path / "home"), DAGSTER_HOME=str(tmp_path / "dagster_home"),
                FINANCIAL_ETL_DUCKDB_PATH=str(tmp_path / "data" / "financial_etl.duckdb"),
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    if warehouse == "postgres":
+        env["FINANCIAL_ETL_WAREHOUSE"] = f"postgresql://etl:not-shown@127.0.0.1:{_refused_port()}/warehouse"
     out = _python("from financial_etl.definitions import defs\nspecs = defs().resolve_all_asset_specs()\n"
                   "import dlt\nprint(len(specs), dlt.config['runtime.dlthub_telemetry'])", env)
     assert out.split() == ["3", "False"]  # the definitions loaded, dlt's usage reporting off from the start
