@@ -105,7 +105,8 @@ def test_loading_the_definitions_creates_no_file_folder_lock_or_database(tmp_pat
     warehouse and HOME (dlt's global folder, ~/.dlt) all under tmp_path, none existing yet:
     nothing appears there, so no pipeline folder, lock file or DuckDB file was created. A
     PostgreSQL warehouse on a port nobody listens on: loading never connects to it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SET_BY_THE_PROJECT + ("FINANCIAL_ETL_", "DAGSTER_"))}
+    fresh = _SET_BY_THE_PROJECT + ("FINANCIAL_ETL_", "DAGSTER_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(fresh)}
     env.update(HOME=str(tmp_path / "home"), DAGSTER_HOME=str(tmp_path / "dagster_home"),
                FINANCIAL_ETL_DUCKDB_PATH=str(tmp_path / "data" / "financial_etl.duckdb"),
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))

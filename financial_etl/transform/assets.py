@@ -135,7 +135,8 @@ def _chart(settings: Settings, end: dt.date, warn: Callable[[str], None]) -> dic
     except Exception as exc:  # noqa: BLE001 - a picture must not fail the data
         warn(f"no chart for {ticker}: {type(exc).__name__}: {exc}")
         return {}
-    return {"chart": MetadataValue.md(png_markdown(png, caption=f"{span} ({len(frame)} session{'s' * (len(frame) != 1)})"))}
+    caption = f"{span} ({len(frame)} session{'s' * (len(frame) != 1)})"
+    return {"chart": MetadataValue.md(png_markdown(png, caption=caption))}
 
 
 def build_transform_assets(settings: Settings, partitions_def, context: Context):
@@ -206,7 +207,8 @@ def build_transform_assets(settings: Settings, partitions_def, context: Context)
                     RECOMPUTED: MetadataValue.text(ranges_json(recomputed)),
                     MODEL_CHANGE: MetadataValue.text(change),
                     RELOADED_TICKERS: MetadataValue.text(json.dumps(reloaded)),
-                    **({MART_VERSION: MetadataValue.text(recorded.versions[MART])} if MART in recorded.versions else {}),
+                    **({MART_VERSION: MetadataValue.text(recorded.versions[MART])}
+                       if MART in recorded.versions else {}),
                 },
             )
 

@@ -12,6 +12,7 @@ from dagster import AssetKey, TableColumn, TableColumnDep, TableColumnLineage, T
 from sqlglot import exp, lineage
 from sqlmesh import Context
 
+
 def _leaf_names(node: lineage.Node) -> list[str]:
     found = []
     for child in node.downstream:

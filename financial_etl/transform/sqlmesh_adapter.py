@@ -39,9 +39,9 @@ from dagster import (
     multi_asset,
 )
 from dagster_sqlmesh import SQLMeshContextConfig, SQLMeshDagsterTranslator, SQLMeshResource
+from dagster_sqlmesh.asset import sqlmesh_to_multi_asset_options
 from dagster_sqlmesh.console import ConsoleEvent, PlanBuilt
 from dagster_sqlmesh.resource import DagsterSQLMeshEventHandler
-from dagster_sqlmesh.asset import sqlmesh_to_multi_asset_options
 from sqlglot import exp
 from sqlmesh import Context
 from sqlmesh.core.config import Config as MeshConfig
@@ -159,8 +159,8 @@ def short_name(fqn: str) -> str:
 
 def _days(start_ms: int, end_ms: int) -> tuple[dt.date, dt.date]:
     """A SQLMesh interval [start, end) in epoch milliseconds as inclusive dates."""
-    first = dt.datetime.fromtimestamp(start_ms / 1000, dt.timezone.utc).date()
-    last = dt.datetime.fromtimestamp(end_ms / 1000, dt.timezone.utc).date() - dt.timedelta(days=1)
+    first = dt.datetime.fromtimestamp(start_ms / 1000, dt.UTC).date()
+    last = dt.datetime.fromtimestamp(end_ms / 1000, dt.UTC).date() - dt.timedelta(days=1)
     return first, max(first, last)
 
 

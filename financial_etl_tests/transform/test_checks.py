@@ -41,7 +41,9 @@ def planted(workdir, clean_env):
             "SELECT 'BAD', date, open_price, high_price, low_price, close_price, volume, 'planted' "
             "FROM raw.eod_prices_raw WHERE ticker = 'AAPL'"
         )
-        con.execute("UPDATE raw.eod_prices_raw SET high_price = low_price - 1 WHERE ticker = 'BAD' AND date = '2024-03-05'")
+        con.execute(
+            "UPDATE raw.eod_prices_raw SET high_price = low_price - 1 WHERE ticker = 'BAD' AND date = '2024-03-05'"
+        )
         con.execute("UPDATE raw.eod_prices_raw SET volume = 0 WHERE ticker = 'BAD' AND date = '2024-03-12'")
     return db
 
@@ -59,14 +61,18 @@ def test_failing_audits_fail_their_checks_and_stop_the_export(planted, workdir):
     assert ohlc.metadata["failing_partitions"].value == "2024-03-05"
     assert "financial-etl run --start 2024-03-05 --end 2024-03-05" in ohlc.metadata["next_step"].value
     assert "SELECT" in ohlc.metadata["query"].value
-    assert all(evals[(MART, name)].passed for name in ("not_null", "unique_combination_of_columns", "valid_rsi_range", "valid_atr"))
+    passing = ("not_null", "unique_combination_of_columns", "valid_rsi_range", "valid_atr")
+    assert all(evals[(MART, name)].passed for name in passing)
     assert EXPORT not in _materialized(result)  # the blocking audit kept the export from running
     assert MART not in _materialized(result)  # a run SQLMesh stopped is a failed step, not a materialization
     bad = query(workdir / "data" / "financial_etl.duckdb",
                 "SELECT count(*) FROM marts.stock_metrics WHERE ticker = 'BAD' AND trade_date = '2024-03-05'")
     assert bad == [(1,)]  # the rows SQLMesh wrote stay in the mart for inspection
     assert query(workdir / "data" / "export.duckdb", 'SELECT count(*) FROM dbo."Dim_Stock_Metrics"') == export_before
-    raw_bad = query(planted, "SELECT count(*) FROM raw.eod_prices_raw WHERE ticker = 'BAD' AND (high_price < low_price OR volume = 0)")
+    raw_bad = query(
+        planted,
+        "SELECT count(*) FROM raw.eod_prices_raw WHERE ticker = 'BAD' AND (high_price < low_price OR volume = 0)",
+    )
     assert raw_bad == [(2,)]  # the raw rows are still there for inspection
 
 

@@ -17,8 +17,11 @@ def no_operator_settings(monkeypatch):
 
 
 def _pipeline(tmp_path, name):
-    return dlt.pipeline(pipeline_name=name, destination=dlt.destinations.duckdb(str(tmp_path / "d.duckdb")),
-                        pipelines_dir=str(tmp_path / "pipelines"))
+    return dlt.pipeline(
+        pipeline_name=name,
+        destination=dlt.destinations.duckdb(str(tmp_path / "d.duckdb")),
+        pipelines_dir=str(tmp_path / "pipelines"),
+    )
 
 
 def test_pipelines_created_inside_leave_signals_to_dagster_and_rows_carry_their_load_id(tmp_path, no_operator_settings):
