@@ -57,6 +57,7 @@ def ranges_clause(column: str, ranges: Sequence[tuple[dt.date, dt.date]] | None)
         return "FALSE", []
     return "(" + " OR ".join(f"{column} BETWEEN ? AND ?" for _ in ranges) + ")", [d for r in ranges for d in r]
 
+
 MART_DESCRIPTION = (
     "Daily technical indicators per ticker (SMA 9/20/50, Bollinger bands, RSI 14, MACD, "
     f"ATR 14, returns, volume ratios), computed by SQLMesh from {RAW}. Each "
@@ -152,8 +153,9 @@ def build_transform_assets(settings: Settings, partitions_def, context: Context)
     def sqlmesh_models(context: AssetExecutionContext, sqlmesh: SQLMeshResource) -> Iterator[MaterializeResult]:
         start, end = run_dates(context, settings)
         warehouse = settings.warehouse
-        with warehouse.stage_lock("sqlmesh", log=context.log.warning), storage_errors(
-            "the SQLMesh run", warehouse_file(warehouse)
+        with (
+            warehouse.stage_lock("sqlmesh", log=context.log.warning),
+            storage_errors("the SQLMesh run", warehouse_file(warehouse)),
         ):
             yield from _transform(context, sqlmesh, start, end)
 
@@ -207,16 +209,21 @@ def build_transform_assets(settings: Settings, partitions_def, context: Context)
                     RECOMPUTED: MetadataValue.text(ranges_json(recomputed)),
                     MODEL_CHANGE: MetadataValue.text(change),
                     RELOADED_TICKERS: MetadataValue.text(json.dumps(reloaded)),
-                    **({MART_VERSION: MetadataValue.text(recorded.versions[MART])}
-                       if MART in recorded.versions else {}),
+                    **(
+                        {MART_VERSION: MetadataValue.text(recorded.versions[MART])} if MART in recorded.versions else {}
+                    ),
                 },
             )
 
     def mart_attributes(spec: AssetSpec) -> AssetSpec:
         if spec.key != MART_KEY:
             return spec
-        return spec.replace_attributes(description=MART_DESCRIPTION, code_version=static["code_version"],
-                                       owners=[settings.owner], metadata=spec_metadata)
+        return spec.replace_attributes(
+            description=MART_DESCRIPTION,
+            code_version=static["code_version"],
+            owners=[settings.owner],
+            metadata=spec_metadata,
+        )
 
     return sqlmesh_models.map_asset_specs(mart_attributes)
 
@@ -229,8 +236,10 @@ def metadata_since(instance, own_key, upstream_key) -> list[dict]:
     events = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=upstream_key, after_storage_id=after), limit=10_000
     ).records
-    return [r.asset_materialization.metadata if r.asset_materialization else {}
-            for r in sorted(events, key=lambda r: r.storage_id)]
+    return [
+        r.asset_materialization.metadata if r.asset_materialization else {}
+        for r in sorted(events, key=lambda r: r.storage_id)
+    ]
 
 
 def reloaded_since(context: AssetExecutionContext) -> list[str]:

@@ -40,8 +40,15 @@ def price_chart_png(frame: pd.DataFrame, title: str = "") -> bytes:
     fig = Figure(figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.fill_between(dates, values["bollinger_lower"], values["bollinger_upper"],
-                    color="tab:blue", alpha=0.12, linewidth=0, label="Bollinger band (20, 2σ)")
+    ax.fill_between(
+        dates,
+        values["bollinger_lower"],
+        values["bollinger_upper"],
+        color="tab:blue",
+        alpha=0.12,
+        linewidth=0,
+        label="Bollinger band (20, 2σ)",
+    )
     # Markers while there are few sessions, or a lone day would draw nothing.
     marker = "o" if len(data) <= FEW_SESSIONS else None
     ax.plot(dates, values["close_price"], color="black", linewidth=1.1, marker=marker, markersize=3, label="close")

@@ -78,8 +78,11 @@ def build_preview(settings: Settings, end: dt.date, log: Callable[[str], None] =
     the mart's numbers. Raises ConfigError when prod does not exist yet."""
     warehouse = settings.warehouse
     after = (end + dt.timedelta(days=1)).isoformat()
-    with warehouse.stage_lock("sqlmesh", log=log), storage_errors("the plan preview", warehouse_file(warehouse)), \
-            sqlmesh_context(settings) as context:
+    with (
+        warehouse.stage_lock("sqlmesh", log=log),
+        storage_errors("the plan preview", warehouse_file(warehouse)),
+        sqlmesh_context(settings) as context,
+    ):
         if context.state_reader.get_environment(PROD) is None:
             raise ConfigError("there is no prod to compare with yet: run `financial-etl run` first")
         # What a deploy would do: a prod plan, built and never applied.
@@ -90,16 +93,33 @@ def build_preview(settings: Settings, end: dt.date, log: Callable[[str], None] =
         if not preview.changes:
             return preview
         log(f"building the change in SQLMesh environment {PREVIEW_ENV!r} (prod untouched)…")
-        context.plan(PREVIEW_ENV, skip_tests=True, no_prompts=True, auto_apply=True, execution_time=after,
-                     include_unmodified=False)
+        context.plan(
+            PREVIEW_ENV,
+            skip_tests=True,
+            no_prompts=True,
+            auto_apply=True,
+            execution_time=after,
+            include_unmodified=False,
+        )
         if any(c.model == MART and c.category != "added" for c in preview.changes):
             with _statements_unlogged():
-                diff = context.table_diff(PROD, PREVIEW_ENV, on=list(MART_KEY_COLUMNS), select_models=[MART],
-                                          show=False, skip_grain_check=True, decimals=9)[0]
+                diff = context.table_diff(
+                    PROD,
+                    PREVIEW_ENV,
+                    on=list(MART_KEY_COLUMNS),
+                    select_models=[MART],
+                    show=False,
+                    skip_grain_check=True,
+                    decimals=9,
+                )[0]
                 row_diff = diff.row_diff()
-            preview.rows = {"prod": row_diff.source_count, "preview": row_diff.target_count,
-                            "matched": row_diff.join_count, "only_prod": row_diff.s_only_count,
-                            "only_preview": row_diff.t_only_count}
+            preview.rows = {
+                "prod": row_diff.source_count,
+                "preview": row_diff.target_count,
+                "matched": row_diff.join_count,
+                "only_prod": row_diff.s_only_count,
+                "only_preview": row_diff.t_only_count,
+            }
             stats = row_diff.column_stats
             for column, row in stats.iterrows():
                 pct = float(row.get("pct_match", 100.0))
@@ -124,8 +144,10 @@ def format_preview(preview: Preview, project: str) -> list[str]:
     if preview.rows:
         r = preview.rows
         lines.append(f"  numbers, prod vs {PREVIEW_ENV} ({MART}, on {', '.join(MART_KEY_COLUMNS)}):")
-        lines.append(f"    rows: prod {r['prod']}, preview {r['preview']}, matched {r['matched']}, "
-                     f"only in prod {r['only_prod']}, only in preview {r['only_preview']}")
+        lines.append(
+            f"    rows: prod {r['prod']}, preview {r['preview']}, matched {r['matched']}, "
+            f"only in prod {r['only_prod']}, only in preview {r['only_preview']}"
+        )
         if preview.columns:
             for column, pct in preview.columns:
                 lines.append(f"    {column:<24} differs in {pct:.1f}% of matched rows")

@@ -54,10 +54,12 @@ from financial_etl.warehouse.project import project_config_module
 PROD = "prod"
 
 
-def mesh_config(project_dir: str, duckdb_path: str, start_date: str, unit_tests: bool = True,
-                warehouse: str | None = None) -> MeshConfig:
+def mesh_config(
+    project_dir: str, duckdb_path: str, start_date: str, unit_tests: bool = True, warehouse: str | None = None
+) -> MeshConfig:
     return project_config_module(project_dir).build_config(
-        duckdb_path, start_date, unit_tests=unit_tests, warehouse=warehouse)
+        duckdb_path, start_date, unit_tests=unit_tests, warehouse=warehouse
+    )
 
 
 def lookback_rows(settings: Settings) -> int:
@@ -276,7 +278,7 @@ def prod_matches_project(context: Context) -> bool:
 
 
 def _prod_state(context: Context) -> str:
-    """"missing" (no prod yet), "behind" (prod runs other models) or "current"."""
+    """ "missing" (no prod yet), "behind" (prod runs other models) or "current"."""
     env = context.state_reader.get_environment(PROD)
     if env is None:
         return "missing"

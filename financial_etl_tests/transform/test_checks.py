@@ -65,8 +65,10 @@ def test_failing_audits_fail_their_checks_and_stop_the_export(planted, workdir):
     assert all(evals[(MART, name)].passed for name in passing)
     assert EXPORT not in _materialized(result)  # the blocking audit kept the export from running
     assert MART not in _materialized(result)  # a run SQLMesh stopped is a failed step, not a materialization
-    bad = query(workdir / "data" / "financial_etl.duckdb",
-                "SELECT count(*) FROM marts.stock_metrics WHERE ticker = 'BAD' AND trade_date = '2024-03-05'")
+    bad = query(
+        workdir / "data" / "financial_etl.duckdb",
+        "SELECT count(*) FROM marts.stock_metrics WHERE ticker = 'BAD' AND trade_date = '2024-03-05'",
+    )
     assert bad == [(1,)]  # the rows SQLMesh wrote stay in the mart for inspection
     assert query(workdir / "data" / "export.duckdb", 'SELECT count(*) FROM dbo."Dim_Stock_Metrics"') == export_before
     raw_bad = query(
@@ -90,15 +92,19 @@ def test_a_run_stopped_at_a_blocking_audit_is_a_failed_step_whose_checks_name_th
         causes.append(error)
         error = error.cause
     assert any(e.cls_name == BlockingAuditError.__name__ and "valid_ohlc_prices" in e.message for e in causes)
-    checks = {e.dagster_event.asset_check_evaluation_data.check_name: e.dagster_event.asset_check_evaluation_data
-              for e in instance.all_logs(result.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)}
+    checks = {
+        e.dagster_event.asset_check_evaluation_data.check_name: e.dagster_event.asset_check_evaluation_data
+        for e in instance.all_logs(result.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    }
     assert not checks["valid_ohlc_prices"].passed and checks["valid_ohlc_prices"].blocking
     assert checks["valid_ohlc_prices"].metadata["violating_rows"].value == 1
     assert checks["not_null"].passed
     assert not checks["positive_volume"].passed and not checks["positive_volume"].blocking
     assert DagsterEventType.STEP_SUCCESS not in {
-        e.dagster_event.event_type for e in instance.all_logs(result.run_id) if e.dagster_event
-        and e.step_key == "stock_metrics_audits"}
+        e.dagster_event.event_type
+        for e in instance.all_logs(result.run_id)
+        if e.dagster_event and e.step_key == "stock_metrics_audits"
+    }
 
 
 @pytest.mark.slow
@@ -125,8 +131,7 @@ def test_an_audit_added_to_the_sqlmesh_project_becomes_a_check(workdir, clean_en
     project = tmp_path / "sqlmesh_project"
     shutil.copytree(SQLMESH_PROJECT_DIR, project, ignore=shutil.ignore_patterns("logs", ".cache"))
     (project / "audits" / "close_below_ten_thousand.sql").write_text(
-        "AUDIT (name close_below_ten_thousand, dialect duckdb);\n"
-        "SELECT * FROM @this_model WHERE close_price >= 10000\n"
+        "AUDIT (name close_below_ten_thousand, dialect duckdb);\nSELECT * FROM @this_model WHERE close_price >= 10000\n"
     )
     model = project / "models" / "marts" / "stock_metrics.sql"
     text = model.read_text()
