@@ -32,8 +32,14 @@ def transform(args) -> dict:
     frame = universe(args.tickers, args.days)
     result = measure(frame)
     targets = {
-        "full refresh within 2x of a bare DuckDB window query": (result["full_vs_bare"] <= 2.0, f"{result['full_vs_bare']:.2f}x"),
-        "one-day incremental run at most 5% of the full refresh": (result["one_day_vs_full"] <= 0.05, f"{100 * result['one_day_vs_full']:.1f}%"),
+        "full refresh within 2x of a bare DuckDB window query": (
+            result["full_vs_bare"] <= 2.0,
+            f"{result['full_vs_bare']:.2f}x",
+        ),
+        "one-day incremental run at most 5% of the full refresh": (
+            result["one_day_vs_full"] <= 0.05,
+            f"{100 * result['one_day_vs_full']:.1f}%",
+        ),
     }
     return {
         "stage": "transform",
@@ -66,7 +72,9 @@ def export(args) -> dict:
         **result,
         "targets": {
             "one-day merge under 5% of the full refresh": {
-                "met": result["one_day_vs_full"] < 0.05, "measured": f"{100 * result['one_day_vs_full']:.1f}%"},
+                "met": result["one_day_vs_full"] < 0.05,
+                "measured": f"{100 * result['one_day_vs_full']:.1f}%",
+            },
         },
     }
 
@@ -79,22 +87,41 @@ def engines(args) -> dict:
     server = start_postgres()
     try:
         started = time.perf_counter()
-        result = measure(universe(args.tickers, args.days), server, engines=args.engines,
-                         progress=lambda msg: print(f"[{time.perf_counter() - started:7.1f} s] {msg}", flush=True))
+        result = measure(
+            universe(args.tickers, args.days),
+            server,
+            engines=args.engines,
+            progress=lambda msg: print(f"[{time.perf_counter() - started:7.1f} s] {msg}", flush=True),
+        )
     finally:
         server.stop()
-    return {"stage": "engines", "tickers": args.tickers, "days": args.days, "machine": machine(),
-            "elapsed_s": time.perf_counter() - started, **result}
+    return {
+        "stage": "engines",
+        "tickers": args.tickers,
+        "days": args.days,
+        "machine": machine(),
+        "elapsed_s": time.perf_counter() - started,
+        **result,
+    }
 
 
 def change(args) -> int:
     from benchmarks.change import markdown, measure
 
     started = time.perf_counter()
-    result = measure(args.tickers, args.days,
-                     progress=lambda msg: print(f"[{time.perf_counter() - started:7.1f} s] {msg}", flush=True))
-    result = {"stage": "change", "tickers": args.tickers, "days": args.days, "machine": machine(),
-              "elapsed_s": time.perf_counter() - started, **result}
+    result = measure(
+        args.tickers,
+        args.days,
+        progress=lambda msg: print(f"[{time.perf_counter() - started:7.1f} s] {msg}", flush=True),
+    )
+    result = {
+        "stage": "change",
+        "tickers": args.tickers,
+        "days": args.days,
+        "machine": machine(),
+        "elapsed_s": time.perf_counter() - started,
+        **result,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"change_{args.tickers}x{args.days}"
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))
@@ -104,15 +131,23 @@ def change(args) -> int:
 
 
 def export_markdown(result: dict) -> str:
-    lines = [f"Export to PostgreSQL, {result['tickers']} tickers x {result['days']:,} days, on {result['machine']}", "",
-             "| measure | value |", "|---|---|",
-             f"| full refresh (atomic replace) | {result['rows']:,} rows in {result['full_refresh_s']:.1f} s, "
-             f"{result['rows_per_s']:,.0f} rows/s |",
-             f"| one-day merge on top (median of {len(result['one_day_merge_runs_s'])} days) | "
-             f"{result['one_day_rows']} rows in {result['one_day_merge_s']:.2f} s "
-             f"({100 * result['one_day_vs_full']:.1f}% of full) |", "",
-             "| target | measured | met |", "|---|---|---|"]
-    lines += [f"| {name} | {t['measured']} | {'met' if t['met'] else 'MISSED'} |" for name, t in result["targets"].items()]
+    lines = [
+        f"Export to PostgreSQL, {result['tickers']} tickers x {result['days']:,} days, on {result['machine']}",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| full refresh (atomic replace) | {result['rows']:,} rows in {result['full_refresh_s']:.1f} s, "
+        f"{result['rows_per_s']:,.0f} rows/s |",
+        f"| one-day merge on top (median of {len(result['one_day_merge_runs_s'])} days) | "
+        f"{result['one_day_rows']} rows in {result['one_day_merge_s']:.2f} s "
+        f"({100 * result['one_day_vs_full']:.1f}% of full) |",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {t['measured']} | {'met' if t['met'] else 'MISSED'} |" for name, t in result["targets"].items()
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -123,17 +158,37 @@ def _runs(seconds: list[float]) -> str:
 def markdown(result: dict) -> str:
     rows = [
         ("rows", f"{result['rows']:,}"),
-        ("bare DuckDB window query (median)", f"{result['bare_duckdb_s']:.2f} s ({_runs(result['bare_duckdb_runs_s'])})"),
-        ("SQLMesh full refresh, plan and audits included (median)",
-         f"{result['full_refresh_s']:.2f} s, {result['full_vs_bare']:.2f}x bare "
-         f"({_runs(result['full_refresh_runs_s'])})"),
-        ("one-day incremental run (restatement of the new day)", f"{result['one_day_s']:.3f} s ({100 * result['one_day_vs_full']:.1f}% of full)"),
-        ("pipeline's daily transform (prod check + incremental run)", f"{result['daily_step_s']:.3f} s ({100 * result['daily_step_vs_full']:.1f}% of full)"),
+        (
+            "bare DuckDB window query (median)",
+            f"{result['bare_duckdb_s']:.2f} s ({_runs(result['bare_duckdb_runs_s'])})",
+        ),
+        (
+            "SQLMesh full refresh, plan and audits included (median)",
+            f"{result['full_refresh_s']:.2f} s, {result['full_vs_bare']:.2f}x bare "
+            f"({_runs(result['full_refresh_runs_s'])})",
+        ),
+        (
+            "one-day incremental run (restatement of the new day)",
+            f"{result['one_day_s']:.3f} s ({100 * result['one_day_vs_full']:.1f}% of full)",
+        ),
+        (
+            "pipeline's daily transform (prod check + incremental run)",
+            f"{result['daily_step_s']:.3f} s ({100 * result['daily_step_vs_full']:.1f}% of full)",
+        ),
     ]
-    lines = [f"Transform, {result['tickers']} tickers x {result['days']:,} days, on {result['machine']}", "",
-             "| measure | value |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows], "",
-             "| target | measured | met |", "|---|---|---|"]
-    lines += [f"| {name} | {t['measured']} | {'met' if t['met'] else 'MISSED'} |" for name, t in result["targets"].items()]
+    lines = [
+        f"Transform, {result['tickers']} tickers x {result['days']:,} days, on {result['machine']}",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        *[f"| {a} | {b} |" for a, b in rows],
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {t['measured']} | {'met' if t['met'] else 'MISSED'} |" for name, t in result["targets"].items()
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -141,9 +196,16 @@ def scale(args) -> int:
     from benchmarks.scale import run
 
     started = time.perf_counter()
-    result = run(args.sizes, args.stages, args.out, per_row_rows=args.per_row_rows,
-                 definition_loads=args.definition_loads, workdir=args.workdir, keep=args.keep,
-                 progress=lambda msg: print(f"[{time.perf_counter() - started:7.1f} s] {msg}", flush=True))
+    result = run(
+        args.sizes,
+        args.stages,
+        args.out,
+        per_row_rows=args.per_row_rows,
+        definition_loads=args.definition_loads,
+        workdir=args.workdir,
+        keep=args.keep,
+        progress=lambda msg: print(f"[{time.perf_counter() - started:7.1f} s] {msg}", flush=True),
+    )
     print((args.out / "scale.md").read_text())
     return 1 if result["errors"] else 0
 
@@ -152,18 +214,31 @@ def memory(args) -> int:
     from benchmarks.memory import run
 
     started = time.perf_counter()
-    result = run(args.tickers, args.histories, args.out, workdir=args.workdir, cap_bytes=int(args.cap_gib * 2**30),
-                 progress=lambda msg: print(f"[{time.perf_counter() - started:7.1f} s] {msg}", flush=True))
+    result = run(
+        args.tickers,
+        args.histories,
+        args.out,
+        workdir=args.workdir,
+        cap_bytes=int(args.cap_gib * 2**30),
+        progress=lambda msg: print(f"[{time.perf_counter() - started:7.1f} s] {msg}", flush=True),
+    )
     print((args.out / "memory.md").read_text())
-    return 0 if all(r["full_refresh"]["exit_code"] == 0 and r["daily"] and r["daily"]["exit_code"] == 0
-                    for r in result["runs"]) else 1
+    return (
+        0
+        if all(
+            r["full_refresh"]["exit_code"] == 0 and r["daily"] and r["daily"]["exit_code"] == 0 for r in result["runs"]
+        )
+        else 1
+    )
 
 
 def history(args) -> int:
     from benchmarks.history import run
 
     started = time.perf_counter()
-    result = run(args.before, args.out, progress=lambda msg: print(f"[{time.perf_counter() - started:7.1f} s] {msg}", flush=True))
+    result = run(
+        args.before, args.out, progress=lambda msg: print(f"[{time.perf_counter() - started:7.1f} s] {msg}", flush=True)
+    )
     print((args.out / "history.md").read_text())
     latest = list(result["versions"].values())[-1]
     return 0 if latest["wall_met"] and latest["growth_met"] else 1
@@ -188,20 +263,39 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="stage", required=True)
     s = sub.add_parser("scale", help="every stage at every size: scale.json, scale.md, scale.png")
-    s.add_argument("--sizes", type=scale_module.parse_sizes, default=list(scale_module.SIZES),
-                   help="tickers x trading days, comma-separated (default: "
-                        + ",".join(f"{t}x{d}" for t, d in scale_module.SIZES) + ")")
-    s.add_argument("--stages", type=lambda text: [x.strip() for x in text.split(",")],
-                   default=list(scale_module.STAGES), help="default: " + ",".join(scale_module.STAGES))
+    s.add_argument(
+        "--sizes",
+        type=scale_module.parse_sizes,
+        default=list(scale_module.SIZES),
+        help="tickers x trading days, comma-separated (default: "
+        + ",".join(f"{t}x{d}" for t, d in scale_module.SIZES)
+        + ")",
+    )
+    s.add_argument(
+        "--stages",
+        type=lambda text: [x.strip() for x in text.split(",")],
+        default=list(scale_module.STAGES),
+        help="default: " + ",".join(scale_module.STAGES),
+    )
     s.add_argument("--out", type=Path, default=RESULTS)
-    s.add_argument("--per-row-rows", type=int, default=scale_module.PER_ROW_ROWS,
-                   help="the seed's per-row path loads whole tickers covering at least this many rows")
-    s.add_argument("--definition-loads", type=int, default=scale_module.DEFINITION_LOADS,
-                   help="fresh processes timing the definitions load (the median is reported)")
+    s.add_argument(
+        "--per-row-rows",
+        type=int,
+        default=scale_module.PER_ROW_ROWS,
+        help="the seed's per-row path loads whole tickers covering at least this many rows",
+    )
+    s.add_argument(
+        "--definition-loads",
+        type=int,
+        default=scale_module.DEFINITION_LOADS,
+        help="fresh processes timing the definitions load (the median is reported)",
+    )
     s.add_argument("--workdir", type=Path, default=None, help="where the temporary warehouses go (default: /tmp)")
     s.add_argument("--keep", action="store_true", help="keep the working directory and the children's logs")
-    h = sub.add_parser("history", help="one ticker's 8.5-year history through `financial-etl run`: wall time, "
-                                       "data work, DAGSTER_HOME growth")
+    h = sub.add_parser(
+        "history",
+        help="one ticker's 8.5-year history through `financial-etl run`: wall time, data work, DAGSTER_HOME growth",
+    )
     h.add_argument("--before", metavar="REV", help="also measure this git revision (in a temporary worktree)")
     h.add_argument("--out", type=Path, default=RESULTS)
     p = sub.add_parser("partitions", help="Dagster's bookkeeping alone per partition granularity (no-op assets)")
@@ -214,24 +308,36 @@ def main(argv=None) -> int:
     e.add_argument("--tickers", type=int, default=500)
     e.add_argument("--days", type=int, default=2500)
     e.add_argument("--out", type=Path, default=RESULTS)
-    w = sub.add_parser("engines", help="transform on DuckDB, PostgreSQL and Spark; export to PostgreSQL per loader format")
+    w = sub.add_parser(
+        "engines", help="transform on DuckDB, PostgreSQL and Spark; export to PostgreSQL per loader format"
+    )
     w.add_argument("--tickers", type=int, default=100)
     w.add_argument("--days", type=int, default=2500)
-    w.add_argument("--engines", type=lambda text: [x.strip() for x in text.split(",")],
-                   default=["duckdb", "postgres", "spark"])
+    w.add_argument(
+        "--engines", type=lambda text: [x.strip() for x in text.split(",")], default=["duckdb", "postgres", "spark"]
+    )
     w.add_argument("--out", type=Path, default=RESULTS)
     c = sub.add_parser("change", help="landing a model change: mart rebuild and export re-send beside a full refresh")
     c.add_argument("--tickers", type=int, default=500)
     c.add_argument("--days", type=int, default=6500)
     c.add_argument("--out", type=Path, default=RESULTS)
-    m = sub.add_parser("memory", help="peak RSS and wall time of `financial-etl run`: full refresh, then a daily "
-                                      "run on top, per history length")
+    m = sub.add_parser(
+        "memory",
+        help="peak RSS and wall time of `financial-etl run`: full refresh, then a daily run on top, per history length",
+    )
     m.add_argument("--tickers", type=int, default=memory_module.TICKERS)
-    m.add_argument("--histories", type=lambda text: [int(x) for x in text.split(",")],
-                   default=list(memory_module.HISTORIES), help="sessions of history, comma-separated (default: "
-                   + ",".join(map(str, memory_module.HISTORIES)) + ")")
-    m.add_argument("--cap-gib", type=float, default=memory_module.CAP_BYTES / 2**30,
-                   help="kill a run whose RSS passes this (the machine is shared)")
+    m.add_argument(
+        "--histories",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=list(memory_module.HISTORIES),
+        help="sessions of history, comma-separated (default: " + ",".join(map(str, memory_module.HISTORIES)) + ")",
+    )
+    m.add_argument(
+        "--cap-gib",
+        type=float,
+        default=memory_module.CAP_BYTES / 2**30,
+        help="kill a run whose RSS passes this (the machine is shared)",
+    )
     m.add_argument("--workdir", type=Path, default=None, help="where the warehouses go (default: /tmp)")
     m.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)

@@ -35,20 +35,31 @@ def measure_engine(engine: str, setting: str | None, frame: pd.DataFrame, workdi
     last = days[-1]
     with Clock() as load:
         load_raw(warehouse, frame[frame["date"] < last], folder / "pipelines", replace=True)
-    ctx = Context(paths=[str(SQLMESH_PROJECT_DIR)],
-                  config=mesh_config(str(SQLMESH_PROJECT_DIR), str(duckdb_path), days[0].isoformat(),
-                                     warehouse=warehouse.setting()))
+    ctx = Context(
+        paths=[str(SQLMESH_PROJECT_DIR)],
+        config=mesh_config(
+            str(SQLMESH_PROJECT_DIR), str(duckdb_path), days[0].isoformat(), warehouse=warehouse.setting()
+        ),
+    )
     with Clock() as full:
         ctx.plan("prod", auto_apply=True, no_prompts=True, skip_tests=True, execution_time=last.isoformat())
     rows = int(ctx.engine_adapter.fetchone(f"SELECT count(*) FROM {MART}")[0])
     with Clock() as day_load:
         load_raw(warehouse, frame[frame["date"] == last], folder / "pipelines", replace=False)
     with Clock() as one_day:
-        ctx.plan("prod", auto_apply=True, no_prompts=True, skip_tests=True, restate_models=[MART],
-                 start=last.isoformat(), end=last.isoformat(),
-                 execution_time=(last + dt.timedelta(days=1)).isoformat())
-    day_rows = int(ctx.engine_adapter.fetchone(
-        f"SELECT count(*) FROM {MART} WHERE trade_date = DATE '{last.isoformat()}'")[0])
+        ctx.plan(
+            "prod",
+            auto_apply=True,
+            no_prompts=True,
+            skip_tests=True,
+            restate_models=[MART],
+            start=last.isoformat(),
+            end=last.isoformat(),
+            execution_time=(last + dt.timedelta(days=1)).isoformat(),
+        )
+    day_rows = int(
+        ctx.engine_adapter.fetchone(f"SELECT count(*) FROM {MART} WHERE trade_date = DATE '{last.isoformat()}'")[0]
+    )
     ctx.close()
     return {
         "engine": engine,
@@ -77,12 +88,14 @@ def measure_exports(duckdb_path: Path, export_url: str) -> list[dict]:
     results = []
     for fmt, label in EXPORT_FORMATS.items():
         with Clock() as clock:
-            rows = load_export(settings, dataclasses.replace(target, load_format=fmt), ranges=None,
-                               full_refresh=True).rows
+            rows = load_export(
+                settings, dataclasses.replace(target, load_format=fmt), ranges=None, full_refresh=True
+            ).rows
         loaded_as = loaded_file_formats(EXPORT_PIPELINE, settings.pipelines_dir, target.table)
         assert loaded_as == {fmt}, f"asked for {fmt}, dlt loaded {loaded_as}"
-        results.append({"format": fmt, "label": label, "rows": rows, "seconds": clock.wall,
-                        "rows_per_s": rows / clock.wall})
+        results.append(
+            {"format": fmt, "label": label, "rows": rows, "seconds": clock.wall, "rows_per_s": rows / clock.wall}
+        )
     return results
 
 
@@ -103,15 +116,25 @@ def measure(frame: pd.DataFrame, postgres, workdir: Path | None = None, engines=
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Warehouse engines, {result['tickers']} tickers x {result['days']:,} days, on {result['machine']}", "",
-             "| engine | raw load (pipeline's path) | full refresh | rows/s | one-day run | one-day vs full |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Warehouse engines, {result['tickers']} tickers x {result['days']:,} days, on {result['machine']}",
+        "",
+        "| engine | raw load (pipeline's path) | full refresh | rows/s | one-day run | one-day vs full |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in result["transform"]:
-        lines.append(f"| {r['engine']} | {r['raw_load_s']:.1f} s | {r['full_refresh_s']:.1f} s "
-                     f"({r['full_refresh_rows']:,} rows) | {r['full_refresh_rows_per_s']:,.0f} | "
-                     f"{r['one_day_s']:.2f} s ({r['one_day_rows']} rows) | {100 * r['one_day_vs_full']:.0f}% |")
-    lines += ["", "Export full refresh to PostgreSQL (dlt, atomic replace), per loader file format:", "",
-              "| loader format | rows | time | rows/s |", "|---|---|---|---|"]
+        lines.append(
+            f"| {r['engine']} | {r['raw_load_s']:.1f} s | {r['full_refresh_s']:.1f} s "
+            f"({r['full_refresh_rows']:,} rows) | {r['full_refresh_rows_per_s']:,.0f} | "
+            f"{r['one_day_s']:.2f} s ({r['one_day_rows']} rows) | {100 * r['one_day_vs_full']:.0f}% |"
+        )
+    lines += [
+        "",
+        "Export full refresh to PostgreSQL (dlt, atomic replace), per loader file format:",
+        "",
+        "| loader format | rows | time | rows/s |",
+        "|---|---|---|---|",
+    ]
     for e in result["export"]:
         lines.append(f"| {e['label']} | {e['rows']:,} | {e['seconds']:.1f} s | {e['rows_per_s']:,.0f} |")
     return "\n".join(lines) + "\n"

@@ -14,9 +14,16 @@ import pandas as pd
 from benchmarks.clock import Clock
 from financial_etl.extract.resource import PriceBatch, eod_prices_resource, fetch_batch
 from financial_etl.warehouse import RAW, RAW_DATASET, RAW_TABLE
+from financial_etl.warehouse.dlt_settings import pipeline_settings
 
 # The seed's yf.download columns and the raw columns they become.
-YAHOO_COLUMNS = {"Open": "open_price", "High": "high_price", "Low": "low_price", "Close": "close_price", "Volume": "volume"}
+YAHOO_COLUMNS = {
+    "Open": "open_price",
+    "High": "high_price",
+    "Low": "low_price",
+    "Close": "close_price",
+    "Volume": "volume",
+}
 
 
 def yahoo_layout(frame: pd.DataFrame) -> pd.DataFrame:
@@ -64,24 +71,29 @@ def bulk_resource(frame: pd.DataFrame):
     """The project's resource, its fetch returning the frame a source produced. The raw
     contract runs here (in `fetch_batch`), so call this inside the timed section."""
     tickers = list(dict.fromkeys(frame["ticker"]))
-    return eod_prices_resource(fetch_batch(
-        lambda _tickers, _start, _end: PriceBatch(frame=frame, source="benchmark"),
-        tickers, min(frame["date"]), max(frame["date"]),
-    ))
+    return eod_prices_resource(
+        fetch_batch(
+            lambda _tickers, _start, _end: PriceBatch(frame=frame, source="benchmark"),
+            tickers,
+            min(frame["date"]),
+            max(frame["date"]),
+        )
+    )
 
 
 def load(make_resource, workdir: Path, name: str) -> tuple[Clock, int]:
     """How long building the resource (for the project's, the raw contract) and dlt
     running it into a fresh DuckDB file take; rows landed."""
     db = workdir / f"{name}.duckdb"
-    pipeline = dlt.pipeline(
-        pipeline_name=f"bench_{name}",
-        destination=dlt.destinations.duckdb(str(db)),
-        dataset_name=RAW_DATASET,
-        pipelines_dir=str(workdir / ".dlt_pipelines"),
-    )
-    with Clock() as clock:
-        pipeline.run(make_resource()).raise_on_failed_jobs()
+    with pipeline_settings():  # the project's dlt settings, as the extract runs it
+        pipeline = dlt.pipeline(
+            pipeline_name=f"bench_{name}",
+            destination=dlt.destinations.duckdb(str(db)),
+            dataset_name=RAW_DATASET,
+            pipelines_dir=str(workdir / ".dlt_pipelines"),
+        )
+        with Clock() as clock:
+            pipeline.run(make_resource()).raise_on_failed_jobs()
     with duckdb.connect(str(db), read_only=True) as con:
         (rows,) = con.execute(f"SELECT count(*) FROM {RAW}").fetchone()
     return clock, int(rows)

@@ -63,9 +63,21 @@ def cli_module(code: Path) -> str:
 def cli_run(env: dict, cwd: Path, start: dt.date, end: dt.date) -> float:
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", cli_module(Path(env["PYTHONPATH"])), "run",
-         "--start", start.isoformat(), "--end", end.isoformat()],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=1800,
+        [
+            sys.executable,
+            "-m",
+            cli_module(Path(env["PYTHONPATH"])),
+            "run",
+            "--start",
+            start.isoformat(),
+            "--end",
+            end.isoformat(),
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"financial-etl run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -77,15 +89,17 @@ def measure(code: Path, base: Path, csv_dir: Path) -> dict:
     next session's daily run on top of it, on the same DAGSTER_HOME."""
     home = dagster_home(base / "dagster_home")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FINANCIAL_ETL_", "DESTINATION__"))}
-    env.update({
-        "PYTHONPATH": str(code),
-        "DAGSTER_HOME": str(home),
-        "FINANCIAL_ETL_SOURCE": "csv",
-        "FINANCIAL_ETL_CSV_DIR": str(csv_dir),
-        "FINANCIAL_ETL_TICKERS": TICKER,
-        "FINANCIAL_ETL_START_DATE": START.isoformat(),
-        "FINANCIAL_ETL_DUCKDB_PATH": str(base / "data" / "financial_etl.duckdb"),
-    })
+    env.update(
+        {
+            "PYTHONPATH": str(code),
+            "DAGSTER_HOME": str(home),
+            "FINANCIAL_ETL_SOURCE": "csv",
+            "FINANCIAL_ETL_CSV_DIR": str(csv_dir),
+            "FINANCIAL_ETL_TICKERS": TICKER,
+            "FINANCIAL_ETL_START_DATE": START.isoformat(),
+            "FINANCIAL_ETL_DUCKDB_PATH": str(base / "data" / "financial_etl.duckdb"),
+        }
+    )
     before = tree_bytes(home)
     wall = cli_run(env, base, START, END)
     growth_mb = (tree_bytes(home) - before) / 1e6
@@ -124,15 +138,20 @@ def run(before_rev: str | None, out: Path, progress=print) -> dict:
         versions = [("after", REPO)]
         if before_rev:
             worktree = base / "before_code"
-            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), before_rev],
-                           check=True, capture_output=True)
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), before_rev],
+                check=True,
+                capture_output=True,
+            )
             versions.insert(0, (f"before ({before_rev})", worktree))
         for label, code in versions:
             progress(f"history run: {label}")
             result["versions"][label] = measure(code, base / label.split()[0], csv_dir)
     finally:
         if worktree is not None:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], capture_output=True)
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], capture_output=True
+            )
         shutil.rmtree(base, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "history.json").write_text(json.dumps(result, indent=2, default=str))
@@ -144,7 +163,8 @@ def markdown(result: dict) -> str:
     lines = [
         f"One ticker, {result['range']} ({result['ticker_rows']:,} rows, {result['weekdays']:,} weekdays), csv source, "
         f"`financial-etl run` with a persistent SQLite DAGSTER_HOME, on {result['machine']}; then the next session "
-        f"({DAILY}) as a daily run on top", "",
+        f"({DAILY}) as a daily run on top",
+        "",
         "| code | history run | steps' data work | limit (2x work + 10 s) | DAGSTER_HOME growth | events written "
         "| materializations | met | daily run on top (its data work) |",
         "|---|---|---|---|---|---|---|---|---|",

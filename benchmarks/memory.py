@@ -74,8 +74,15 @@ def measured_run(args: list[str], env: dict, cwd: Path, cap_bytes: int = CAP_BYT
     """`financial-etl <args>` in a fresh process: exit code, wall time, peak RSS of its
     process tree (and when it peaked), its output lines with their times, an RSS timeline."""
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "financial_etl.cli", *args], env=env, cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "financial_etl.cli", *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     lines: list[tuple[float, str]] = []
 
     def read() -> None:
@@ -103,29 +110,44 @@ def measured_run(args: list[str], env: dict, cwd: Path, cap_bytes: int = CAP_BYT
         time.sleep(POLL_S)
     wall = time.perf_counter() - started
     reader.join(timeout=10)
-    stages = {m.group(1): {"rows": int(m.group(2)), "s": float(m.group(3)), "ended_at_s": round(t, 2)}
-              for t, line in lines if (m := STAGE.match(line))}
+    stages = {
+        m.group(1): {"rows": int(m.group(2)), "s": float(m.group(3)), "ended_at_s": round(t, 2)}
+        for t, line in lines
+        if (m := STAGE.match(line))
+    }
     return {
-        "args": args, "exit_code": proc.returncode, "wall_s": wall, "peak_rss_bytes": max(peak, usage.ru_maxrss * 1024),
-        "process_max_rss_bytes": usage.ru_maxrss * 1024, "tree_peak_pss_bytes": peak,
-        "peak_at_s": round(peak_at, 2), "killed_above_cap": capped, "stages": stages,
-        "output": [[round(t, 2), line] for t, line in lines[-60:]], "rss_timeline": timeline,
+        "args": args,
+        "exit_code": proc.returncode,
+        "wall_s": wall,
+        "peak_rss_bytes": max(peak, usage.ru_maxrss * 1024),
+        "process_max_rss_bytes": usage.ru_maxrss * 1024,
+        "tree_peak_pss_bytes": peak,
+        "peak_at_s": round(peak_at, 2),
+        "killed_above_cap": capped,
+        "stages": stages,
+        "output": [[round(t, 2), line] for t, line in lines[-60:]],
+        "rss_timeline": timeline,
     }
 
 
 def run_env(workdir: Path, tickers: int, start: dt.date, end: dt.date) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("FINANCIAL_ETL_", "DESTINATION__")) and k != "DAGSTER_HOME"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("FINANCIAL_ETL_", "DESTINATION__")) and k != "DAGSTER_HOME"
+    }
     repo = str(Path(__file__).resolve().parent.parent)
-    env.update({
-        "PYTHONPATH": os.pathsep.join([repo, *filter(None, [env.get("PYTHONPATH")])]),
-        "FINANCIAL_ETL_SOURCE": "synthetic",
-        "FINANCIAL_ETL_TICKERS": ",".join(f"T{i:04d}" for i in range(tickers)),
-        "FINANCIAL_ETL_START_DATE": start.isoformat(),
-        "FINANCIAL_ETL_END_DATE": end.isoformat(),
-        "FINANCIAL_ETL_DUCKDB_PATH": str(workdir / "data" / "financial_etl.duckdb"),
-        "DAGSTER_HOME": str(workdir / "dagster_home"),
-    })
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join([repo, *filter(None, [env.get("PYTHONPATH")])]),
+            "FINANCIAL_ETL_SOURCE": "synthetic",
+            "FINANCIAL_ETL_TICKERS": ",".join(f"T{i:04d}" for i in range(tickers)),
+            "FINANCIAL_ETL_START_DATE": start.isoformat(),
+            "FINANCIAL_ETL_END_DATE": end.isoformat(),
+            "FINANCIAL_ETL_DUCKDB_PATH": str(workdir / "data" / "financial_etl.duckdb"),
+            "DAGSTER_HOME": str(workdir / "dagster_home"),
+        }
+    )
     return env
 
 
@@ -139,8 +161,9 @@ def measure_history(tickers: int, days: int, workdir: Path, cap_bytes: int, prog
     env = run_env(workdir, tickers, all_sessions[0], all_sessions[-1])
     first, last, day = all_sessions[0], all_sessions[-2], all_sessions[-1]
     progress(f"{tickers} x {days}: full refresh {first} to {last}")
-    full = measured_run(["run", "--start", first.isoformat(), "--end", last.isoformat(), "--full-refresh"],
-                        env, workdir, cap_bytes)
+    full = measured_run(
+        ["run", "--start", first.isoformat(), "--end", last.isoformat(), "--full-refresh"], env, workdir, cap_bytes
+    )
     full["rows"] = tickers * days
     progress(f"  {full['wall_s']:.1f} s, {full['peak_rss_bytes'] / GIB:.2f} GiB, exit {full['exit_code']}")
     if full["exit_code"] != 0:
@@ -163,12 +186,15 @@ def targets(result: dict) -> dict:
     dailies = [(r["days"], r["daily"]) for r in runs if _ok(r["daily"])]
     if dailies:
         days, worst = max(dailies, key=lambda d: d[1]["wall_s"])
-        out["daily run at most 30 s"] = {"met": worst["wall_s"] <= DAILY_WALL_S,
-                                         "measured": f"{worst['wall_s']:.1f} s after {days:,} days (the slowest)"}
+        out["daily run at most 30 s"] = {
+            "met": worst["wall_s"] <= DAILY_WALL_S,
+            "measured": f"{worst['wall_s']:.1f} s after {days:,} days (the slowest)",
+        }
         days, worst = max(dailies, key=lambda d: d[1]["peak_rss_bytes"])
         out["daily run peak RSS at most 1 GiB"] = {
             "met": worst["peak_rss_bytes"] <= DAILY_RSS,
-            "measured": f"{worst['peak_rss_bytes'] / GIB:.2f} GiB after {days:,} days (the highest)"}
+            "measured": f"{worst['peak_rss_bytes'] / GIB:.2f} GiB after {days:,} days (the highest)",
+        }
     else:
         out["daily run at most 30 s"] = out["daily run peak RSS at most 1 GiB"] = not_measured
     if len(dailies) > 1:
@@ -177,7 +203,8 @@ def targets(result: dict) -> dict:
         out[f"daily run peak RSS flat with history (at most {FLAT_RATIO}x)"] = {
             "met": ratio <= FLAT_RATIO,
             "measured": f"{ratio:.2f}x ({a['peak_rss_bytes'] / GIB:.2f} GiB after {d1:,} days, "
-                        f"{b['peak_rss_bytes'] / GIB:.2f} GiB after {d2:,})"}
+            f"{b['peak_rss_bytes'] / GIB:.2f} GiB after {d2:,})",
+        }
     else:
         out[f"daily run peak RSS flat with history (at most {FLAT_RATIO}x)"] = not_measured
     fulls = sorted((r["full_refresh"]["rows"], r["full_refresh"]) for r in runs if _ok(r["full_refresh"]))
@@ -186,21 +213,28 @@ def targets(result: dict) -> dict:
     out["full refresh peak RSS at most 4 GiB"] = {
         "met": full["peak_rss_bytes"] <= FULL_RSS and _ok(full),
         "measured": f"{full['peak_rss_bytes'] / GIB:.2f} GiB at {largest['tickers']:,} x {largest['days']:,}"
-                    + ("" if _ok(full) else f" (did not finish: exit {full['exit_code']}"
-                       + (", killed above the cap)" if full["killed_above_cap"] else ")"))}
+        + (
+            ""
+            if _ok(full)
+            else f" (did not finish: exit {full['exit_code']}"
+            + (", killed above the cap)" if full["killed_above_cap"] else ")")
+        ),
+    }
     if len(fulls) > 1:
         (r1, a), (r2, b) = fulls[0], fulls[-1]
         slope = math.log(b["wall_s"] / a["wall_s"]) / math.log(r2 / r1)
         out[f"full refresh time linear in rows (log-log slope at most {LINEAR_SLOPE})"] = {
             "met": slope <= LINEAR_SLOPE,
-            "measured": f"slope {slope:.2f} from {r1:,} rows ({a['wall_s']:.0f} s) to {r2:,} ({b['wall_s']:.0f} s)"}
+            "measured": f"slope {slope:.2f} from {r1:,} rows ({a['wall_s']:.0f} s) to {r2:,} ({b['wall_s']:.0f} s)",
+        }
     else:
         out[f"full refresh time linear in rows (log-log slope at most {LINEAR_SLOPE})"] = not_measured
     return out
 
 
-def run(tickers: int, histories, out: Path, workdir: Path | None = None, cap_bytes: int = CAP_BYTES,
-        progress=print) -> dict:
+def run(
+    tickers: int, histories, out: Path, workdir: Path | None = None, cap_bytes: int = CAP_BYTES, progress=print
+) -> dict:
     import shutil
     import tempfile
 
@@ -208,8 +242,14 @@ def run(tickers: int, histories, out: Path, workdir: Path | None = None, cap_byt
 
     started = time.perf_counter()
     base = Path(tempfile.mkdtemp(prefix="bench_memory_", dir=workdir))
-    result: dict = {"machine": machine(), "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                    "tickers": tickers, "histories": list(histories), "cap_bytes": cap_bytes, "runs": []}
+    result: dict = {
+        "machine": machine(),
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "tickers": tickers,
+        "histories": list(histories),
+        "cap_bytes": cap_bytes,
+        "runs": [],
+    }
     try:
         for days in histories:
             folder = base / f"{tickers}x{days}"
@@ -238,16 +278,21 @@ def _stages(run: dict | None) -> str:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"`financial-etl run` at {result['tickers']:,} synthetic tickers, on {result['machine']}; "
-             f"harness {result['elapsed_s'] / 60:.1f} min", "",
-             "| history (sessions) | run | rows | wall | peak RSS (process tree) | peaked at | stages |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"`financial-etl run` at {result['tickers']:,} synthetic tickers, on {result['machine']}; "
+        f"harness {result['elapsed_s'] / 60:.1f} min",
+        "",
+        "| history (sessions) | run | rows | wall | peak RSS (process tree) | peaked at | stages |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in result["runs"]:
         for name, run in (("full refresh", r["full_refresh"]), ("daily run on top", r["daily"])):
             if run is None:
                 continue
-            lines.append(f"| {r['days']:,} | {name} | {run['rows']:,} | {run['wall_s']:.1f} s | {_gib(run)} | "
-                         f"{run['peak_at_s']:.0f} s | {_stages(run)} |")
+            lines.append(
+                f"| {r['days']:,} | {name} | {run['rows']:,} | {run['wall_s']:.1f} s | {_gib(run)} | "
+                f"{run['peak_at_s']:.0f} s | {_stages(run)} |"
+            )
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     verdict = {True: "met", False: "MISSED", None: "–"}
     lines += [f"| {name} | {t['measured']} | {verdict[t['met']]} |" for name, t in result["targets"].items()]

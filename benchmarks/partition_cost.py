@@ -29,7 +29,9 @@ def variant(granularity: str, planned_subset: bool) -> dict:
     if planned_subset:
         os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = "1"
     home = Path(tempfile.mkdtemp(prefix="partition_cost_"))
-    (home / "dagster.yaml").write_text(f"storage:\n  sqlite:\n    base_dir: {home}/storage\ntelemetry:\n  enabled: false\n")
+    (home / "dagster.yaml").write_text(
+        f"storage:\n  sqlite:\n    base_dir: {home}/storage\ntelemetry:\n  enabled: false\n"
+    )
     os.environ["DAGSTER_HOME"] = str(home)
     from dagster import (
         BackfillPolicy,
@@ -41,8 +43,13 @@ def variant(granularity: str, planned_subset: bool) -> dict:
         define_asset_job,
     )
 
-    partitions = TimeWindowPartitionsDefinition(cron_schedule=CRONS[granularity], start=STARTS[granularity],
-                                                end=ENDS[granularity], fmt=FMTS[granularity], timezone="America/New_York")
+    partitions = TimeWindowPartitionsDefinition(
+        cron_schedule=CRONS[granularity],
+        start=STARTS[granularity],
+        end=ENDS[granularity],
+        fmt=FMTS[granularity],
+        timezone="America/New_York",
+    )
     policy = BackfillPolicy.single_run()
 
     @asset(partitions_def=partitions, backfill_policy=policy)
@@ -61,8 +68,10 @@ def variant(granularity: str, planned_subset: bool) -> dict:
     keys = partitions.get_partition_keys()
     with DagsterInstance.get() as instance:
         started = time.perf_counter()
-        result = job.resolve_job_def("j").execute_in_process(instance=instance, tags={
-            "dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]})
+        result = job.resolve_job_def("j").execute_in_process(
+            instance=instance,
+            tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+        )
         wall = time.perf_counter() - started
     assert result.success
     return {"partitions": len(keys), "wall_s": wall, "dagster_home_mb": tree_bytes(home) / 1e6}
@@ -70,13 +79,25 @@ def variant(granularity: str, planned_subset: bool) -> dict:
 
 def run(progress=print) -> list[dict]:
     rows = []
-    for granularity, subset in (("daily", False), ("daily", True), ("weekly", False), ("monthly", False),
-                                ("yearly", False)):
+    for granularity, subset in (
+        ("daily", False),
+        ("daily", True),
+        ("weekly", False),
+        ("monthly", False),
+        ("yearly", False),
+    ):
         progress(f"{granularity}{' (one planned event per asset)' if subset else ''}")
-        code = ("import json; from benchmarks.partition_cost import variant; "
-                f"print(json.dumps(variant({granularity!r}, {subset})))")
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent.parent)
+        code = (
+            "import json; from benchmarks.partition_cost import variant; "
+            f"print(json.dumps(variant({granularity!r}, {subset})))"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
         import json
 
         rows.append({"granularity": granularity, "planned_subset": subset, **json.loads(proc.stdout.splitlines()[-1])})
@@ -84,9 +105,16 @@ def run(progress=print) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| partitions | range run of 3 no-op assets | DAGSTER_HOME | per partition and asset |", "|---|---|---|---|"]
+    lines = [
+        "| partitions | range run of 3 no-op assets | DAGSTER_HOME | per partition and asset |",
+        "|---|---|---|---|",
+    ]
     for r in rows:
-        name = f"{r['granularity']}, {r['partitions']:,}" + (" (`DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1`)" if r["planned_subset"] else "")
-        lines.append(f"| {name} | {r['wall_s']:.1f} s | {r['dagster_home_mb']:.1f} MB | "
-                     f"{1000 * r['wall_s'] / (3 * r['partitions']):.0f} ms |")
+        name = f"{r['granularity']}, {r['partitions']:,}" + (
+            " (`DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1`)" if r["planned_subset"] else ""
+        )
+        lines.append(
+            f"| {name} | {r['wall_s']:.1f} s | {r['dagster_home_mb']:.1f} MB | "
+            f"{1000 * r['wall_s'] / (3 * r['partitions']):.0f} ms |"
+        )
     return "\n".join(lines) + "\n"

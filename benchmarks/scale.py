@@ -142,20 +142,43 @@ def measure_size(tickers: int, days: int, stages, base: Path, per_row_rows: int,
         progress(f"{label}: {stage}")
         log = logs / f"{label}_{stage}.log"
         if stage == "extract":
-            result[stage] = in_child("benchmarks.scale:extract_stage", log, tickers=tickers, days=days,
-                                     workdir=str(stage_dir), per_row_rows=per_row_rows)
+            result[stage] = in_child(
+                "benchmarks.scale:extract_stage",
+                log,
+                tickers=tickers,
+                days=days,
+                workdir=str(stage_dir),
+                per_row_rows=per_row_rows,
+            )
         elif stage == "transform":
-            result[stage] = in_child("benchmarks.scale:transform_stage", log, tickers=tickers, days=days,
-                                     workdir=str(stage_dir))
+            result[stage] = in_child(
+                "benchmarks.scale:transform_stage", log, tickers=tickers, days=days, workdir=str(stage_dir)
+            )
         elif stage == "export":
-            result[stage] = in_child("benchmarks.scale:export_stage", log, tickers=tickers, days=days,
-                                     workdir=str(stage_dir))
+            result[stage] = in_child(
+                "benchmarks.scale:export_stage", log, tickers=tickers, days=days, workdir=str(stage_dir)
+            )
         elif stage == "dagster":
-            full = in_child("benchmarks.orchestration:pipeline_run", log, workdir=str(stage_dir), tickers=tickers,
-                            days=days, which="full_refresh")
-            daily = {"error": "not run: the full refresh failed"} if "error" in full else in_child(
-                "benchmarks.orchestration:pipeline_run", log, workdir=str(stage_dir), tickers=tickers,
-                days=days, which="daily")
+            full = in_child(
+                "benchmarks.orchestration:pipeline_run",
+                log,
+                workdir=str(stage_dir),
+                tickers=tickers,
+                days=days,
+                which="full_refresh",
+            )
+            daily = (
+                {"error": "not run: the full refresh failed"}
+                if "error" in full
+                else in_child(
+                    "benchmarks.orchestration:pipeline_run",
+                    log,
+                    workdir=str(stage_dir),
+                    tickers=tickers,
+                    days=days,
+                    which="daily",
+                )
+            )
             result[stage] = {"full_refresh": full, "daily": daily}
         shutil.rmtree(stage_dir, ignore_errors=True)  # GBs at the larger sizes
     return result
@@ -166,8 +189,10 @@ def measure_definitions(loads: int, base: Path, progress) -> dict:
 
     progress(f"definitions load x{loads}")
     env = pipeline_env(base / "definitions", 7, 1500)
-    runs = [in_child("benchmarks.orchestration:definitions_load", base / "logs" / "definitions.log", env=env)
-            for _ in range(loads)]
+    runs = [
+        in_child("benchmarks.orchestration:definitions_load", base / "logs" / "definitions.log", env=env)
+        for _ in range(loads)
+    ]
     ok = [run for run in runs if "error" not in run]
     summary = {"runs": runs}
     if ok:
@@ -177,8 +202,16 @@ def measure_definitions(loads: int, base: Path, progress) -> dict:
     return summary
 
 
-def run(sizes, stages, out: Path, per_row_rows: int = PER_ROW_ROWS, definition_loads: int = DEFINITION_LOADS,
-        workdir: Path | None = None, keep: bool = False, progress=print) -> dict:
+def run(
+    sizes,
+    stages,
+    out: Path,
+    per_row_rows: int = PER_ROW_ROWS,
+    definition_loads: int = DEFINITION_LOADS,
+    workdir: Path | None = None,
+    keep: bool = False,
+    progress=print,
+) -> dict:
     from benchmarks.machine import machine
 
     started = time.perf_counter()
@@ -210,14 +243,18 @@ def run(sizes, stages, out: Path, per_row_rows: int = PER_ROW_ROWS, definition_l
 
 
 def errors(result: dict) -> list[str]:
-    found = [f"definitions load: {r['error']}" for r in result.get("definitions_load", {}).get("runs", []) if "error" in r]
+    found = [
+        f"definitions load: {r['error']}" for r in result.get("definitions_load", {}).get("runs", []) if "error" in r
+    ]
     for run_ in result["runs"]:
         for stage in STAGES:
             parts = run_.get(stage, {})
             parts = parts.items() if stage == "dagster" else [("", parts)]
             for part, value in parts:
                 if "error" in value:
-                    found.append(f"{run_['tickers']}x{run_['days']} {stage} {part}: {value['error']} ({value.get('log')})")
+                    found.append(
+                        f"{run_['tickers']}x{run_['days']} {stage} {part}: {value['error']} ({value.get('log')})"
+                    )
     return found
 
 
@@ -257,18 +294,24 @@ def targets(result: dict) -> dict:
         ratio = min(judged, key=lambda x: x[1]["bulk_vs_per_row"])
         rate = min(judged, key=lambda x: x[1]["bulk_rows_per_s"])
         out["bulk extract at least 20x the seed's per-row path"] = _target(
-            ratio[1]["bulk_vs_per_row"] >= 20, f"{ratio[1]['bulk_vs_per_row']:.0f}x at {ratio[0]['tickers']}x{ratio[0]['days']}")
+            ratio[1]["bulk_vs_per_row"] >= 20,
+            f"{ratio[1]['bulk_vs_per_row']:.0f}x at {ratio[0]['tickers']}x{ratio[0]['days']}",
+        )
         out["bulk extract at least 1M rows/s"] = _target(
-            rate[1]["bulk_rows_per_s"] >= 1e6, f"{rate[1]['bulk_rows_per_s'] / 1e6:.2f}M rows/s at {rate[0]['tickers']}x{rate[0]['days']}")
+            rate[1]["bulk_rows_per_s"] >= 1e6,
+            f"{rate[1]['bulk_rows_per_s'] / 1e6:.2f}M rows/s at {rate[0]['tickers']}x{rate[0]['days']}",
+        )
     else:
         out["bulk extract at least 20x the seed's per-row path"] = NOT_MEASURED
         out["bulk extract at least 1M rows/s"] = NOT_MEASURED
 
-    for stage, key, name in (("transform", "one_day_s", "one-day incremental transform"),
-                             ("export", "one_day_merge_s", "one-day export merge")):
+    for stage, key, name in (
+        ("transform", "one_day_s", "one-day incremental transform"),
+        ("export", "one_day_merge_s", "one-day export merge"),
+    ):
         by_tickers: dict[int, list] = {}
         for r in runs:
-            if (value := _ok(r, stage)):
+            if value := _ok(r, stage):
                 by_tickers.setdefault(r["tickers"], []).append((r["days"], value[key]))
         candidates = {t: sorted(v) for t, v in by_tickers.items() if len({d for d, _ in v}) > 1}
         title = f"{name} within 2x from shortest to longest history at {FLAT_TICKERS} tickers"
@@ -277,7 +320,9 @@ def targets(result: dict) -> dict:
             continue
         tickers = FLAT_TICKERS if FLAT_TICKERS in candidates else max(candidates)
         (d1, t1), (d2, t2) = candidates[tickers][0], candidates[tickers][-1]
-        out[title] = _target(t2 / t1 <= 2, f"{t2 / t1:.2f}x ({t1:.3f} s at {d1:,} days, {t2:.3f} s at {d2:,}; {tickers} tickers)")
+        out[title] = _target(
+            t2 / t1 <= 2, f"{t2 / t1:.2f}x ({t1:.3f} s at {d1:,} days, {t2:.3f} s at {d2:,}; {tickers} tickers)"
+        )
 
     for stage, part, key, cpu_key, rows_key, name in (
         ("extract", None, "bulk_s", "bulk_cpu_s", "bulk_rows", "extract (bulk)"),
@@ -285,8 +330,11 @@ def targets(result: dict) -> dict:
         ("export", None, "full_refresh_s", "full_refresh_cpu_s", "rows", "export full refresh"),
         ("dagster", "full_refresh", "run_s", "run_cpu_s", None, "Dagster full-refresh run"),
     ):
-        measured = [(value[rows_key] if rows_key else r["tickers"] * (r["days"] - 1), value)
-                    for r in runs if (value := _ok(r, stage, part))]
+        measured = [
+            (value[rows_key] if rows_key else r["tickers"] * (r["days"] - 1), value)
+            for r in runs
+            if (value := _ok(r, stage, part))
+        ]
         slope = loglog_slope([(rows, value[key]) for rows, value in measured])
         title = f"{name} scales no worse than linearly (log-log slope <= 1.1)"
         if slope is None:
@@ -299,27 +347,38 @@ def targets(result: dict) -> dict:
     loads = result.get("definitions_load", {})
     out["definitions load under 3 s"] = (
         _target(loads["median_s"] < 3, f"{loads['median_s']:.2f} s (median of {len(loads['runs'])})")
-        if "median_s" in loads else NOT_MEASURED)
+        if "median_s" in loads
+        else NOT_MEASURED
+    )
 
     dailies = [(r, d) for r in runs if (d := _ok(r, "dagster", "daily"))]
     if dailies:
         worst = max(dailies, key=lambda x: x[1]["overhead_s"])
         out["daily run's Dagster overhead under 5 s"] = _target(
             worst[1]["overhead_s"] < 5,
-            f"{worst[1]['overhead_s']:.2f} s at {worst[0]['tickers']}x{worst[0]['days']} (the worst size)")
+            f"{worst[1]['overhead_s']:.2f} s at {worst[0]['tickers']}x{worst[0]['days']} (the worst size)",
+        )
     else:
         out["daily run's Dagster overhead under 5 s"] = NOT_MEASURED
 
     title = "Dagster full-refresh run at most 1.5x its data work at 500 x 6,500 (persistent SQLite DAGSTER_HOME)"
     full = [f for r in runs if (r["tickers"], r["days"]) == RSS_SIZE and (f := _ok(r, "dagster", "full_refresh"))]
-    out[title] = (_target(full[0]["run_vs_data_work"] <= 1.5,
-                          f"{full[0]['run_vs_data_work']:.2f} ({_s(full[0]['run_s'])} run, {_s(full[0]['data_work_s'])} data work, "
-                          f"{full[0]['dagster_home_growth_mb']:.1f} MB of DAGSTER_HOME)")
-                  if full else NOT_MEASURED)
+    out[title] = (
+        _target(
+            full[0]["run_vs_data_work"] <= 1.5,
+            f"{full[0]['run_vs_data_work']:.2f} ({_s(full[0]['run_s'])} run, {_s(full[0]['data_work_s'])} data work, "
+            f"{full[0]['dagster_home_growth_mb']:.1f} MB of DAGSTER_HOME)",
+        )
+        if full
+        else NOT_MEASURED
+    )
 
     rss = full
     out["peak RSS of the 500 x 6,500 full refresh under 4 GiB"] = (
-        _target(rss[0]["peak_rss_bytes"] < 4 * GIB, f"{rss[0]['peak_rss_bytes'] / GIB:.2f} GiB") if rss else NOT_MEASURED)
+        _target(rss[0]["peak_rss_bytes"] < 4 * GIB, f"{rss[0]['peak_rss_bytes'] / GIB:.2f} GiB")
+        if rss
+        else NOT_MEASURED
+    )
     return out
 
 
@@ -354,9 +413,12 @@ def markdown(result: dict) -> str:
         e, t, x = _ok(r, "extract"), _ok(r, "transform"), _ok(r, "export")
         full, daily = _ok(r, "dagster", "full_refresh"), _ok(r, "dagster", "daily")
         cells = [
-            f"{r['tickers']:,} × {r['days']:,}", f"{r['rows']:,}",
+            f"{r['tickers']:,} × {r['days']:,}",
+            f"{r['rows']:,}",
             f"{_s(e['bulk_s'])}, {_rate(e['bulk_rows'], e['bulk_s'])}" if e else "–",
-            f"{_s(e['per_row_s'])} for {e['per_row_rows']:,} rows, {_rate(e['per_row_rows'], e['per_row_s'])}" if e else "–",
+            f"{_s(e['per_row_s'])} for {e['per_row_rows']:,} rows, {_rate(e['per_row_rows'], e['per_row_s'])}"
+            if e
+            else "–",
             f"{e['bulk_vs_per_row']:.0f}×" if e else "–",
             _s(t["full_refresh_s"]) if t else "–",
             _s(t["one_day_s"]) if t else "–",
@@ -384,9 +446,12 @@ def markdown(result: dict) -> str:
         lines.append(f"| {r['tickers']:,} × {r['days']:,} | " + " | ".join(cells) + " |")
     loads = result.get("definitions_load", {})
     if "median_s" in loads:
-        lines += ["", f"Definitions load (fresh process, median of {len(loads['runs'])}): {loads['median_s']:.2f} s = "
-                  f"import {loads['median_import_s']:.2f} s + build {loads['median_build_s']:.2f} s "
-                  f"+ resolve {loads['median_resolve_s']:.2f} s."]
+        lines += [
+            "",
+            f"Definitions load (fresh process, median of {len(loads['runs'])}): {loads['median_s']:.2f} s = "
+            f"import {loads['median_import_s']:.2f} s + build {loads['median_build_s']:.2f} s "
+            f"+ resolve {loads['median_resolve_s']:.2f} s.",
+        ]
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     verdict = {True: "met", False: "MISSED", None: "–"}
     lines += [f"| {name} | {t['measured']} | {verdict[t['met']]} |" for name, t in result["targets"].items()]
@@ -405,20 +470,27 @@ def plot(result: dict, path: Path) -> None:
 
     series = {
         "extract": [("bulk (project)", "extract", None, "bulk_s", "bulk_rows")],
-        "transform": [("full refresh", "transform", None, "full_refresh_s", "rows"),
-                      ("one day on top", "transform", None, "one_day_s", "rows")],
-        "export (DuckDB stand-in)": [("full refresh", "export", None, "full_refresh_s", "rows"),
-                                     ("one-day merge on top", "export", None, "one_day_merge_s", "rows")],
-        "Dagster (whole graph, in process)": [("full-refresh run", "dagster", "full_refresh", "run_s", None),
-                                              ("daily run on top", "dagster", "daily", "run_s", None),
-                                              ("daily run: Dagster overhead", "dagster", "daily", "overhead_s", None)],
+        "transform": [
+            ("full refresh", "transform", None, "full_refresh_s", "rows"),
+            ("one day on top", "transform", None, "one_day_s", "rows"),
+        ],
+        "export (DuckDB stand-in)": [
+            ("full refresh", "export", None, "full_refresh_s", "rows"),
+            ("one-day merge on top", "export", None, "one_day_merge_s", "rows"),
+        ],
+        "Dagster (whole graph, in process)": [
+            ("full-refresh run", "dagster", "full_refresh", "run_s", None),
+            ("daily run on top", "dagster", "daily", "run_s", None),
+            ("daily run: Dagster overhead", "dagster", "daily", "overhead_s", None),
+        ],
     }
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     for ax, (title, lines) in zip(axes.flat, series.items(), strict=True):
         for label, stage, part, key, rows_key in lines:
             points = sorted(
                 (value[rows_key] if rows_key else r["tickers"] * (r["days"] - 1), value[key])
-                for r in result["runs"] if (value := _ok(r, stage, part))
+                for r in result["runs"]
+                if (value := _ok(r, stage, part))
             )
             if not points:
                 continue
@@ -428,12 +500,19 @@ def plot(result: dict, path: Path) -> None:
                 ax.plot([xs[0], xs[-1]], [ys[-1] * xs[0] / xs[-1], ys[-1]], ls="--", lw=0.8, color=line.get_color())
         if title == "extract":
             # The seed's path runs on a sample: its time there, and the whole frame at its rate.
-            measured = [(e["per_row_rows"], e["per_row_s"], e["rows"]) for r in result["runs"] if (e := _ok(r, "extract"))]
+            measured = [
+                (e["per_row_rows"], e["per_row_s"], e["rows"]) for r in result["runs"] if (e := _ok(r, "extract"))
+            ]
             if measured:
                 samples, seconds, rows = zip(*sorted(measured, key=lambda m: m[2]), strict=True)
                 (line,) = ax.plot(samples, seconds, "o", label="per-row (seed), measured on its sample")
-                ax.plot(rows, [s / n * total for s, n, total in zip(seconds, samples, rows, strict=True)], ls=":",
-                        color=line.get_color(), label="per-row (seed), whole frame at the sample's rate")
+                ax.plot(
+                    rows,
+                    [s / n * total for s, n, total in zip(seconds, samples, rows, strict=True)],
+                    ls=":",
+                    color=line.get_color(),
+                    label="per-row (seed), whole frame at the sample's rate",
+                )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(title)

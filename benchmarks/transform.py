@@ -87,10 +87,16 @@ def measure(frame: pd.DataFrame, workdir: Path | None = None, daily_days: int = 
         shutil.copyfile(raw_only, db)
         if ctx is not None:
             ctx.close()
-        ctx = Context(paths=[str(SQLMESH_PROJECT_DIR)], config=mesh_config(str(SQLMESH_PROJECT_DIR), str(db), first_day.isoformat()))
+        ctx = Context(
+            paths=[str(SQLMESH_PROJECT_DIR)],
+            config=mesh_config(str(SQLMESH_PROJECT_DIR), str(db), first_day.isoformat()),
+        )
         with Clock() as full_clock:
             ctx.plan(
-                "prod", auto_apply=True, no_prompts=True, skip_tests=True,
+                "prod",
+                auto_apply=True,
+                no_prompts=True,
+                skip_tests=True,
                 execution_time=held_back[0].isoformat(),
             )
         fulls.append(full_clock.wall)
@@ -105,8 +111,13 @@ def measure(frame: pd.DataFrame, workdir: Path | None = None, daily_days: int = 
     def incremental(day: dt.date) -> None:
         # run_range's second step, the incremental run itself: restate the day.
         ctx.plan(
-            "prod", auto_apply=True, no_prompts=True, skip_tests=True, restate_models=[MODEL],
-            start=day.isoformat(), end=day.isoformat(),
+            "prod",
+            auto_apply=True,
+            no_prompts=True,
+            skip_tests=True,
+            restate_models=[MODEL],
+            start=day.isoformat(),
+            end=day.isoformat(),
             execution_time=(day + dt.timedelta(days=1)).isoformat(),
         )
 

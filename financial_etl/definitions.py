@@ -44,8 +44,12 @@ def transform_definitions(settings: Settings, partitions_def) -> Definitions:
 
 
 def export_definitions(settings: Settings, partitions_def, mart_spec) -> Definitions:
-    export = build_export_asset(settings, partitions_def, column_schema=mart_spec.metadata.get("dagster/column_schema"),
-                                code_version=mart_spec.code_version)
+    export = build_export_asset(
+        settings,
+        partitions_def,
+        column_schema=mart_spec.metadata.get("dagster/column_schema"),
+        code_version=mart_spec.code_version,
+    )
     return Definitions(
         assets=[export],
         asset_checks=[build_export_check(settings, partitions_def, export.key)],

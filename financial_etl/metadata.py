@@ -10,8 +10,11 @@ import pandas as pd
 
 def column_changes(old: Mapping[str, object], new: Mapping[str, object]) -> tuple[list[str], list[str], list[str]]:
     """(added, removed, retyped) between two {column: type} mappings, in their orders."""
-    return ([c for c in new if c not in old], [c for c in old if c not in new],
-            [c for c in new if c in old and old[c] != new[c]])
+    return (
+        [c for c in new if c not in old],
+        [c for c in old if c not in new],
+        [c for c in new if c in old and old[c] != new[c]],
+    )
 
 
 def markdown_table(frame: pd.DataFrame, max_rows: int = 10) -> str:

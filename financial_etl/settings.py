@@ -172,7 +172,9 @@ def read_tickers_file(path: Path) -> tuple[str, ...]:
         lines = data.decode("utf-8").splitlines()
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"{path}:{line}: byte 0x{data[exc.start]:02x} is not UTF-8 text; save the file as UTF-8") from None
+        raise ConfigError(
+            f"{path}:{line}: byte 0x{data[exc.start]:02x} is not UTF-8 text; save the file as UTF-8"
+        ) from None
     tickers: list[str] = []
     for number, line in enumerate(lines, start=1):
         text = line.split("#", 1)[0].strip()
@@ -285,8 +287,15 @@ def parse_email_alerts(get) -> EmailAlerts | None:
             raise ConfigError(f"FINANCIAL_ETL_ALERT_SMTP_{name}: {address!r} is not an e-mail address")
     if not recipients:
         raise ConfigError("FINANCIAL_ETL_ALERT_SMTP_TO holds no address; give a comma-separated list")
-    return EmailAlerts(host=host, port=int(raw_port), security=security, sender=sender, recipients=recipients,
-                       user=(get("ALERT_SMTP_USER") or sender).strip(), password=get("ALERT_SMTP_PASSWORD"))
+    return EmailAlerts(
+        host=host,
+        port=int(raw_port),
+        security=security,
+        sender=sender,
+        recipients=recipients,
+        user=(get("ALERT_SMTP_USER") or sender).strip(),
+        password=get("ALERT_SMTP_PASSWORD"),
+    )
 
 
 def parse_slack_alerts(get) -> SlackAlerts | None:
@@ -339,8 +348,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if not csv_dir.is_dir():
             raise ConfigError(f"FINANCIAL_ETL_CSV_DIR={raw_dir!r} is not an existing directory")
 
-    duckdb_path = check_path("FINANCIAL_ETL_DUCKDB_PATH",
-                             Path(get("DUCKDB_PATH") or DEFAULT_DATA_DIR / "financial_etl.duckdb").expanduser())
+    duckdb_path = check_path(
+        "FINANCIAL_ETL_DUCKDB_PATH", Path(get("DUCKDB_PATH") or DEFAULT_DATA_DIR / "financial_etl.duckdb").expanduser()
+    )
     if duckdb_path.exists() and duckdb_path.is_dir():
         raise ConfigError(f"FINANCIAL_ETL_DUCKDB_PATH={str(duckdb_path)!r} is a directory, not a file")
     export_path = get("EXPORT_DUCKDB_PATH")
@@ -363,7 +373,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     project_dir = Path(get("SQLMESH_PROJECT") or SQLMESH_PROJECT_DIR).expanduser()
     if not (project_dir / "models").is_dir():
-        raise ConfigError(f"FINANCIAL_ETL_SQLMESH_PROJECT={str(project_dir)!r} is not a SQLMesh project (no models/ folder)")
+        raise ConfigError(
+            f"FINANCIAL_ETL_SQLMESH_PROJECT={str(project_dir)!r} is not a SQLMesh project (no models/ folder)"
+        )
     owner = get("OWNER") or DEFAULT_OWNER
     if not re.match(r"^(team:[A-Za-z0-9_-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$", owner):
         raise ConfigError(f"FINANCIAL_ETL_OWNER={owner!r} must be an email or team:<name>")

@@ -21,7 +21,13 @@ from financial_etl_tests.helpers import unavailable
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage")
+CHROME_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",
+)
 WINDOW = (1600, 1000)
 PAGE_TIMEOUT_S = 90
 
@@ -50,9 +56,15 @@ def chromium() -> Iterator[webdriver.Chrome]:
         driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
         try:
             # The viewport itself, not the window with its frame, is WINDOW.
-            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-                "width": WINDOW[0], "height": WINDOW[1], "deviceScaleFactor": 1, "mobile": False,
-            })
+            driver.execute_cdp_cmd(
+                "Emulation.setDeviceMetricsOverride",
+                {
+                    "width": WINDOW[0],
+                    "height": WINDOW[1],
+                    "deviceScaleFactor": 1,
+                    "mobile": False,
+                },
+            )
             yield driver
         finally:
             driver.quit()

@@ -70,12 +70,14 @@ def dagster_env(root: Path, settings: Mapping[str, str] | None = None) -> dict[s
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINANCIAL_ETL_") and k != "DAGSTER_HOME"}
     # Two year partitions: December of last year and this year so far.
     start = dt.date(dt.date.today().year - 1, 12, 1)
-    env.update({
-        "DAGSTER_HOME": str(root / "home"),
-        "FINANCIAL_ETL_DUCKDB_PATH": str(root / "data" / "financial_etl.duckdb"),
-        "FINANCIAL_ETL_START_DATE": start.isoformat(),
-        **(settings or {}),
-    })
+    env.update(
+        {
+            "DAGSTER_HOME": str(root / "home"),
+            "FINANCIAL_ETL_DUCKDB_PATH": str(root / "data" / "financial_etl.duckdb"),
+            "FINANCIAL_ETL_START_DATE": start.isoformat(),
+            **(settings or {}),
+        }
+    )
     return env
 
 
@@ -139,7 +141,11 @@ def running_dagster_dev(root: Path, settings: Mapping[str, str] | None = None) -
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(DG), "dev", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
     server = DagsterDev(f"http://127.0.0.1:{port}", log, env, process)

@@ -25,12 +25,36 @@ from financial_etl.settings import load_settings
 # The mart's columns in the order the README documents them: the export selects every
 # column of the mart, so the target table promises the same ones.
 MART_COLUMNS = (
-    "ticker", "trade_date", "open_price", "high_price", "low_price", "close_price", "volume",
-    "sma_9_day", "sma_20_day", "sma_50_day", "bollinger_upper", "bollinger_lower", "rsi_14_day",
-    "macd_line", "atr_14_day", "daily_return_pct", "price_range_pct", "volume_ratio", "volume_sma_20",
-    "ema_12", "ema_26", "macd", "macd_signal", "macd_histogram", "rsi_14_wilder", "atr_14_wilder",
-    "wilder_avg_gain_14", "wilder_avg_loss_14",
+    "ticker",
+    "trade_date",
+    "open_price",
+    "high_price",
+    "low_price",
+    "close_price",
+    "volume",
+    "sma_9_day",
+    "sma_20_day",
+    "sma_50_day",
+    "bollinger_upper",
+    "bollinger_lower",
+    "rsi_14_day",
+    "macd_line",
+    "atr_14_day",
+    "daily_return_pct",
+    "price_range_pct",
+    "volume_ratio",
+    "volume_sma_20",
+    "ema_12",
+    "ema_26",
+    "macd",
+    "macd_signal",
+    "macd_histogram",
+    "rsi_14_wilder",
+    "atr_14_wilder",
+    "wilder_avg_gain_14",
+    "wilder_avg_loss_14",
 )
+
 
 def settings_for(**env: str):
     """Settings as `financial-etl` would read them with these variables set."""
@@ -74,9 +98,14 @@ def held_open(db: Path) -> Iterator[int]:
     """A DuckDB file held open by another program (as a DuckDB shell would), for the
     block; yields that program's pid."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('open', flush=True); "
-         "time.sleep(600)", str(db)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('open', flush=True); time.sleep(600)",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
@@ -109,9 +138,12 @@ def loaded_file_formats(pipeline_name: str, pipelines_dir, table: str) -> set[st
     import dlt
 
     info = dlt.attach(pipeline_name=pipeline_name, pipelines_dir=str(pipelines_dir)).last_trace.last_load_info
-    return {job.job_file_info.file_format for package in info.load_packages
-            for job in package.jobs["completed_jobs"]
-            if job.job_file_info.table_name == table and job.job_file_info.file_format != "sql"}
+    return {
+        job.job_file_info.file_format
+        for package in info.load_packages
+        for job in package.jobs["completed_jobs"]
+        if job.job_file_info.table_name == table and job.job_file_info.file_format != "sql"
+    }
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -135,5 +167,9 @@ def in_mount_namespace(script: str) -> subprocess.CompletedProcess:
             reason = f"private mount namespaces are not allowed here: {probe.stderr.decode().strip()}"
     if reason:
         unavailable(reason)
-    return subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-euc", script],
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "bash", "-euc", script],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )

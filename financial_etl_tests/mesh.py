@@ -38,12 +38,20 @@ def load_raw(warehouse, frame: pd.DataFrame, pipelines_dir: Path, replace: bool)
     from financial_etl.extract.assets import raw_destination, raw_file_format
     from financial_etl.warehouse.lake import publish_raw
 
-    pipeline = dlt.pipeline(pipeline_name=f"raw_{warehouse.engine}", destination=raw_destination(warehouse),
-                            dataset_name=RAW_DATASET, pipelines_dir=str(pipelines_dir))
+    pipeline = dlt.pipeline(
+        pipeline_name=f"raw_{warehouse.engine}",
+        destination=raw_destination(warehouse),
+        dataset_name=RAW_DATASET,
+        pipelines_dir=str(pipelines_dir),
+    )
     file_format = raw_file_format(warehouse)
     table = pa.Table.from_pandas(frame[list(RAW_SCHEMA.names)], schema=RAW_SCHEMA, preserve_index=False)
-    pipeline.run(table, table_name=RAW_TABLE, write_disposition="replace" if replace else "append",
-                 **({"loader_file_format": file_format} if file_format else {})).raise_on_failed_jobs()
+    pipeline.run(
+        table,
+        table_name=RAW_TABLE,
+        write_disposition="replace" if replace else "append",
+        **({"loader_file_format": file_format} if file_format else {}),
+    ).raise_on_failed_jobs()
     if warehouse.engine == "spark":
         publish_raw(warehouse, pipelines_dir)
 
@@ -55,7 +63,9 @@ def project_copy(dest: Path, *, batch_size: int | None = None, audits: bool = Tr
     if batch_size:
         model = dest / "models" / "marts" / "stock_metrics.sql"
         text = model.read_text()
-        text, n = re.subn(r"time_column trade_date", f"time_column trade_date,\n    batch_size {batch_size}", text, count=1)
+        text, n = re.subn(
+            r"time_column trade_date", f"time_column trade_date,\n    batch_size {batch_size}", text, count=1
+        )
         assert n == 1
         model.write_text(text)
     if not audits:
@@ -84,7 +94,9 @@ def mart(db: Path) -> pd.DataFrame:
         return con.execute(f"SELECT * FROM {MART} ORDER BY ticker, trade_date").df()
 
 
-def full_plan(db: Path, prices: pd.DataFrame, start: dt.date, end: dt.date, project: Path = SQLMESH_PROJECT_DIR) -> pd.DataFrame:
+def full_plan(
+    db: Path, prices: pd.DataFrame, start: dt.date, end: dt.date, project: Path = SQLMESH_PROJECT_DIR
+) -> pd.DataFrame:
     """The mart after one prod plan over `prices` from `start` to `end`."""
     write_raw(db, prices)
     ctx = context(db, start, project)

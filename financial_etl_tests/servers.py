@@ -50,32 +50,46 @@ class PostgresServer:
         return list(args)
 
     def url(self, password: str | None = None, database: str | None = None) -> str:
-        return (f"postgresql://{self.user}:{password or self.password}@127.0.0.1:{self.port}/"
-                f"{database or self.database}")
+        return f"postgresql://{self.user}:{password or self.password}@127.0.0.1:{self.port}/{database or self.database}"
 
     def start(self) -> None:
         subprocess.run(
             self._as_postgres(
-                _pg_bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log), "-w", "-t", "60",
-                "-o", f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start",
+                _pg_bin("pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "start",
             ),
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
 
     def kill(self) -> None:
         """Stop at once, as a crash would: `immediate` mode aborts every connection."""
-        subprocess.run(self._as_postgres(_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "stop"),
-                       check=True, capture_output=True)
+        subprocess.run(
+            self._as_postgres(_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "stop"),
+            check=True,
+            capture_output=True,
+        )
 
     def stop(self) -> None:
-        subprocess.run(self._as_postgres(_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "stop"),
-                       capture_output=True)
+        subprocess.run(
+            self._as_postgres(_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "stop"), capture_output=True
+        )
 
     def connect(self, database: str | None = None):
         import psycopg2
 
-        return psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
-                                dbname=database or self.database)
+        return psycopg2.connect(
+            host="127.0.0.1", port=self.port, user=self.user, password=self.password, dbname=database or self.database
+        )
 
     def query(self, sql: str, params=None) -> list[tuple]:
         with self.connect() as con, con.cursor() as cur:
@@ -103,9 +117,11 @@ def start_postgres() -> PostgresServer:
         shutil.chown(pwfile, "postgres", "postgres")
     server = PostgresServer(data_dir=data_dir, port=free_port(), log=root / "server.log")
     subprocess.run(
-        server._as_postgres(initdb, "-D", str(data_dir), "-U", "postgres", "--auth=scram-sha-256",
-                            f"--pwfile={pwfile}", "--no-sync"),
-        check=True, capture_output=True,
+        server._as_postgres(
+            initdb, "-D", str(data_dir), "-U", "postgres", "--auth=scram-sha-256", f"--pwfile={pwfile}", "--no-sync"
+        ),
+        check=True,
+        capture_output=True,
     )
     server.start()
     deadline = time.monotonic() + 30

@@ -51,16 +51,25 @@ PROBES: dict[str, Callable[[str], bool]] = {
 }
 
 PACKAGES: tuple[SystemPackage, ...] = (
-    SystemPackage("postgresql", "executable", "/usr/lib/postgresql/*/bin/initdb",
-                  "the export and warehouse tests start their own server (servers.py)"),
-    SystemPackage("unixodbc", "library", "libodbc.so.2",
-                  "pyodbc, which dlt's mssql destination imports (export/test_export_mssql.py)"),
+    SystemPackage(
+        "postgresql",
+        "executable",
+        "/usr/lib/postgresql/*/bin/initdb",
+        "the export and warehouse tests start their own server (servers.py)",
+    ),
+    SystemPackage(
+        "unixodbc",
+        "library",
+        "libodbc.so.2",
+        "pyodbc, which dlt's mssql destination imports (export/test_export_mssql.py)",
+    ),
     SystemPackage("libkrb5-3", "library", "libkrb5.so.3", "Microsoft's ODBC Driver 18"),
     SystemPackage("libgssapi-krb5-2", "library", "libgssapi_krb5.so.2", "Microsoft's ODBC Driver 18"),
     SystemPackage("chromium", "executable", "/usr/bin/chromium", "the UI test (browser.py)"),
     SystemPackage("chromium-driver", "executable", "/usr/bin/chromedriver", "the UI test (browser.py)"),
-    SystemPackage("openjdk-17-jre-headless", "command", "java",
-                  "pyspark (warehouse/test_engines.py runs the model on Spark)"),
+    SystemPackage(
+        "openjdk-17-jre-headless", "command", "java", "pyspark (warehouse/test_engines.py runs the model on Spark)"
+    ),
 )
 
 
@@ -74,8 +83,10 @@ def missing_message(packages: tuple[SystemPackage, ...] = PACKAGES) -> str | Non
     if not gone:
         return None
     names = ", ".join(f"{p.package} ({p.needs} not found)" for p in gone)
-    return (f"financial_etl tests: missing system package(s): {names}; "
-            f"install with: {INSTALL_COMMAND} (runs apt-get as root, or through sudo)")
+    return (
+        f"financial_etl tests: missing system package(s): {names}; "
+        f"install with: {INSTALL_COMMAND} (runs apt-get as root, or through sudo)"
+    )
 
 
 if __name__ == "__main__":

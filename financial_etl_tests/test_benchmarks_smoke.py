@@ -76,20 +76,46 @@ def test_scale_targets_judge_the_measurements():
     def size(tickers, days, bulk_s, transform_day_s, merge_s, rss_gib):
         rows = tickers * days
         return {
-            "tickers": tickers, "days": days, "rows": rows,
-            "extract": {"rows": rows, "bulk_rows": rows, "bulk_s": bulk_s, "bulk_cpu_s": bulk_s,
-                        "bulk_rows_per_s": rows / bulk_s, "bulk_vs_per_row": rows / bulk_s / 10_000},
-            "transform": {"rows": rows, "full_refresh_s": rows / 1e6, "full_refresh_cpu_s": rows / 1e6,
-                          "one_day_s": transform_day_s},
-            "export": {"rows": rows, "full_refresh_s": rows / 5e5, "full_refresh_cpu_s": rows / 5e5,
-                       "one_day_merge_s": merge_s},
-            "dagster": {"full_refresh": {"run_s": rows / 1e5, "run_cpu_s": rows / 1e5, "peak_rss_bytes": rss_gib * GIB,
-                                         "data_work_s": rows / 1.6e5, "run_vs_data_work": 1.6, "dagster_home_growth_mb": 1.0},
-                        "daily": {"overhead_s": 2.0}},
+            "tickers": tickers,
+            "days": days,
+            "rows": rows,
+            "extract": {
+                "rows": rows,
+                "bulk_rows": rows,
+                "bulk_s": bulk_s,
+                "bulk_cpu_s": bulk_s,
+                "bulk_rows_per_s": rows / bulk_s,
+                "bulk_vs_per_row": rows / bulk_s / 10_000,
+            },
+            "transform": {
+                "rows": rows,
+                "full_refresh_s": rows / 1e6,
+                "full_refresh_cpu_s": rows / 1e6,
+                "one_day_s": transform_day_s,
+            },
+            "export": {
+                "rows": rows,
+                "full_refresh_s": rows / 5e5,
+                "full_refresh_cpu_s": rows / 5e5,
+                "one_day_merge_s": merge_s,
+            },
+            "dagster": {
+                "full_refresh": {
+                    "run_s": rows / 1e5,
+                    "run_cpu_s": rows / 1e5,
+                    "peak_rss_bytes": rss_gib * GIB,
+                    "data_work_s": rows / 1.6e5,
+                    "run_vs_data_work": 1.6,
+                    "dagster_home_growth_mb": 1.0,
+                },
+                "daily": {"overhead_s": 2.0},
+            },
         }
 
-    result = {"runs": [size(500, 1500, 0.5, 0.2, 0.3, 1), size(500, 6500, 5.0, 0.5, 0.4, 4.5)],
-              "definitions_load": {"runs": [{}], "median_s": 3.2}}
+    result = {
+        "runs": [size(500, 1500, 0.5, 0.2, 0.3, 1), size(500, 6500, 5.0, 0.5, 0.4, 4.5)],
+        "definitions_load": {"runs": [{}], "median_s": 3.2},
+    }
     verdicts = {name: t["met"] for name, t in targets(result).items()}
     assert verdicts["bulk extract at least 1M rows/s"] is False  # 3.25M rows in 5 s
     assert verdicts["bulk extract at least 20x the seed's per-row path"] is True  # 65x
@@ -100,17 +126,25 @@ def test_scale_targets_judge_the_measurements():
     assert verdicts["definitions load under 3 s"] is False
     assert verdicts["daily run's Dagster overhead under 5 s"] is True
     assert verdicts["peak RSS of the 500 x 6,500 full refresh under 4 GiB"] is False
-    assert verdicts["Dagster full-refresh run at most 1.5x its data work at 500 x 6,500 (persistent SQLite DAGSTER_HOME)"] is False
+    assert (
+        verdicts["Dagster full-refresh run at most 1.5x its data work at 500 x 6,500 (persistent SQLite DAGSTER_HOME)"]
+        is False
+    )
 
 
 @pytest.mark.slow
 def test_memory_benchmark_writes_json_and_a_table(tmp_path):
     # Two history lengths at a tiny universe: a full refresh and a daily run each, as CLI processes.
-    assert main(["memory", "--tickers", "3", "--histories", "60,120", "--out", str(tmp_path),
-                 "--workdir", str(tmp_path)]) == 0
+    assert (
+        main(["memory", "--tickers", "3", "--histories", "60,120", "--out", str(tmp_path), "--workdir", str(tmp_path)])
+        == 0
+    )
     result = json.loads((tmp_path / "memory.json").read_text())
     assert result["tickers"] == 3 and result["histories"] == [60, 120] and result["machine"]
-    assert [(r["days"], r["full_refresh"]["rows"], r["daily"]["rows"]) for r in result["runs"]] == [(60, 180, 3), (120, 360, 3)]
+    assert [(r["days"], r["full_refresh"]["rows"], r["daily"]["rows"]) for r in result["runs"]] == [
+        (60, 180, 3),
+        (120, 360, 3),
+    ]
     for run in (r[part] for r in result["runs"] for part in ("full_refresh", "daily")):
         assert run["exit_code"] == 0 and not run["killed_above_cap"]
         assert run["peak_rss_bytes"] >= run["process_max_rss_bytes"] > 100 * 2**20  # the CLI's own high-water mark
@@ -130,13 +164,20 @@ def test_memory_targets_judge_the_measurements():
     from benchmarks.memory import GIB, targets
 
     def run(rows, wall_s, rss_gib, exit_code=0):
-        return {"rows": rows, "wall_s": wall_s, "peak_rss_bytes": rss_gib * GIB, "exit_code": exit_code,
-                "killed_above_cap": exit_code == -9}
+        return {
+            "rows": rows,
+            "wall_s": wall_s,
+            "peak_rss_bytes": rss_gib * GIB,
+            "exit_code": exit_code,
+            "killed_above_cap": exit_code == -9,
+        }
 
-    result = {"runs": [
-        {"tickers": 5000, "days": 1500, "full_refresh": run(7_500_000, 100, 1.5), "daily": run(5000, 12, 0.8)},
-        {"tickers": 5000, "days": 6500, "full_refresh": run(32_500_000, 600, 3.5), "daily": run(5000, 31, 0.9)},
-    ]}
+    result = {
+        "runs": [
+            {"tickers": 5000, "days": 1500, "full_refresh": run(7_500_000, 100, 1.5), "daily": run(5000, 12, 0.8)},
+            {"tickers": 5000, "days": 6500, "full_refresh": run(32_500_000, 600, 3.5), "daily": run(5000, 31, 0.9)},
+        ]
+    }
     verdicts = {name: t["met"] for name, t in targets(result).items()}
     assert verdicts == {
         "daily run at most 30 s": False,  # 31 s after 6,500 days
@@ -147,4 +188,6 @@ def test_memory_targets_judge_the_measurements():
     }
     result["runs"][1]["full_refresh"] = run(32_500_000, 134, 12.1, exit_code=-9)
     assert targets(result)["full refresh peak RSS at most 4 GiB"] == {
-        "met": False, "measured": "12.10 GiB at 5,000 x 6,500 (did not finish: exit -9, killed above the cap)"}
+        "met": False,
+        "measured": "12.10 GiB at 5,000 x 6,500 (did not finish: exit -9, killed above the cap)",
+    }

@@ -71,7 +71,10 @@ def test_all_assets_share_one_yearly_partitioning_from_the_start_year(workdir, c
 def test_dagster_definitions_validate_passes(workdir):
     proc = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "All code locations passed validation" in proc.stdout + proc.stderr
@@ -83,8 +86,9 @@ _SET_BY_THE_PROJECT = ("RUNTIME__", "NORMALIZE__", "MAX_FORK_WORKERS", "DLT_")
 
 
 def _python(code: str, env: dict[str, str]) -> str:
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          check=False, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -107,13 +111,19 @@ def test_loading_the_definitions_creates_no_file_folder_lock_or_database(tmp_pat
     PostgreSQL warehouse on a port nobody listens on: loading never connects to it."""
     fresh = _SET_BY_THE_PROJECT + ("FINANCIAL_ETL_", "DAGSTER_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(fresh)}
-    env.update(HOME=str(tmp_path / "home"), DAGSTER_HOME=str(tmp_path / "dagster_home"),
-               FINANCIAL_ETL_DUCKDB_PATH=str(tmp_path / "data" / "financial_etl.duckdb"),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    env.update(
+        HOME=str(tmp_path / "home"),
+        DAGSTER_HOME=str(tmp_path / "dagster_home"),
+        FINANCIAL_ETL_DUCKDB_PATH=str(tmp_path / "data" / "financial_etl.duckdb"),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    )
     if warehouse == "postgres":
         env["FINANCIAL_ETL_WAREHOUSE"] = f"postgresql://etl:not-shown@127.0.0.1:{_refused_port()}/warehouse"
-    out = _python("from financial_etl.definitions import defs\nspecs = defs().resolve_all_asset_specs()\n"
-                  "import dlt\nprint(len(specs), dlt.config['runtime.dlthub_telemetry'])", env)
+    out = _python(
+        "from financial_etl.definitions import defs\nspecs = defs().resolve_all_asset_specs()\n"
+        "import dlt\nprint(len(specs), dlt.config['runtime.dlthub_telemetry'])",
+        env,
+    )
     assert out.split() == ["3", "False"]  # the definitions loaded, dlt's usage reporting off from the start
     # SQLMesh records an anonymous user id when it loads a project, even with its analytics
     # off (sqlmesh.core.analytics.collector): once per home folder, not the pipeline's.
@@ -122,8 +132,10 @@ def test_loading_the_definitions_creates_no_file_folder_lock_or_database(tmp_pat
 
 def test_importing_the_package_leaves_the_environment_unchanged():
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SET_BY_THE_PROJECT)}
-    code = ("import json, os\nbefore = dict(os.environ)\nimport financial_etl\n"
-            "print(json.dumps({k: v for k, v in os.environ.items() if before.get(k) != v}))")
+    code = (
+        "import json, os\nbefore = dict(os.environ)\nimport financial_etl\n"
+        "print(json.dumps({k: v for k, v in os.environ.items() if before.get(k) != v}))"
+    )
     assert json.loads(_python(code, env)) == {}
 
 
@@ -159,13 +171,20 @@ def definitions_snapshot(defs: Definitions) -> dict:
         "checks": checks,
         "jobs": sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")),
         "schedules": {
-            s.name: {"cron": s.cron_schedule, "timezone": s.execution_timezone, "job": s.job_name,
-                     "default_status": str(s.default_status)}
+            s.name: {
+                "cron": s.cron_schedule,
+                "timezone": s.execution_timezone,
+                "job": s.job_name,
+                "default_status": str(s.default_status),
+            }
             for s in defs.schedules or []
         },
         "sensors": {
-            s.name: {"type": type(s).__name__, "min_interval": s.minimum_interval_seconds,
-                     "default_status": str(s.default_status)}
+            s.name: {
+                "type": type(s).__name__,
+                "min_interval": s.minimum_interval_seconds,
+                "default_status": str(s.default_status),
+            }
             for s in defs.sensors or []
         },
     }
@@ -183,4 +202,6 @@ if __name__ == "__main__":  # regenerate the snapshot after a reviewed change
     import tempfile
 
     os.environ["FINANCIAL_ETL_DUCKDB_PATH"] = str(Path(tempfile.mkdtemp()) / "financial_etl.duckdb")
-    SNAPSHOT.write_text(json.dumps(definitions_snapshot(build_definitions(load_settings())), indent=2, sort_keys=True) + "\n")
+    SNAPSHOT.write_text(
+        json.dumps(definitions_snapshot(build_definitions(load_settings())), indent=2, sort_keys=True) + "\n"
+    )

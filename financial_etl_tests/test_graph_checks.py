@@ -64,10 +64,16 @@ def test_materializations_carry_row_counts_and_the_definitions_schema_and_lineag
     specs = {s.key: s.metadata for s in build_definitions(load_settings()).resolve_all_asset_specs()}
     deps = specs[MART]["dagster/column_lineage"].deps_by_column
     assert {(d.asset_key, d.column_name) for d in deps["sma_20_day"]} >= {(RAW, "close_price")}
-    assert {(d.asset_key, d.column_name) for d in deps["atr_14_day"]} >= {(RAW, "high_price"), (RAW, "low_price"), (RAW, "close_price")}
+    assert {(d.asset_key, d.column_name) for d in deps["atr_14_day"]} >= {
+        (RAW, "high_price"),
+        (RAW, "low_price"),
+        (RAW, "close_price"),
+    }
     # a recursive indicator: raw's close, and the mart's own previous row it continues from
     assert {(d.asset_key, d.column_name) for d in deps["rsi_14_wilder"]} >= {
-        (RAW, "close_price"), (MART, "wilder_avg_gain_14"), (MART, "wilder_avg_loss_14"),
+        (RAW, "close_price"),
+        (MART, "wilder_avg_gain_14"),
+        (MART, "wilder_avg_loss_14"),
     }
     schema = specs[MART]["dagster/column_schema"]
     assert [c.name for c in schema.columns][:3] == ["ticker", "trade_date", "open_price"]

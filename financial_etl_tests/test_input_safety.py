@@ -77,8 +77,9 @@ def test_a_tickers_file_that_is_not_utf8_exits_2_naming_the_line_and_writes_noth
 # characters, refused with them (see UNSAFE_PATH_CHARS).
 @pytest.mark.parametrize("char", ["'", "%", "?", "=", "\n"])
 @pytest.mark.parametrize("setting", ["DUCKDB_PATH", "EXPORT_DUCKDB_PATH", "EXPORT_URL"])
-def test_a_warehouse_path_the_libraries_cannot_quote_exits_2_and_writes_nothing(workdir, clean_env, capsys, char,
-                                                                               setting):
+def test_a_warehouse_path_the_libraries_cannot_quote_exits_2_and_writes_nothing(
+    workdir, clean_env, capsys, char, setting
+):
     folder = workdir / f"it{char}s;x"
     value = str(folder / "financial_etl.duckdb")
     clean_env.setenv(f"FINANCIAL_ETL_{setting}", f"duckdb:///{value}" if setting == "EXPORT_URL" else value)
@@ -99,7 +100,12 @@ def test_a_symlink_leading_outside_the_csv_folder_is_refused(workdir, clean_env,
     with pytest.raises(ConfigError, match=r"BBB.csv resolves to .*elsewhere/BBB.csv, outside FINANCIAL_ETL_CSV_DIR"):
         csv_source.make_csv_fetch(inside)(["AAA", "BBB"], day("2024-01-02"), day("2024-01-31"))
 
-    for key, value in {"SOURCE": "csv", "CSV_DIR": str(inside), "TICKERS": "AAA,BBB", "START_DATE": "2024-01-02"}.items():
+    for key, value in {
+        "SOURCE": "csv",
+        "CSV_DIR": str(inside),
+        "TICKERS": "AAA,BBB",
+        "START_DATE": "2024-01-02",
+    }.items():
         clean_env.setenv(f"FINANCIAL_ETL_{key}", value)
     assert main(["run", "--start", "2024-01-02", "--end", "2024-01-31"]) == EXIT_CONFIG
     assert "outside FINANCIAL_ETL_CSV_DIR" in capsys.readouterr().err
@@ -119,7 +125,8 @@ def test_a_csv_folder_that_is_itself_a_symlink_is_followed_once(tmp_path):
     real = tmp_path / "real"
     write_yahoo_csv(real / "AAA.csv", fetch_synthetic(["AAA"], day("2024-01-02"), day("2024-01-31")).frame)
     (tmp_path / "link").symlink_to(real)
-    settings = load_settings({"FINANCIAL_ETL_SOURCE": "csv", "FINANCIAL_ETL_CSV_DIR": str(tmp_path / "link"),
-                              "FINANCIAL_ETL_TICKERS": "AAA"})
+    settings = load_settings(
+        {"FINANCIAL_ETL_SOURCE": "csv", "FINANCIAL_ETL_CSV_DIR": str(tmp_path / "link"), "FINANCIAL_ETL_TICKERS": "AAA"}
+    )
     batch = csv_source.make_csv_fetch(settings.csv_dir)(["AAA"], day("2024-01-02"), day("2024-01-31"))
     assert set(batch.frame.ticker) == {"AAA"}

@@ -58,7 +58,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()
@@ -157,10 +157,13 @@ def _string_literals(path: Path) -> list[str]:
         id(node.body[0].value)
         for node in ast.walk(tree)
         if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-        and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
     }
     return [
-        node.value for node in ast.walk(tree)
+        node.value
+        for node in ast.walk(tree)
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
     ]
 
@@ -172,8 +175,10 @@ def test_every_table_name_is_written_once_in_the_package(name):
     pattern = re.compile(rf"(^|[^\w]){re.escape(name)}($|[^\w/])")
     where = [
         str(path.relative_to(REPO_ROOT))
-        for mod, path in MODULES.items() if mod.startswith("financial_etl")
-        for text in _string_literals(path) if pattern.search(text) and " " not in text.strip()
+        for mod, path in MODULES.items()
+        if mod.startswith("financial_etl")
+        for text in _string_literals(path)
+        if pattern.search(text) and " " not in text.strip()
     ]
     assert where == ["financial_etl/warehouse/__init__.py"]
 
@@ -206,7 +211,13 @@ def test_the_sqlmesh_project_runs_on_its_own_without_the_orchestrator(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [str(tmp_path / "alone.duckdb"), "50"]
     sqlmesh = Path(sys.executable).with_name("sqlmesh")
-    rendered = subprocess.run([str(sqlmesh), "-p", "sqlmesh_project", "render", "marts.stock_metrics"],
-                              cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    rendered = subprocess.run(
+        [str(sqlmesh), "-p", "sqlmesh_project", "render", "marts.stock_metrics"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rendered.returncode == 0, rendered.stdout + rendered.stderr
     assert "ROW_NUMBER() OVER (PARTITION BY" in rendered.stdout and "<= 50" in rendered.stdout

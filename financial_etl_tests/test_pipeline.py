@@ -30,7 +30,10 @@ def test_csv_run_loads_exactly_the_rows_from_a_to_b_and_is_idempotent(workdir, c
     assert len(raw) == len(expected) > 0
     assert {(t, d) for t, d, *_ in raw} == set(zip(expected.ticker, expected.date, strict=True))
     got_close = {(t, d): c for t, d, _, _, _, c, _ in raw}
-    assert all(np.isclose(got_close[(t, d)], c, rtol=0, atol=1e-9) for t, d, c in zip(expected.ticker, expected.date, expected.close_price, strict=True))
+    assert all(
+        np.isclose(got_close[(t, d)], c, rtol=0, atol=1e-9)
+        for t, d, c in zip(expected.ticker, expected.date, expected.close_price, strict=True)
+    )
 
     mart = query(db, MART_ROWS)
     assert [(r[0], r[1]) for r in mart] == [(t, d) for t, d, *_ in raw]
@@ -38,7 +41,9 @@ def test_csv_run_loads_exactly_the_rows_from_a_to_b_and_is_idempotent(workdir, c
     assert export == mart
 
     out = capsys.readouterr().out
-    stage_rows = {line.split()[0]: int(line.split()[2]) for line in out.splitlines() if line.endswith(" s") and " rows " in line}
+    stage_rows = {
+        line.split()[0]: int(line.split()[2]) for line in out.splitlines() if line.endswith(" s") and " rows " in line
+    }
     assert stage_rows == {"extract": len(expected), "transform": len(expected), "export": len(expected)}
     assert "local stand-in" in out
 
@@ -65,7 +70,10 @@ def test_synthetic_default_run_materializes_the_graph_with_a_synthetic_label(wor
     settings = load_settings()
     result = execute_range(settings, day("2024-01-02"), day("2024-01-31"))
     assert result.success
-    mats = {m.materialization.asset_key.to_user_string(): m.materialization for m in result.get_asset_materialization_events()}
+    mats = {
+        m.materialization.asset_key.to_user_string(): m.materialization
+        for m in result.get_asset_materialization_events()
+    }
     assert set(mats) == {"raw/eod_prices_raw", "marts/stock_metrics", "dbo/Dim_Stock_Metrics"}
     raw_meta = mats["raw/eod_prices_raw"].metadata
     assert raw_meta["synthetic"].value is True
@@ -91,7 +99,8 @@ def test_yfinance_partial_load_names_the_empty_ticker_and_loads_the_rest(workdir
     result = execute_range(load_settings(), start, end)
     assert result.success
     raw_mat = next(
-        m.materialization for m in result.get_asset_materialization_events()
+        m.materialization
+        for m in result.get_asset_materialization_events()
         if m.materialization.asset_key.path == ["raw", "eod_prices_raw"]
     )
     assert raw_mat.metadata["missing_tickers"].value == "GONE"

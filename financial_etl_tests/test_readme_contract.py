@@ -49,6 +49,7 @@ def test_the_install_script_takes_its_packages_from_the_list_the_tests_check():
     for package in PACKAGES:  # no second copy of the list
         assert not any(re.search(rf"(?<![\w-]){re.escape(package.package)}(?![\w-])", line) for line in script)
     # The script runs the list with the system's python3, before any venv: standard library only.
-    listed = subprocess.run([sys.executable, "-I", "-S", LIST, "--all"], cwd=REPO_ROOT,
-                            capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        [sys.executable, "-I", "-S", LIST, "--all"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
     assert listed.stdout.split() == [p.package for p in PACKAGES]

@@ -105,8 +105,9 @@ def _duckdb_cells(path: Path) -> bytes:
 
     # The pipeline's settings: DuckDB refuses a second in-process connection with others.
     with duckdb.connect(str(path), read_only=True, config=duckdb_settings(path)) as con:
-        tables = con.execute("SELECT table_schema, table_name FROM information_schema.tables "
-                             "WHERE table_type = 'BASE TABLE'").fetchall()
+        tables = con.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
+        ).fetchall()
         return b"\n".join(
             _expanded(cell)
             for schema, table in tables
@@ -129,7 +130,7 @@ class LeakScan:
             data = data.encode("utf-8", "backslashreplace")
         for name, needle in self.needles.items():
             if (i := data.find(needle)) >= 0:
-                self.leaks.append((name, where, data[max(0, i - 160):i + 40]))
+                self.leaks.append((name, where, data[max(0, i - 160) : i + 40]))
         self.seen[place] += data + b"\n"
 
     def has(self, place: str, marker: str) -> bool:
@@ -167,7 +168,9 @@ class LeakScan:
                     self.add("events", f"{where} data", repr(data))
                     error = getattr(data, "error", None)
                     while error is not None:
-                        self.add("errors", f"{where} error", f"{error.cls_name}: {error.message}\n{''.join(error.stack)}")
+                        self.add(
+                            "errors", f"{where} error", f"{error.cls_name}: {error.message}\n{''.join(error.stack)}"
+                        )
                         error = error.cause or error.context
         return runs
 
@@ -180,7 +183,8 @@ class LeakScan:
 
     def assert_clean(self) -> None:
         assert not self.leaks, "credential leaked:\n" + "\n".join(
-            f"{form} form in {where}: ...{excerpt!r}..." for form, where, excerpt in self.leaks[:20])
+            f"{form} form in {where}: ...{excerpt!r}..." for form, where, excerpt in self.leaks[:20]
+        )
 
     def summary(self) -> str:
         sizes = ", ".join(f"{place} {len(data):,} B" for place, data in self.seen.items())
@@ -211,8 +215,9 @@ def run_and_scan(workdir: Path, capfd, caplog, *, subprocess_env: dict[str, str]
         out, err = capfd.readouterr()
         output = out + err
     else:
-        proc = subprocess.run([str(CLI), *args], check=False, env=subprocess_env, cwd=workdir, capture_output=True,
-                              text=True, timeout=300)
+        proc = subprocess.run(
+            [str(CLI), *args], check=False, env=subprocess_env, cwd=workdir, capture_output=True, text=True, timeout=300
+        )
         code, output = proc.returncode, proc.stdout + proc.stderr
     scan = LeakScan()
     scan.add("console", "stdout and stderr", output)
@@ -254,19 +259,26 @@ def test_postgres_wrong_password(workdir, run_env, postgres, capfd, caplog):
 @pytest.mark.slow
 def test_postgres_closed_port(workdir, run_env, capfd, caplog):
     port = free_port()
-    run_env.setenv("FINANCIAL_ETL_EXPORT_URL",
-                   f"postgresql://{USERNAME}:{quote(PASSWORD, safe='')}@127.0.0.1:{port}/financial_mart")
+    run_env.setenv(
+        "FINANCIAL_ETL_EXPORT_URL",
+        f"postgresql://{USERNAME}:{quote(PASSWORD, safe='')}@127.0.0.1:{port}/financial_mart",
+    )
     code, scan, runs = run_and_scan(workdir, capfd, caplog)
     assert code == EXIT_CONNECTION, scan.seen["console"].decode()[-3000:]
     assert_failed_run(runs)
     scan.assert_clean()
     assert_found_in(scan, f"cannot reach PostgreSQL 127.0.0.1:{port}/financial_mart", DAGSTER_PLACES)
-    assert_found_in(scan, f'port {port} failed: Connection refused', ["data files"])  # dlt's trace.pickle
+    assert_found_in(scan, f"port {port} failed: Connection refused", ["data files"])  # dlt's trace.pickle
 
 
 def _mssql_settings(run_env, port: int) -> None:
-    for name, value in {"HOST": "127.0.0.1", "PORT": str(port), "USERNAME": USERNAME, "PASSWORD": PASSWORD,
-                        "CONNECT_TIMEOUT": "1"}.items():
+    for name, value in {
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "USERNAME": USERNAME,
+        "PASSWORD": PASSWORD,
+        "CONNECT_TIMEOUT": "1",
+    }.items():
         run_env.setenv(f"FINANCIAL_ETL_MSSQL_{name}", value)
 
 
@@ -297,14 +309,18 @@ def test_mssql_url(workdir, run_env, capfd, caplog):
     port = free_port()
     # Driver 17 is registered nowhere: the run fails on the missing driver whatever an
     # earlier test registered in this process (the URL form takes no connect timeout).
-    run_env.setenv("FINANCIAL_ETL_MSSQL_URL", f"mssql://{USERNAME}:{quote(PASSWORD, safe='')}@127.0.0.1:{port}/"
-                   "FINANCIAL_MART?driver=ODBC+Driver+17+for+SQL+Server")
+    run_env.setenv(
+        "FINANCIAL_ETL_MSSQL_URL",
+        f"mssql://{USERNAME}:{quote(PASSWORD, safe='')}@127.0.0.1:{port}/"
+        "FINANCIAL_MART?driver=ODBC+Driver+17+for+SQL+Server",
+    )
     code, scan, runs = run_and_scan(workdir, capfd, caplog)
     assert code == EXIT_CONNECTION, scan.seen["console"].decode()[-3000:]
     assert_failed_run(runs)
     scan.assert_clean()
-    assert_found_in(scan, f"no usable SQL Server ODBC driver for SQL Server 127.0.0.1:{port}/FINANCIAL_MART",
-                    DAGSTER_PLACES)
+    assert_found_in(
+        scan, f"no usable SQL Server ODBC driver for SQL Server 127.0.0.1:{port}/FINANCIAL_MART", DAGSTER_PLACES
+    )
     assert_found_in(scan, "FINANCIAL_ETL_MSSQL_URL", ["job snapshot"])
 
 
@@ -313,8 +329,10 @@ def test_dlt_mssql_credentials_in_a_subprocess_with_dlt_debug_logging(workdir, r
     """dlt resolves DESTINATION__MSSQL__CREDENTIALS itself (the project never sees the
     password, so cannot redact it); dlt logs at DEBUG into the captured output."""
     port = free_port()
-    run_env.setenv("DESTINATION__MSSQL__CREDENTIALS",
-                   f"mssql://{USERNAME}:{quote(PASSWORD, safe='')}@127.0.0.1:{port}/FINANCIAL_MART")
+    run_env.setenv(
+        "DESTINATION__MSSQL__CREDENTIALS",
+        f"mssql://{USERNAME}:{quote(PASSWORD, safe='')}@127.0.0.1:{port}/FINANCIAL_MART",
+    )
     run_env.setenv("RUNTIME__LOG_LEVEL", "DEBUG")
     code, scan, runs = run_and_scan(workdir, capfd, caplog, subprocess_env=dict(os.environ))
     assert code == EXIT_CONNECTION, scan.seen["console"].decode()[-3000:]
@@ -371,6 +389,7 @@ def test_the_scan_finds_a_secret_planted_in_each_encoding(tmp_path):
     scan = LeakScan()
     scan.tree("files", tmp_path)
     found = {where.split(" (")[0] for _, where, _ in scan.leaks}
-    assert found == {str(tmp_path / name) for name in ("log.txt", "package.gz", "trace.pickle", "runs.db",
-                                                        "state.duckdb")}, scan.leaks
+    assert found == {
+        str(tmp_path / name) for name in ("log.txt", "package.gz", "trace.pickle", "runs.db", "state.duckdb")
+    }, scan.leaks
     assert "user:url-quoted" in {form for form, _, _ in scan.leaks}

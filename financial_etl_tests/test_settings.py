@@ -25,7 +25,10 @@ def test_tickers_are_parsed_upper_cased_and_trimmed():
     ("env", "named"),
     [
         ({"FINANCIAL_ETL_SOURCE": "bloomberg"}, "FINANCIAL_ETL_SOURCE='bloomberg'"),
-        ({"FINANCIAL_ETL_START_DATE": "2024-05-01", "FINANCIAL_ETL_END_DATE": "2024-04-01"}, "2024-05-01 is after the end date 2024-04-01"),
+        (
+            {"FINANCIAL_ETL_START_DATE": "2024-05-01", "FINANCIAL_ETL_END_DATE": "2024-04-01"},
+            "2024-05-01 is after the end date 2024-04-01",
+        ),
         ({"FINANCIAL_ETL_TICKERS": " , ,"}, "FINANCIAL_ETL_TICKERS"),
         ({"FINANCIAL_ETL_TICKERS": "AAPL'; DROP TABLE x;--"}, "AAPL'; DROP TABLE X;--"),
         ({"FINANCIAL_ETL_TICKERS": "../../etc/passwd"}, "../../ETC/PASSWD"),
@@ -33,13 +36,16 @@ def test_tickers_are_parsed_upper_cased_and_trimmed():
         ({"FINANCIAL_ETL_START_DATE": "01/02/2024"}, "FINANCIAL_ETL_START_DATE='01/02/2024'"),
         ({"FINANCIAL_ETL_END_DATE": "2024-13-01"}, "FINANCIAL_ETL_END_DATE='2024-13-01'"),
         ({"FINANCIAL_ETL_SOURCE": "csv"}, "FINANCIAL_ETL_CSV_DIR"),
-        ({"FINANCIAL_ETL_SOURCE": "csv", "FINANCIAL_ETL_CSV_DIR": "/no/such/dir"}, "FINANCIAL_ETL_CSV_DIR='/no/such/dir'"),
+        (
+            {"FINANCIAL_ETL_SOURCE": "csv", "FINANCIAL_ETL_CSV_DIR": "/no/such/dir"},
+            "FINANCIAL_ETL_CSV_DIR='/no/such/dir'",
+        ),
         ({"FINANCIAL_ETL_EXPORT_TABLE": "x; drop"}, "FINANCIAL_ETL_EXPORT_TABLE"),
         ({"FINANCIAL_ETL_DUCKDB_PATH": ""}, "set but empty: FINANCIAL_ETL_DUCKDB_PATH;"),
         ({"FINANCIAL_ETL_SOURCE": " ", "FINANCIAL_ETL_TICKERS": ""}, "FINANCIAL_ETL_SOURCE, FINANCIAL_ETL_TICKERS;"),
         ({"FINANCIAL_ETL_START_DATE": "0001-01-01"}, "is before 1990-01-02, the first session of the NYSE calendar"),
         ({"FINANCIAL_ETL_END_DATE": "2041-01-02"}, "is after 2040-12-31, the last day of the NYSE calendar"),
-        ({"FINANCIAL_ETL_DUCKDB_PATH": "/tmp/it's;x/w.duckdb"}, "FINANCIAL_ETL_DUCKDB_PATH=\"/tmp/it's;x/w.duckdb\""),
+        ({"FINANCIAL_ETL_DUCKDB_PATH": "/tmp/it's;x/w.duckdb"}, 'FINANCIAL_ETL_DUCKDB_PATH="/tmp/it\'s;x/w.duckdb"'),
         ({"FINANCIAL_ETL_EXPORT_DUCKDB_PATH": "/tmp/a=b/e.duckdb"}, "its path holds '='"),
     ],
 )

@@ -32,9 +32,17 @@ DAILY_JOB = "daily_stock_metrics"
 # asset key -> group
 ASSETS = {"raw/eod_prices_raw": "extract", "marts/stock_metrics": "transform", "dbo/Dim_Stock_Metrics": "export"}
 MART_CHECKS = {
-    "not_null", "unique_combination_of_columns", "valid_rsi_range",
-    "valid_ohlc_prices", "open_close_within_high_low", "positive_volume", "valid_atr",
-    "valid_rsi_wilder_range", "valid_atr_wilder", "macd_histogram_identity", "finite_values",
+    "not_null",
+    "unique_combination_of_columns",
+    "valid_rsi_range",
+    "valid_ohlc_prices",
+    "open_close_within_high_low",
+    "positive_volume",
+    "valid_atr",
+    "valid_rsi_wilder_range",
+    "valid_atr_wilder",
+    "macd_histogram_identity",
+    "finite_values",
 }
 SCHEDULES = {"daily_after_close"}
 SENSORS = {"new_ticker_backfill", "restated_history_backfill", "run_failure_alerts"}
@@ -97,11 +105,20 @@ def launch_and_wait(dagster_dev: DagsterDev, definitions: dict, tags: dict[str, 
     """Launches job daily_stock_metrics with these run tags and waits for the daemon to
     dequeue and finish it: (run id, final status)."""
     (repo,) = definitions["repositoriesOrError"]["nodes"]
-    launched = dagster_dev.graphql(LAUNCH_RUN, {"params": {
-        "selector": {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"], "jobName": DAILY_JOB},
-        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
-        "runConfigData": {},
-    }})["launchRun"]
+    launched = dagster_dev.graphql(
+        LAUNCH_RUN,
+        {
+            "params": {
+                "selector": {
+                    "repositoryLocationName": repo["location"]["name"],
+                    "repositoryName": repo["name"],
+                    "jobName": DAILY_JOB,
+                },
+                "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+                "runConfigData": {},
+            }
+        },
+    )["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
 
@@ -115,8 +132,10 @@ def launch_and_wait(dagster_dev: DagsterDev, definitions: dict, tags: dict[str, 
 def run_errors(dagster_dev: DagsterDev, run_id: str) -> list[str]:
     events = dagster_dev.graphql(RUN_ERRORS, {"runId": run_id})["logsForRun"].get("events", [])
     return [
-        e.get("message") or f"{e.get('stepKey')}: {e['error']['message']} {(e['error'].get('cause') or {}).get('message', '')}"
-        for e in events if len(e) > 1
+        e.get("message")
+        or f"{e.get('stepKey')}: {e['error']['message']} {(e['error'].get('cause') or {}).get('message', '')}"
+        for e in events
+        if len(e) > 1
     ]
 
 
@@ -126,11 +145,19 @@ def materialized(dagster_dev: DagsterDev, definitions: dict) -> Materialized:
     narrowed to that day by the run's financial_etl/start and financial_etl/end tags."""
     session = next(d for n in range(10) if is_session(d := dt.date.today() - dt.timedelta(days=n)))
     partition = str(session.year)
-    run_id, status = launch_and_wait(dagster_dev, definitions, {
-        "dagster/partition": partition, "financial_etl/start": session.isoformat(), "financial_etl/end": session.isoformat(),
-    })
+    run_id, status = launch_and_wait(
+        dagster_dev,
+        definitions,
+        {
+            "dagster/partition": partition,
+            "financial_etl/start": session.isoformat(),
+            "financial_etl/end": session.isoformat(),
+        },
+    )
     if status != "SUCCESS":
-        pytest.fail(f"run {run_id} for {session} ended {status}: {run_errors(dagster_dev, run_id)}\n{dagster_dev.log_tail()}")
+        pytest.fail(
+            f"run {run_id} for {session} ended {status}: {run_errors(dagster_dev, run_id)}\n{dagster_dev.log_tail()}"
+        )
     # Only this one session is loaded: one row per ticker of the universe.
     tickers = load_settings(dagster_dev.env).tickers
     return Materialized(run_id, partition, expected_rows=len(tickers))
@@ -161,7 +188,9 @@ def test_materializing_the_latest_session_records_check_results_row_counts_and_t
     data = dagster_dev.graphql(MART_RESULTS)
     latest = {key(n["assetKey"]["path"]): n["assetMaterializations"] for n in data["assetNodes"]}
     for asset in ASSETS:
-        assert [(m["runId"], m["partition"]) for m in latest[asset]] == [(materialized.run_id, materialized.partition)], asset
+        assert [(m["runId"], m["partition"]) for m in latest[asset]] == [
+            (materialized.run_id, materialized.partition)
+        ], asset
 
     mart = data["assetNodeOrError"]
     executions = {c["name"]: c["executionForLatestMaterialization"] for c in mart["assetChecksOrError"]["checks"]}
@@ -211,8 +240,10 @@ def lineage_url(base_url: str) -> str:
 def test_the_lineage_page_draws_the_three_assets_in_their_groups(dagster_dev, materialized, browser):
     names = [a.split("/")[-1] for a in ASSETS]
     shown = open_and_wait(
-        browser, lineage_url(dagster_dev.base_url),
-        ["Global asset lineage", *ASSETS.values(), *names, f"{len(MART_CHECKS)} / {len(MART_CHECKS)} Passed"], "asset-graph.png",
+        browser,
+        lineage_url(dagster_dev.base_url),
+        ["Global asset lineage", *ASSETS.values(), *names, f"{len(MART_CHECKS)} / {len(MART_CHECKS)} Passed"],
+        "asset-graph.png",
     )
     assert "Materialize all" in shown
 
@@ -220,25 +251,46 @@ def test_the_lineage_page_draws_the_three_assets_in_their_groups(dagster_dev, ma
 @pytest.mark.slow
 def test_the_stock_metrics_page_shows_its_latest_materialization_and_checks(dagster_dev, materialized, browser):
     base = f"{dagster_dev.base_url}/assets/marts/stock_metrics"
-    open_and_wait(browser, base, ["stock_metrics", "Latest materialization", materialized.partition,
-                                  "Row count", "Checks", "close_price"], "stock-metrics.png")
-    shown = open_and_wait(browser, f"{base}?view=checks", [f"Checks ({len(MART_CHECKS)})", *sorted(MART_CHECKS)],
-                          "stock-metrics-checks.png")
+    open_and_wait(
+        browser,
+        base,
+        ["stock_metrics", "Latest materialization", materialized.partition, "Row count", "Checks", "close_price"],
+        "stock-metrics.png",
+    )
+    shown = open_and_wait(
+        browser,
+        f"{base}?view=checks",
+        [f"Checks ({len(MART_CHECKS)})", *sorted(MART_CHECKS)],
+        "stock-metrics-checks.png",
+    )
     assert shown.count("Succeeded") >= len(MART_CHECKS)
 
 
 @pytest.mark.slow
 def test_the_chart_opens_as_an_image_from_the_materialization_metadata(dagster_dev, materialized, browser):
-    open_and_wait(browser, f"{dagster_dev.base_url}/assets/marts/stock_metrics?view=events",
-                  ["chart", "Show Markdown", materialized.partition], "stock-metrics-events.png")
+    open_and_wait(
+        browser,
+        f"{dagster_dev.base_url}/assets/marts/stock_metrics?view=events",
+        ["chart", "Show Markdown", materialized.partition],
+        "stock-metrics-events.png",
+    )
     link = browser.find_element(By.XPATH, "//tr[td[normalize-space()='chart']]//*[contains(text(), 'Show Markdown')]")
     link.click()
     image = WebDriverWait(browser, PAGE_TIMEOUT_S).until(
-        lambda d: next((i for i in d.find_elements(By.CSS_SELECTOR, "img[src^='data:image/png;base64,']")
-                        if d.execute_script("return arguments[0].naturalWidth", i)), None)
+        lambda d: next(
+            (
+                i
+                for i in d.find_elements(By.CSS_SELECTOR, "img[src^='data:image/png;base64,']")
+                if d.execute_script("return arguments[0].naturalWidth", i)
+            ),
+            None,
+        )
     )
     # The browser decoded the PNG at its real size.
-    assert browser.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", image) == [WIDTH_PX, HEIGHT_PX]
+    assert browser.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", image) == [
+        WIDTH_PX,
+        HEIGHT_PX,
+    ]
     time.sleep(1)  # the dialog fades in
     assert browser.save_screenshot(str(ARTIFACTS / "stock-metrics-chart.png"))
 
@@ -256,7 +308,7 @@ def partition_statuses(dagster_dev: DagsterDev) -> dict[str, dict[str, str]]:
         keys = node["partitionKeys"]
         statuses = {}
         for r in node["assetPartitionStatuses"]["ranges"]:
-            for k in keys[keys.index(r["startKey"]):keys.index(r["endKey"]) + 1]:
+            for k in keys[keys.index(r["startKey"]) : keys.index(r["endKey"]) + 1]:
                 statuses[k] = r["status"]
         shown[key(node["assetKey"]["path"])] = statuses
     return shown

@@ -46,8 +46,9 @@ VALID_RANGES = ["1d", "5d", "1mo", "3mo", "6mo", "1y", "2y", "5y", "10y", "ytd",
 PRICE_COLUMNS = ["open", "high", "low", "close"]
 Fault = Literal["timeout", "reset"] | int
 
-CHART_NOT_FOUND = {"chart": {"result": None, "error": {
-    "code": "Not Found", "description": "No data found, symbol may be delisted"}}}
+CHART_NOT_FOUND = {
+    "chart": {"result": None, "error": {"code": "Not Found", "description": "No data found, symbol may be delisted"}}
+}
 # Yahoo's edge error page for a 5xx: HTML, so yfinance's `.json()` is what fails.
 EDGE_ERROR_PAGE = """<!doctype html public "-//W3C//DTD HTML 4.01//EN" "http://www.w3.org/TR/html4/strict.dtd">
 <html>
@@ -85,11 +86,15 @@ def listing_from_frame(frame: pd.DataFrame, ticker: str | None = None) -> Listin
         frame = frame[frame["ticker"] == ticker]
     elif frame["ticker"].nunique() > 1:
         raise ValueError("the frame holds several tickers: name one")
-    return Listing(pd.DataFrame({
-        "date": frame["date"].to_numpy(),
-        **{col: frame[f"{col}_price"].to_numpy(dtype=float) for col in PRICE_COLUMNS},
-        "volume": frame["volume"].to_numpy().astype(np.int64),
-    }))
+    return Listing(
+        pd.DataFrame(
+            {
+                "date": frame["date"].to_numpy(),
+                **{col: frame[f"{col}_price"].to_numpy(dtype=float) for col in PRICE_COLUMNS},
+                "volume": frame["volume"].to_numpy().astype(np.int64),
+            }
+        )
+    )
 
 
 def random_listing(start: dt.date, end: dt.date, seed: int = 0) -> Listing:
@@ -104,11 +109,18 @@ def random_listing(start: dt.date, end: dt.date, seed: int = 0) -> Listing:
     high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, vol / 2, n)))
     low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, vol / 2, n)))
     open_, high, low, close = (np.round(x, 2) for x in (open_, high, low, close))
-    return Listing(pd.DataFrame({
-        "date": sessions, "open": open_, "close": close,
-        "high": np.maximum.reduce([high, open_, close]), "low": np.minimum.reduce([low, open_, close]),
-        "volume": np.round(rng.lognormal(np.log(3e6), 0.35, n)).astype(np.int64),
-    }))
+    return Listing(
+        pd.DataFrame(
+            {
+                "date": sessions,
+                "open": open_,
+                "close": close,
+                "high": np.maximum.reduce([high, open_, close]),
+                "low": np.minimum.reduce([low, open_, close]),
+                "volume": np.round(rng.lognormal(np.log(3e6), 0.35, n)).astype(np.int64),
+            }
+        )
+    )
 
 
 def _ts(day: dt.date, hour: int = 9, minute: int = 30) -> int:
@@ -197,9 +209,26 @@ class YahooChartServer:
         if host == "fc.yahoo.com":
             # Yahoo's A3 cookie: yfinance keeps it in its cookie cache and stops asking.
             expires = int(time.time()) + 365 * 86400
-            session.cookies.jar.set_cookie(http.cookiejar.Cookie(
-                0, "A3", f"d=AQABBA{CRUMB}&S=AQAAAg", None, False, ".yahoo.com", True, True, "/", True, True,
-                expires, False, None, None, {}))
+            session.cookies.jar.set_cookie(
+                http.cookiejar.Cookie(
+                    0,
+                    "A3",
+                    f"d=AQABBA{CRUMB}&S=AQAAAg",
+                    None,
+                    False,
+                    ".yahoo.com",
+                    True,
+                    True,
+                    "/",
+                    True,
+                    True,
+                    expires,
+                    False,
+                    None,
+                    None,
+                    {},
+                )
+            )
             return _response(full, 200, "", "text/html;charset=utf-8")
         if path.endswith("/v1/test/getcrumb"):
             return _response(full, 200, CRUMB, "text/plain;charset=utf-8")
@@ -226,13 +255,17 @@ class YahooChartServer:
             fault = pending.pop(0) if pending else None
         if fault == "timeout":
             ms = int(float(timeout or 30) * 1000)
-            raise Timeout(f"Failed to perform, curl: (28) Operation timed out after {ms} milliseconds with 0 bytes "
-                          "received. See https://curl.se/libcurl/c/libcurl-errors.html first for more details.",
-                          CurlECode.OPERATION_TIMEDOUT)
+            raise Timeout(
+                f"Failed to perform, curl: (28) Operation timed out after {ms} milliseconds with 0 bytes "
+                "received. See https://curl.se/libcurl/c/libcurl-errors.html first for more details.",
+                CurlECode.OPERATION_TIMEDOUT,
+            )
         if fault == "reset":
-            raise CurlConnectionError("Failed to perform, curl: (56) Recv failure: Connection reset by peer. See "
-                                      "https://curl.se/libcurl/c/libcurl-errors.html first for more details.",
-                                      CurlECode.RECV_ERROR)
+            raise CurlConnectionError(
+                "Failed to perform, curl: (56) Recv failure: Connection reset by peer. See "
+                "https://curl.se/libcurl/c/libcurl-errors.html first for more details.",
+                CurlECode.RECV_ERROR,
+            )
         if fault == 429:
             return _response(url, 429, "Too Many Requests", "text/plain;charset=utf-8")
         if fault == 404 or symbol not in self.listings:
@@ -252,8 +285,15 @@ class YahooChartServer:
         return _json(url, 200, {"quoteSummary": {"result": [{"quoteType": self._quote(symbol)}], "error": None}})
 
     def _quote(self, symbol: str) -> dict[str, Any]:
-        return {"symbol": symbol, "quoteType": "EQUITY", "exchange": "NYQ", "shortName": symbol, "longName": symbol,
-                "exchangeTimezoneName": "America/New_York", "exchangeTimezoneShortName": self._tz_name()[0]}
+        return {
+            "symbol": symbol,
+            "quoteType": "EQUITY",
+            "exchange": "NYQ",
+            "shortName": symbol,
+            "longName": symbol,
+            "exchangeTimezoneName": "America/New_York",
+            "exchangeTimezoneShortName": self._tz_name()[0],
+        }
 
     # --- chart answers ----------------------------------------------------------------------
 
@@ -292,7 +332,7 @@ class YahooChartServer:
             return int(query["period1"]), int(query.get("period2") or _ts(self.today, 23, 59))
         rng, end = query.get("range", "1mo"), _ts(self.today, 23, 59)
         if rng.endswith("d") and rng[:-1].isdigit():  # the last N sessions
-            tail = bars["ts"].to_numpy()[-int(rng[:-1]):]
+            tail = bars["ts"].to_numpy()[-int(rng[:-1]) :]
             return (int(tail[0]) if len(tail) else end), end
         if rng == "max":
             return 0, end
@@ -325,9 +365,10 @@ class YahooChartServer:
             }
         splits = {day: ratio for day, ratio in listing.splits.items() if inside(day)}
         if splits:
-            events["splits"] = {str(_ts(day)): {"date": _ts(day), "numerator": num, "denominator": den,
-                                                "splitRatio": f"{num}:{den}"}
-                                for day, (num, den) in sorted(splits.items())}
+            events["splits"] = {
+                str(_ts(day)): {"date": _ts(day), "numerator": num, "denominator": den, "splitRatio": f"{num}:{den}"}
+                for day, (num, den) in sorted(splits.items())
+            }
         if events:
             result["events"] = events
         result["indicators"] = {
@@ -344,19 +385,37 @@ class YahooChartServer:
             return {"timezone": tz_name, "start": _ts(last, *start), "end": _ts(last, *end), "gmtoffset": offset}
 
         meta: dict[str, Any] = {
-            "currency": "USD", "symbol": symbol, "exchangeName": "NYQ", "fullExchangeName": "NYSE",
-            "instrumentType": "EQUITY", "firstTradeDate": int(bars["ts"].iloc[0]) if len(bars) else None,
-            "regularMarketTime": _ts(last, 16, 0), "hasPrePostMarketData": True, "gmtoffset": offset,
-            "timezone": tz_name, "exchangeTimezoneName": "America/New_York", "longName": symbol, "shortName": symbol,
+            "currency": "USD",
+            "symbol": symbol,
+            "exchangeName": "NYQ",
+            "fullExchangeName": "NYSE",
+            "instrumentType": "EQUITY",
+            "firstTradeDate": int(bars["ts"].iloc[0]) if len(bars) else None,
+            "regularMarketTime": _ts(last, 16, 0),
+            "hasPrePostMarketData": True,
+            "gmtoffset": offset,
+            "timezone": tz_name,
+            "exchangeTimezoneName": "America/New_York",
+            "longName": symbol,
+            "shortName": symbol,
             "priceHint": 2,
-            "currentTradingPeriod": {"pre": period((4, 0), (9, 30)), "regular": period((9, 30), (16, 0)),
-                                     "post": period((16, 0), (20, 0))},
-            "dataGranularity": "1d", "range": rng, "validRanges": VALID_RANGES,
+            "currentTradingPeriod": {
+                "pre": period((4, 0), (9, 30)),
+                "regular": period((9, 30), (16, 0)),
+                "post": period((16, 0), (20, 0)),
+            },
+            "dataGranularity": "1d",
+            "range": rng,
+            "validRanges": VALID_RANGES,
         }
         if len(bars):
             latest = bars.iloc[-1]
-            meta.update(regularMarketPrice=_f32([latest["close"]])[0], regularMarketDayHigh=_f32([latest["high"]])[0],
-                        regularMarketDayLow=_f32([latest["low"]])[0], regularMarketVolume=int(latest["volume"]))
+            meta.update(
+                regularMarketPrice=_f32([latest["close"]])[0],
+                regularMarketDayHigh=_f32([latest["high"]])[0],
+                regularMarketDayLow=_f32([latest["low"]])[0],
+                regularMarketVolume=int(latest["volume"]),
+            )
         if len(window):
             previous = bars[bars["ts"] < window["ts"].iloc[0]]
             if len(previous):

@@ -64,8 +64,7 @@ def spark_conf(duckdb_path: str, master: str = SPARK_MASTER) -> dict[str, str]:
         "spark.app.name": "financial_etl",
         "spark.sql.warehouse.dir": str(folder / "spark-warehouse"),
         "spark.sql.catalogImplementation": "hive",
-        "spark.hadoop.javax.jdo.option.ConnectionURL":
-            f"jdbc:derby:;databaseName={metastore_db};create=true",
+        "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={metastore_db};create=true",
         "spark.sql.legacy.createHiveTableByDefault": "false",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": "4",
@@ -126,8 +125,11 @@ def gateway(duckdb_path: str, warehouse: str | None = None) -> GatewayConfig:
     """The gateway for FINANCIAL_ETL_WAREHOUSE (see the module's docstring)."""
     if not warehouse or warehouse == "duckdb":
         # State in the warehouse file itself: a deleted warehouse leaves no stale intervals.
-        return GatewayConfig(connection=TransactionalDuckDBConnectionConfig(
-            database=duckdb_path, connector_config=duckdb_settings(duckdb_path)))
+        return GatewayConfig(
+            connection=TransactionalDuckDBConnectionConfig(
+                database=duckdb_path, connector_config=duckdb_settings(duckdb_path)
+            )
+        )
     if warehouse == "spark" or warehouse.startswith("spark:"):
         master = warehouse.partition(":")[2] or SPARK_MASTER
         state = str(Path(duckdb_path).parent / "sqlmesh-state.duckdb")
@@ -137,14 +139,18 @@ def gateway(duckdb_path: str, warehouse: str | None = None) -> GatewayConfig:
         )
     parts = urlsplit(warehouse)
     if parts.scheme in ("postgresql", "postgres"):
-        return GatewayConfig(connection=PostgresConnectionConfig(
-            host=parts.hostname or "localhost",
-            port=parts.port or 5432,
-            user=unquote(parts.username or ""),
-            password=unquote(parts.password or ""),
-            database=parts.path.lstrip("/"),
-        ))
-    raise ValueError("FINANCIAL_ETL_WAREHOUSE must be duckdb, spark[:<master>] or postgresql://user:password@host:port/database")
+        return GatewayConfig(
+            connection=PostgresConnectionConfig(
+                host=parts.hostname or "localhost",
+                port=parts.port or 5432,
+                user=unquote(parts.username or ""),
+                password=unquote(parts.password or ""),
+                database=parts.path.lstrip("/"),
+            )
+        )
+    raise ValueError(
+        "FINANCIAL_ETL_WAREHOUSE must be duckdb, spark[:<master>] or postgresql://user:password@host:port/database"
+    )
 
 
 def build_config(duckdb_path: str, start_date: str, unit_tests: bool = True, warehouse: str | None = None) -> Config:

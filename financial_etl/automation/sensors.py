@@ -48,8 +48,7 @@ def backfill_request(
 ) -> RunRequest:
     """One run over the year partitions holding [start, end], narrowed to those dates (the
     assets' single-run backfill policy would make a backfill of them one run as well)."""
-    return RunRequest(asset_selection=list(asset_keys),
-                      tags={**tags, **range_tags(start, end), WAREHOUSE_TAG: engine})
+    return RunRequest(asset_selection=list(asset_keys), tags={**tags, **range_tags(start, end), WAREHOUSE_TAG: engine})
 
 
 def build_new_ticker_sensor(settings: Settings, asset_keys: Sequence[AssetKey]):
@@ -80,11 +79,17 @@ def build_new_ticker_sensor(settings: Settings, asset_keys: Sequence[AssetKey]):
         if added and last >= first:
             for ticker in added:
                 requests.append(
-                    backfill_request(asset_keys, first, last, {
-                        TICKERS_TAG: ticker,
-                        MODE_TAG: RESTATE,
-                        REASON_TAG: f"new ticker {ticker} added to {source}: loading {first} to {last}",
-                    }, settings.warehouse.engine)
+                    backfill_request(
+                        asset_keys,
+                        first,
+                        last,
+                        {
+                            TICKERS_TAG: ticker,
+                            MODE_TAG: RESTATE,
+                            REASON_TAG: f"new ticker {ticker} added to {source}: loading {first} to {last}",
+                        },
+                        settings.warehouse.engine,
+                    )
                 )
         context.update_cursor(json.dumps(sorted(universe)))
         if requests:
@@ -172,7 +177,9 @@ def build_restated_history_sensor(settings: Settings, asset_keys: Sequence[Asset
         try:
             fresh = fetch_for(settings, patient=False)(tickers, start, end).frame
         except FinancialEtlError as exc:
-            return SkipReason(f"the source did not answer ({exc}); comparing {', '.join(tickers)} at the next evaluation")
+            return SkipReason(
+                f"the source did not answer ({exc}); comparing {', '.join(tickers)} at the next evaluation"
+            )
         requests, notes = [], []
         for ticker in tickers:
             mine = stored[stored["ticker"] == ticker].drop(columns=["ticker", "n"])
@@ -187,18 +194,28 @@ def build_restated_history_sensor(settings: Settings, asset_keys: Sequence[Asset
                 continue
             handled[ticker] = fingerprint
             requests.append(
-                backfill_request(asset_keys, settings.start_date, end, {
-                    TICKERS_TAG: ticker,
-                    MODE_TAG: RESTATE,
-                    REASON_TAG: f"restated history for {ticker}: {change}"[:1000],
-                }, warehouse.engine)
+                backfill_request(
+                    asset_keys,
+                    settings.start_date,
+                    end,
+                    {
+                        TICKERS_TAG: ticker,
+                        MODE_TAG: RESTATE,
+                        REASON_TAG: f"restated history for {ticker}: {change}"[:1000],
+                    },
+                    warehouse.engine,
+                )
             )
             context.log.info(f"{ticker}: history changed at the source ({change}); requesting a restatement")
         context.update_cursor(json.dumps({"offset": offset + len(tickers), "handled": handled}, sort_keys=True))
         if requests:
             return SensorResult(run_requests=requests)
-        return SkipReason("; ".join(notes) or (
-            f"recent history of {', '.join(tickers)} matches the source ({len(tickers)} of {len(loaded)} tickers "
-            "compared; the others at the next evaluations)"))
+        return SkipReason(
+            "; ".join(notes)
+            or (
+                f"recent history of {', '.join(tickers)} matches the source ({len(tickers)} of {len(loaded)} tickers "
+                "compared; the others at the next evaluations)"
+            )
+        )
 
     return restated_history_backfill

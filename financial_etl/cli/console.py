@@ -44,9 +44,15 @@ def stage_of(asset_key) -> str:
 def stage_line(asset_key, rows, seconds: float, status: str = "") -> str:
     rows, in_range = rows if isinstance(rows, tuple) else (rows, rows)
     rows_text = f"{rows:>9} rows" if isinstance(rows, int) else f"{'':>14}"
-    wrote = f"   {WROTE.get(asset_key, 'sent')}; {in_range} in the range" if in_range is not None and rows != in_range else ""
-    return f"  {stage_of(asset_key):<10} {asset_key.to_user_string().replace('/', '.'):<{NAME_WIDTH}} {rows_text}   " \
-           f"{seconds:5.1f} s{status}{wrote}"
+    wrote = (
+        f"   {WROTE.get(asset_key, 'sent')}; {in_range} in the range"
+        if in_range is not None and rows != in_range
+        else ""
+    )
+    return (
+        f"  {stage_of(asset_key):<10} {asset_key.to_user_string().replace('/', '.'):<{NAME_WIDTH}} {rows_text}   "
+        f"{seconds:5.1f} s{status}{wrote}"
+    )
 
 
 def dagster_line(entry: EventLogEntry) -> str:
@@ -115,8 +121,14 @@ class RunConsole:
     every POLL_S and shows them; leaving the block shows the rest, so every stage line is
     out before the CLI's summary or failure lines."""
 
-    def __init__(self, instance: DagsterInstance, run_id: str, verbose: bool = False,
-                 stream: TextIO | None = None, warnings: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        instance: DagsterInstance,
+        run_id: str,
+        verbose: bool = False,
+        stream: TextIO | None = None,
+        warnings: TextIO | None = None,
+    ) -> None:
         self.instance, self.run_id = instance, run_id
         self.progress = StageProgress(stream or sys.stdout, None if verbose else (warnings or sys.stderr))
         self.cursor: str | None = None

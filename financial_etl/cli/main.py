@@ -94,8 +94,10 @@ def open_instance():
     except Exception as exc:
         if (problem := storage_problem(exc, home)) is None:
             raise
-        raise StorageError(f"DAGSTER_HOME={str(home)!r}: Dagster cannot write its run storage ({problem}); "
-                           "make it writable, or point DAGSTER_HOME at another folder") from None
+        raise StorageError(
+            f"DAGSTER_HOME={str(home)!r}: Dagster cannot write its run storage ({problem}); "
+            "make it writable, or point DAGSTER_HOME at another folder"
+        ) from None
 
 
 def _preflight(settings: Settings, command: str) -> None:
@@ -138,8 +140,15 @@ def _window(start: dt.date, end: dt.date) -> dict[str, str]:
     return window
 
 
-def execute_range(settings: Settings, start: dt.date, end: dt.date, instance=None, tags=None, verbose: bool = False,
-                  step_errors: StepErrors | None = None):
+def execute_range(
+    settings: Settings,
+    start: dt.date,
+    end: dt.date,
+    instance=None,
+    tags=None,
+    verbose: bool = False,
+    step_errors: StepErrors | None = None,
+):
     """Materialize the whole graph for exactly [start, end], in process: one run over the
     year partitions that hold it, printing a line per stage as it ends. `step_errors`
     collects the exception of each step that fails."""
@@ -158,8 +167,10 @@ def execute_range(settings: Settings, start: dt.date, end: dt.date, instance=Non
         job = job.with_hooks({step_errors.hook()})
     first, last = window[RANGE_START_TAG], window[RANGE_END_TAG]
     years = f"partition {first}" if first == last else f"partitions {first} to {last}"
-    print(f"financial-etl: {settings.source} source, {len(settings.tickers)} tickers, {start} to {end} ({years})",
-          flush=True)
+    print(
+        f"financial-etl: {settings.source} source, {len(settings.tickers)} tickers, {start} to {end} ({years})",
+        flush=True,
+    )
     run_id = str(uuid.uuid4())  # known before the run starts, so its event log can be read as it goes
     with RunConsole(instance, run_id, verbose=verbose):
         return job.execute_in_process(
@@ -189,7 +200,11 @@ def failed_blocking_checks(result) -> list[str]:
 
 
 def run_pipeline(
-    settings: Settings, start: dt.date, end: dt.date, full_refresh: bool = False, verbose: bool = False,
+    settings: Settings,
+    start: dt.date,
+    end: dt.date,
+    full_refresh: bool = False,
+    verbose: bool = False,
     stop: StopOnSignal | None = None,
 ) -> int:
     from financial_etl.cli.summary import print_summary
@@ -204,12 +219,17 @@ def run_pipeline(
         return EXIT_SUCCESS
     if stop is not None and stop.signum is not None:
         steps = [e.step_key for e in result.all_events if e.is_step_failure]
-        print(f"financial-etl: run {result.run_id} stopped" + (f" during {', '.join(steps)}" if steps else ""),
-              file=sys.stderr)
+        print(
+            f"financial-etl: run {result.run_id} stopped" + (f" during {', '.join(steps)}" if steps else ""),
+            file=sys.stderr,
+        )
         return stop.exit_code or EXIT_UNEXPECTED
     if failed := failed_blocking_checks(result):
-        print(f"financial-etl: data-quality failure, blocking checks failed: {', '.join(failed)}; "
-              "downstream assets were not materialized", file=sys.stderr)
+        print(
+            f"financial-etl: data-quality failure, blocking checks failed: {', '.join(failed)}; "
+            "downstream assets were not materialized",
+            file=sys.stderr,
+        )
         print_check_table(result, file=sys.stderr)
         print(f"financial-etl: run {result.run_id} failed (exit {EXIT_DATA_QUALITY})", file=sys.stderr)
         return EXIT_DATA_QUALITY
@@ -223,12 +243,19 @@ def print_check_table(result, file=None) -> None:
     for e in result.get_asset_check_evaluations():
         status = "PASS" if e.passed else ("FAIL" if e.severity == AssetCheckSeverity.ERROR else "WARN")
         meta = e.metadata or {}
-        count = next((meta[k].value for k in ("violating_rows", "duplicate_keys", "rows_outside", "missing_sessions") if k in meta), "")
+        count = next(
+            (
+                meta[k].value
+                for k in ("violating_rows", "duplicate_keys", "rows_outside", "missing_sessions")
+                if k in meta
+            ),
+            "",
+        )
         rows.append((status, e.asset_key.to_user_string(), e.check_name, str(count)))
     width = [max(len(r[i]) for r in rows + [("status", "asset", "check", "rows")]) for i in range(4)]
-    print("  ".join(h.ljust(w) for h, w in zip(("status", "asset", "check", "rows"), width)), file=file)
+    print("  ".join(h.ljust(w) for h, w in zip(("status", "asset", "check", "rows"), width, strict=True)), file=file)
     for row in sorted(rows, key=lambda r: (r[1], r[2])):
-        print("  ".join(c.ljust(w) for c, w in zip(row, width)), file=file)
+        print("  ".join(c.ljust(w) for c, w in zip(row, width, strict=True)), file=file)
 
 
 def run_checks(settings: Settings, start: dt.date | None, end: dt.date | None) -> int:
@@ -238,13 +265,17 @@ def run_checks(settings: Settings, start: dt.date | None, end: dt.date | None) -
 
     tags = {}
     if start or end:
-        tags = {CHECK_START_TAG: (start or settings.start_date).isoformat(),
-                CHECK_END_TAG: (end or settings.resolved_end()).isoformat()}
+        tags = {
+            CHECK_START_TAG: (start or settings.start_date).isoformat(),
+            CHECK_END_TAG: (end or settings.resolved_end()).isoformat(),
+        }
     instance = open_instance()
     step_errors = StepErrors()
     job = build_definitions(settings).resolve_job_def(CHECKS_JOB).with_hooks({step_errors.hook()})
     result = job.execute_in_process(
-        instance=instance, tags=tags, raise_on_error=False,
+        instance=instance,
+        tags=tags,
+        raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
     evaluations = result.get_asset_check_evaluations()
@@ -273,19 +304,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--start", help="first date, YYYY-MM-DD (default FINANCIAL_ETL_START_DATE)")
     run.add_argument("--end", help="last date, YYYY-MM-DD (default FINANCIAL_ETL_END_DATE, else today)")
     run.add_argument(
-        "--full-refresh", action="store_true",
+        "--full-refresh",
+        action="store_true",
         help="replace the export target with the whole mart in one transaction (instead of merging the range)",
     )
     run.add_argument(
-        "--verbose", action="store_true",
+        "--verbose",
+        action="store_true",
         help="also print Dagster's event log and SQLMesh's plan details (DEBUG)",
     )
     check = sub.add_parser("check", help="re-evaluate every check on the current tables; exit 0, or 3 on a failure")
     check.add_argument("--start", help="first date to check (default: the whole configured range)")
     check.add_argument("--end", help="last date to check")
     sub.add_parser(
-        "plan", help="show what the working copy of sqlmesh_project/ changes against prod, with a diff of the "
-                     "numbers built in an isolated SQLMesh environment; applies nothing")
+        "plan",
+        help="show what the working copy of sqlmesh_project/ changes against prod, with a diff of the "
+        "numbers built in an isolated SQLMesh environment; applies nothing",
+    )
     args = parser.parse_args(argv)
     if args.command != "run" or threading.current_thread() is not threading.main_thread():
         return command(args)
@@ -300,9 +335,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     if code != EXIT_SUCCESS:
         code = stop.exit_code or EXIT_UNEXPECTED
-        print(f"financial-etl: stopped by {signal.Signals(stop.signum).name}; every table is as before the run or "
-              "as after its last finished stage, nothing half-written: run the same range again to finish it "
-              f"(exit {code})", file=sys.stderr)
+        print(
+            f"financial-etl: stopped by {signal.Signals(stop.signum).name}; every table is as before the run or "
+            "as after its last finished stage, nothing half-written: run the same range again to finish it "
+            f"(exit {code})",
+            file=sys.stderr,
+        )
     exit_now(code)  # a statement still running in a library's thread is discarded, uncommitted
     return code  # not reached
 
@@ -315,8 +353,9 @@ def command(args: argparse.Namespace, stop: StopOnSignal | None = None) -> int:
         if stop is not None:
             from financial_etl.warehouse.project import project_config_module
 
-            stop.interrupt = getattr(project_config_module(str(settings.sqlmesh_project_dir)),
-                                     "interrupt_queries", stop.interrupt)
+            stop.interrupt = getattr(
+                project_config_module(str(settings.sqlmesh_project_dir)), "interrupt_queries", stop.interrupt
+            )
         if args.command == "plan":
             _preflight(settings, "plan")
             return run_plan(settings)

@@ -92,8 +92,12 @@ class StopOnSignal:
                 pass
             time.sleep(REPEAT_S)
         name = signal.Signals(self.signum).name
-        print(f"financial-etl: stopped by {name}; the run did not end within {self._grace_s:.0f} s, exiting "
-              f"(exit {self.exit_code})", file=sys.stderr, flush=True)
+        print(
+            f"financial-etl: stopped by {name}; the run did not end within {self._grace_s:.0f} s, exiting "
+            f"(exit {self.exit_code})",
+            file=sys.stderr,
+            flush=True,
+        )
         exit_now(self.exit_code)
 
 

@@ -13,8 +13,11 @@ from financial_etl.warehouse import MART, RAW
 
 def summary_lines(settings: Settings, run_id: str, seconds: float) -> list[str]:
     target = export_target_for(settings)  # description only: no secret is printed
-    where = {RAW: settings.warehouse.describe(), MART: settings.warehouse.describe(),
-             f"{target.schema}.{target.table}": target.description}
+    where = {
+        RAW: settings.warehouse.describe(),
+        MART: settings.warehouse.describe(),
+        f"{target.schema}.{target.table}": target.description,
+    }
     width = max(len(name) for name in where) + 2
     return [f"financial-etl: run {run_id[:8]} succeeded in {seconds:.1f} s"] + [
         f"  {name:<{width}} {place}" for name, place in where.items()

@@ -92,8 +92,9 @@ def _mart_query(ranges, tickers, reloaded=()) -> tuple[str, list]:
     return f"SELECT * FROM {MART} WHERE {clause} ORDER BY {', '.join(MART_KEY_COLUMNS)}", params
 
 
-def iter_mart(warehouse: Warehouse, ranges, tickers=None, batch_rows: int = BATCH_ROWS,
-              reloaded: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
+def iter_mart(
+    warehouse: Warehouse, ranges, tickers=None, batch_rows: int = BATCH_ROWS, reloaded: Sequence[str] = ()
+) -> Iterator[pa.RecordBatch]:
     """The mart rows in the date `ranges` (all rows when None; `tickers` only, when given;
     every row of the `reloaded` tickers too) as Arrow record batches, NaN and +/-inf as
     NULL, so a full refresh never holds the mart in memory."""
@@ -125,7 +126,9 @@ def export_pipeline(settings: Settings, target: ExportTarget, replace_strategy: 
         )
 
 
-def target_row_counts(pipeline: Pipeline, table: str, start: dt.date, end: dt.date, partitions_def, keys) -> tuple[int, int, list[int]]:
+def target_row_counts(
+    pipeline: Pipeline, table: str, start: dt.date, end: dt.date, partitions_def, keys
+) -> tuple[int, int, list[int]]:
     """(rows in the whole target table, rows in [start, end], rows of each partition in `keys`)."""
     per_key, params = partition_counts_sql("trade_date", partitions_def, keys, placeholder="%s")
     try:
@@ -133,7 +136,9 @@ def target_row_counts(pipeline: Pipeline, table: str, start: dt.date, end: dt.da
             name = client.make_qualified_table_name(table)
             total, in_range, *by_key = client.execute_sql(
                 f"SELECT count(*), count(CASE WHEN trade_date BETWEEN %s AND %s THEN 1 END), {per_key} FROM {name}",
-                start, end, *params,
+                start,
+                end,
+                *params,
             )[0]
     except DatabaseUndefinedRelation:
         return 0, 0, [0] * len(keys)
@@ -259,8 +264,12 @@ def _rebuild_and_swap(settings: Settings, target: ExportTarget, rows: Iterator[p
     if rebuilt in pipeline.default_schema.tables:
         pipeline.default_schema.drop_tables([rebuilt])
     resource = dlt.resource(
-        rows, name=rebuilt, table_name=rebuilt, primary_key=MART_KEY_COLUMNS,
-        write_disposition="replace", columns=EXPORT_COLUMN_HINTS,
+        rows,
+        name=rebuilt,
+        table_name=rebuilt,
+        primary_key=MART_KEY_COLUMNS,
+        write_disposition="replace",
+        columns=EXPORT_COLUMN_HINTS,
         file_format=load_file_format(target.load_format, count),
     )
     pipeline.run(resource).raise_on_failed_jobs()
@@ -325,7 +334,9 @@ def build_export_asset(settings: Settings, partitions_def, column_schema=None, c
         # The mart model's version: a model change shows the export as changed code too.
         code_version=code_version,
     )
-    def export_stock_metrics(context: AssetExecutionContext, export_destination: ExportDestination) -> MaterializeResult:
+    def export_stock_metrics(
+        context: AssetExecutionContext, export_destination: ExportDestination
+    ) -> MaterializeResult:
         start, end = run_dates(context, settings)
         target = export_destination.target(settings)
         # The whole step holds the export's lock: the dlt pipeline's working state (and a
@@ -347,16 +358,27 @@ def build_export_asset(settings: Settings, partitions_def, column_schema=None, c
         end = max(end, ranges[-1][1])
         if target.is_standin:
             context.log.warning(f"no SQL Server configured: exporting to the {target.description}")
-        what = "the whole mart (full refresh, atomic replace)" if full_refresh else \
-            ", ".join(f"{a} to {b}" for a, b in ranges) + " (the dates SQLMesh recomputed)" + (
-                f", and the whole history of {', '.join(reloaded)} (reloaded)" if reloaded else "")
+        what = (
+            "the whole mart (full refresh, atomic replace)"
+            if full_refresh
+            else ", ".join(f"{a} to {b}" for a, b in ranges)
+            + " (the dates SQLMesh recomputed)"
+            + (f", and the whole history of {', '.join(reloaded)} (reloaded)" if reloaded else "")
+        )
         context.log.info(f"exporting {what} to {target.description}")
         # The stand-in is a DuckDB file: a full disk must not leave a half-written merge in its log.
         standin = settings.export_duckdb_path if target.is_standin else None
         try:
             with storage_errors("the export", standin):
-                sent = load_export(settings, target, ranges=ranges, tickers=restated, full_refresh=full_refresh,
-                                   version=version, reloaded=reloaded)
+                sent = load_export(
+                    settings,
+                    target,
+                    ranges=ranges,
+                    tickers=restated,
+                    full_refresh=full_refresh,
+                    version=version,
+                    reloaded=reloaded,
+                )
         except (PermanentDestinationError, StorageError) as exc:
             context.log.error(str(exc))
             raise Failure(description=str(exc), allow_retries=False) from exc
@@ -364,7 +386,10 @@ def build_export_asset(settings: Settings, partitions_def, column_schema=None, c
         if sent.full:
             how = "replaced the target with the whole mart" + (
                 f" (a table rebuilt for its columns: added {sent.columns_added}, removed "
-                f"{sent.columns_removed}, retyped {sent.columns_retyped})" if sent.rebuilt else "")
+                f"{sent.columns_removed}, retyped {sent.columns_retyped})"
+                if sent.rebuilt
+                else ""
+            )
         context.log.info(f"exported {sent.rows} rows: {how} (mart version {version}; the target held {sent.held})")
         pipeline = export_pipeline(settings, target)
         keys = context.partition_keys

@@ -10,7 +10,6 @@ dialect and sqlglot writes them for the target (PostgreSQL, SQL Server, DuckDB).
 it covers what the run's export sent; `financial-etl check` covers the whole table.
 """
 
-
 import datetime as dt
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -55,20 +54,26 @@ def column_kinds(schema: pa.Schema) -> dict[str, str]:
 
 def _aggregates(column: str, kind: str) -> list[tuple[str, str]]:
     c = f'"{column}"'
-    value = {"number": f"CAST({c} AS DOUBLE)",
-             "date": f"CAST(EXTRACT(YEAR FROM {c}) * 10000 + EXTRACT(MONTH FROM {c}) * 100 "
-                     f"+ EXTRACT(DAY FROM {c}) AS DOUBLE)"
-             }.get(kind)
+    value = {
+        "number": f"CAST({c} AS DOUBLE)",
+        "date": f"CAST(EXTRACT(YEAR FROM {c}) * 10000 + EXTRACT(MONTH FROM {c}) * 100 "
+        f"+ EXTRACT(DAY FROM {c}) AS DOUBLE)",
+    }.get(kind)
     aggs = [("non_null", f"COUNT({c})")]
     if value is not None:
-        aggs += [("sum", f"SUM({value})"), ("weighted_sum", f"SUM({value} * EXTRACT(DAY FROM trade_date))"),
-                 ("magnitude", f"SUM(ABS({value}))")]
+        aggs += [
+            ("sum", f"SUM({value})"),
+            ("weighted_sum", f"SUM({value} * EXTRACT(DAY FROM trade_date))"),
+            ("magnitude", f"SUM(ABS({value}))"),
+        ]
     else:
         aggs += [("distinct", f"COUNT(DISTINCT {c})"), ("length", f"SUM(CAST(LENGTH({c}) AS DOUBLE))")]
     return aggs
 
 
-def fingerprint_sql(table: str, kinds: Mapping[str, str], start: dt.date | None, end: dt.date | None) -> tuple[str, list[tuple[str, str]]]:
+def fingerprint_sql(
+    table: str, kinds: Mapping[str, str], start: dt.date | None, end: dt.date | None
+) -> tuple[str, list[tuple[str, str]]]:
     """One query (DuckDB's dialect, `?` parameters): per year, the row count and every
     column's aggregates; returns the SQL and the (column, aggregate) of each output."""
     names, selects = [], []
@@ -77,8 +82,10 @@ def fingerprint_sql(table: str, kinds: Mapping[str, str], start: dt.date | None,
             names.append((column, name))
             selects.append(sql)
     where = "WHERE trade_date BETWEEN ? AND ?" if start is not None else ""
-    sql = (f"SELECT CAST(EXTRACT(YEAR FROM trade_date) AS INTEGER) AS partition_year, COUNT(*) AS row_count, "
-           f"{', '.join(selects)} FROM {table} {where} GROUP BY CAST(EXTRACT(YEAR FROM trade_date) AS INTEGER)")
+    sql = (
+        f"SELECT CAST(EXTRACT(YEAR FROM trade_date) AS INTEGER) AS partition_year, COUNT(*) AS row_count, "
+        f"{', '.join(selects)} FROM {table} {where} GROUP BY CAST(EXTRACT(YEAR FROM trade_date) AS INTEGER)"
+    )
     return sql, names
 
 
@@ -86,11 +93,16 @@ def _by_year(rows: Sequence[Sequence], names: Sequence[tuple[str, str]]) -> dict
     out = {}
     for row in rows:
         year, count, *values = row
-        out[str(int(year))] = {"rows": int(count), **{key: (float(v) if v is not None else None) for key, v in zip(names, values, strict=True)}}
+        out[str(int(year))] = {
+            "rows": int(count),
+            **{key: (float(v) if v is not None else None) for key, v in zip(names, values, strict=True)},
+        }
     return out
 
 
-def compare(mart: dict[str, dict], target: dict[str, dict], names: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
+def compare(
+    mart: dict[str, dict], target: dict[str, dict], names: Sequence[tuple[str, str]]
+) -> tuple[list[str], list[str]]:
     """(columns that differ, partitions that differ) between two fingerprints."""
     columns, partitions = [], set()
     for year in sorted(set(mart) | set(target)):
@@ -119,9 +131,14 @@ def build_export_check(settings: Settings, partitions_def: TimeWindowPartitionsD
     spec_target = export_target_for(settings)
 
     @multi_asset_check(
-        specs=[AssetCheckSpec("reconciles_with_mart", asset=export_key,
-                              description=f"{spec_target.description}: per year, the mart's row count and every "
-                                          "column's non-NULL count and value fingerprint.")],
+        specs=[
+            AssetCheckSpec(
+                "reconciles_with_mart",
+                asset=export_key,
+                description=f"{spec_target.description}: per year, the mart's row count and every "
+                "column's non-NULL count and value fingerprint.",
+            )
+        ],
         name="export_reconciliation",
     )
     def export_reconciliation(
@@ -139,10 +156,15 @@ def build_export_check(settings: Settings, partitions_def: TimeWindowPartitionsD
         missing, extra, target_fp = [], [], {}
         try:
             with export_pipeline(settings, target).sql_client() as client:
-                present = {row[0] for row in client.execute_sql(
-                    "SELECT column_name FROM information_schema.columns "
-                    "WHERE table_schema = %s AND table_name = %s",
-                    target.schema, target.table)}
+                present = {
+                    row[0]
+                    for row in client.execute_sql(
+                        "SELECT column_name FROM information_schema.columns "
+                        "WHERE table_schema = %s AND table_name = %s",
+                        target.schema,
+                        target.table,
+                    )
+                }
                 missing = [c for c in kinds if c not in present]
                 extra = sorted(c for c in present if c not in kinds and not c.startswith("_dlt"))
                 shared = {c: k for c, k in kinds.items() if c in present}
@@ -176,8 +198,9 @@ def build_export_check(settings: Settings, partitions_def: TimeWindowPartitionsD
     return export_reconciliation
 
 
-def _covered(context: AssetCheckExecutionContext, settings: Settings, partitions_def,
-             export_key: AssetKey) -> tuple[dt.date | None, dt.date | None]:
+def _covered(
+    context: AssetCheckExecutionContext, settings: Settings, partitions_def, export_key: AssetKey
+) -> tuple[dt.date | None, dt.date | None]:
     """The dates the check compares (None: the whole table): `financial-etl check --start/
     --end`; else the run's range, widened to what the run's export sent (everything after
     a replace); else, the check run alone, the whole table."""

@@ -49,7 +49,15 @@ from financial_etl.warehouse.lock import held_elsewhere
 
 MSSQL_PREFIX = "FINANCIAL_ETL_MSSQL_"
 MSSQL_FIELDS = (
-    "HOST", "PORT", "DATABASE", "USERNAME", "PASSWORD", "DRIVER", "TRUST_SERVER_CERTIFICATE", "URL", "CONNECT_TIMEOUT",
+    "HOST",
+    "PORT",
+    "DATABASE",
+    "USERNAME",
+    "PASSWORD",
+    "DRIVER",
+    "TRUST_SERVER_CERTIFICATE",
+    "URL",
+    "CONNECT_TIMEOUT",
 )
 # What FINANCIAL_ETL_MSSQL_URL holds itself: these beside it would be ignored.
 URL_FIELDS = ("HOST", "PORT", "DATABASE", "USERNAME", "PASSWORD", "DRIVER")
@@ -143,13 +151,17 @@ def mssql_from_fields(fields: Mapping[str, Any], settings: Settings) -> ExportTa
     timeout = fields.get("CONNECT_TIMEOUT")
     if fields.get("URL"):
         if beside := [MSSQL_PREFIX + name for name in URL_FIELDS if fields.get(name)]:
-            raise ConfigError(f"FINANCIAL_ETL_MSSQL_URL is set beside {', '.join(beside)}: give the SQL Server "
-                              "target one way, the URL or the separate settings")
+            raise ConfigError(
+                f"FINANCIAL_ETL_MSSQL_URL is set beside {', '.join(beside)}: give the SQL Server "
+                "target one way, the URL or the separate settings"
+            )
         return _mssql_from_url(str(fields["URL"]), settings, trust=trust, connect_timeout=timeout)
     host = fields.get("HOST")
     if not host:
-        raise ConfigError(f"{', '.join(MSSQL_PREFIX + name for name in fields)} set without FINANCIAL_ETL_MSSQL_HOST "
-                          "(or FINANCIAL_ETL_MSSQL_URL): set the server, or unset them")
+        raise ConfigError(
+            f"{', '.join(MSSQL_PREFIX + name for name in fields)} set without FINANCIAL_ETL_MSSQL_HOST "
+            "(or FINANCIAL_ETL_MSSQL_URL): set the server, or unset them"
+        )
     return _mssql(
         settings,
         host=str(host),
@@ -164,11 +176,15 @@ def mssql_from_fields(fields: Mapping[str, Any], settings: Settings) -> ExportTa
     )
 
 
-def _mssql(settings, *, host, port, database, username, password, driver, trust, origin, connect_timeout=None) -> ExportTarget:
+def _mssql(
+    settings, *, host, port, database, username, password, driver, trust, origin, connect_timeout=None
+) -> ExportTarget:
     if not username or not password:
         missing = " and ".join(n for n, v in (("username", username), ("password", password)) if not v)
-        raise ConfigError(f"the SQL Server target ({origin}) has no {missing}: set FINANCIAL_ETL_MSSQL_USERNAME "
-                          "and FINANCIAL_ETL_MSSQL_PASSWORD (or give them in the URL or credentials file)")
+        raise ConfigError(
+            f"the SQL Server target ({origin}) has no {missing}: set FINANCIAL_ETL_MSSQL_USERNAME "
+            "and FINANCIAL_ETL_MSSQL_PASSWORD (or give them in the URL or credentials file)"
+        )
     if driver not in SUPPORTED_DRIVERS:
         raise ConfigError(
             f"FINANCIAL_ETL_MSSQL_DRIVER={driver!r}: dlt's mssql destination needs "
@@ -176,8 +192,13 @@ def _mssql(settings, *, host, port, database, username, password, driver, trust,
         )
     query = {"TrustServerCertificate": "yes"} if trust else {}
     credentials = {
-        "host": host, "port": port, "database": database, "username": username,
-        "password": password, "driver": driver, "query": query,
+        "host": host,
+        "port": port,
+        "database": database,
+        "username": username,
+        "password": password,
+        "driver": driver,
+        "query": query,
     }
     if connect_timeout is not None:
         credentials["connect_timeout"] = _seconds(MSSQL_PREFIX + "CONNECT_TIMEOUT", connect_timeout)
@@ -185,14 +206,17 @@ def _mssql(settings, *, host, port, database, username, password, driver, trust,
         kind="mssql",
         schema=settings.export_schema,
         table=settings.export_table,
-        description=f"SQL Server {host}:{port}/{database} table {settings.export_schema}.{settings.export_table} ({origin})",
+        description=(
+            f"SQL Server {host}:{port}/{database} table {settings.export_schema}.{settings.export_table} ({origin})"
+        ),
         _credentials=credentials,
         secrets=(password,) if password else (),
     )
 
 
-def _mssql_from_url(url: str, settings: Settings, trust: bool, name: str = MSSQL_PREFIX + "URL",
-                    connect_timeout: Any = None) -> ExportTarget:
+def _mssql_from_url(
+    url: str, settings: Settings, trust: bool, name: str = MSSQL_PREFIX + "URL", connect_timeout: Any = None
+) -> ExportTarget:
     parts = urlsplit(url)
     if parts.scheme not in ("mssql", "mssql+pyodbc"):
         raise ConfigError(f"{name} must start with mssql://")
@@ -245,8 +269,8 @@ def _from_credentials_file(path: Path, key: str, settings: Settings) -> ExportTa
     except (OSError, ValueError, KeyError, TypeError) as exc:
         detail = f"missing {exc}" if isinstance(exc, KeyError) else type(exc).__name__
         raise ConfigError(
-            f"{path}: expected {{\"{key}\": {{\"info\": {{\"server\", \"port\", \"database\", \"username\", "
-            f"\"password\"}}}}}} ({detail})"
+            f'{path}: expected {{"{key}": {{"info": {{"server", "port", "database", "username", '
+            f'"password"}}}}}} ({detail})'
         ) from None
 
 
@@ -271,8 +295,9 @@ def _from_export_url(url: str, settings: Settings) -> ExportTarget:
         if "///" not in url or not path:
             raise ConfigError(f"{EXPORT_URL_ENV}={url!r} names no file: write duckdb:///<path>")
         check_path(EXPORT_URL_ENV, Path(path))
-        return ExportTarget("duckdb-standin", settings.export_schema, settings.export_table,
-                            f"DuckDB {path} {where}", path)
+        return ExportTarget(
+            "duckdb-standin", settings.export_schema, settings.export_table, f"DuckDB {path} {where}", path
+        )
     if scheme in ("mssql",):
         return _mssql_from_url(url, settings, trust=False, name=EXPORT_URL_ENV)
     raise ConfigError(f"{EXPORT_URL_ENV} must be a postgresql://, mssql:// or duckdb:/// URL")
@@ -337,7 +362,7 @@ class ExportDestination(ConfigurableResource):
     connect_timeout: str | None = None
 
     @classmethod
-    def from_environment(cls, env=None) -> "ExportDestination":
+    def from_environment(cls, env=None) -> ExportDestination:
         names = mssql_env_fields(os.environ if env is None else env)
         return cls(**{name.lower(): EnvVar(MSSQL_PREFIX + name) for name in names})
 
@@ -351,11 +376,14 @@ class ExportDestination(ConfigurableResource):
 # number where its SQLSTATE (42000) is too general.
 NO_DRIVER, LOGIN, NO_DATABASE, UNREACHABLE = "no driver", "login", "no database", "unreachable"
 SQLSTATES = {
-    "IM002": NO_DRIVER, "IM003": NO_DRIVER,
-    "28000": LOGIN, "28P01": LOGIN,
+    "IM002": NO_DRIVER,
+    "IM003": NO_DRIVER,
+    "28000": LOGIN,
+    "28P01": LOGIN,
     "3D000": NO_DATABASE,
-    **dict.fromkeys(("08001", "08003", "08004", "08006", "08S01", "HYT00", "HYT01", "57P01", "57P02", "57P03"),
-                    UNREACHABLE),
+    **dict.fromkeys(
+        ("08001", "08003", "08004", "08006", "08S01", "HYT00", "HYT01", "57P01", "57P02", "57P03"), UNREACHABLE
+    ),
 }
 MSSQL_NUMBERS = {18456: LOGIN, 4060: NO_DATABASE}
 # ODBC puts the server's error number in the message, "... Login failed for user 'etl'. (18456) (SQLDriverConnect)".
@@ -397,17 +425,28 @@ def kind_from_text(lowered: str) -> str | None:
     errors through psycopg2 (refused, bad password, missing database: no pgcode), the ODBC
     driver manager's "Can't open lib" (SQLSTATE 01000, a mere warning class), a missing
     libodbc under pyodbc (an ImportError) and dlt's own check for a supported driver."""
-    if ("can't open lib" in lowered or "data source name not found" in lowered or "libodbc" in lowered
-            or "no supported odbc driver" in lowered):
+    if (
+        "can't open lib" in lowered
+        or "data source name not found" in lowered
+        or "libodbc" in lowered
+        or "no supported odbc driver" in lowered
+    ):
         return NO_DRIVER
     if "login failed" in lowered or "password authentication failed" in lowered:
         return LOGIN
     if "cannot open database" in lowered or re.search(r'database "[^"]+" does not exist', lowered):
         return NO_DATABASE
-    if ("could not connect" in lowered or "connection refused" in lowered or "server closed the connection" in lowered
-            or "terminating connection" in lowered or "timeout expired" in lowered
-            or "connection already closed" in lowered or "no route to host" in lowered
-            or "name or service not known" in lowered or "could not translate host name" in lowered):
+    if (
+        "could not connect" in lowered
+        or "connection refused" in lowered
+        or "server closed the connection" in lowered
+        or "terminating connection" in lowered
+        or "timeout expired" in lowered
+        or "connection already closed" in lowered
+        or "no route to host" in lowered
+        or "name or service not known" in lowered
+        or "could not translate host name" in lowered
+    ):
         return UNREACHABLE
     return None
 
@@ -439,8 +478,9 @@ def classify(exc: BaseException, target: ExportTarget) -> FinancialEtlError:
     if kind == LOGIN:
         return LoginFailedError(f"login to {where} failed: check the username and password (detail: {_short(text)})")
     if kind == NO_DATABASE:
-        return MissingDatabaseError(f"the database of {where} does not exist: create it or fix the database name "
-                                    f"(detail: {_short(text)})")
+        return MissingDatabaseError(
+            f"the database of {where} does not exist: create it or fix the database name (detail: {_short(text)})"
+        )
     if kind == UNREACHABLE:
         return DestinationUnreachableError(
             f"cannot reach {where}: is the server running and the host and port right? The target was left as "

@@ -46,7 +46,9 @@ def stored_before(warehouse: Warehouse, start: dt.date, end: dt.date) -> Stored:
             return Stored({}, set())
         held = {ticker: (pd.Timestamp(day).date(), close) for ticker, day, close in last}
         try:
-            known = con.execute(f"SELECT ticker, date FROM {ACTIONS} WHERE date BETWEEN ? AND ?", [start, end]).fetchall()
+            known = con.execute(
+                f"SELECT ticker, date FROM {ACTIONS} WHERE date BETWEEN ? AND ?", [start, end]
+            ).fetchall()
         except MissingTable:
             return Stored(held, None)
     return Stored(held, {(t, pd.Timestamp(d).date()) for t, d in known})

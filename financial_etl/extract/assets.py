@@ -125,8 +125,9 @@ class RawTranslator(DagsterDltTranslator):
             ),
             kinds={"dlt", self.engine},
             owners=[self.owner],
-        ).merge_attributes(metadata={"dagster/column_schema": raw_table_schema(),
-                               "dagster/storage_kind": self.storage_kind})
+        ).merge_attributes(
+            metadata={"dagster/column_schema": raw_table_schema(), "dagster/storage_kind": self.storage_kind}
+        )
 
 
 def raw_row_counts(warehouse: Warehouse, start, end, partitions_def, keys) -> tuple[dict, list[int]]:
@@ -154,8 +155,9 @@ def prices_source(batch: PriceBatch | StagedBatch, replace_tickers: bool = False
     @dlt.source(name="prices")
     def prices():
         if isinstance(batch, StagedBatch):
-            return raw_tables_resource(batch.parts, batch.counts(), replace_tickers=replace_tickers,
-                                       file_format=file_format)
+            return raw_tables_resource(
+                batch.parts, batch.counts(), replace_tickers=replace_tickers, file_format=file_format
+            )
         return eod_prices_resource(batch, replace_tickers=replace_tickers, file_format=file_format)
 
     return prices()
@@ -181,8 +183,10 @@ def batch_metadata(settings: Settings, batch: StagedBatch, tickers, start, end) 
     if batch.not_kept:
         extra["quarantine_not_kept"] = MetadataValue.md(
             f"Bad rows beyond the first {QUARANTINE_KEEP:,} per ticker and reason, counted but not stored:\n"
-            + "\n".join(f"- {ticker}, {reason}: {n:,}" for (ticker, reason), n in sorted(
-                batch.not_kept.items(), key=lambda item: -item[1])[:20])
+            + "\n".join(
+                f"- {ticker}, {reason}: {n:,}"
+                for (ticker, reason), n in sorted(batch.not_kept.items(), key=lambda item: -item[1])[:20]
+            )
         )
     extra["rows_loaded_with_warnings"] = MetadataValue.int(sum(batch.warned.values()))
     if batch.warned:
@@ -200,14 +204,19 @@ def raw_asset_specs(settings: Settings, translator: RawTranslator) -> list[Asset
     wants one at definition time, and creating it creates and locks the pipeline's folder.
     The step hands dlt its pipeline, source and translator instead."""
     source = prices_source(empty_batch(settings.source))
-    return [translator.get_asset_spec(DltResourceTranslatorData(resource=resource, pipeline=None))
-            for resource in source.selected_resources.values()]
+    return [
+        translator.get_asset_spec(DltResourceTranslatorData(resource=resource, pipeline=None))
+        for resource in source.selected_resources.values()
+    ]
 
 
 def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartitionsDefinition):
     telemetry_off()  # the first dlt use in a process that loads the definitions
-    translator = RawTranslator(owner=settings.owner, engine=settings.warehouse.engine,
-                               storage_kind=raw_destination(settings.warehouse).destination_name)
+    translator = RawTranslator(
+        owner=settings.owner,
+        engine=settings.warehouse.engine,
+        storage_kind=raw_destination(settings.warehouse).destination_name,
+    )
 
     @multi_asset(
         name="extract_prices",
@@ -253,8 +262,14 @@ def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartition
                 return batch
             for ticker, why in found.items():
                 context.log.warning(f"{ticker}: {why}; loading its whole history again, from {settings.start_date}")
-            history = fetch_batch(fetch, list(found), settings.start_date, end,
-                                  allow_partial=settings.allow_partial_loads, run_id=context.run_id)
+            history = fetch_batch(
+                fetch,
+                list(found),
+                settings.start_date,
+                end,
+                allow_partial=settings.allow_partial_loads,
+                run_id=context.run_id,
+            )
             reloaded.update(found)
             history_missing.update(history.missing_tickers)
             return with_history(batch, history, list(found))
@@ -264,19 +279,23 @@ def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartition
             batch.missing_tickers = sorted({*batch.missing_tickers, *history_missing})
         return batch, reloaded
 
-    def _load(context, runner: DagsterDltResource, batch: StagedBatch, tickers, start, end, restated,
-              reloaded) -> Iterator[MaterializeResult]:
+    def _load(
+        context, runner: DagsterDltResource, batch: StagedBatch, tickers, start, end, restated, reloaded
+    ) -> Iterator[MaterializeResult]:
         pipeline = extract_pipeline(settings)
         warehouse = settings.warehouse
         source = prices_source(batch, replace_tickers=bool(restated), file_format=raw_file_format(warehouse))
-        with warehouse.stage_lock("extract", log=context.log.warning), storage_errors(
-            "the extract", raw_file(warehouse), on_failure=pipeline.drop_pending_packages
-        ), pipeline_settings():
+        with (
+            warehouse.stage_lock("extract", log=context.log.warning),
+            storage_errors("the extract", raw_file(warehouse), on_failure=pipeline.drop_pending_packages),
+            pipeline_settings(),
+        ):
             # A package left by a stopped or killed run: dlt would load it instead of this
             # batch and return. Its run failed, and its range is fetched again when re-run.
             pipeline.abort_packages()
-            results = list(runner.run(context=context, dlt_source=source, dlt_pipeline=pipeline,
-                                      dagster_dlt_translator=translator))
+            results = list(
+                runner.run(context=context, dlt_source=source, dlt_pipeline=pipeline, dagster_dlt_translator=translator)
+            )
             if warehouse.engine == "spark":
                 publish_raw(warehouse, settings.pipelines_dir)
             counts, by_partition = raw_row_counts(warehouse, start, end, partitions_def, context.partition_keys)
@@ -295,8 +314,11 @@ def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartition
         for rule, n in batch.warned.items():
             context.log.warning(f"loaded {n} rows with a warning: {rule}")
         context.log.info(f"loaded {batch.rows} rows into {RAW}")
-        extra = {**batch_metadata(settings, batch, tickers, start, end), **counts,
-                 RELOADED: MetadataValue.text(json.dumps(reloaded, sort_keys=True))}
+        extra = {
+            **batch_metadata(settings, batch, tickers, start, end),
+            **counts,
+            RELOADED: MetadataValue.text(json.dumps(reloaded, sort_keys=True)),
+        }
         add_partition_row_counts(context, RAW_KEY, context.partition_keys, by_partition)
         for result in results:
             # The column schema is on the definition: copied into every partition's event it only costs.

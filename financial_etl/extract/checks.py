@@ -36,19 +36,35 @@ def build_raw_checks(settings: Settings, partitions_def: TimeWindowPartitionsDef
 
     @multi_asset_check(
         specs=[
-            AssetCheckSpec("no_duplicate_ticker_date", asset=RAW_KEY, blocking=True,
-                           description="The (ticker, date) grain holds: no row appears twice."),
-            AssetCheckSpec("no_rows_outside_requested_range", asset=RAW_KEY,
-                           description="No row is dated outside FINANCIAL_ETL_START_DATE to the end date."),
-            AssetCheckSpec("complete_sessions", asset=RAW_KEY,
-                           description="Every requested ticker has a row on every XNYS session of the range (warns)."),
-            AssetCheckSpec("no_unexplained_price_moves", asset=RAW_KEY,
-                           description="No close moved more than FINANCIAL_ETL_SUSPICIOUS_MOVE_PCT from the session "
-                                       f"before with no split or dividend in {ACTIONS} that day: the sign of a "
-                                       "split the source missed (warns, with the rows)."),
-            AssetCheckSpec("no_new_quarantined_rows", asset=RAW_KEY,
-                           description=f"This run added no row to {QUARANTINE}, the rows that broke the raw "
-                                       "contract (warns, with the count and the reasons)."),
+            AssetCheckSpec(
+                "no_duplicate_ticker_date",
+                asset=RAW_KEY,
+                blocking=True,
+                description="The (ticker, date) grain holds: no row appears twice.",
+            ),
+            AssetCheckSpec(
+                "no_rows_outside_requested_range",
+                asset=RAW_KEY,
+                description="No row is dated outside FINANCIAL_ETL_START_DATE to the end date.",
+            ),
+            AssetCheckSpec(
+                "complete_sessions",
+                asset=RAW_KEY,
+                description="Every requested ticker has a row on every XNYS session of the range (warns).",
+            ),
+            AssetCheckSpec(
+                "no_unexplained_price_moves",
+                asset=RAW_KEY,
+                description="No close moved more than FINANCIAL_ETL_SUSPICIOUS_MOVE_PCT from the session "
+                f"before with no split or dividend in {ACTIONS} that day: the sign of a "
+                "split the source missed (warns, with the rows).",
+            ),
+            AssetCheckSpec(
+                "no_new_quarantined_rows",
+                asset=RAW_KEY,
+                description=f"This run added no row to {QUARANTINE}, the rows that broke the raw "
+                "contract (warns, with the count and the reasons).",
+            ),
         ],
         can_subset=True,
         name="raw_prices_checks",
@@ -143,10 +159,13 @@ def unexplained_moves(con, start: dt.date, end: dt.date, move_pct: float):
     try:
         return con.execute(
             f"SELECT {columns} FROM ({moves}) AS m LEFT JOIN {ACTIONS} AS a ON a.ticker = m.ticker AND a.date = m.date "
-            f"WHERE a.ticker IS NULL AND {suspicious} ORDER BY m.ticker, m.date", params,
+            f"WHERE a.ticker IS NULL AND {suspicious} ORDER BY m.ticker, m.date",
+            params,
         ).df()
     except MissingTable:  # raw from before the actions table: every move is unexplained
-        return con.execute(f"SELECT {columns} FROM ({moves}) AS m WHERE {suspicious} ORDER BY m.ticker, m.date", params).df()
+        return con.execute(
+            f"SELECT {columns} FROM ({moves}) AS m WHERE {suspicious} ORDER BY m.ticker, m.date", params
+        ).df()
 
 
 def moves_result(con, start: dt.date, end: dt.date, move_pct: float, context) -> AssetCheckResult:
@@ -155,7 +174,9 @@ def moves_result(con, start: dt.date, end: dt.date, move_pct: float, context) ->
         moves["move_pct"] = (100 * (moves["close_price"] / moves["previous_close"] - 1)).round(2)
         context.log.warning(
             f"{len(moves)} closes moved more than {move_pct:g}% with no split or dividend reported: "
-            + "; ".join(f"{r.ticker} {pd.Timestamp(r.date).date()} {r.move_pct:+.2f}%" for r in moves.head(10).itertuples())
+            + "; ".join(
+                f"{r.ticker} {pd.Timestamp(r.date).date()} {r.move_pct:+.2f}%" for r in moves.head(10).itertuples()
+            )
             + ". A split the source missed? Compare with another source before trusting these rows"
         )
     return AssetCheckResult(
@@ -198,7 +219,9 @@ def missing_sessions(con, tickers, start: dt.date, end: dt.date) -> dict[str, li
 def completeness_result(missing: dict[str, list[dt.date]], start, end, context) -> AssetCheckResult:
     sessions = trading_sessions(start, end)
     lines = [
-        f"{t}: {len(days)} sessions missing, " + ", ".join(d.isoformat() for d in days[:10]) + (" ..." if len(days) > 10 else "")
+        f"{t}: {len(days)} sessions missing, "
+        + ", ".join(d.isoformat() for d in days[:10])
+        + (" ..." if len(days) > 10 else "")
         for t, days in missing.items()
     ]
     if missing:

@@ -32,11 +32,13 @@ NAMES = ("valid", "actions", "quarantine")
 FOLDER_PREFIX = ".extract-"
 
 
-def ticker_groups(tickers: Sequence[str], start: dt.date, end: dt.date, chunk_rows: int | None = None) -> list[list[str]]:
+def ticker_groups(
+    tickers: Sequence[str], start: dt.date, end: dt.date, chunk_rows: int | None = None
+) -> list[list[str]]:
     """`tickers` in groups of about `chunk_rows` (CHUNK_ROWS) rows over the range's
     sessions, at least one ticker each."""
     per_group = max(1, (chunk_rows or CHUNK_ROWS) // max(1, len(trading_sessions(start, end))))
-    return [list(tickers[i:i + per_group]) for i in range(0, len(tickers), per_group)]
+    return [list(tickers[i : i + per_group]) for i in range(0, len(tickers), per_group)]
 
 
 @dataclass
@@ -97,21 +99,31 @@ class StagedBatch:
         """Each group's tables, read back one group at a time."""
         for group in range(self.groups):
             yield tuple(  # type: ignore[misc]
-                pq.read_table(path, schema=schema) if (path := self.folder / f"{group:05d}.{name}.parquet").exists()
+                pq.read_table(path, schema=schema)
+                if (path := self.folder / f"{group:05d}.{name}.parquet").exists()
                 else schema.empty_table()
                 for name, schema in zip(NAMES, SCHEMAS, strict=True)
             )
 
 
-def stage_batch(fetch_group: Callable[[list[str]], PriceBatch], tickers: Sequence[str], start: dt.date, end: dt.date,
-                folder: Path, source: str, allow_partial: bool, chunk_rows: int | None = None) -> StagedBatch:
+def stage_batch(
+    fetch_group: Callable[[list[str]], PriceBatch],
+    tickers: Sequence[str],
+    start: dt.date,
+    end: dt.date,
+    folder: Path,
+    source: str,
+    allow_partial: bool,
+    chunk_rows: int | None = None,
+) -> StagedBatch:
     """Fetch and check `tickers` group by group into `folder`; then the missing-ticker rule
     over all of them (see resource.missing_answers), raising before anything is loaded."""
     staged = StagedBatch(folder=folder, source=source)
     for group in ticker_groups(tickers, start, end, chunk_rows):
         staged.add(fetch_group(group))
-    staged.missing_tickers = missing_answers(staged.found, tickers, start, end, allow_partial, source,
-                                             staged.ticker_errors, staged.ticker_causes)
+    staged.missing_tickers = missing_answers(
+        staged.found, tickers, start, end, allow_partial, source, staged.ticker_errors, staged.ticker_causes
+    )
     return staged
 
 
@@ -120,7 +132,7 @@ def batch_folder(data_dir: Path) -> Path:
     died (a killed run) are removed first; a live one's are another run's and stay."""
     data_dir.mkdir(parents=True, exist_ok=True)
     for old in data_dir.glob(f"{FOLDER_PREFIX}*"):
-        pid = old.name[len(FOLDER_PREFIX):].split("-", 1)[0]
+        pid = old.name[len(FOLDER_PREFIX) :].split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     folder = data_dir / f"{FOLDER_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"

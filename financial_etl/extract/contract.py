@@ -28,8 +28,12 @@ VALUE_COLUMNS = (*PRICE_COLUMNS, "volume")  # what a source says about one (tick
 
 _PRICES = [pa.field(col, pa.float64()) for col in PRICE_COLUMNS]
 RAW_SCHEMA = pa.schema(
-    [pa.field("ticker", pa.string(), nullable=False), pa.field("date", pa.date32(), nullable=False),
-     *_PRICES, pa.field("volume", pa.int64())]
+    [
+        pa.field("ticker", pa.string(), nullable=False),
+        pa.field("date", pa.date32(), nullable=False),
+        *_PRICES,
+        pa.field("volume", pa.int64()),
+    ]
 )
 # What a fetched frame holds before the contract: any value may be missing, volume a float.
 FETCHED_SCHEMA = pa.schema(
@@ -149,8 +153,11 @@ def fetched_table(frame: pd.DataFrame) -> pa.Table:
     """A source's long frame as Arrow, before the contract (volume still float).
     Column by column: building an intermediate DataFrame copied every value once more."""
     arrays = [
-        pa.array(frame[name].to_numpy(dtype="float64") if name == "volume" else frame[name],
-                 type=field.type, from_pandas=True)
+        pa.array(
+            frame[name].to_numpy(dtype="float64") if name == "volume" else frame[name],
+            type=field.type,
+            from_pandas=True,
+        )
         for name, field in zip(FETCHED_SCHEMA.names, FETCHED_SCHEMA, strict=True)
     ]
     return pa.Table.from_arrays(arrays, schema=FETCHED_SCHEMA)
@@ -175,8 +182,9 @@ class _Keys:
         filled = pc.fill_null(ticker, "")
         changes = np.zeros(n, dtype=bool)
         if n > 1:
-            changes[1:] = np.asarray(pc.not_equal(filled.slice(0, n - 1), filled.slice(1)).to_numpy(
-                zero_copy_only=False), dtype=bool) | (missing[1:] != missing[:-1])
+            changes[1:] = np.asarray(
+                pc.not_equal(filled.slice(0, n - 1), filled.slice(1)).to_numpy(zero_copy_only=False), dtype=bool
+            ) | (missing[1:] != missing[:-1])
         if n:
             changes[0] = True
         starts = np.flatnonzero(changes)
@@ -207,8 +215,11 @@ class _Keys:
 
     def requested(self, tickers: Sequence[str]) -> np.ndarray:
         wanted = set(tickers)
-        return np.array([name in wanted for name in self.names], dtype=bool)[self.codes] if self.names else \
-            np.zeros(0, dtype=bool)
+        return (
+            np.array([name in wanted for name in self.names], dtype=bool)[self.codes]
+            if self.names
+            else np.zeros(0, dtype=bool)
+        )
 
 
 def _sorted_by_key(table: pa.Table) -> tuple[pa.Table, _Keys]:
@@ -343,9 +354,15 @@ def _quarantine_rows(table, indices, rules, source, rejected, run_id) -> pa.Tabl
         row.update(source=source, location=None, raw_line=None)
     for item in rejected:
         rows.append(
-            {"ticker": item.ticker, "date": item.date, **{c: None for c in VALUE_COLUMNS},
-             "reason": f"{UNPARSEABLE}: {item.detail}", "source": source, "location": item.location,
-             "raw_line": item.raw_line[:RAW_LINE_LIMIT]}
+            {
+                "ticker": item.ticker,
+                "date": item.date,
+                **{c: None for c in VALUE_COLUMNS},
+                "reason": f"{UNPARSEABLE}: {item.detail}",
+                "source": source,
+                "location": item.location,
+                "raw_line": item.raw_line[:RAW_LINE_LIMIT],
+            }
         )
     copies: dict[str, int] = {}
     for row in rows:
@@ -362,8 +379,14 @@ def quarantine_id(row: dict, copies: dict[str, int] | None = None) -> str:
     every later bad line look new. The same input twice in one batch (Yahoo's doubled last
     row, a repeated CSV line) is two rows: with `copies` (counts per id so far in the batch)
     the nth copy's id also hashes n, so the id stays the table's unique primary key."""
-    parts = [row["source"], row["ticker"], row["date"], *(row[c] for c in VALUE_COLUMNS),
-             row["reason"], row["raw_line"]]
+    parts = [
+        row["source"],
+        row["ticker"],
+        row["date"],
+        *(row[c] for c in VALUE_COLUMNS),
+        row["reason"],
+        row["raw_line"],
+    ]
     first = hashlib.sha1("\x1f".join(repr(p) for p in parts).encode()).hexdigest()
     if copies is None:
         return first

@@ -44,10 +44,15 @@ TickerCause = Literal["transient", "unknown", "no_data", "absent", "error"]
 # raw.corporate_actions: a day's dividend and split, and the factor the source multiplied
 # every earlier price by for them (1 / split ratio, times 1 - dividend / previous close).
 ACTION_COLUMNS = ("ticker", "date", "dividend", "split_ratio", "price_factor")
-ACTIONS_SCHEMA = pa.schema([
-    pa.field("ticker", pa.string(), nullable=False), pa.field("date", pa.date32(), nullable=False),
-    pa.field("dividend", pa.float64()), pa.field("split_ratio", pa.float64()), pa.field("price_factor", pa.float64()),
-])
+ACTIONS_SCHEMA = pa.schema(
+    [
+        pa.field("ticker", pa.string(), nullable=False),
+        pa.field("date", pa.date32(), nullable=False),
+        pa.field("dividend", pa.float64()),
+        pa.field("split_ratio", pa.float64()),
+        pa.field("price_factor", pa.float64()),
+    ]
+)
 ACTION_COLUMN_HINTS = {
     "ticker": {"data_type": "text", "nullable": False},
     "date": {"data_type": "date", "nullable": False},
@@ -92,17 +97,25 @@ def with_history(batch: PriceBatch, history: PriceBatch, tickers: Sequence[str])
         valid=pa.concat_tables([others(batch.contract.valid), history.contract.valid]),
         quarantine=pa.concat_tables([others(batch.contract.quarantine), history.contract.quarantine]),
         untraded=batch.contract.untraded + history.contract.untraded,
-        warned={k: batch.contract.warned.get(k, 0) + history.contract.warned.get(k, 0)
-                for k in {*batch.contract.warned, *history.contract.warned}},
-        not_kept={**{key: n for key, n in batch.contract.not_kept.items() if key[0] not in tickers},
-                  **history.contract.not_kept},
+        warned={
+            k: batch.contract.warned.get(k, 0) + history.contract.warned.get(k, 0)
+            for k in {*batch.contract.warned, *history.contract.warned}
+        },
+        not_kept={
+            **{key: n for key, n in batch.contract.not_kept.items() if key[0] not in tickers},
+            **history.contract.not_kept,
+        },
     )
     actions = pa.concat_tables([others(batch.actions_table()), history.actions_table()]).to_pandas()
     return PriceBatch(
-        frame=batch.frame, source=batch.source, rejected=batch.rejected + history.rejected,
+        frame=batch.frame,
+        source=batch.source,
+        rejected=batch.rejected + history.rejected,
         ticker_errors={**batch.ticker_errors, **history.ticker_errors},
         ticker_causes={**batch.ticker_causes, **history.ticker_causes},
-        actions=actions, synthetic=batch.synthetic, contract=contract,
+        actions=actions,
+        synthetic=batch.synthetic,
+        contract=contract,
         missing_tickers=sorted({*batch.missing_tickers, *history.missing_tickers}),
     )
 
@@ -129,16 +142,33 @@ def answered(contract: ContractResult) -> set[str]:
     return found | {t for t in pc.unique(contract.quarantine.column("ticker")).to_pylist() if t}
 
 
-def require_answers(batch: PriceBatch, tickers: Sequence[str], start: dt.date, end: dt.date,
-                    allow_partial: bool) -> None:
+def require_answers(
+    batch: PriceBatch, tickers: Sequence[str], start: dt.date, end: dt.date, allow_partial: bool
+) -> None:
     """Every ticker must answer for a range with NYSE sessions; none is expected otherwise."""
     assert batch.contract is not None
-    batch.missing_tickers = missing_answers(answered(batch.contract), tickers, start, end, allow_partial, batch.source,
-                                            batch.ticker_errors, batch.ticker_causes)
+    batch.missing_tickers = missing_answers(
+        answered(batch.contract),
+        tickers,
+        start,
+        end,
+        allow_partial,
+        batch.source,
+        batch.ticker_errors,
+        batch.ticker_causes,
+    )
 
 
-def missing_answers(found: set[str], tickers: Sequence[str], start: dt.date, end: dt.date, allow_partial: bool,
-                    source: str, ticker_errors: dict[str, str], ticker_causes: dict[str, TickerCause]) -> list[str]:
+def missing_answers(
+    found: set[str],
+    tickers: Sequence[str],
+    start: dt.date,
+    end: dt.date,
+    allow_partial: bool,
+    source: str,
+    ticker_errors: dict[str, str],
+    ticker_causes: dict[str, TickerCause],
+) -> list[str]:
     """The requested tickers that did not answer (`found` holds those that did), when
     partial loads allow it; else the error that names them."""
     sessions = trading_sessions(start, end)
@@ -191,8 +221,9 @@ def fetch_batch(
     return batch
 
 
-def fetch_checked(fetch: Fetch, tickers: Sequence[str], start: dt.date, end: dt.date,
-                  run_id: str | None = None) -> PriceBatch:
+def fetch_checked(
+    fetch: Fetch, tickers: Sequence[str], start: dt.date, end: dt.date, run_id: str | None = None
+) -> PriceBatch:
     """Fetch [start, end] for `tickers` and pass the rows through the raw contract, without
     the missing-ticker rule (a chunked extract applies it over all its groups)."""
     validate_tickers(tickers)
@@ -220,12 +251,20 @@ def eod_prices_resource(batch: PriceBatch, replace_tickers: bool = False, file_f
     if contract is None:
         raise ValueError("eod_prices_resource needs a batch from fetch_batch (the contract has not run)")
     tables = (contract.valid, batch.actions_table(), contract.quarantine)
-    return raw_tables_resource(lambda: iter([tables]), tuple(t.num_rows for t in tables),
-                               replace_tickers=replace_tickers, file_format=file_format)
+    return raw_tables_resource(
+        lambda: iter([tables]),
+        tuple(t.num_rows for t in tables),
+        replace_tickers=replace_tickers,
+        file_format=file_format,
+    )
 
 
-def raw_tables_resource(parts: Callable[[], Iterator[RawTables]], rows: tuple[int, int, int],
-                        replace_tickers: bool = False, file_format: str | None = None):
+def raw_tables_resource(
+    parts: Callable[[], Iterator[RawTables]],
+    rows: tuple[int, int, int],
+    replace_tickers: bool = False,
+    file_format: str | None = None,
+):
     """The dlt resource for raw.eod_prices_raw and its two side tables, over `parts()`: the
     tables of one batch, or of each group of a chunked extract (`rows` counts each table's
     rows over all parts).

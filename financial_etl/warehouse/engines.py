@@ -80,8 +80,9 @@ class Warehouse:
             from financial_etl.warehouse.project import duckdb_settings
 
             try:
-                con = duckdb.connect(str(self.duckdb_path), read_only=True,
-                                     config=duckdb_settings(self.duckdb_path, self.project_dir))
+                con = duckdb.connect(
+                    str(self.duckdb_path), read_only=True, config=duckdb_settings(self.duckdb_path, self.project_dir)
+                )
             except duckdb.IOException as exc:  # another process holds the file
                 raise held_elsewhere(exc) or WarehouseUnavailableError(f"{self.describe()}: {exc}") from None
             with con:
@@ -95,7 +96,8 @@ class Warehouse:
             except adbc_driver_manager.OperationalError as exc:
                 raise WarehouseUnavailableError(
                     f"cannot connect to the warehouse {self.describe()} ({WAREHOUSE_ENV}): "
-                    f"{self.redact(str(exc)).strip()}") from None
+                    f"{self.redact(str(exc)).strip()}"
+                ) from None
             try:
                 yield PostgresConnection(con, self)
             finally:
@@ -126,7 +128,7 @@ class Result:
 
     @classmethod
     def of_arrow(cls, table: pa.Table) -> Result:
-        return cls(table.column_names, list(zip(*(column.to_pylist() for column in table.columns))))
+        return cls(table.column_names, list(zip(*(column.to_pylist() for column in table.columns), strict=True)))
 
     def fetchall(self) -> list[tuple]:
         return self.rows
@@ -191,8 +193,9 @@ class PostgresConnection(Connection):
         transaction.set_autocommit(False)
         cur = self.con.cursor(adbc_stmt_kwargs={StatementOptions.USE_COPY.value: "false"})
         try:
-            self._run(cur, f"DECLARE {self.CURSOR} NO SCROLL CURSOR FOR {write_sql(text, 'postgres', numbered=True)}",
-                      params)
+            self._run(
+                cur, f"DECLARE {self.CURSOR} NO SCROLL CURSOR FOR {write_sql(text, 'postgres', numbered=True)}", params
+            )
             schema = None
             while True:
                 cur.execute(f"FETCH FORWARD {int(batch_rows)} FROM {self.CURSOR}")
@@ -286,7 +289,7 @@ def _numbered(text: str) -> str:
     numbered parameters, because sqlglot's tree keeps no order of anonymous ones."""
     marks = [t for t in sqlglot.tokenize(text, read="duckdb") if t.token_type == TokenType.PLACEHOLDER]
     for number, mark in reversed(list(enumerate(marks, 1))):
-        text = f"{text[:mark.start]}${number}{text[mark.end + 1:]}"
+        text = f"{text[: mark.start]}${number}{text[mark.end + 1 :]}"
     return text
 
 
@@ -326,7 +329,9 @@ def spark_session(warehouse: Warehouse):
 
     from financial_etl.warehouse.project import project_config_module
 
-    conf = project_config_module(str(warehouse.project_dir)).spark_conf(str(warehouse.duckdb_path), warehouse.spark_master)
+    conf = project_config_module(str(warehouse.project_dir)).spark_conf(
+        str(warehouse.duckdb_path), warehouse.spark_master
+    )
     builder = SparkSession.builder
     for key, value in conf.items():
         builder = builder.config(key, value)
@@ -348,19 +353,27 @@ def parse_warehouse(value: str | None, duckdb_path: Path, project_dir: Path | No
         return Warehouse("duckdb", duckdb_path, project_dir=project_dir)
     value = value.strip()
     if value == "spark" or value.startswith("spark:"):
-        return Warehouse("spark", duckdb_path, spark_master=value.partition(":")[2] or SPARK_MASTER, project_dir=project_dir)
+        return Warehouse(
+            "spark", duckdb_path, spark_master=value.partition(":")[2] or SPARK_MASTER, project_dir=project_dir
+        )
     parts = urlsplit(value)
     if parts.scheme in ("postgresql", "postgres"):
-        problems = [what for what, ok in (("host", parts.hostname), ("user", parts.username),
-                                           ("database", parts.path.strip("/"))) if not ok]
+        problems = [
+            what
+            for what, ok in (("host", parts.hostname), ("user", parts.username), ("database", parts.path.strip("/")))
+            if not ok
+        ]
         try:
-            parts.port
+            _ = parts.port  # urllib checks the port only when it is read
         except ValueError:
             problems.append("a numeric port")
         if problems:
-            raise ConfigError(f"{WAREHOUSE_ENV}={redact_url(value)!r} lacks {', '.join(problems)}: "
-                              "use postgresql://user:password@host:port/database")
+            raise ConfigError(
+                f"{WAREHOUSE_ENV}={redact_url(value)!r} lacks {', '.join(problems)}: "
+                "use postgresql://user:password@host:port/database"
+            )
         return Warehouse("postgres", duckdb_path, url=value, project_dir=project_dir)
-    raise ConfigError(f"{WAREHOUSE_ENV}={redact_url(value)!r} is not a warehouse: use duckdb (the default), "
-                      "spark[:<master>] or postgresql://user:password@host:port/database")
-
+    raise ConfigError(
+        f"{WAREHOUSE_ENV}={redact_url(value)!r} is not a warehouse: use duckdb (the default), "
+        "spark[:<master>] or postgresql://user:password@host:port/database"
+    )

@@ -40,10 +40,17 @@ def _schemas(duckdb_path: Path, config: dict) -> dict[str, pa.Schema]:
     import duckdb
 
     with duckdb.connect(str(duckdb_path), read_only=True, config=config) as con:
-        present = {name for (name,) in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [RAW_DATASET]).fetchall()}
-        return {table: con.execute(f"SELECT * FROM {RAW_DATASET}.{table} LIMIT 0").fetch_arrow_table().schema
-                for table in (RAW_TABLE, QUARANTINE_TABLE, ACTIONS_TABLE) if table in present}
+        present = {
+            name
+            for (name,) in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [RAW_DATASET]
+            ).fetchall()
+        }
+        return {
+            table: con.execute(f"SELECT * FROM {RAW_DATASET}.{table} LIMIT 0").fetch_arrow_table().schema
+            for table in (RAW_TABLE, QUARANTINE_TABLE, ACTIONS_TABLE)
+            if table in present
+        }
 
 
 @pipeline_settings()
@@ -71,5 +78,9 @@ def publish_raw(warehouse, pipelines_dir: Path) -> None:
         for table, schema in schemas.items():
             # External tables: dropping one forgets the old file listing, not the files.
             spark.sql(f"DROP TABLE IF EXISTS {RAW_DATASET}.{table}")
-            spark.catalog.createTable(f"{RAW_DATASET}.{table}", path=str(folder / RAW_DATASET / table),
-                                      source="parquet", schema=from_arrow_schema(schema))
+            spark.catalog.createTable(
+                f"{RAW_DATASET}.{table}",
+                path=str(folder / RAW_DATASET / table),
+                source="parquet",
+                schema=from_arrow_schema(schema),
+            )

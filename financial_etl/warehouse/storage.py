@@ -67,7 +67,7 @@ def storage_problem(exc: BaseException, where: Path | None = None) -> str | None
         if isinstance(cause, duckdb.Error) and (match := STORAGE_TEXT.search(text)):
             # The path quoted just before the reason ("Could not write file "/x": ..."),
             # not one from a traceback elsewhere in the text.
-            before = text[max(0, match.start() - 400):match.start()].splitlines()[-1:] or [""]
+            before = text[max(0, match.start() - 400) : match.start()].splitlines()[-1:] or [""]
             paths = QUOTED_PATH.findall(before[0])
             return f"{paths[-1] if paths else unnamed}: {match.group(0)}"
     return None
@@ -98,8 +98,9 @@ def storage_error(what: str, exc: BaseException, where: Path | None = None) -> S
 
 
 @contextmanager
-def storage_errors(what: str, database: Path | None = None,
-                   on_failure: Callable[[], None] | None = None, where: Path | None = None) -> Iterator[None]:
+def storage_errors(
+    what: str, database: Path | None = None, on_failure: Callable[[], None] | None = None, where: Path | None = None
+) -> Iterator[None]:
     """Re-raise a storage failure inside the block as a StorageError naming the path.
 
     With `database`, the block starts from a checkpoint, and a storage failure discards
@@ -116,9 +117,10 @@ def storage_errors(what: str, database: Path | None = None,
     except Exception as exc:
         if isinstance(exc, StorageError):
             error = exc
-        elif isinstance(exc, FinancialEtlError) or (
-            error := storage_error(what, exc, database.parent if database else where)
-        ) is None:
+        elif (
+            isinstance(exc, FinancialEtlError)
+            or (error := storage_error(what, exc, database.parent if database else where)) is None
+        ):
             raise
         if database is not None:
             wal_path(database).unlink(missing_ok=True)

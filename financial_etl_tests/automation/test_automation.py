@@ -36,7 +36,9 @@ from financial_etl.settings import REPO_ROOT, load_settings
 from financial_etl_tests.helpers import assert_same_rows, day, query, write_yahoo_csv
 
 NY = "America/New_York"
-RAW_ROWS = "SELECT ticker, date, open_price, high_price, low_price, close_price, volume FROM raw.eod_prices_raw ORDER BY ALL"
+RAW_ROWS = (
+    "SELECT ticker, date, open_price, high_price, low_price, close_price, volume FROM raw.eod_prices_raw ORDER BY ALL"
+)
 MART_ROWS = "SELECT * FROM marts.stock_metrics ORDER BY ticker, trade_date"
 EXPORT_ROWS = 'SELECT * EXCLUDE (_dlt_load_id) FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
 
@@ -49,8 +51,10 @@ def _tables(root):
 def _written_by(root, ticker: str):
     """A ticker's raw and export rows with the dlt load that last wrote each one."""
     db, export = root / "data" / "financial_etl.duckdb", root / "data" / "export.duckdb"
-    return (query(db, "SELECT * FROM raw.eod_prices_raw WHERE ticker = ? ORDER BY date", [ticker]),
-            query(export, 'SELECT * FROM dbo."Dim_Stock_Metrics" WHERE ticker = ? ORDER BY trade_date', [ticker]))
+    return (
+        query(db, "SELECT * FROM raw.eod_prices_raw WHERE ticker = ? ORDER BY date", [ticker]),
+        query(export, 'SELECT * FROM dbo."Dim_Stock_Metrics" WHERE ticker = ? ORDER BY trade_date', [ticker]),
+    )
 
 
 # --- schedule ---------------------------------------------------------------------------
@@ -71,7 +75,8 @@ def _tick(when: str, instance):
     # Closed after the tick, as the daemon does: the context opens its own instance from
     # the ref and would otherwise leave it as Dagster's current defs-state storage.
     with build_schedule_context(
-        scheduled_execution_time=pd.Timestamp(when, tz=NY).to_pydatetime(), repository_def=defs.get_repository_def(),
+        scheduled_execution_time=pd.Timestamp(when, tz=NY).to_pydatetime(),
+        repository_def=defs.get_repository_def(),
         instance=instance,
     ) as context:
         return schedule, schedule.evaluate_tick(context)
@@ -99,7 +104,10 @@ def _scheduled_run(instance, start: str, end: str, fail: bool = False):
     if fail:
         tags["financial_etl/tickers"] = "not a ticker!"
     result = defs.resolve_job_def(DAILY_JOB).execute_in_process(
-        instance=instance, partition_key=start[:4], tags=tags, raise_on_error=False,
+        instance=instance,
+        partition_key=start[:4],
+        tags=tags,
+        raise_on_error=False,
         asset_selection=[__import__("dagster").AssetKey(["raw", "eod_prices_raw"])],
     )
     assert result.success is not fail
@@ -114,7 +122,11 @@ def test_the_evening_run_catches_up_from_the_last_successful_evening_run(workdir
     _scheduled_run(instance, "2024-06-06", "2024-06-06", fail=True)  # a failed night
     _, tick = _tick("2024-06-10 18:30", instance)
     (request,) = tick.run_requests
-    assert (request.partition_key, request.tags[START_TAG], request.tags[END_TAG]) == ("2024", "2024-06-06", "2024-06-10")
+    assert (request.partition_key, request.tags[START_TAG], request.tags[END_TAG]) == (
+        "2024",
+        "2024-06-06",
+        "2024-06-10",
+    )
     assert "catching up from 2024-06-06" in request.tags["financial_etl/reason"]
 
     # Across New Year the request covers both years' partitions.
@@ -141,7 +153,10 @@ def test_an_exchange_holiday_partition_completes_with_zero_rows(workdir, clean_e
     clean_env.setenv("FINANCIAL_ETL_START_DATE", "2024-12-02")
     result = execute_range(load_settings(), day("2024-12-25"), day("2024-12-25"))
     assert result.success
-    mats = {m.materialization.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()}
+    mats = {
+        m.materialization.asset_key.to_user_string(): m.materialization.metadata
+        for m in result.get_asset_materialization_events()
+    }
     assert mats["raw/eod_prices_raw"]["rows_in_range"].value == 0
     assert mats["dbo/Dim_Stock_Metrics"]["rows_exported"].value == 0
 
@@ -160,8 +175,11 @@ def test_a_three_month_backfill_in_one_run_equals_running_day_by_day(tmp_path, c
     assert result.success
     # One run, one extract (one download and merge) for the whole range, every partition marked.
     assert [e.step_key for e in result.all_events if e.is_step_success].count("extract_prices") == 1
-    raw_partitions = {m.partition for m in result.get_asset_materialization_events()
-                      if m.materialization.asset_key.path == ["raw", "eod_prices_raw"]}
+    raw_partitions = {
+        m.partition
+        for m in result.get_asset_materialization_events()
+        if m.materialization.asset_key.path == ["raw", "eod_prices_raw"]
+    }
     assert raw_partitions == {"2024"}
     by_range = _tables(tmp_path / "range")
 
@@ -175,7 +193,9 @@ def test_a_three_month_backfill_in_one_run_equals_running_day_by_day(tmp_path, c
     instance = DagsterInstance.ephemeral()
     for one in days:  # one run per day as the schedule runs it, assets only (the checks are not what is compared)
         daily = job.execute_in_process(
-            instance=instance, partition_key="2024", tags={START_TAG: one.isoformat(), END_TAG: one.isoformat()},
+            instance=instance,
+            partition_key="2024",
+            tags={START_TAG: one.isoformat(), END_TAG: one.isoformat()},
             asset_selection=list(defs.resolve_all_asset_keys()),
         )
         assert daily.success, one
@@ -219,7 +239,9 @@ def _execute_request(request):
     assert request.partition_key is None and request.partition_key_range is not None
     years = year_partitions(settings.start_date).get_partition_keys_in_range(request.partition_key_range)
     result = defs.resolve_job_def(DAILY_JOB).execute_in_process(
-        tags=request.tags, asset_selection=request.asset_selection, raise_on_error=False,
+        tags=request.tags,
+        asset_selection=request.asset_selection,
+        raise_on_error=False,
     )
     assert result.success
     assert result.dagster_run.tags[RANGE_START_TAG] == years[0] and result.dagster_run.tags[RANGE_END_TAG] == years[-1]
@@ -227,8 +249,11 @@ def _execute_request(request):
     for event in result.get_asset_materialization_events():
         materialized.setdefault(event.materialization.asset_key.to_user_string(), set()).add(event.partition)
     assert materialized == {asset: set(years) for asset in ASSETS}
-    raw = next(e.materialization.metadata for e in result.get_asset_materialization_events()
-               if e.materialization.asset_key.to_user_string() == "raw/eod_prices_raw")
+    raw = next(
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key.to_user_string() == "raw/eod_prices_raw"
+    )
     loaded = (raw["range_start"].value, raw["range_end"].value)
     assert loaded == (request.tags[START_TAG], request.tags[END_TAG])
     return years, loaded
@@ -289,8 +314,11 @@ def csv_universe(workdir, clean_env):
     for ticker, frame in frames.items():
         write_yahoo_csv(csv_dir / f"{ticker}.csv", frame)
     for key, value in {
-        "SOURCE": "csv", "CSV_DIR": str(csv_dir), "TICKERS": "AAA,BBB",
-        "START_DATE": "2024-01-02", "END_DATE": "2024-06-28",
+        "SOURCE": "csv",
+        "CSV_DIR": str(csv_dir),
+        "TICKERS": "AAA,BBB",
+        "START_DATE": "2024-01-02",
+        "END_DATE": "2024-06-28",
     }.items():
         clean_env.setenv(f"FINANCIAL_ETL_{key}", value)
     return csv_dir, frames
@@ -345,7 +373,9 @@ def test_a_restatement_must_cover_the_whole_history(workdir, csv_universe):
     )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
-    assert "must start at FINANCIAL_ETL_START_DATE=2024-01-02" in str(failure.step_failure_data.error.cause or failure.step_failure_data.error)
+    assert "must start at FINANCIAL_ETL_START_DATE=2024-01-02" in str(
+        failure.step_failure_data.error.cause or failure.step_failure_data.error
+    )
 
 
 @pytest.mark.slow
@@ -359,7 +389,9 @@ def test_a_failed_run_is_recorded_with_asset_partition_and_error(workdir, csv_un
     sensor = defs.resolve_sensor_def("run_failure_alerts")
     failure_event = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
     context = build_run_status_sensor_context(
-        sensor_name="run_failure_alerts", dagster_instance=instance, dagster_run=result.dagster_run,
+        sensor_name="run_failure_alerts",
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
         dagster_event=failure_event,
     ).for_run_failure()
     sensor(context)
@@ -374,12 +406,17 @@ def test_a_run_failed_on_a_bad_date_tag_is_recorded_with_the_tag_it_held(workdir
     instance = DagsterInstance.ephemeral()
     defs = build_definitions(load_settings())
     result = defs.resolve_job_def(DAILY_JOB).execute_in_process(
-        instance=instance, partition_key="2024", tags={START_TAG: "June 10th", END_TAG: "2024-06-10"}, raise_on_error=False,
+        instance=instance,
+        partition_key="2024",
+        tags={START_TAG: "June 10th", END_TAG: "2024-06-10"},
+        raise_on_error=False,
     )
     assert not result.success
     failure_event = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
     context = build_run_status_sensor_context(
-        sensor_name="run_failure_alerts", dagster_instance=instance, dagster_run=result.dagster_run,
+        sensor_name="run_failure_alerts",
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
         dagster_event=failure_event,
     ).for_run_failure()
     defs.resolve_sensor_def("run_failure_alerts")(context)
@@ -393,10 +430,22 @@ def test_a_backfill_and_the_daily_run_started_together_both_succeed(workdir, cle
     clean_env.setenv("FINANCIAL_ETL_TICKERS", "AAA,BBB")
     clean_env.setenv("FINANCIAL_ETL_START_DATE", "2024-01-02")
     cli = [sys.executable, "-m", "financial_etl.cli.main", "run"]
-    backfill = subprocess.Popen([*cli, "--start", "2024-01-02", "--end", "2024-03-29"], env=os.environ.copy(),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT)
-    daily = subprocess.Popen([*cli, "--start", "2024-04-01", "--end", "2024-04-01"], env=os.environ.copy(),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT)
+    backfill = subprocess.Popen(
+        [*cli, "--start", "2024-01-02", "--end", "2024-03-29"],
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    daily = subprocess.Popen(
+        [*cli, "--start", "2024-04-01", "--end", "2024-04-01"],
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO_ROOT,
+    )
     out_backfill, _ = backfill.communicate(timeout=600)
     out_daily, _ = daily.communicate(timeout=600)
     assert backfill.returncode == 0, out_backfill[-3000:]

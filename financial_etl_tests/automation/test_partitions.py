@@ -17,7 +17,11 @@ from financial_etl.runs import END_TAG, START_TAG, range_tags, run_window
 from financial_etl.settings import load_settings
 from financial_etl_tests.helpers import day, query
 
-RAW, MART, EXPORT = AssetKey(["raw", "eod_prices_raw"]), AssetKey(["marts", "stock_metrics"]), AssetKey(["dbo", "Dim_Stock_Metrics"])
+RAW, MART, EXPORT = (
+    AssetKey(["raw", "eod_prices_raw"]),
+    AssetKey(["marts", "stock_metrics"]),
+    AssetKey(["dbo", "Dim_Stock_Metrics"]),
+)
 TABLES = {RAW: ("raw.eod_prices_raw", "date"), MART: ("marts.stock_metrics", "trade_date")}
 
 
@@ -37,7 +41,9 @@ def test_a_range_run_writes_one_event_per_year_and_asset_each_with_its_own_row_c
     by_asset: dict = {}
     for event in events:
         by_asset.setdefault(event.materialization.asset_key, {})[event.partition] = event.materialization.metadata
-    assert {key: sorted(parts) for key, parts in by_asset.items()} == {key: ["2023", "2024"] for key in (RAW, MART, EXPORT)}
+    assert {key: sorted(parts) for key, parts in by_asset.items()} == {
+        key: ["2023", "2024"] for key in (RAW, MART, EXPORT)
+    }
     planned = instance.all_logs(result.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
     assert len(planned) == 6
 
@@ -74,8 +80,13 @@ def test_a_failed_range_run_marks_its_partitions_failed_and_a_repair_marks_them_
     materialized = {key: dict.fromkeys(keys, AssetPartitionStatus.MATERIALIZED) for key in (RAW, MART, EXPORT)}
     assert _statuses(instance, two_years, keys) == materialized
 
-    failed = execute_range(two_years, day("2023-11-01"), day("2024-02-29"), instance=instance,
-                           tags={"financial_etl/tickers": "NOT A TICKER"})
+    failed = execute_range(
+        two_years,
+        day("2023-11-01"),
+        day("2024-02-29"),
+        instance=instance,
+        tags={"financial_etl/tickers": "NOT A TICKER"},
+    )
     assert not failed.success
     assert _statuses(instance, two_years, keys) == {
         key: dict.fromkeys(keys, AssetPartitionStatus.FAILED) for key in (RAW, MART, EXPORT)
@@ -111,7 +122,9 @@ def test_a_run_tag_that_is_not_a_date_is_a_config_error_naming_it(clean_env):
     clean_env.setenv("FINANCIAL_ETL_START_DATE", "2020-01-02")
     settings = load_settings()
     with pytest.raises(ConfigError, match="run tag financial_etl/start='June 10th' is not a date"):
-        run_window({"dagster/partition": "2024", START_TAG: "June 10th"}, year_partitions(settings.start_date), settings)
+        run_window(
+            {"dagster/partition": "2024", START_TAG: "June 10th"}, year_partitions(settings.start_date), settings
+        )
 
 
 def test_a_partition_after_the_configured_end_fails_naming_the_range(workdir, clean_env):
@@ -119,8 +132,9 @@ def test_a_partition_after_the_configured_end_fails_naming_the_range(workdir, cl
     clean_env.setenv("FINANCIAL_ETL_END_DATE", "2023-12-29")
     settings = load_settings()
     job = build_definitions(settings).resolve_job_def("daily_stock_metrics")
-    result = job.execute_in_process(partition_key=str(dt.date.today().year), raise_on_error=False,
-                                    instance=DagsterInstance.ephemeral())
+    result = job.execute_in_process(
+        partition_key=str(dt.date.today().year), raise_on_error=False, instance=DagsterInstance.ephemeral()
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     error = failure.step_failure_data.error

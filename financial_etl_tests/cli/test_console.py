@@ -24,7 +24,11 @@ def _run(tmp_path, *args: str, env: dict[str, str] | None = None) -> subprocess.
     env.update(extra)
     return subprocess.run(
         [sys.executable, "-m", "financial_etl.cli", "run", "--start", "2024-01-02", "--end", "2024-03-28", *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 

@@ -58,7 +58,7 @@ def failed_step(raiser) -> BaseException:
 
     result = one_step.execute_in_process(raise_on_error=False, instance=dg.DagsterInstance.ephemeral())
     assert not result.success
-    (key, exc), = errors.by_step.items()
+    ((key, exc),) = errors.by_step.items()
     assert key == "step"
     return exc
 
@@ -66,12 +66,21 @@ def failed_step(raiser) -> BaseException:
 @pytest.mark.parametrize(
     ("raiser", "code", "message"),
     [
-        (wrapped_destination_error, EXIT_CONNECTION,
-         "financial_etl.errors.DestinationUnreachableError: cannot reach the server"),
-        (disk_full_under_a_library_error, EXIT_STORAGE,
-         "OSError: [Errno 28] No space left on device: '/data/x.parquet'"),
-        (library_error_after_a_project_error_it_hid, EXIT_UNEXPECTED,
-         "financial_etl_tests.cli.test_failures.DriverError: a bug"),
+        (
+            wrapped_destination_error,
+            EXIT_CONNECTION,
+            "financial_etl.errors.DestinationUnreachableError: cannot reach the server",
+        ),
+        (
+            disk_full_under_a_library_error,
+            EXIT_STORAGE,
+            "OSError: [Errno 28] No space left on device: '/data/x.parquet'",
+        ),
+        (
+            library_error_after_a_project_error_it_hid,
+            EXIT_UNEXPECTED,
+            "financial_etl_tests.cli.test_failures.DriverError: a bug",
+        ),
     ],
 )
 def test_a_failed_steps_own_exception_gives_the_exit_code_and_the_line(raiser, code, message):

@@ -18,8 +18,11 @@ from financial_etl_tests.helpers import files_under, held_open, in_mount_namespa
 RUN = ["run", "--start", "2024-01-02", "--end", "2024-01-05"]
 NEXT_YEAR = dt.date.today().year + 1
 SECRET = "Sup3r-Secret-Pw"
-MSSQL = {"FINANCIAL_ETL_MSSQL_HOST": "sql.example.internal", "FINANCIAL_ETL_MSSQL_USERNAME": "etl",
-         "FINANCIAL_ETL_MSSQL_PASSWORD": SECRET}
+MSSQL = {
+    "FINANCIAL_ETL_MSSQL_HOST": "sql.example.internal",
+    "FINANCIAL_ETL_MSSQL_USERNAME": "etl",
+    "FINANCIAL_ETL_MSSQL_PASSWORD": SECRET,
+}
 
 
 @pytest.fixture
@@ -50,13 +53,17 @@ def refused(workdir: Path, clean_env, capsys, args, env=None) -> tuple[int, str]
         (["run", "--start", "2019-06-03"], {}, "before FINANCIAL_ETL_START_DATE"),
         (["run", "--start", "yesterday"], {}, "--start='yesterday'"),
         (["run"], {"FINANCIAL_ETL_SOURCE": "nope"}, "FINANCIAL_ETL_SOURCE='nope'"),
-        (["run", "--start", "2024-01-02", "--end", f"{NEXT_YEAR}-01-04"], {},
-         f"--end {NEXT_YEAR}-01-04 is in a year that has not begun"),
+        (
+            ["run", "--start", "2024-01-02", "--end", f"{NEXT_YEAR}-01-04"],
+            {},
+            f"--end {NEXT_YEAR}-01-04 is in a year that has not begun",
+        ),
         (RUN, {"DAGSTER_HOME": "/no/such/dagster"}, "DAGSTER_HOME='/no/such/dagster' is not an existing folder"),
     ],
 )
-def test_configuration_errors_exit_2_before_anything_is_written(workdir, dagster_home, clean_env, capsys, args, env,
-                                                                 message):
+def test_configuration_errors_exit_2_before_anything_is_written(
+    workdir, dagster_home, clean_env, capsys, args, env, message
+):
     code, err = refused(workdir, clean_env, capsys, args, env)
     assert code == EXIT_CONFIG and message in err
 
@@ -75,17 +82,24 @@ def test_a_setting_set_but_empty_exits_2_naming_it_instead_of_meaning_its_defaul
 @pytest.mark.parametrize(
     ("env", "args", "message"),
     [
-        ({"FINANCIAL_ETL_START_DATE": "0001-01-01"}, RUN,
-         "FINANCIAL_ETL_START_DATE='0001-01-01' is before 1990-01-02, the first session of the NYSE calendar"),
-        ({"FINANCIAL_ETL_START_DATE": "1900-01-01"}, ["run", "--start", "1900-01-02", "--end", "1900-01-31"],
-         "FINANCIAL_ETL_START_DATE='1900-01-01' is before 1990-01-02"),
+        (
+            {"FINANCIAL_ETL_START_DATE": "0001-01-01"},
+            RUN,
+            "FINANCIAL_ETL_START_DATE='0001-01-01' is before 1990-01-02, the first session of the NYSE calendar",
+        ),
+        (
+            {"FINANCIAL_ETL_START_DATE": "1900-01-01"},
+            ["run", "--start", "1900-01-02", "--end", "1900-01-31"],
+            "FINANCIAL_ETL_START_DATE='1900-01-01' is before 1990-01-02",
+        ),
         ({}, ["check", "--start", "1989-12-29"], "--start='1989-12-29' is before 1990-01-02"),
         ({"FINANCIAL_ETL_END_DATE": "2041-01-02"}, RUN, "FINANCIAL_ETL_END_DATE='2041-01-02' is after 2040-12-31"),
         ({}, ["run", "--start", "2024-01-02", "--end", "2999-01-04"], "--end='2999-01-04' is after 2040-12-31"),
     ],
 )
-def test_a_date_outside_the_nyse_calendar_exits_2_naming_the_bound(workdir, dagster_home, clean_env, capsys, env,
-                                                                  args, message):
+def test_a_date_outside_the_nyse_calendar_exits_2_naming_the_bound(
+    workdir, dagster_home, clean_env, capsys, env, args, message
+):
     code, err = refused(workdir, clean_env, capsys, args, env)
     assert code == EXIT_CONFIG and message in err
 
@@ -95,22 +109,39 @@ def test_a_date_outside_the_nyse_calendar_exits_2_naming_the_bound(workdir, dags
     [
         ({**MSSQL, "FINANCIAL_ETL_MSSQL_PORT": "abc"}, "FINANCIAL_ETL_MSSQL_PORT='abc' is not a port number"),
         ({**MSSQL, "FINANCIAL_ETL_MSSQL_PORT": "70000"}, "FINANCIAL_ETL_MSSQL_PORT='70000' is not a port number"),
-        ({**MSSQL, "FINANCIAL_ETL_MSSQL_CONNECT_TIMEOUT": "-5"},
-         "FINANCIAL_ETL_MSSQL_CONNECT_TIMEOUT='-5' is not a whole number of seconds above 0"),
-        ({**MSSQL, "FINANCIAL_ETL_MSSQL_TRUST_SERVER_CERTIFICATE": "maybe"},
-         "FINANCIAL_ETL_MSSQL_TRUST_SERVER_CERTIFICATE='maybe' is not a boolean"),
-        ({"FINANCIAL_ETL_MSSQL_PORT": "1433", "FINANCIAL_ETL_MSSQL_PASSWORD": SECRET},
-         "FINANCIAL_ETL_MSSQL_PORT, FINANCIAL_ETL_MSSQL_PASSWORD set without FINANCIAL_ETL_MSSQL_HOST"),
-        ({**MSSQL, "FINANCIAL_ETL_MSSQL_URL": f"mssql://etl:{SECRET}@h/db"},
-         "FINANCIAL_ETL_MSSQL_URL is set beside FINANCIAL_ETL_MSSQL_HOST"),
-        ({"FINANCIAL_ETL_MSSQL_URL": f"mssql://etl:{SECRET}@h:99999/db"},
-         "FINANCIAL_ETL_MSSQL_URL has a port that is not a number"),
+        (
+            {**MSSQL, "FINANCIAL_ETL_MSSQL_CONNECT_TIMEOUT": "-5"},
+            "FINANCIAL_ETL_MSSQL_CONNECT_TIMEOUT='-5' is not a whole number of seconds above 0",
+        ),
+        (
+            {**MSSQL, "FINANCIAL_ETL_MSSQL_TRUST_SERVER_CERTIFICATE": "maybe"},
+            "FINANCIAL_ETL_MSSQL_TRUST_SERVER_CERTIFICATE='maybe' is not a boolean",
+        ),
+        (
+            {"FINANCIAL_ETL_MSSQL_PORT": "1433", "FINANCIAL_ETL_MSSQL_PASSWORD": SECRET},
+            "FINANCIAL_ETL_MSSQL_PORT, FINANCIAL_ETL_MSSQL_PASSWORD set without FINANCIAL_ETL_MSSQL_HOST",
+        ),
+        (
+            {**MSSQL, "FINANCIAL_ETL_MSSQL_URL": f"mssql://etl:{SECRET}@h/db"},
+            "FINANCIAL_ETL_MSSQL_URL is set beside FINANCIAL_ETL_MSSQL_HOST",
+        ),
+        (
+            {"FINANCIAL_ETL_MSSQL_URL": f"mssql://etl:{SECRET}@h:99999/db"},
+            "FINANCIAL_ETL_MSSQL_URL has a port that is not a number",
+        ),
         ({"FINANCIAL_ETL_EXPORT_URL": "bogus://x"}, "FINANCIAL_ETL_EXPORT_URL must be a postgresql://"),
-        ({**MSSQL, "FINANCIAL_ETL_EXPORT_URL": "bogus://x"}, "FINANCIAL_ETL_EXPORT_URL must be"),  # shadowed, still checked
-        ({"FINANCIAL_ETL_EXPORT_URL": f"postgresql://etl:{SECRET}@h:port/db"},
-         "FINANCIAL_ETL_EXPORT_URL has a port that is not a number"),
-        ({"FINANCIAL_ETL_MSSQL_CREDENTIALS_FILE": "/no/such/credentials.json"},
-         "FINANCIAL_ETL_MSSQL_CREDENTIALS_FILE='/no/such/credentials.json' is not a file"),
+        (
+            {**MSSQL, "FINANCIAL_ETL_EXPORT_URL": "bogus://x"},
+            "FINANCIAL_ETL_EXPORT_URL must be",
+        ),  # shadowed, still checked
+        (
+            {"FINANCIAL_ETL_EXPORT_URL": f"postgresql://etl:{SECRET}@h:port/db"},
+            "FINANCIAL_ETL_EXPORT_URL has a port that is not a number",
+        ),
+        (
+            {"FINANCIAL_ETL_MSSQL_CREDENTIALS_FILE": "/no/such/credentials.json"},
+            "FINANCIAL_ETL_MSSQL_CREDENTIALS_FILE='/no/such/credentials.json' is not a file",
+        ),
     ],
 )
 def test_a_bad_export_setting_exits_2_before_the_extract_or_dagster_writes_anything(
@@ -136,7 +167,11 @@ def test_a_csv_file_with_a_foreign_header_fails_with_exit_2_and_writes_nothing(w
     err = capsys.readouterr().err
     assert "BBB.csv:1" in err and "not Yahoo's CSV format" in err
     db = workdir / "data" / "financial_etl.duckdb"
-    rows = query(db, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'eod_prices_raw'") if db.exists() else [(0,)]
+    rows = (
+        query(db, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'eod_prices_raw'")
+        if db.exists()
+        else [(0,)]
+    )
     assert rows == [(0,)]
 
 
@@ -146,7 +181,11 @@ def test_a_csv_file_with_only_its_header_is_a_missing_ticker_exit_3_naming_the_f
     err = capsys.readouterr().err
     assert f"BBB: {workdir / 'csv' / 'BBB.csv'} has only its header" in err and "nothing was loaded" in err
     db = workdir / "data" / "financial_etl.duckdb"
-    rows = query(db, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw'") if db.exists() else [(0,)]
+    rows = (
+        query(db, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw'")
+        if db.exists()
+        else [(0,)]
+    )
     assert rows == [(0,)]
 
 

@@ -35,13 +35,15 @@ def downstream() -> None:
 
 
 def run(verbose: bool) -> tuple[str, str, str]:
-    defs = dg.Definitions(assets=[extracted, exported, downstream], jobs=[dg.define_asset_job("job")],
-                          loggers=console_loggers())
+    defs = dg.Definitions(
+        assets=[extracted, exported, downstream], jobs=[dg.define_asset_job("job")], loggers=console_loggers()
+    )
     out, err, run_id = io.StringIO(), io.StringIO(), str(uuid.uuid4())
     instance = dg.DagsterInstance.ephemeral()
     with RunConsole(instance, run_id, verbose=verbose, stream=out, warnings=err):
         result = defs.resolve_job_def("job").execute_in_process(
-            instance=instance, run_id=run_id, raise_on_error=False, run_config={"loggers": logger_config(verbose)})
+            instance=instance, run_id=run_id, raise_on_error=False, run_config={"loggers": logger_config(verbose)}
+        )
     assert not result.success
     return out.getvalue(), err.getvalue(), run_id
 
@@ -54,8 +56,11 @@ def test_stage_lines_and_the_steps_warnings_come_from_the_runs_event_log():
     assert re.fullmatch(r"  dbo__Dim_Stock_Metrics +\d+\.\d s   FAILED", lines[1]), lines
     assert len(lines) == 2  # the skipped step never ran: no line
     warned, said_no = err.splitlines()
-    assert re.fullmatch(rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{{4}} - dagster - WARNING - job - {run_id} - "
-                        r"raw__eod_prices_raw - AAPL: a 2-for-1 split", warned)
+    assert re.fullmatch(
+        rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{{4}} - dagster - WARNING - job - {run_id} - "
+        r"raw__eod_prices_raw - AAPL: a 2-for-1 split",
+        warned,
+    )
     assert said_no.endswith(f" - dagster - ERROR - job - {run_id} - dbo__Dim_Stock_Metrics - the server said no")
 
 

@@ -37,13 +37,26 @@ def _mart_batch(rows: int) -> pa.Table:
 @pytest.fixture
 def mssql_package(tmp_path):
     """A normalized mssql load package (nothing is sent), and the client that would load it."""
-    target = export_target_for(load_settings({}), env={}, mssql_fields={
-        "HOST": "sql.example.internal", "DATABASE": "FINANCIAL_MART", "USERNAME": "etl", "PASSWORD": PASSWORD,
-    })
-    pipeline = dlt.pipeline("mssql_sql", destination=target.destination(), dataset_name="dbo", pipelines_dir=str(tmp_path))
+    target = export_target_for(
+        load_settings({}),
+        env={},
+        mssql_fields={
+            "HOST": "sql.example.internal",
+            "DATABASE": "FINANCIAL_MART",
+            "USERNAME": "etl",
+            "PASSWORD": PASSWORD,
+        },
+    )
+    pipeline = dlt.pipeline(
+        "mssql_sql", destination=target.destination(), dataset_name="dbo", pipelines_dir=str(tmp_path)
+    )
     resource = dlt.resource(
-        _mart_batch(2500), name="Dim_Stock_Metrics", table_name="Dim_Stock_Metrics", primary_key=("ticker", "trade_date"),
-        write_disposition={"disposition": "merge", "strategy": "delete-insert"}, columns=EXPORT_COLUMN_HINTS,
+        _mart_batch(2500),
+        name="Dim_Stock_Metrics",
+        table_name="Dim_Stock_Metrics",
+        primary_key=("ticker", "trade_date"),
+        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+        columns=EXPORT_COLUMN_HINTS,
     )
     pipeline.extract(resource)
     pipeline.normalize()
@@ -74,9 +87,9 @@ def test_mssql_inserts_are_batches_of_1000_rows_with_iso_dates_and_null(mssql_pa
     assert max(per_statement) <= 1000  # SQL Server's limit for one INSERT ... VALUES
     rows = re.findall(r"^\(N'AAA','(\d{4}-\d{2}-\d{2})',", text, flags=re.M)
     assert len(rows) == 2500 and rows[0] == "2020-01-01"
-    first = text[text.index("(N'AAA','2020-01-01'"):].split("\n", 1)[0]
+    first = text[text.index("(N'AAA','2020-01-01'") :].split("\n", 1)[0]
     assert first.count("NULL") == 2  # rsi NaN and volume_sma_20 None; never a literal nan
-    second = text[text.index("(N'AAA','2020-01-02'"):].split("\n", 1)[0]
+    second = text[text.index("(N'AAA','2020-01-02'") :].split("\n", 1)[0]
     assert "NULL" in second and "inf" not in text.lower().replace("info", "")
     assert "nan" not in re.sub(r"N'[^']*'", "", text).lower()
 
@@ -122,9 +135,17 @@ def _settings(workdir, env: dict[str, str]) -> Settings:
 def test_a_closed_port_is_a_clear_connection_error_with_exit_4(workdir, clean_env, odbc_driver_18):
     port = free_port()
     settings = _settings(workdir, {})
-    target = export_target_for(settings, env={}, mssql_fields={
-        "HOST": "127.0.0.1", "PORT": str(port), "USERNAME": "sa", "PASSWORD": PASSWORD, "CONNECT_TIMEOUT": "3",
-    })
+    target = export_target_for(
+        settings,
+        env={},
+        mssql_fields={
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "USERNAME": "sa",
+            "PASSWORD": PASSWORD,
+            "CONNECT_TIMEOUT": "3",
+        },
+    )
     with pytest.raises(DestinationUnreachableError) as excinfo:
         load_export(settings, target, ranges=[(dt.date(2024, 1, 1), dt.date(2024, 1, 31))])
     message = str(excinfo.value)
@@ -151,7 +172,9 @@ def test_a_missing_driver_names_the_installed_ones_and_exits_4(workdir, clean_en
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("FINANCIAL_ETL_MSSQL_TEST_URL"), reason="set FINANCIAL_ETL_MSSQL_TEST_URL (see compose.yaml)")
+@pytest.mark.skipif(
+    not os.environ.get("FINANCIAL_ETL_MSSQL_TEST_URL"), reason="set FINANCIAL_ETL_MSSQL_TEST_URL (see compose.yaml)"
+)
 def test_live_sql_server_export_merge_and_reconciliation(workdir, clean_env):
     from financial_etl.cli.main import main
 

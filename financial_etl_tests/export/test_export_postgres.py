@@ -52,9 +52,15 @@ def test_ranges_merge_into_postgres_and_reruns_change_nothing(workdir, pg_env):
     assert_same_rows([r for r in both if r[1] < day("2024-03-01")], first, "first range untouched")
     assert main(["run", "--start", "2024-03-01", "--end", "2024-03-28"]) == EXIT_SUCCESS
     assert_same_rows(_target_rows(pg_env), both, "re-run")
-    assert pg_env.query('SELECT count(*), count(DISTINCT (ticker, trade_date)) FROM dbo."Dim_Stock_Metrics"')[0] == (len(both), len(both))
-    columns = dict(pg_env.query(
-        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'Dim_Stock_Metrics'"))
+    assert pg_env.query('SELECT count(*), count(DISTINCT (ticker, trade_date)) FROM dbo."Dim_Stock_Metrics"')[0] == (
+        len(both),
+        len(both),
+    )
+    columns = dict(
+        pg_env.query(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'Dim_Stock_Metrics'"
+        )
+    )
     assert columns["trade_date"] == "date" and columns["volume"] == "bigint"
     assert columns["close_price"] == "double precision" and columns["ticker"] == "character varying"
     # The rows went as Parquet through ADBC, not as INSERT statements.
@@ -78,10 +84,25 @@ def _warehouse_with_mart(workdir, rows):
 
 
 def _row(ticker, day_, close, **overrides):
-    values = dict(open_price=close, high_price=close + 1, low_price=close - 1, close_price=close, volume=100,
-                  sma_9_day=close, sma_20_day=close, sma_50_day=close, bollinger_upper=close + 2, bollinger_lower=close - 2,
-                  rsi_14_day=50.0, macd_line=0.1, atr_14_day=1.0, daily_return_pct=0.5, price_range_pct=2.0,
-                  volume_ratio=1.0, volume_sma_20=100)
+    values = dict(
+        open_price=close,
+        high_price=close + 1,
+        low_price=close - 1,
+        close_price=close,
+        volume=100,
+        sma_9_day=close,
+        sma_20_day=close,
+        sma_50_day=close,
+        bollinger_upper=close + 2,
+        bollinger_lower=close - 2,
+        rsi_14_day=50.0,
+        macd_line=0.1,
+        atr_14_day=1.0,
+        daily_return_pct=0.5,
+        price_range_pct=2.0,
+        volume_ratio=1.0,
+        volume_sma_20=100,
+    )
     values.update(overrides)
     return (ticker, day_, *values.values())
 
@@ -107,7 +128,9 @@ def test_nan_and_infinity_arrive_as_null(workdir, pg_env):
     settings = _warehouse_with_mart(workdir, rows)
     target = export_target_for(settings)
     assert load_export(settings, target, ranges=[(dt.date(2024, 1, 1), dt.date(2024, 1, 31))]).rows == 2
-    got = pg_env.query('SELECT daily_return_pct, volume_ratio, macd_line, rsi_14_day FROM dbo."Dim_Stock_Metrics" ORDER BY trade_date')
+    got = pg_env.query(
+        'SELECT daily_return_pct, volume_ratio, macd_line, rsi_14_day FROM dbo."Dim_Stock_Metrics" ORDER BY trade_date'
+    )
     assert got == [(None, None, 0.1, 50.0), (0.5, 1.0, None, None)]
 
 
@@ -145,7 +168,7 @@ def test_a_full_refresh_is_atomic_for_a_concurrent_reader(workdir, pg_env):
         thread.join()
     assert seen <= {500, 120000}, sorted(seen)[:10]  # never empty, never partial
     assert 500 in seen and 120000 in seen
-    assert pg_env.query('SELECT count(*) FROM dbo."Dim_Stock_Metrics" WHERE ticker = \'OLD\'') == [(0,)]
+    assert pg_env.query("SELECT count(*) FROM dbo.\"Dim_Stock_Metrics\" WHERE ticker = 'OLD'") == [(0,)]
 
 
 @pytest.mark.parametrize(
@@ -179,8 +202,10 @@ def _wait_for_staging_load(pg, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if pg.query("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE '%dbo_staging%' "
-                        "AND query NOT ILIKE '%pg_stat_activity%' AND query ~* '^\\s*(insert|copy)'")[0][0]:
+            if pg.query(
+                "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE '%dbo_staging%' "
+                "AND query NOT ILIKE '%pg_stat_activity%' AND query ~* '^\\s*(insert|copy)'"
+            )[0][0]:
                 return
         except Exception:
             pass
@@ -199,8 +224,23 @@ def test_a_server_killed_mid_load_fails_with_exit_4_leaves_the_target_and_reruns
 
     env = os.environ.copy()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "financial_etl.cli.main", "run", "--start", "2022-01-03", "--end", "2024-12-31", "--full-refresh", "--verbose"],
-        env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "financial_etl.cli.main",
+            "run",
+            "--start",
+            "2022-01-03",
+            "--end",
+            "2024-12-31",
+            "--full-refresh",
+            "--verbose",
+        ],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     output = []
     killed = False

@@ -23,8 +23,21 @@ SECRET = "Sup3r-Secret-Pw"
 
 
 def _seed_credentials(path, server="seed.example.internal"):
-    path.write_text(json.dumps({"ms_target_01": {"info": {
-        "server": server, "port": 1433, "database": "FINANCIAL_MART", "username": "etl", "password": SECRET}}}))
+    path.write_text(
+        json.dumps(
+            {
+                "ms_target_01": {
+                    "info": {
+                        "server": server,
+                        "port": 1433,
+                        "database": "FINANCIAL_MART",
+                        "username": "etl",
+                        "password": SECRET,
+                    }
+                }
+            }
+        )
+    )
     return path
 
 
@@ -37,8 +50,12 @@ def test_no_server_configured_means_the_local_standin(workdir, tmp_path, monkeyp
 def test_env_settings_win_over_dlt_config_and_credentials_json(workdir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _seed_credentials(tmp_path / "credentials.json")
-    env = {"FINANCIAL_ETL_MSSQL_HOST": "env.example.internal", "FINANCIAL_ETL_MSSQL_USERNAME": "etl",
-           "FINANCIAL_ETL_MSSQL_PASSWORD": SECRET, "DESTINATION__MSSQL__CREDENTIALS__HOST": "dlt.example.internal"}
+    env = {
+        "FINANCIAL_ETL_MSSQL_HOST": "env.example.internal",
+        "FINANCIAL_ETL_MSSQL_USERNAME": "etl",
+        "FINANCIAL_ETL_MSSQL_PASSWORD": SECRET,
+        "DESTINATION__MSSQL__CREDENTIALS__HOST": "dlt.example.internal",
+    }
     target = export_target_for(load_settings(), env=env)
     assert target.kind == "mssql" and "env.example.internal:1433/FINANCIAL_MART" in target.description
     assert target._credentials["query"] == {}  # TrustServerCertificate stays off unless asked for
@@ -63,7 +80,9 @@ def test_the_seeds_credentials_json_is_read(workdir, tmp_path, monkeypatch):
 
 def test_a_malformed_credentials_json_is_a_clear_error_without_the_password(workdir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "credentials.json").write_text(json.dumps({"ms_target_01": {"info": {"server": "x", "password": SECRET}}}))
+    (tmp_path / "credentials.json").write_text(
+        json.dumps({"ms_target_01": {"info": {"server": "x", "password": SECRET}}})
+    )
     with pytest.raises(ConfigError) as excinfo:
         export_target_for(load_settings(), env={})
     assert "credentials.json" in str(excinfo.value) and "database" in str(excinfo.value)
@@ -78,7 +97,10 @@ def test_a_malformed_credentials_json_is_a_clear_error_without_the_password(work
         ({"HOST": "h", "USERNAME": "u", "PASSWORD": SECRET, "PORT": "14x3"}, "FINANCIAL_ETL_MSSQL_PORT"),
         ({"URL": "postgres://h/db"}, "must start with mssql://"),
         ({"HOST": "h", "USERNAME": "u", "PASSWORD": SECRET, "PORT": "0"}, "FINANCIAL_ETL_MSSQL_PORT='0'"),
-        ({"HOST": "h", "USERNAME": "u", "PASSWORD": SECRET, "CONNECT_TIMEOUT": "0"}, "FINANCIAL_ETL_MSSQL_CONNECT_TIMEOUT"),
+        (
+            {"HOST": "h", "USERNAME": "u", "PASSWORD": SECRET, "CONNECT_TIMEOUT": "0"},
+            "FINANCIAL_ETL_MSSQL_CONNECT_TIMEOUT",
+        ),
         ({"HOST": "h", "USERNAME": "u", "PASSWORD": SECRET, "TRUST_SERVER_CERTIFICATE": "si"}, "is not a boolean"),
         ({"USERNAME": "u", "PASSWORD": SECRET}, "set without FINANCIAL_ETL_MSSQL_HOST"),
         ({"URL": f"mssql://u:{SECRET}@h/db", "DATABASE": "other"}, "FINANCIAL_ETL_MSSQL_URL is set beside"),
@@ -93,9 +115,14 @@ def test_bad_sql_server_settings_fail_clearly(workdir, fields, message):
 
 
 def test_a_url_and_trust_server_certificate_when_asked(workdir):
-    target = export_target_for(load_settings(), env={}, mssql_fields={
-        "URL": f"mssql://etl:{SECRET}@sql.example.internal:1444/MART?TrustServerCertificate=yes",
-        "CONNECT_TIMEOUT": "5"})
+    target = export_target_for(
+        load_settings(),
+        env={},
+        mssql_fields={
+            "URL": f"mssql://etl:{SECRET}@sql.example.internal:1444/MART?TrustServerCertificate=yes",
+            "CONNECT_TIMEOUT": "5",
+        },
+    )
     assert "sql.example.internal:1444/MART" in target.description
     assert target._credentials["query"] == {"TrustServerCertificate": "yes"}
     assert target._credentials["connect_timeout"] == 5  # the URL form takes the timeout too
@@ -107,7 +134,10 @@ def test_a_url_and_trust_server_certificate_when_asked(workdir):
         ({"FINANCIAL_ETL_EXPORT_URL": "duckdb:///"}, "names no file"),
         ({"FINANCIAL_ETL_EXPORT_URL": f"postgresql://etl:{SECRET}@/db"}, "FINANCIAL_ETL_EXPORT_URL has no host"),
         ({"FINANCIAL_ETL_EXPORT_URL": f"mssql://etl:{SECRET}@h:0x1/db"}, "FINANCIAL_ETL_EXPORT_URL has a port"),
-        ({"FINANCIAL_ETL_MSSQL_CREDENTIALS_FILE": "missing.json"}, "FINANCIAL_ETL_MSSQL_CREDENTIALS_FILE='missing.json'"),
+        (
+            {"FINANCIAL_ETL_MSSQL_CREDENTIALS_FILE": "missing.json"},
+            "FINANCIAL_ETL_MSSQL_CREDENTIALS_FILE='missing.json'",
+        ),
         ({"FINANCIAL_ETL_MSSQL_HOST": ""}, "set but empty: FINANCIAL_ETL_MSSQL_HOST;"),
     ],
 )
@@ -125,7 +155,11 @@ def test_the_ui_sees_env_var_names_never_the_password(workdir, clean_env):
     defs = build_definitions(load_settings())
     resource = defs.resources["export_destination"]
     assert isinstance(resource, ExportDestination)
-    snapshot = repr(resource._get_non_default_public_field_values()) if hasattr(resource, "_get_non_default_public_field_values") else repr(resource)
+    snapshot = (
+        repr(resource._get_non_default_public_field_values())
+        if hasattr(resource, "_get_non_default_public_field_values")
+        else repr(resource)
+    )
     assert SECRET not in snapshot and SECRET not in repr(resource)
     assert "FINANCIAL_ETL_MSSQL_PASSWORD" in repr(resource)
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
@@ -143,8 +177,9 @@ def test_a_standin_another_program_holds_is_named_not_an_export_failure(workdir,
 
 
 def _mssql_target():
-    return export_target_for(load_settings(), env={}, mssql_fields={
-        "HOST": "sql.example.internal", "USERNAME": "etl", "PASSWORD": SECRET})
+    return export_target_for(
+        load_settings(), env={}, mssql_fields={"HOST": "sql.example.internal", "USERNAME": "etl", "PASSWORD": SECRET}
+    )
 
 
 def _raised(error: BaseException) -> BaseException:
@@ -162,12 +197,18 @@ def _raised(error: BaseException) -> BaseException:
     ("sqlstate", "message", "expected"),
     [
         # SQL Server's number says which: its text also says "The login failed".
-        ("42000", 'Cannot open database "FINANCIAL_MART" requested by the login. The login failed. (4060) '
-                  "(SQLDriverConnect)", MissingDatabaseError),
+        (
+            "42000",
+            'Cannot open database "FINANCIAL_MART" requested by the login. The login failed. (4060) (SQLDriverConnect)',
+            MissingDatabaseError,
+        ),
         ("28000", "Login failed for user 'etl'. (18456) (SQLDriverConnect)", LoginFailedError),
         ("08S01", "TCP Provider: Error code 0x68 (104) (SQLExecDirectW)", DestinationUnreachableError),
-        ("IM002", "Data source name not found and no default driver specified (0) (SQLDriverConnect)",
-         NoOdbcDriverError),
+        (
+            "IM002",
+            "Data source name not found and no default driver specified (0) (SQLDriverConnect)",
+            NoOdbcDriverError,
+        ),
     ],
 )
 def test_odbc_errors_are_classified_by_their_sqlstate_and_server_error_number(sqlstate, message, expected):

@@ -31,9 +31,17 @@ LAST_COLUMN = "END::DOUBLE AS wilder_avg_loss_14\n"
 # removed column leaves the finite_values audit's column list too, as an editor would.
 EDITS = [
     ("a new column", LAST_COLUMN, "END::DOUBLE AS wilder_avg_loss_14,\n  (close_price * 2)::DOUBLE AS close_doubled\n"),
-    ("a changed formula", RANGE_COLUMN, "  ((high_price - low_price) / open_price * 100)::DOUBLE AS price_range_pct,\n"),
-    ("a removed column", "  ((high_price - low_price) / open_price * 100)::DOUBLE AS price_range_pct,\n", "",
-     ("daily_return_pct, price_range_pct, volume_ratio", "daily_return_pct, volume_ratio")),
+    (
+        "a changed formula",
+        RANGE_COLUMN,
+        "  ((high_price - low_price) / open_price * 100)::DOUBLE AS price_range_pct,\n",
+    ),
+    (
+        "a removed column",
+        "  ((high_price - low_price) / open_price * 100)::DOUBLE AS price_range_pct,\n",
+        "",
+        ("daily_return_pct, price_range_pct, volume_ratio", "daily_return_pct, volume_ratio"),
+    ),
     ("a type change", "END::BIGINT AS volume_sma_20", "END::DOUBLE AS volume_sma_20"),
 ]
 DAYS = ["2024-03-22", "2024-03-25", "2024-03-26", "2024-03-27", "2024-03-28"]
@@ -63,18 +71,31 @@ def mart_table(workdir) -> tuple[list[str], list[tuple]]:
 
 def standin_table(workdir) -> tuple[list[str], list[tuple], dict]:
     with duckdb.connect(str(workdir / "data" / "export.duckdb"), read_only=True) as con:
-        types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
-                                 "WHERE table_schema = 'dbo' AND table_name = 'Dim_Stock_Metrics'").fetchall())
+        types = dict(
+            con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'dbo' AND table_name = 'Dim_Stock_Metrics'"
+            ).fetchall()
+        )
         columns = [c for c in types if not c.startswith("_dlt")]
-        rows = con.execute(f'SELECT {", ".join(columns)} FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date').fetchall()
+        rows = con.execute(
+            f'SELECT {", ".join(columns)} FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
+        ).fetchall()
         return columns, rows, types
 
 
 def postgres_table(pg) -> tuple[list[str], list[tuple], dict]:
-    types = dict(pg.query("SELECT column_name, data_type FROM information_schema.columns "
-                          "WHERE table_schema = 'dbo' AND table_name = 'Dim_Stock_Metrics' ORDER BY ordinal_position"))
+    types = dict(
+        pg.query(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'dbo' AND table_name = 'Dim_Stock_Metrics' ORDER BY ordinal_position"
+        )
+    )
     columns = [c for c in types if not c.startswith("_dlt")]
-    rows = [tuple(r) for r in pg.query(f'SELECT {", ".join(columns)} FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date')]
+    rows = [
+        tuple(r)
+        for r in pg.query(f'SELECT {", ".join(columns)} FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date')
+    ]
     return columns, rows, types
 
 
@@ -88,8 +109,11 @@ def assert_export_equals_mart(workdir, target, label: str) -> dict:
 
 
 def reconciliation(settings=None) -> tuple[bool, dict]:
-    result = build_definitions(settings or load_settings()).resolve_job_def(CHECKS_JOB).execute_in_process(
-        instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    result = (
+        build_definitions(settings or load_settings())
+        .resolve_job_def(CHECKS_JOB)
+        .execute_in_process(instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    )
     (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "reconciles_with_mart"]
     return evaluation.passed, {k: v.value for k, v in evaluation.metadata.items()}
 
@@ -123,8 +147,10 @@ def test_a_stale_value_in_the_target_fails_the_reconciliation_naming_its_column(
     assert main(["run", "--end", DAYS[0]]) == EXIT_SUCCESS
     assert reconciliation()[0]
     with duckdb.connect(str(workdir / "data" / "export.duckdb")) as con:
-        con.execute("UPDATE dbo.\"Dim_Stock_Metrics\" SET rsi_14_wilder = rsi_14_wilder * 1.0001 "
-                    "WHERE ticker = 'AAA' AND trade_date = DATE '2024-02-15'")
+        con.execute(
+            'UPDATE dbo."Dim_Stock_Metrics" SET rsi_14_wilder = rsi_14_wilder * 1.0001 '
+            "WHERE ticker = 'AAA' AND trade_date = DATE '2024-02-15'"
+        )
     passed, meta = reconciliation()
     assert not passed
     assert meta["columns_differing"] == "rsi_14_wilder" and meta["partitions_differing"] == "2024"
@@ -139,14 +165,18 @@ def test_a_model_change_without_its_export_fails_the_reconciliation(workdir, pro
     assert main(["run", "--start", DAYS[1], "--end", DAYS[1]]) == EXIT_SUCCESS
     assert reconciliation()[0]
     with duckdb.connect(str(workdir / "data" / "export.duckdb")) as con:  # the old values outside the range
-        con.execute('UPDATE dbo."Dim_Stock_Metrics" SET price_range_pct = (high_price - low_price) / close_price * 100 '
-                    "WHERE trade_date <= ?", [DAYS[0]])
+        con.execute(
+            'UPDATE dbo."Dim_Stock_Metrics" SET price_range_pct = (high_price - low_price) / close_price * 100 '
+            "WHERE trade_date <= ?",
+            [DAYS[0]],
+        )
     passed, meta = reconciliation()
     assert not passed and meta["columns_differing"] == "price_range_pct"
 
 
-def test_plan_previews_a_change_and_touches_neither_prod_nor_the_export_nor_dagster(workdir, project, clean_env, capsys,
-                                                                                     caplog):
+def test_plan_previews_a_change_and_touches_neither_prod_nor_the_export_nor_dagster(
+    workdir, project, clean_env, capsys, caplog
+):
     home = workdir / "dagster_home"
     home.mkdir()
     clean_env.setenv("DAGSTER_HOME", str(home))
@@ -154,12 +184,18 @@ def test_plan_previews_a_change_and_touches_neither_prod_nor_the_export_nor_dags
     clean_env.setenv("FINANCIAL_ETL_END_DATE", DAYS[0])
     settings = load_settings()
     with sqlmesh_context(settings) as ctx:
-        prod_before = sorted((s.name, s.fingerprint.to_identifier()) for s in ctx.state_reader.get_environment(PROD).snapshots)
+        prod_before = sorted(
+            (s.name, s.fingerprint.to_identifier()) for s in ctx.state_reader.get_environment(PROD).snapshots
+        )
     mart_before, export_before = mart_table(workdir), standin_table(workdir)
     home_before = sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in home.rglob("*"))
     code_before = build_definitions(settings).resolve_assets_def(MART_KEY).specs_by_key[MART_KEY].code_version
-    edit(project, RANGE_COLUMN, "  ((high_price - low_price) / open_price * 100)::DOUBLE AS price_range_pct,\n"
-                                "  (close_price * 2)::DOUBLE AS close_doubled,\n")
+    edit(
+        project,
+        RANGE_COLUMN,
+        "  ((high_price - low_price) / open_price * 100)::DOUBLE AS price_range_pct,\n"
+        "  (close_price * 2)::DOUBLE AS close_doubled,\n",
+    )
     capsys.readouterr()
     caplog.clear()
     assert main(["plan"]) == EXIT_SUCCESS
@@ -173,7 +209,9 @@ def test_plan_previews_a_change_and_touches_neither_prod_nor_the_export_nor_dags
     assert re.search(r"price_range_pct\s+differs in 100\.0% of matched rows", out), out
     assert "close_price " not in out.split("numbers")[1]  # unchanged columns are not listed
     with sqlmesh_context(settings) as ctx:
-        prod_after = sorted((s.name, s.fingerprint.to_identifier()) for s in ctx.state_reader.get_environment(PROD).snapshots)
+        prod_after = sorted(
+            (s.name, s.fingerprint.to_identifier()) for s in ctx.state_reader.get_environment(PROD).snapshots
+        )
         assert ctx.state_reader.get_environment(PREVIEW_ENV) is not None
     assert prod_after == prod_before
     assert mart_table(workdir) == mart_before and standin_table(workdir) == export_before
@@ -192,8 +230,10 @@ def test_sql_server_gets_a_rename_and_fingerprints_in_its_own_dialect():
     from financial_etl.warehouse.engines import write_sql
 
     target = ExportTarget("mssql", "dbo", "Dim_Stock_Metrics", "SQL Server")
-    assert target.rename_sql(None, "Dim_Stock_Metrics__rebuild", "Dim_Stock_Metrics") == \
-        "EXEC sp_rename 'dbo.Dim_Stock_Metrics__rebuild', 'Dim_Stock_Metrics'"
+    assert (
+        target.rename_sql(None, "Dim_Stock_Metrics__rebuild", "Dim_Stock_Metrics")
+        == "EXEC sp_rename 'dbo.Dim_Stock_Metrics__rebuild', 'Dim_Stock_Metrics'"
+    )
     sql, names = fingerprint_sql("t", {"ticker": "text", "trade_date": "date", "close_price": "number"}, None, None)
     tsql = write_sql(sql, TARGET_DIALECT["mssql"])
     assert "DATEPART(YEAR, [trade_date])" in tsql or "DATEPART(YEAR, trade_date)" in tsql, tsql

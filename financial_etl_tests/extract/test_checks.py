@@ -15,7 +15,11 @@ def test_complete_sessions_names_each_missing_session_reading_a_batch_at_a_time(
     monkeypatch.setattr(checks, "READ_ROWS", 7)  # many batches
     sessions = trading_sessions(START, END)
     rows = [("AAA", d) for d in sessions] + [("BBB", d) for d in sessions if d != day("2024-03-12")]
-    rows += [("BBB", day("2024-03-29")), ("BBB", day("2024-03-16")), ("ZZZ", day("2024-03-12"))]  # a holiday, a Saturday, not asked
+    rows += [
+        ("BBB", day("2024-03-29")),
+        ("BBB", day("2024-03-16")),
+        ("ZZZ", day("2024-03-12")),
+    ]  # a holiday, a Saturday, not asked
     db = tmp_path / "w.duckdb"
     with duckdb.connect(str(db)) as con:
         con.execute("CREATE SCHEMA raw; CREATE TABLE raw.eod_prices_raw (ticker TEXT, date DATE)")

@@ -13,6 +13,7 @@ from financial_etl.errors import MissingTickersError
 from financial_etl.extract.chunks import CHUNK_ROWS, batch_folder, stage_batch, ticker_groups
 from financial_etl.extract.resource import eod_prices_resource, fetch_batch, fetch_checked, raw_tables_resource
 from financial_etl.warehouse import ACTIONS, QUARANTINE, RAW, RAW_DATASET
+from financial_etl.warehouse.dlt_settings import pipeline_settings
 from financial_etl_tests.extract.test_resource import END, START, answering
 from financial_etl_tests.helpers import day, query
 
@@ -29,8 +30,16 @@ def test_a_daily_run_is_one_group_and_a_long_range_is_split_by_rows():
 
 
 def stage(fetch, folder, tickers=TICKERS, allow_partial=False, chunk_rows=40):
-    return stage_batch(lambda group: fetch_checked(fetch, group, START, END, run_id="run-1"), tickers, START, END,
-                       folder, "synthetic", allow_partial, chunk_rows=chunk_rows)
+    return stage_batch(
+        lambda group: fetch_checked(fetch, group, START, END, run_id="run-1"),
+        tickers,
+        START,
+        END,
+        folder,
+        "synthetic",
+        allow_partial,
+        chunk_rows=chunk_rows,
+    )
 
 
 def test_groups_load_the_same_tables_and_counts_as_one_batch(tmp_path):
@@ -41,17 +50,35 @@ def test_groups_load_the_same_tables_and_counts_as_one_batch(tmp_path):
     assert staged.groups == 3 and staged.missing_tickers == []
     contract = whole.contract
     assert (staged.rows, staged.quarantined, staged.untraded, staged.warned, staged.reasons()) == (
-        whole.rows, contract.quarantined, contract.untraded, contract.warned, contract.reasons())
+        whole.rows,
+        contract.quarantined,
+        contract.untraded,
+        contract.warned,
+        contract.reasons(),
+    )
 
     loaded = {}
-    for name, resource in (("whole", eod_prices_resource(whole)),
-                           ("staged", raw_tables_resource(staged.parts, staged.counts()))):
+    for name, resource in (
+        ("whole", eod_prices_resource(whole)),
+        ("staged", raw_tables_resource(staged.parts, staged.counts())),
+    ):
         db = tmp_path / f"{name}.duckdb"
-        pipeline = dlt.pipeline(pipeline_name=f"chunks_{name}", destination=dlt.destinations.duckdb(str(db)),
-                                dataset_name=RAW_DATASET, pipelines_dir=str(tmp_path / "dlt"))
-        pipeline.run(resource)
-        loaded[name] = [query(db, f"SELECT * EXCLUDE ({skip}) FROM {table} ORDER BY ALL") for table, skip in (
-            (RAW, "_dlt_load_id"), (QUARANTINE, "_dlt_load_id, first_seen_at"), (ACTIONS, "_dlt_load_id"))]
+        with pipeline_settings():  # the project's dlt settings: each row's load id, as the extract writes it
+            pipeline = dlt.pipeline(
+                pipeline_name=f"chunks_{name}",
+                destination=dlt.destinations.duckdb(str(db)),
+                dataset_name=RAW_DATASET,
+                pipelines_dir=str(tmp_path / "dlt"),
+            )
+            pipeline.run(resource)
+        loaded[name] = [
+            query(db, f"SELECT * EXCLUDE ({skip}) FROM {table} ORDER BY ALL")
+            for table, skip in (
+                (RAW, "_dlt_load_id"),
+                (QUARANTINE, "_dlt_load_id, first_seen_at"),
+                (ACTIONS, "_dlt_load_id"),
+            )
+        ]
     assert loaded["staged"] == loaded["whole"] and len(loaded["whole"][0]) == 5 * 20 - 1
 
 

@@ -18,8 +18,17 @@ START, END = day("2024-03-01"), day("2024-03-29")
 def clean(ticker="AAA", periods=10) -> pd.DataFrame:
     dates = [d.date() for d in pd.bdate_range("2024-03-04", periods=periods)]
     close = np.linspace(10, 20, periods)
-    return pd.DataFrame({"ticker": ticker, "date": dates, "open_price": close, "high_price": close + 1,
-                         "low_price": close - 1, "close_price": close, "volume": np.arange(1, periods + 1) * 100.0})
+    return pd.DataFrame(
+        {
+            "ticker": ticker,
+            "date": dates,
+            "open_price": close,
+            "high_price": close + 1,
+            "low_price": close - 1,
+            "close_price": close,
+            "volume": np.arange(1, periods + 1) * 100.0,
+        }
+    )
 
 
 def broken(**changes) -> pd.DataFrame:
@@ -157,16 +166,19 @@ def test_the_quarantine_keeps_the_first_rows_per_ticker_and_reason_and_counts_th
     assert result.valid.num_rows == 0  # every AAA row has three twins; every BBB volume is negative
     kept = result.quarantine.to_pandas()
     assert kept.groupby(["ticker", "reason"]).size().to_dict() == {
-        ("AAA", c.DUPLICATE_KEY): c.QUARANTINE_KEEP, ("AAA", f"{c.UNPARSEABLE}: 2 fields"): c.QUARANTINE_KEEP,
+        ("AAA", c.DUPLICATE_KEY): c.QUARANTINE_KEEP,
+        ("AAA", f"{c.UNPARSEABLE}: 2 fields"): c.QUARANTINE_KEEP,
         ("BBB", c.NEGATIVE_VOLUME): 5,
     }
-    assert result.not_kept == {("AAA", c.DUPLICATE_KEY): 1_200 - c.QUARANTINE_KEEP,
-                               ("AAA", c.UNPARSEABLE): 1_101 - c.QUARANTINE_KEEP}
+    assert result.not_kept == {
+        ("AAA", c.DUPLICATE_KEY): 1_200 - c.QUARANTINE_KEEP,
+        ("AAA", c.UNPARSEABLE): 1_101 - c.QUARANTINE_KEEP,
+    }
     assert result.not_kept_rows == 301
     # The first rows in (ticker, date) order, the first lines in file order: the same input
     # keeps the same rows, so re-reading it adds nothing to the insert-only quarantine.
     duplicates = kept[kept.reason == c.DUPLICATE_KEY]
-    assert duplicates.date.tolist() == sorted(frame.date[frame.ticker == "AAA"])[:c.QUARANTINE_KEEP]
+    assert duplicates.date.tolist() == sorted(frame.date[frame.ticker == "AAA"])[: c.QUARANTINE_KEEP]
     lines = kept[kept.location.notna()].location.tolist()
     assert lines == [f"AAA.csv:{i}" for i in range(2, 2 + c.QUARANTINE_KEEP)]
     again = apply_contract(frame.sample(frac=1, random_state=1), start, end, ["AAA", "BBB"], "csv", rejected)

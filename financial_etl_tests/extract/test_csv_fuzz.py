@@ -46,11 +46,18 @@ PRICES = VALUES[:4]
 MISSING = ("", "null", "nan", "NaN", " ", " null ")  # what Yahoo writes for no value
 EXAMPLES: Counter = Counter()  # inputs tried per test, printed at the end of the module
 
-PURE = settings(max_examples=300, deadline=None, database=None, print_blob=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example])
-LOAD = settings(PURE, max_examples=25,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example,
-                                       HealthCheck.function_scoped_fixture])
+PURE = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example],
+)
+LOAD = settings(
+    PURE,
+    max_examples=25,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example, HealthCheck.function_scoped_fixture],
+)
 
 
 def teardown_module():
@@ -99,8 +106,12 @@ def run_source(directory: Path, content: bytes) -> Outcome | None:
     check_contract_split(batch, result)
     assert result.valid.schema == RAW_SCHEMA
     assert_raw_contract(result.valid)
-    for what, count in [("valid rows", result.valid.num_rows), ("quarantined rows", result.quarantined),
-                        ("rejected lines", len(rejected)), ("untraded rows", result.untraded)]:
+    for what, count in [
+        ("valid rows", result.valid.num_rows),
+        ("quarantined rows", result.quarantined),
+        ("rejected lines", len(rejected)),
+        ("untraded rows", result.untraded),
+    ]:
         event(f"some {what}" if count else f"no {what}")
     return Outcome(rows, rejected, batch, result)
 
@@ -141,13 +152,17 @@ def check_contract_split(batch: PriceBatch, result: ContractResult) -> None:
     per_date = Counter(dates)
     with np.errstate(invalid="ignore"):
         good = (
-            (prices >= c.MIN_PRICE).all(axis=1) & (prices <= c.MAX_PRICE).all(axis=1) & (prices[:, 1] >= prices[:, 2])
-            & np.isfinite(volume) & (volume == np.round(volume)) & (volume >= 0) & (volume <= c.MAX_VOLUME)
+            (prices >= c.MIN_PRICE).all(axis=1)
+            & (prices <= c.MAX_PRICE).all(axis=1)
+            & (prices[:, 1] >= prices[:, 2])
+            & np.isfinite(volume)
+            & (volume == np.round(volume))
+            & (volume >= 0)
+            & (volume <= c.MAX_VOLUME)
             & np.array([per_date[d] == 1 and START <= d <= END for d in dates], dtype=bool)
         )
     expected = sorted(
-        (TICKER, d, *map(float, p), int(v))
-        for d, p, v, ok in zip(dates, prices, volume, good, strict=True) if ok
+        (TICKER, d, *map(float, p), int(v)) for d, p, v, ok in zip(dates, prices, volume, good, strict=True) if ok
     )
     assert sorted(tuple(r.values()) for r in result.valid.to_pylist()) == expected
     assert result.untraded == int(untraded.sum())
@@ -157,7 +172,9 @@ def check_contract_split(batch: PriceBatch, result: ContractResult) -> None:
     quarantine = result.quarantine.to_pylist()
     from_rows = [q for q in quarantine if q["location"] is None]
     from_lines = [q for q in quarantine if q["location"] is not None]
-    assert Counter(q["date"] for q in from_rows) == Counter(d for d, bad in zip(dates, ~good & ~untraded, strict=True) if bad)
+    assert Counter(q["date"] for q in from_rows) == Counter(
+        d for d, bad in zip(dates, ~good & ~untraded, strict=True) if bad
+    )
     assert sorted(q["location"] for q in from_lines) == sorted(r.location for r in batch.rejected)
     ids = [q["quarantine_id"] for q in quarantine]
     assert len(set(ids)) == len(ids)
@@ -183,7 +200,7 @@ def assert_raw_contract(table: pa.Table) -> None:
 # --- arbitrary bytes and text -------------------------------------------------------------
 
 HEADERS = [b"Date,Open,High,Low,Close,Adj Close,Volume", b"Date,Open,High,Low,Close,Volume"]
-CSVISH = "0123456789-+.,eEinfatyINul \"\t\r\n\x00"
+CSVISH = '0123456789-+.,eEinfatyINul "\t\r\n\x00'
 
 
 def behind_header(body: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
@@ -206,12 +223,14 @@ def test_arbitrary_bytes_never_crash_the_csv_source(content):
 
 
 @PURE
-@given(st.one_of(
-    st.text(max_size=400).map(str.encode),
-    behind_header(st.text(max_size=400).map(str.encode)),
-    behind_header(st.text(CSVISH, max_size=400).map(str.encode)),
-    behind_header(dated_noise),
-))
+@given(
+    st.one_of(
+        st.text(max_size=400).map(str.encode),
+        behind_header(st.text(max_size=400).map(str.encode)),
+        behind_header(st.text(CSVISH, max_size=400).map(str.encode)),
+        behind_header(dated_noise),
+    )
+)
 @example(b"Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1,9223372036854775807\n")
 @example(b"Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1,1e19\n")
 def test_arbitrary_text_never_crashes_the_csv_source(content):
@@ -254,19 +273,58 @@ ROW_FAULTS = {  # kind -> the reason the contract must quarantine it for
 ROW_KINDS = {GOOD, "untraded", *ROW_FAULTS}
 REJECT_KINDS = {"bad date", "bad number", "field count", "not utf-8"}
 KINDS = [GOOD] * 8 + [*ROW_FAULTS, "untraded", *sorted(REJECT_KINDS), "random edit", "split", "blank"]
-HEADER_FAULTS = ["missing column", "unknown column", "duplicate column", "lowercase", "semicolons",
-                 "not utf-8", "blank first line", "empty file"]
-BAD_DATES = ["2024-13-01", "2024-02-30", "02/01/2024", "2024/01/02", "20240102", "", "2024-1-2",
-             "2024-01-02T00:00", "yesterday", "2024-01-0x", "0000-01-01", "2024-00-10", "2024-01-32",
-             "2024-W04-5", "2024-W01-1", "\uff12\uff10\uff12\uff14-01-02"]
-BAD_NUMBERS = ["abc", "1.2.3", "--1", "N/A", "None", "NULL", "$5", "0x10", "1e", "-", ".", "1 2", "1\x002",
-               "1_000", "1_0.5", "\uff11", "\u0661\u0662"]  # float() reads the last four
+HEADER_FAULTS = [
+    "missing column",
+    "unknown column",
+    "duplicate column",
+    "lowercase",
+    "semicolons",
+    "not utf-8",
+    "blank first line",
+    "empty file",
+]
+BAD_DATES = [
+    "2024-13-01",
+    "2024-02-30",
+    "02/01/2024",
+    "2024/01/02",
+    "20240102",
+    "",
+    "2024-1-2",
+    "2024-01-02T00:00",
+    "yesterday",
+    "2024-01-0x",
+    "0000-01-01",
+    "2024-00-10",
+    "2024-01-32",
+    "2024-W04-5",
+    "2024-W01-1",
+    "\uff12\uff10\uff12\uff14-01-02",
+]
+BAD_NUMBERS = [
+    "abc",
+    "1.2.3",
+    "--1",
+    "N/A",
+    "None",
+    "NULL",
+    "$5",
+    "0x10",
+    "1e",
+    "-",
+    ".",
+    "1 2",
+    "1\x002",
+    "1_000",
+    "1_0.5",
+    "\uff11",
+    "\u0661\u0662",
+]  # float() reads the last four
 INFINITE = ["inf", "-inf", "Infinity", "-Infinity", "+inf", "INF", "1e999", "-1e999"]
 NON_POSITIVE = ["0", "-0", "0.0", "-0.0", "-1.5", "-5e-324"]
 TINY_PRICES = ["1e-320", "5e-324", "1e-7", "9.99e-7"]  # positive, below MIN_PRICE
 HUGE_PRICES = ["1e308", "1.7976931348623157e308", "1e19", "2000000000000000000"]  # finite, above MAX_PRICE
-HUGE_VOLUMES = ["9223372036854775807", "9223372036854775808", "1e19", "1.7e308", str(2**64), "1000000000000001",
-                "1e16"]
+HUGE_VOLUMES = ["9223372036854775807", "9223372036854775808", "1e19", "1.7e308", str(2**64), "1000000000000001", "1e16"]
 NOT_UTF8 = [b"\xff", b"\xfe", b"\xc3", b"\x80", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80"]
 NOISE = ['"', "\x00", ",", '""', "\t", "\ufeff"]  # quotes, NUL, a field more, a BOM mid-line
 BLANKS = ["", " ", "\t", " \t ", "\x0b", "\x0c"]
@@ -280,7 +338,9 @@ safe_text = st.text(st.characters(blacklist_characters=',"\r\n', blacklist_categ
 def parses_as_date(text: str) -> bool:
     """The spec: YYYY-MM-DD in ASCII digits, a real day."""
     try:
-        return bool(re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text.strip())) and bool(dt.date.fromisoformat(text.strip()))
+        return bool(re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text.strip())) and bool(
+            dt.date.fromisoformat(text.strip())
+        )
     except ValueError:
         return False
 
@@ -309,8 +369,13 @@ def cell(draw, text: str) -> str:
 def good_values(draw) -> dict[str, str]:
     low, high = sorted((draw(plausible), draw(plausible)))
     volume = draw(st.integers(0, int(c.MAX_VOLUME)))
-    return {"Open": repr(draw(plausible)), "High": repr(high), "Low": repr(low), "Close": repr(draw(plausible)),
-            "Volume": draw(st.sampled_from([str(volume), f"{volume}.0", repr(float(volume))]))}
+    return {
+        "Open": repr(draw(plausible)),
+        "High": repr(high),
+        "Low": repr(low),
+        "Close": repr(draw(plausible)),
+        "Volume": draw(st.sampled_from([str(volume), f"{volume}.0", repr(float(volume))])),
+    }
 
 
 def read_as(text: str) -> float:
@@ -334,12 +399,19 @@ def data_line(draw, kind: str, day: dt.date, names: list[str]) -> tuple[list[byt
     elif kind == "non-positive price":
         cells[price] = draw(st.one_of(st.sampled_from(NON_POSITIVE), positive.map(lambda x: repr(-x))))
     elif kind == "tiny price":
-        cells[price] = draw(st.one_of(st.sampled_from(TINY_PRICES),
-                                      st.floats(min_value=0.0, max_value=c.MIN_PRICE, exclude_min=True,
-                                                exclude_max=True).map(repr)))
+        cells[price] = draw(
+            st.one_of(
+                st.sampled_from(TINY_PRICES),
+                st.floats(min_value=0.0, max_value=c.MIN_PRICE, exclude_min=True, exclude_max=True).map(repr),
+            )
+        )
     elif kind == "huge price":
-        cells[price] = draw(st.one_of(st.sampled_from(HUGE_PRICES),
-                                      st.floats(min_value=c.MAX_PRICE, exclude_min=True, allow_infinity=False).map(repr)))
+        cells[price] = draw(
+            st.one_of(
+                st.sampled_from(HUGE_PRICES),
+                st.floats(min_value=c.MAX_PRICE, exclude_min=True, allow_infinity=False).map(repr),
+            )
+        )
     elif kind == "high below low":
         low, high = sorted((draw(plausible), draw(plausible)))
         if low == high:
@@ -365,7 +437,7 @@ def data_line(draw, kind: str, day: dt.date, names: list[str]) -> tuple[list[byt
     if kind == "field count":
         if draw(st.booleans()):
             at = draw(st.integers(0, len(row) - 1))
-            del row[at:at + draw(st.integers(1, min(len(row) - 1, len(row) - at)))]
+            del row[at : at + draw(st.integers(1, min(len(row) - 1, len(row) - at)))]
         else:
             row += ["1"] * draw(st.integers(1, 3))
         line.date, line.reason = None, f"{len(row)} fields, the header has {len(names)}"
@@ -486,8 +558,15 @@ def check_each_line_fate(file: YahooFile, outcome: Outcome) -> None:
                 continue  # out of range: filtered by the fetch (checked); or a random edit made a twin
             if line.kind == GOOD:
                 o, h, lo, cl, v = line.values
-                assert valid.get(line.date) == {"ticker": TICKER, "date": line.date, "open_price": o, "high_price": h,
-                                                "low_price": lo, "close_price": cl, "volume": int(v)}, where
+                assert valid.get(line.date) == {
+                    "ticker": TICKER,
+                    "date": line.date,
+                    "open_price": o,
+                    "high_price": h,
+                    "low_price": lo,
+                    "close_price": cl,
+                    "volume": int(v),
+                }, where
             elif line.kind == "untraded":
                 assert line.date not in valid and line.date not in quarantined, where
             else:
@@ -503,7 +582,8 @@ def check_each_line_fate(file: YahooFile, outcome: Outcome) -> None:
 # Found by this test: a volume written as int64's maximum reads as the float 2**63, which
 # crashed the contract's cast to bigint (pyarrow ArrowInvalid) instead of quarantining it.
 HUGE_VOLUME_REGRESSION = YahooFile(
-    b"Date,Open,High,Low,Close,Volume\n2024-01-01,1.0,1.0,1.0,1.0,9223372036854775807\n", True,
+    b"Date,Open,High,Low,Close,Volume\n2024-01-01,1.0,1.0,1.0,1.0,9223372036854775807\n",
+    True,
     [Line("huge volume", START, (1.0, 1.0, 1.0, 1.0, 2.0**63), c.VOLUME_TOO_LARGE, 2)],
 )
 
@@ -513,9 +593,14 @@ _REPEATED_ROW = Line("duplicate", dt.date(2024, 1, 12), (1.0, 1.0, 0.5, 1.0, 7.0
 _REPEATED_BAD_DATE = Line("bad date", None, (), "Date ")
 REPEATED_LINES_REGRESSION = YahooFile(
     b"Date,Open,High,Low,Close,Volume\n2024-01-12,1.0,1.0,0.5,1.0,7\n2024-01-12,1.0,1.0,0.5,1.0,7\n"
-    b"2024-13-01,1.0,1.0,1.0,1.0,0\n2024-13-01,1.0,1.0,1.0,1.0,0\n", True,
-    [replace(_REPEATED_ROW, number=2), replace(_REPEATED_ROW, number=3),
-     replace(_REPEATED_BAD_DATE, number=4), replace(_REPEATED_BAD_DATE, number=5)],
+    b"2024-13-01,1.0,1.0,1.0,1.0,0\n2024-13-01,1.0,1.0,1.0,1.0,0\n",
+    True,
+    [
+        replace(_REPEATED_ROW, number=2),
+        replace(_REPEATED_ROW, number=3),
+        replace(_REPEATED_BAD_DATE, number=4),
+        replace(_REPEATED_BAD_DATE, number=5),
+    ],
 )
 
 
@@ -550,7 +635,8 @@ def stored_tables(database: Path) -> set[str]:
 NASTY_LOAD = YahooFile(
     b"Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1,1\x002\n2024-01-02,1,2,0.5,1,1\x002\n"
     b"2024-01-03,1,2,0.5,1,10\n2024-01-04,1,2,0.5,1,10\r\n2024-01-04,1,2,0.5,1,10\r2024-01-05,\xff,2,0.5,1,10\n",
-    True, [],
+    True,
+    [],
 )
 
 
@@ -566,8 +652,12 @@ def test_loading_malformed_csv_stores_only_rows_obeying_the_contract(monkeypatch
         (root / "csv").mkdir()
         (root / "csv" / f"{TICKER}.csv").write_bytes(file.content)
         database = root / "fuzz.duckdb"
-        pipeline = dlt.pipeline(pipeline_name="csv_fuzz", destination=dlt.destinations.duckdb(str(database)),
-                                dataset_name="raw", pipelines_dir=str(root / "dlt"))
+        pipeline = dlt.pipeline(
+            pipeline_name="csv_fuzz",
+            destination=dlt.destinations.duckdb(str(database)),
+            dataset_name="raw",
+            pipelines_dir=str(root / "dlt"),
+        )
         fetched: list[PriceBatch] = []
 
         def fetch(tickers, start, end):
@@ -599,7 +689,8 @@ def test_loading_malformed_csv_stores_only_rows_obeying_the_contract(monkeypatch
         raw = stored(database, f"SELECT ticker, date, {', '.join(PRICE_COLUMNS)}, volume FROM raw.{RAW_TABLE}")
         assert_raw_contract(raw)
         assert sorted(tuple(r.values()) for r in raw.to_pylist()) == sorted(
-            tuple(r.values()) for r in contract.valid.to_pylist())
+            tuple(r.values()) for r in contract.valid.to_pylist()
+        )
         ids = stored(database, f"SELECT quarantine_id FROM raw.{QUARANTINE_TABLE}").column(0).to_pylist()
         assert len(ids) == len(set(ids)) == len(set(contract.quarantine.column("quarantine_id").to_pylist()))
         assert sorted(ids) == sorted(contract.quarantine.column("quarantine_id").to_pylist())

@@ -93,8 +93,11 @@ def test_yahoo_bad_rows_are_quarantined_and_the_rest_equals_a_clean_run(yahoo_en
     warned = {e.check_name: e for e in first.get_asset_check_evaluations()}["open_close_within_high_low"]
     assert not warned.passed and warned.severity.value == "WARN"  # the warn-only row loaded, and says so
     assert warned.metadata["violating_rows"].value == 1
-    raw_meta = next(m.materialization.metadata for m in first.get_asset_materialization_events()
-                    if m.materialization.asset_key.path == ["raw", "eod_prices_raw"])
+    raw_meta = next(
+        m.materialization.metadata
+        for m in first.get_asset_materialization_events()
+        if m.materialization.asset_key.path == ["raw", "eod_prices_raw"]
+    )
     assert raw_meta["rows_quarantined"].value == planted
     assert raw_meta["rows_loaded_with_warnings"].value == 1
     got = tables(yahoo_env)
@@ -113,7 +116,9 @@ def test_yahoo_bad_rows_are_quarantined_and_the_rest_equals_a_clean_run(yahoo_en
     monkeypatch.setenv("FINANCIAL_ETL_DUCKDB_PATH", str(tmp_path / "clean" / "data" / "financial_etl.duckdb"))
     assert execute_range(load_settings(), START, END).success
     assert tables(tmp_path / "clean") == got
-    assert query(tmp_path / "clean" / "data" / "financial_etl.duckdb", "SELECT count(*) FROM raw.eod_prices_quarantine") == [(0,)]
+    assert query(
+        tmp_path / "clean" / "data" / "financial_etl.duckdb", "SELECT count(*) FROM raw.eod_prices_quarantine"
+    ) == [(0,)]
 
 
 def test_csv_bad_lines_are_quarantined_with_file_and_line_and_the_rest_loads(workdir, clean_env):
@@ -143,7 +148,10 @@ def test_csv_bad_lines_are_quarantined_with_file_and_line_and_the_rest_loads(wor
 def test_one_absurd_close_in_a_csv_is_quarantined_and_the_night_completes_with_a_finite_mart(workdir, csv_history):
     """Before the plausibility bounds, one close of 1e308 made SQLMesh's STDDEV_POP overflow
     and the run exit 1, and one of 1e-320 put an infinite return in the mart."""
-    planted = {("AAA", "2024-03-13"): ("1e-320", c.PRICE_TOO_SMALL), ("BBB", "2024-03-12"): ("1e308", c.PRICE_TOO_LARGE)}
+    planted = {
+        ("AAA", "2024-03-13"): ("1e-320", c.PRICE_TOO_SMALL),
+        ("BBB", "2024-03-12"): ("1e308", c.PRICE_TOO_LARGE),
+    }
     for (ticker, date), (close, _) in planted.items():
         path = workdir / "csv" / f"{ticker}.csv"
         rows = list(csv.reader(path.read_text().splitlines()))
@@ -154,16 +162,27 @@ def test_one_absurd_close_in_a_csv_is_quarantined_and_the_night_completes_with_a
     assert main(["run", "--start", a.isoformat(), "--end", b.isoformat()]) == EXIT_SUCCESS
 
     db = workdir / "data" / "financial_etl.duckdb"
-    assert query(db, "SELECT ticker, date, reason, location, close_price FROM raw.eod_prices_quarantine ORDER BY ticker") == [
-        (ticker, day(date), reason, None, float(close)) for (ticker, date), (close, reason) in planted.items()]
+    assert query(
+        db, "SELECT ticker, date, reason, location, close_price FROM raw.eod_prices_quarantine ORDER BY ticker"
+    ) == [(ticker, day(date), reason, None, float(close)) for (ticker, date), (close, reason) in planted.items()]
     expected = csv_history[(csv_history.date >= a) & (csv_history.date <= b)]
     expected_keys = set(zip(expected.ticker, expected.date, strict=True)) - {(t, day(d)) for t, d in planted}
     raw = query(db, RAW)
     assert [(t, d) for t, d, *_ in raw] == sorted(expected_keys)
     got = tables(workdir)
     assert [(r[0], r[1]) for r in got["mart"]] == [(t, d) for t, d, *_ in raw] and got["export"] == got["mart"]
-    columns = [name for (name,) in query(db, "SELECT column_name FROM information_schema.columns WHERE table_schema = "
-                                             "'marts' AND table_name = 'stock_metrics' AND data_type = 'DOUBLE'")]
-    not_finite = query(db, "SELECT " + ", ".join(f"count(*) FILTER (NOT isfinite({col}))" for col in columns)
-                       + " FROM marts.stock_metrics")
+    columns = [
+        name
+        for (name,) in query(
+            db,
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+            "'marts' AND table_name = 'stock_metrics' AND data_type = 'DOUBLE'",
+        )
+    ]
+    not_finite = query(
+        db,
+        "SELECT "
+        + ", ".join(f"count(*) FILTER (NOT isfinite({col}))" for col in columns)
+        + " FROM marts.stock_metrics",
+    )
     assert not_finite == [(0,) * len(columns)] and len(columns) == 24

@@ -25,7 +25,9 @@ def answering(tickers, *, errors=None, bad_close_on=None):
         batch = fetch_synthetic(list(requested), start, end)
         batch.frame = batch.frame[batch.frame.ticker.isin(tickers)].reset_index(drop=True)
         if bad_close_on is not None:
-            batch.frame.loc[(batch.frame.ticker == tickers[0]) & (batch.frame.date == bad_close_on), "close_price"] = -1.0
+            batch.frame.loc[
+                (batch.frame.ticker == tickers[0]) & (batch.frame.date == bad_close_on), "close_price"
+            ] = -1.0
         batch.ticker_errors = {t: reason for t, reason in (errors or {}).items() if t in requested}
         return batch
 
@@ -33,8 +35,9 @@ def answering(tickers, *, errors=None, bad_close_on=None):
 
 
 def test_the_contract_splits_the_batch_before_any_load():
-    batch = fetch_batch(answering(["AAA", "BBB"], bad_close_on=day("2024-03-12")), ["AAA", "BBB"], START, END,
-                        run_id="run-1")
+    batch = fetch_batch(
+        answering(["AAA", "BBB"], bad_close_on=day("2024-03-12")), ["AAA", "BBB"], START, END, run_id="run-1"
+    )
     assert batch.contract is not None and batch.missing_tickers == []
     assert batch.contract.reasons() == {c.NON_POSITIVE_PRICE: 1}
     assert batch.rows == batch.contract.valid.num_rows == 2 * 20 - 1  # 20 NYSE sessions, Good Friday closed
@@ -69,8 +72,12 @@ def test_the_resource_refuses_a_batch_the_contract_has_not_seen():
 
 def test_loads_merge_on_ticker_and_date_and_a_restatement_replaces_the_whole_ticker(tmp_path):
     db = tmp_path / "w.duckdb"
-    pipeline = dlt.pipeline(pipeline_name="resource_test", destination=dlt.destinations.duckdb(str(db)),
-                            dataset_name=RAW_DATASET, pipelines_dir=str(tmp_path / "dlt"))
+    pipeline = dlt.pipeline(
+        pipeline_name="resource_test",
+        destination=dlt.destinations.duckdb(str(db)),
+        dataset_name=RAW_DATASET,
+        pipelines_dir=str(tmp_path / "dlt"),
+    )
     both = fetch_batch(answering(["AAA", "BBB"], bad_close_on=day("2024-03-12")), ["AAA", "BBB"], START, END)
     pipeline.run(eod_prices_resource(both))
     pipeline.run(eod_prices_resource(both))  # the same batch again adds nothing
@@ -83,7 +90,9 @@ def test_loads_merge_on_ticker_and_date_and_a_restatement_replaces_the_whole_tic
     pipeline.run(eod_prices_resource(shorter, replace_tickers=True))
     after = query(db, rows)
     assert [r for r in after if r[0] == "AAA"] == [r for r in loaded if r[0] == "AAA"]
-    assert [r[1] for r in after if r[0] == "BBB"] == [r[1] for r in loaded if r[0] == "BBB" and r[1] <= day("2024-03-15")]
+    assert [r[1] for r in after if r[0] == "BBB"] == [
+        r[1] for r in loaded if r[0] == "BBB" and r[1] <= day("2024-03-15")
+    ]
 
 
 def test_the_definitions_batch_is_empty_but_has_the_contract():

@@ -50,8 +50,9 @@ class Sleeps(list):
 
 
 def fetch(tickers, sleeps, policy=RetryPolicy()):
-    return yf_source.fetch_yfinance(tickers, day("2024-03-01"), day("2024-03-08"), policy=policy,
-                                    sleep=sleeps, rng=random.Random(1))
+    return yf_source.fetch_yfinance(
+        tickers, day("2024-03-01"), day("2024-03-08"), policy=policy, sleep=sleeps, rng=random.Random(1)
+    )
 
 
 def test_a_rate_limited_ticker_is_retried_with_growing_jittered_waits_and_logged(yahoo, caplog):
@@ -134,11 +135,15 @@ def test_a_ticker_without_rows_fails_the_run_by_name_and_loads_nothing(yahoo, ya
     assert "returned no rows for GONE" in err and "no price data found" in err
     assert "FINANCIAL_ETL_ALLOW_PARTIAL_LOADS" in err
     if yahoo_env.exists():
-        assert query(yahoo_env, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'eod_prices_raw'") == [(0,)]
+        assert query(
+            yahoo_env, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'eod_prices_raw'"
+        ) == [(0,)]
 
 
 @pytest.mark.slow
-def test_partial_loads_load_the_other_tickers_and_equal_a_run_without_the_bad_one(yahoo, yahoo_env, clean_env, tmp_path):
+def test_partial_loads_load_the_other_tickers_and_equal_a_run_without_the_bad_one(
+    yahoo, yahoo_env, clean_env, tmp_path
+):
     server = yahoo(GONE="2024-02-09")
     clean_env.setenv("FINANCIAL_ETL_ALLOW_PARTIAL_LOADS", "true")
     assert run() == EXIT_SUCCESS
@@ -173,7 +178,10 @@ def test_an_empty_answer_on_a_trading_day_is_an_error(yahoo, yahoo_env, capsys):
     for listing in server.listings.values():  # Yahoo has no bar for the day, for any ticker
         listing.prices = listing.prices[listing.prices["date"] != day("2024-03-05")]
     assert run("2024-03-05", "2024-03-05") == EXIT_CONNECTION
-    assert "returned no rows for any of the 3 tickers for 2024-03-05 to 2024-03-05 (1 NYSE session)" in capsys.readouterr().err
+    assert (
+        "returned no rows for any of the 3 tickers for 2024-03-05 to 2024-03-05 (1 NYSE session)"
+        in capsys.readouterr().err
+    )
 
 
 @pytest.mark.slow

@@ -1,4 +1,3 @@
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,8 +19,9 @@ MARCH = trading_sessions(day("2024-03-01"), day("2024-03-29"))  # 20: Good Frida
 
 @pytest.fixture
 def yahoo(monkeypatch, tmp_path):
-    listings = {t: random_listing(day("2024-01-02"), day("2024-04-30"), seed=i)
-                for i, t in enumerate(("AAPL", "MSFT", "DEAD"))}
+    listings = {
+        t: random_listing(day("2024-01-02"), day("2024-04-30"), seed=i) for i, t in enumerate(("AAPL", "MSFT", "DEAD"))
+    }
     listings["DEAD"].prices = listings["DEAD"].prices[listings["DEAD"].prices["date"] < day("2024-02-01")]
     return YahooChartServer(listings, today=day("2024-04-30")).install(monkeypatch, tmp_path)
 
@@ -39,7 +39,15 @@ def test_yfinance_asks_one_window_per_ticker_with_an_inclusive_end(yahoo):
     sessions = [d for d in MARCH if d <= end]
     for ticker in ("AAPL", "MSFT"):
         assert list(batch.frame[batch.frame.ticker == ticker].date) == sessions  # 03-01 to 03-27, both included
-    assert list(batch.frame.columns) == ["ticker", "date", "open_price", "high_price", "low_price", "close_price", "volume"]
+    assert list(batch.frame.columns) == [
+        "ticker",
+        "date",
+        "open_price",
+        "high_price",
+        "low_price",
+        "close_price",
+        "volume",
+    ]
     assert batch.ticker_errors == {} and batch.actions.empty
 
 
@@ -93,8 +101,15 @@ def _frame(ticker="AAA", start="2024-01-02", periods=10):
     dates = pd.bdate_range(start, periods=periods).date
     close = np.linspace(10, 20, periods)
     return pd.DataFrame(
-        {"ticker": ticker, "date": dates, "open_price": close, "high_price": close + 1,
-         "low_price": close - 1, "close_price": close, "volume": np.arange(1, periods + 1) * 100}
+        {
+            "ticker": ticker,
+            "date": dates,
+            "open_price": close,
+            "high_price": close + 1,
+            "low_price": close - 1,
+            "close_price": close,
+            "volume": np.arange(1, periods + 1) * 100,
+        }
     )
 
 
@@ -185,8 +200,10 @@ HEADER = "Date,Open,High,Low,Close,Volume\n"
     [
         ("", "has only its header"),
         ("\n \n", "has only its header"),
-        ("2023-05-02,1,2,0.5,1,10\n2023-06-01,1,2,0.5,1,10\n",
-         "has no row from 2024-01-01 to 2024-01-31 (its rows run from 2023-05-02 to 2023-06-01)"),
+        (
+            "2023-05-02,1,2,0.5,1,10\n2023-06-01,1,2,0.5,1,10\n",
+            "has no row from 2024-01-01 to 2024-01-31 (its rows run from 2023-05-02 to 2023-06-01)",
+        ),
         ("2024-01-02,null,null,null,null,null\n", "has no value on any line from 2024-01-01 to 2024-01-31"),
     ],
 )
@@ -251,4 +268,12 @@ def test_arrow_handoff_keeps_the_raw_types():
     start, end = day("2024-01-01"), day("2024-01-31")
     result = apply_contract(fetch_synthetic(["AAPL"], start, end).frame, start, end, ["AAPL"], "synthetic")
     assert result.valid.schema == RAW_SCHEMA
-    assert [str(t) for t in result.valid.schema.types] == ["string", "date32[day]", "double", "double", "double", "double", "int64"]
+    assert [str(t) for t in result.valid.schema.types] == [
+        "string",
+        "date32[day]",
+        "double",
+        "double",
+        "double",
+        "double",
+        "int64",
+    ]

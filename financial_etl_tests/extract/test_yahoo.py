@@ -35,9 +35,7 @@ def split(listing, on: dt.date, ratio: int) -> None:
 
 def fetch(tickers, start=START, end=END, attempts=5):
     sleeps: list[float] = []
-    batch = yf_source.fetch_yfinance(
-        tickers, start, end, policy=RetryPolicy(attempts=attempts), sleep=sleeps.append
-    )
+    batch = yf_source.fetch_yfinance(tickers, start, end, policy=RetryPolicy(attempts=attempts), sleep=sleeps.append)
     return batch, sleeps
 
 
@@ -45,15 +43,26 @@ def test_prices_equal_yfinance_download_bit_for_bit_on_sessions_only(yahoo):
     import yfinance as yf
 
     batch, sleeps = fetch(["AAA", "BBB"])
-    wide = yf.download(["AAA", "BBB"], start=START.isoformat(), end=(END + dt.timedelta(days=1)).isoformat(),
-                       auto_adjust=True, progress=False, threads=False)
+    wide = yf.download(
+        ["AAA", "BBB"],
+        start=START.isoformat(),
+        end=(END + dt.timedelta(days=1)).isoformat(),
+        auto_adjust=True,
+        progress=False,
+        threads=False,
+    )
     for ticker in ("AAA", "BBB"):
         mine = batch.frame[batch.frame["ticker"] == ticker]
         theirs = wide.xs(ticker, axis=1, level=1).dropna(how="all")
         assert list(mine["date"]) == [ts.date() for ts in theirs.index]
         assert day("2024-07-04") not in set(mine["date"]) and day("2024-06-19") not in set(mine["date"])
-        for mine_col, theirs_col in (("open_price", "Open"), ("high_price", "High"), ("low_price", "Low"),
-                                     ("close_price", "Close"), ("volume", "Volume")):
+        for mine_col, theirs_col in (
+            ("open_price", "Open"),
+            ("high_price", "High"),
+            ("low_price", "Low"),
+            ("close_price", "Close"),
+            ("volume", "Volume"),
+        ):
             assert np.array_equal(mine[mine_col].to_numpy(), theirs[theirs_col].to_numpy(dtype=float)), mine_col
     assert sleeps == [] and batch.ticker_errors == {}
 
@@ -113,4 +122,6 @@ def test_a_split_and_a_dividend_come_with_the_prices_and_their_factors(yahoo):
     # so the split day's return is the traded one.
     eve = day("2024-06-07")
     assert closes[eve] == pytest.approx(as_traded[eve] / 2 * expected, rel=1e-6)
-    assert closes[split_day] / closes[eve] == pytest.approx(round(as_traded[split_day] / 2, 2) / (as_traded[eve] / 2), rel=1e-6)
+    assert closes[split_day] / closes[eve] == pytest.approx(
+        round(as_traded[split_day] / 2, 2) / (as_traded[eve] / 2), rel=1e-6
+    )

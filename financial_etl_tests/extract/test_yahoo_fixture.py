@@ -78,8 +78,9 @@ def test_one_row_per_nyse_session_with_yahoos_types(yahoo):
 
 
 def test_download_agrees_with_history_and_leaves_an_unknown_symbol_empty(yahoo):
-    wide = yf.download(["AAA", "ZZZZ"], start="2024-07-01", end="2024-07-20", auto_adjust=True,
-                       actions=True, progress=False)
+    wide = yf.download(
+        ["AAA", "ZZZZ"], start="2024-07-01", end="2024-07-20", auto_adjust=True, actions=True, progress=False
+    )
     assert wide[("Close", "AAA")].tolist() == history("AAA")["Close"].tolist()
     assert wide.xs("ZZZZ", axis=1, level="Ticker").isna().all().all()
 

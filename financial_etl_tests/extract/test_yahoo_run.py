@@ -110,8 +110,10 @@ def test_the_restatement_sensor_asks_the_source_for_a_bounded_sample_each_hour(t
     frame = pd.concat([listings[t].prices.assign(ticker=t) for t in tickers])  # noqa: F841  # DuckDB reads it by name
     with duckdb.connect(str(settings.duckdb_path)) as con:  # raw as a load would leave it
         con.execute("CREATE SCHEMA raw")
-        con.execute("CREATE TABLE raw.eod_prices_raw AS SELECT ticker, date, open AS open_price, high AS high_price, "
-                    "low AS low_price, close AS close_price, volume FROM frame")
+        con.execute(
+            "CREATE TABLE raw.eod_prices_raw AS SELECT ticker, date, open AS open_price, high AS high_price, "
+            "low AS low_price, close AS close_price, volume FROM frame"
+        )
     sensor = build_restated_history_sensor(settings, [RAW_KEY])
     cursor, seen = None, []
     for _hour in range(3):

@@ -51,10 +51,17 @@ def test_the_model_has_the_seeds_audits_and_only_data_errors_block(warehouse):
     names = audit_names(ctx, mesh.MODEL)
     ctx.close()
     assert names == [
-        ("not_null", True), ("unique_combination_of_columns", True), ("valid_rsi_range", True),
-        ("valid_ohlc_prices", True), ("open_close_within_high_low", False), ("positive_volume", False),
-        ("valid_atr", True), ("valid_rsi_wilder_range", True), ("valid_atr_wilder", True),
-        ("macd_histogram_identity", True), ("finite_values", True),
+        ("not_null", True),
+        ("unique_combination_of_columns", True),
+        ("valid_rsi_range", True),
+        ("valid_ohlc_prices", True),
+        ("open_close_within_high_low", False),
+        ("positive_volume", False),
+        ("valid_atr", True),
+        ("valid_rsi_wilder_range", True),
+        ("valid_atr_wilder", True),
+        ("macd_histogram_identity", True),
+        ("finite_values", True),
     ]
 
 
@@ -106,8 +113,9 @@ def test_finite_values_names_the_row_with_infinity_or_nan(warehouse, tmp_path, c
     with duckdb.connect(str(db)) as con:
         con.execute("CREATE SCHEMA scratch")
         con.execute("CREATE TABLE scratch.mart AS SELECT * FROM marts.stock_metrics ORDER BY ticker, trade_date")
-        planted = con.execute(f"UPDATE scratch.mart SET {column} = {value}::DOUBLE WHERE rowid = 60 "
-                              "RETURNING ticker, trade_date").fetchone()
+        planted = con.execute(
+            f"UPDATE scratch.mart SET {column} = {value}::DOUBLE WHERE rowid = 60 RETURNING ticker, trade_date"
+        ).fetchone()
     outcome = _outcomes(db, "scratch.mart")["finite_values"]
     assert outcome.blocking and outcome.violations == 1
     row = outcome.sample.iloc[0]
@@ -124,8 +132,17 @@ def test_prices_at_the_contracts_bounds_and_a_halt_without_volume_keep_the_mart_
     volume = np.full(n, int(c.MAX_VOLUME))
     volume[100:130] = 0
     days = pd.bdate_range("2010-01-04", periods=n).date
-    frame = pd.DataFrame({"ticker": "EDGE", "date": days, "open_price": close, "high_price": close,
-                          "low_price": close, "close_price": close, "volume": volume})
+    frame = pd.DataFrame(
+        {
+            "ticker": "EDGE",
+            "date": days,
+            "open_price": close,
+            "high_price": close,
+            "low_price": close,
+            "close_price": close,
+            "volume": volume,
+        }
+    )
     db = tmp_path / "w.duckdb"
     mesh.write_raw(db, frame)
     ctx = mesh.context(db, days[0])
@@ -142,7 +159,11 @@ def test_prices_at_the_contracts_bounds_and_a_halt_without_volume_keep_the_mart_
         ).fetchone()
         assert dict(zip(doubles, not_finite, strict=True)) == dict.fromkeys(doubles, 0)
         assert con.execute("SELECT count(*), max(abs(daily_return_pct)) FROM marts.stock_metrics").fetchone() == (
-            n, pytest.approx((c.MAX_PRICE - c.MIN_PRICE) / c.MIN_PRICE * 100))
-        halted = con.execute("SELECT trade_date FROM marts.stock_metrics WHERE volume_ratio IS NULL AND "
-                             "volume_sma_20 = 0 ORDER BY trade_date").fetchall()
+            n,
+            pytest.approx((c.MAX_PRICE - c.MIN_PRICE) / c.MIN_PRICE * 100),
+        )
+        halted = con.execute(
+            "SELECT trade_date FROM marts.stock_metrics WHERE volume_ratio IS NULL AND "
+            "volume_sma_20 = 0 ORDER BY trade_date"
+        ).fetchall()
         assert [d for (d,) in halted] == list(days[119:130])

@@ -29,11 +29,16 @@ def indicator_frame(ticker: str, start: str, end: str) -> pd.DataFrame:
     raw = fetch_synthetic([ticker], day(start), day(end)).frame
     close = raw["close_price"]
     sma20, std20 = close.rolling(20).mean(), close.rolling(20).std(ddof=0)
-    return pd.DataFrame({
-        "trade_date": raw["date"], "close_price": close, "sma_20_day": sma20,
-        "sma_50_day": close.rolling(50).mean(),
-        "bollinger_upper": sma20 + 2 * std20, "bollinger_lower": sma20 - 2 * std20,
-    })
+    return pd.DataFrame(
+        {
+            "trade_date": raw["date"],
+            "close_price": close,
+            "sma_20_day": sma20,
+            "sma_50_day": close.rolling(50).mean(),
+            "bollinger_upper": sma20 + 2 * std20,
+            "bollinger_lower": sma20 - 2 * std20,
+        }
+    )
 
 
 def png_size(png: bytes) -> tuple[int, int]:
@@ -118,7 +123,8 @@ def test_each_stock_metrics_materialization_embeds_a_chart_of_the_first_ticker_a
     assert result.success
 
     mart = [
-        m.materialization for m in result.get_asset_materialization_events()
+        m.materialization
+        for m in result.get_asset_materialization_events()
         if m.materialization.asset_key.to_user_string() == "marts/stock_metrics"
     ]
     # One materialization per partition of the range (the year 2024), with the chart.

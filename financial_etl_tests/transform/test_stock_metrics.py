@@ -17,13 +17,13 @@ from financial_etl_tests import mesh
 from financial_etl_tests.helpers import MART_COLUMNS
 
 # Read, not imported: running the macro module again would register its macros twice.
-BLOCK_ROWS = int(re.search(r"^BLOCK_ROWS = (\d+)$", (SQLMESH_PROJECT_DIR / "macros" / "recursions.py").read_text(), re.M)[1])
+BLOCK_ROWS = int(
+    re.search(r"^BLOCK_ROWS = (\d+)$", (SQLMESH_PROJECT_DIR / "macros" / "recursions.py").read_text(), re.M)[1]
+)
 
 START, END = dt.date(2021, 1, 4), dt.date(2022, 12, 30)
-INDICATORS = [
-    "sma_9_day", "sma_20_day", "sma_50_day", "bollinger_upper", "bollinger_lower", "rsi_14_day",
-    "macd_line", "atr_14_day", "daily_return_pct", "price_range_pct", "volume_ratio", "volume_sma_20",
-]
+# The windowed indicators: the mart's columns from the first SMA to the volume SMA.
+INDICATORS = list(MART_COLUMNS[MART_COLUMNS.index("sma_9_day") : MART_COLUMNS.index("volume_sma_20") + 1])
 # TA-Lib 0.8.2's EMA, MACD(12, 26, 9), RSI(14), ATR(14).
 RECURSIVE = ["ema_12", "ema_26", "macd", "macd_signal", "macd_histogram", "rsi_14_wilder", "atr_14_wilder"]
 INDICATORS += RECURSIVE
@@ -32,10 +32,14 @@ INDICATORS += RECURSIVE
 def assert_close(got: pd.Series, want: pd.Series, label: str) -> None:
     """Equal within 1e-9 relative (absolute 1e-12 near zero), NULLs in the same places."""
     got, want = got.astype("float64").to_numpy(), want.astype("float64").to_numpy()
-    assert (np.isnan(got) == np.isnan(want)).all(), f"{label}: NULLs differ at rows {np.flatnonzero(np.isnan(got) != np.isnan(want))[:10]}"
+    assert (np.isnan(got) == np.isnan(want)).all(), (
+        f"{label}: NULLs differ at rows {np.flatnonzero(np.isnan(got) != np.isnan(want))[:10]}"
+    )
     both = ~np.isnan(got)
     ok = np.isclose(got[both], want[both], rtol=1e-9, atol=1e-12)
-    assert ok.all(), f"{label}: {np.count_nonzero(~ok)} values differ, first {got[both][~ok][:3]} vs {want[both][~ok][:3]}"
+    assert ok.all(), (
+        f"{label}: {np.count_nonzero(~ok)} values differ, first {got[both][~ok][:3]} vs {want[both][~ok][:3]}"
+    )
 
 
 def reference(prices: pd.DataFrame) -> pd.DataFrame:
@@ -98,7 +102,9 @@ def full_run(tmp_path_factory, prices) -> pd.DataFrame:
 
 def test_every_indicator_matches_the_reference(full_run, prices):
     want = reference(prices)
-    assert list(zip(full_run.ticker, full_run.trade_date.dt.date, strict=True)) == list(zip(want.ticker, want.trade_date, strict=True))
+    assert list(zip(full_run.ticker, full_run.trade_date.dt.date, strict=True)) == list(
+        zip(want.ticker, want.trade_date, strict=True)
+    )
     for column in INDICATORS:
         assert_close(full_run[column], want[column], column)
 
@@ -113,10 +119,16 @@ def test_a_history_longer_than_a_block_matches_talib(tmp_path, batch_size):
     continue from a carried state 6 times instead."""
     start, end = dt.date(2006, 1, 3), END
     prices = fetch_synthetic(["LONG", "OTHER"], start, end).frame
-    project = mesh.project_copy(tmp_path / "project", batch_size=batch_size, audits=False) if batch_size else SQLMESH_PROJECT_DIR
+    project = (
+        mesh.project_copy(tmp_path / "project", batch_size=batch_size, audits=False)
+        if batch_size
+        else SQLMESH_PROJECT_DIR
+    )
     got, want = mesh.full_plan(tmp_path / "w.duckdb", prices, start, end, project), reference(prices)
     assert (got.groupby("ticker").size() > 2 * BLOCK_ROWS).all()
-    assert list(zip(got.ticker, got.trade_date.dt.date, strict=True)) == list(zip(want.ticker, want.trade_date, strict=True))
+    assert list(zip(got.ticker, got.trade_date.dt.date, strict=True)) == list(
+        zip(want.ticker, want.trade_date, strict=True)
+    )
     for column in INDICATORS:
         assert_close(got[column], want[column], column)
 
@@ -162,7 +174,9 @@ def assert_same_as_full_run(tmp_path, prices, full_run, batch_size, start=START)
     # Audits are tested on their own; here only the computed values are compared.
     project = mesh.project_copy(tmp_path / "project", batch_size=batch_size, audits=False)
     batched = mesh.full_plan(tmp_path / "w.duckdb", prices, start, END, project)
-    pd.testing.assert_frame_equal(batched[["ticker", "trade_date", "volume"]], full_run[["ticker", "trade_date", "volume"]])
+    pd.testing.assert_frame_equal(
+        batched[["ticker", "trade_date", "volume"]], full_run[["ticker", "trade_date", "volume"]]
+    )
     for column in INDICATORS:
         assert_close(batched[column], full_run[column], f"{column} ({batch_size}-day batches)")
 
@@ -279,9 +293,15 @@ RECURSIVE_LINEAGE = {
 WILDER = {"wilder_avg_gain_14", "wilder_avg_loss_14"}
 MACD = {"ema_26", "macd", "macd_signal"}
 CARRIED = {
-    "ema_12": {"ema_12"}, "ema_26": {"ema_26"}, "macd": {"ema_26", "macd"}, "macd_signal": MACD,
-    "macd_histogram": MACD, "rsi_14_wilder": WILDER, "atr_14_wilder": {"atr_14_wilder"},
-    "wilder_avg_gain_14": {"wilder_avg_gain_14"}, "wilder_avg_loss_14": {"wilder_avg_loss_14"},
+    "ema_12": {"ema_12"},
+    "ema_26": {"ema_26"},
+    "macd": {"ema_26", "macd"},
+    "macd_signal": MACD,
+    "macd_histogram": MACD,
+    "rsi_14_wilder": WILDER,
+    "atr_14_wilder": {"atr_14_wilder"},
+    "wilder_avg_gain_14": {"wilder_avg_gain_14"},
+    "wilder_avg_loss_14": {"wilder_avg_loss_14"},
 }
 
 

@@ -17,13 +17,19 @@ def overwrite_failing_midway(config_class, path):
     adapter = config_class(database=str(path)).create_engine_adapter()
     adapter.execute("CREATE TABLE t (d DATE, v INT)")
     adapter.execute("INSERT INTO t SELECT DATE '2024-01-01' + INTERVAL (i) DAY, i FROM range(5) AS r(i)")
-    failing = parse_one("SELECT DATE '2024-01-02' AS d, CAST(error('the query fails after the delete') AS INT) AS v "
-                        "FROM range(3)", read="duckdb")
+    failing = parse_one(
+        "SELECT DATE '2024-01-02' AS d, CAST(error('the query fails after the delete') AS INT) AS v FROM range(3)",
+        read="duckdb",
+    )
     with pytest.raises(Exception, match="fails after the delete"):
         adapter.insert_overwrite_by_time_partition(
-            "t", failing, start=dt.date(2024, 1, 1), end=dt.date(2024, 1, 6),
+            "t",
+            failing,
+            start=dt.date(2024, 1, 1),
+            end=dt.date(2024, 1, 6),
             time_formatter=lambda value, _: exp.cast(exp.Literal.string(str(value)[:10]), "date"),
-            time_column="d", target_columns_to_types={"d": exp.DataType.build("date"), "v": exp.DataType.build("int")},
+            time_column="d",
+            target_columns_to_types={"d": exp.DataType.build("date"), "v": exp.DataType.build("int")},
         )
     adapter.close()
     with duckdb.connect(str(path), read_only=True) as con:

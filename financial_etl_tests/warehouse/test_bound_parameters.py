@@ -29,9 +29,14 @@ def test_placeholders_stay_placeholders_numbered_in_the_order_of_the_text():
     text = "SELECT * FROM t WHERE s = '?' AND d BETWEEN ? AND ? AND ticker IN (?, ?) ORDER BY d LIMIT ?"
     # sqlglot's tree holds LIMIT before WHERE: the numbers come from the text.
     assert write_sql(text, "postgres", numbered=True).endswith(
-        "s = '?' AND d BETWEEN $1 AND $2 AND ticker IN ($3, $4) ORDER BY d LIMIT $5")
-    assert write_sql(text, "spark").endswith("s = '?' AND d BETWEEN ? AND ? AND ticker IN (?, ?) ORDER BY d NULLS LAST LIMIT ?")
-    assert write_sql(text, "postgres").endswith("s = '?' AND d BETWEEN %s AND %s AND ticker IN (%s, %s) ORDER BY d LIMIT %s")
+        "s = '?' AND d BETWEEN $1 AND $2 AND ticker IN ($3, $4) ORDER BY d LIMIT $5"
+    )
+    assert write_sql(text, "spark").endswith(
+        "s = '?' AND d BETWEEN ? AND ? AND ticker IN (?, ?) ORDER BY d NULLS LAST LIMIT ?"
+    )
+    assert write_sql(text, "postgres").endswith(
+        "s = '?' AND d BETWEEN %s AND %s AND ticker IN (%s, %s) ORDER BY d LIMIT %s"
+    )
     assert "d BETWEEN ? AND ? AND ticker IN (?, ?)" in write_sql(text, "tsql")
 
 
@@ -41,8 +46,10 @@ def test_postgresql_receives_a_quoted_ticker_as_a_bound_parameter_never_in_the_s
     con.autocommit = True
     with con.cursor() as cur:
         cur.execute("CREATE TABLE prices (ticker text, date date, close_price double precision)")
-        cur.execute("INSERT INTO prices VALUES (%s, '2024-01-02', 1.5), (%s, '2024-01-03', 2.5), ('B', '2024-01-02', 9)",
-                    [EVIL, EVIL])
+        cur.execute(
+            "INSERT INTO prices VALUES (%s, '2024-01-02', 1.5), (%s, '2024-01-03', 2.5), ('B', '2024-01-02', 9)",
+            [EVIL, EVIL],
+        )
         # Every statement of the sessions opened from now on, as the server received it.
         cur.execute(f"ALTER DATABASE {postgres.database} SET log_statement = 'all'")
     con.close()
@@ -68,7 +75,8 @@ def test_spark_binds_a_quoted_ticker_as_a_positional_argument(tmp_path):
     spark = spark_session(warehouse)
     frame = spark.createDataFrame(
         [(EVIL, dt.date(2024, 1, 2), 1.5), (EVIL, dt.date(2024, 1, 3), 2.5), ("B", dt.date(2024, 1, 2), 9.0)],
-        "ticker string, date date, close_price double")
+        "ticker string, date date, close_price double",
+    )
     frame.createOrReplaceTempView("prices")
     try:
         rows, streamed = read_both_ways(warehouse)

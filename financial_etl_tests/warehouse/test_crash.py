@@ -42,15 +42,19 @@ QUERIES = {
     # SQLMesh's state: the same snapshot, the same covered span, nothing left pending.
     "snapshots": "SELECT name, version FROM sqlmesh._snapshots ORDER BY name",
     "intervals": "SELECT name, min(start_ts), max(end_ts), bool_or(is_pending_restatement) FROM sqlmesh._intervals "
-                 "WHERE NOT is_dev AND NOT is_removed GROUP BY name",
+    "WHERE NOT is_dev AND NOT is_removed GROUP BY name",
 }
 EXPORT = 'SELECT * EXCLUDE (_dlt_load_id) FROM dbo."Dim_Stock_Metrics" ORDER BY ticker, trade_date'
 
 
 def env_for(data: Path, tickers: str = TICKERS) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINANCIAL_ETL_") and k != "DAGSTER_HOME"}
-    env.update(FINANCIAL_ETL_DUCKDB_PATH=str(data / "financial_etl.duckdb"), FINANCIAL_ETL_TICKERS=tickers,
-               FINANCIAL_ETL_START_DATE=FIRST[0], PYTHONUNBUFFERED="1")
+    env.update(
+        FINANCIAL_ETL_DUCKDB_PATH=str(data / "financial_etl.duckdb"),
+        FINANCIAL_ETL_TICKERS=tickers,
+        FINANCIAL_ETL_START_DATE=FIRST[0],
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
@@ -61,8 +65,11 @@ class Run:
         self.started = time.monotonic()
         self.lines: list[tuple[float, str]] = []
         self.process = subprocess.Popen(
-            [CLI, "run", "--start", dates[0], "--end", dates[1], "--verbose"], env=env_for(data, tickers),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [CLI, "run", "--start", dates[0], "--end", dates[1], "--verbose"],
+            env=env_for(data, tickers),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -99,7 +106,12 @@ def snapshot(data: Path) -> dict:
 
 def export_rows(data: Path) -> list[tuple] | None:
     path = data / "export.duckdb"
-    if not path.exists() or not query(path, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'Dim_Stock_Metrics'")[0][0]:
+    if (
+        not path.exists()
+        or not query(path, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'Dim_Stock_Metrics'")[0][
+            0
+        ]
+    ):
         return None
     return query(path, EXPORT)
 
@@ -150,8 +162,15 @@ def test_a_run_killed_during_a_stage_is_repaired_by_the_next_run(history, stage,
 STOP_S = 10
 
 
-@pytest.mark.parametrize("stage, signum", [("extract", signal.SIGTERM), ("transform", signal.SIGTERM),
-                                           ("export", signal.SIGTERM), ("transform", signal.SIGINT)])
+@pytest.mark.parametrize(
+    "stage, signum",
+    [
+        ("extract", signal.SIGTERM),
+        ("transform", signal.SIGTERM),
+        ("export", signal.SIGTERM),
+        ("transform", signal.SIGINT),
+    ],
+)
 def test_a_run_stopped_by_a_signal_exits_at_once_with_its_code_and_the_next_run_finishes_it(
     history, stage, signum, tmp_path
 ):
@@ -186,11 +205,15 @@ def test_a_second_process_waits_for_the_warehouse_or_fails_with_a_clear_message(
     # The holder's last act under the lock is to write `done`: whoever gets the lock next
     # must find it written (the holder's process itself may still be exiting by then).
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from financial_etl.warehouse.lock import warehouse_lock\n"
-         f"with warehouse_lock(Path({str(db)!r})):\n    print('held', flush=True); time.sleep(4)\n"
-         f"    Path({str(done)!r}).write_text('done')"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from financial_etl.warehouse.lock import warehouse_lock\n"
+            f"with warehouse_lock(Path({str(db)!r})):\n    print('held', flush=True); time.sleep(4)\n"
+            f"    Path({str(done)!r}).write_text('done')",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -208,7 +231,6 @@ def test_a_second_process_waits_for_the_warehouse_or_fails_with_a_clear_message(
         holder.kill()
 
 
-
 def test_thirty_kills_never_leave_the_mart_as_neither_before_nor_after(tmp_path):
     """Kills spread over each stage of a run that recomputes the whole history: after each,
     a reader finds the mart as before the run or as after it, never emptied (SQLMesh's
@@ -224,8 +246,11 @@ def test_thirty_kills_never_leave_the_mart_as_neither_before_nor_after(tmp_path)
     run = completed(timed, SECOND, tickers)
     new = query(timed / "financial_etl.duckdb", QUERIES["mart"])
     assert len(new) > len(old) > 0
-    moments = [(stage, (i + 0.5) / count) for stage, count in {"extract": 5, "transform": 20, "export": 5}.items()
-               for i in range(count)]
+    moments = [
+        (stage, (i + 0.5) / count)
+        for stage, count in {"extract": 5, "transform": 20, "export": 5}.items()
+        for i in range(count)
+    ]
     seen: list[str] = []
 
     def kill_in_turn(data: Path, share: list[tuple[str, float]]) -> None:
@@ -237,8 +262,11 @@ def test_thirty_kills_never_leave_the_mart_as_neither_before_nor_after(tmp_path)
             killed.process.send_signal(signal.SIGKILL)
             killed.finish()
             mart = query(data / "financial_etl.duckdb", QUERIES["mart"])
-            seen.append("ok" if mart in (old, new) else
-                        f"{stage} at {fraction:.2f}: {len(mart)} rows ({len(old)} before the run, {len(new)} after)")
+            seen.append(
+                "ok"
+                if mart in (old, new)
+                else f"{stage} at {fraction:.2f}: {len(mart)} rows ({len(old)} before the run, {len(new)} after)"
+            )
 
     workers = [threading.Thread(target=kill_in_turn, args=(data, moments[i::2])) for i, data in enumerate(warehouses)]
     for worker in workers:

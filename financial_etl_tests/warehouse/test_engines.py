@@ -49,8 +49,9 @@ class Engine:
         self.duckdb_path = folder / "data" / "financial_etl.duckdb"
         self.duckdb_path.parent.mkdir(parents=True)
         self.warehouse = parse_warehouse(setting, self.duckdb_path, SQLMESH_PROJECT_DIR)
-        self.config = mesh_config(str(SQLMESH_PROJECT_DIR), str(self.duckdb_path), START.isoformat(),
-                                  warehouse=self.warehouse.setting())
+        self.config = mesh_config(
+            str(SQLMESH_PROJECT_DIR), str(self.duckdb_path), START.isoformat(), warehouse=self.warehouse.setting()
+        )
         self.context = None
 
     def load_raw(self, frame: pd.DataFrame, replace: bool) -> None:
@@ -75,7 +76,9 @@ def assert_same_mart(got: pd.DataFrame, want: pd.DataFrame, label: str) -> None:
     # Spark tables keep their partition column (SQLMesh partitions by trade_date) last.
     assert sorted(got.columns) == sorted(want.columns), label
     got = got[list(want.columns)]
-    assert list(zip(got.ticker, got.trade_date, strict=True)) == list(zip(want.ticker, want.trade_date, strict=True)), label
+    assert list(zip(got.ticker, got.trade_date, strict=True)) == list(zip(want.ticker, want.trade_date, strict=True)), (
+        label
+    )
     for column in got.columns[2:]:
         a, b = got[column].astype("float64").to_numpy(), want[column].astype("float64").to_numpy()
         assert (np.isnan(a) == np.isnan(b)).all(), f"{label} {column}: NULLs differ"
@@ -125,6 +128,7 @@ def duckdb_stages(tmp_path_factory) -> list[tuple]:
     prices, last_day = universe(), trading_sessions(START, END)[-1]
     assert len(stages[0][1]) == len(prices[prices.date < last_day]) and stages[1][1].trade_date.max() == last_day
     assert all(passed for _, passed, _ in stages[0][2]) and len(stages[0][2]) == 11
+
     def t03_ema(mart):
         return mart[mart.ticker == "T03"].set_index("trade_date").loc[last_day, "ema_26"]
 

@@ -57,7 +57,9 @@ def test_processes_creating_a_pipeline_at_once_all_succeed(which, tmp_path):
 def test_a_file_another_program_opens_mid_run_fails_the_stage_naming_it(tmp_path):
     db = tmp_path / "w.duckdb"
     with held_open(db) as pid:
-        with pytest.raises(WarehouseUnavailableError, match=rf"the DuckDB file {db} is held by another process .*pid {pid}"):
+        with pytest.raises(
+            WarehouseUnavailableError, match=rf"the DuckDB file {db} is held by another process .*pid {pid}"
+        ):
             with warehouse_lock(db):  # every stage holds it while it opens the file
                 duckdb.connect(str(db))
 

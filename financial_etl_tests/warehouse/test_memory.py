@@ -20,8 +20,12 @@ def test_every_duckdb_connection_has_the_memory_limit_and_a_spill_folder_beside_
     expected = lambda path: ("488.2 MiB", f"{path}.tmp")  # noqa: E731 - DuckDB shows 512 MB in MiB
 
     def through_dlt(destination, path):
-        pipeline = dlt.pipeline(pipeline_name=f"memory_{path.stem}", destination=destination,
-                                dataset_name="d", pipelines_dir=str(tmp_path / "dlt"))
+        pipeline = dlt.pipeline(
+            pipeline_name=f"memory_{path.stem}",
+            destination=destination,
+            dataset_name="d",
+            pipelines_dir=str(tmp_path / "dlt"),
+        )
         pipeline.run([{"a": 1}], table_name="t")
         with pipeline.sql_client() as client:
             assert tuple(client.execute_sql(SETTINGS)[0]) == expected(path)

@@ -48,16 +48,19 @@ def tables(server, url: str, root):
     """raw, mart and the export, in a comparable form."""
     settings = load_settings({**os.environ, "FINANCIAL_ETL_WAREHOUSE": url})
     with settings.warehouse.connect() as con:
-        raw = con.execute(f"SELECT ticker, date, open_price, high_price, low_price, close_price, volume "
-                          f"FROM {RAW} ORDER BY ticker, date").df()
+        raw = con.execute(
+            f"SELECT ticker, date, open_price, high_price, low_price, close_price, volume "
+            f"FROM {RAW} ORDER BY ticker, date"
+        ).df()
         mart = con.execute(f"SELECT * FROM {MART} ORDER BY ticker, trade_date").df()
     export = query(root / "data" / "export.duckdb", EXPORT_ROWS)
     return [list(frame.itertuples(index=False, name=None)) for frame in (raw, mart)] + [export]
 
 
 def run_cli(args, env):
-    return subprocess.Popen([*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, cwd=REPO_ROOT)
+    return subprocess.Popen(
+        [*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT
+    )
 
 
 def test_financial_etl_run_on_postgresql_runs_the_graph_the_schedule_and_the_sensors(server, workdir, clean_env):
@@ -87,8 +90,11 @@ def test_financial_etl_run_on_postgresql_runs_the_graph_the_schedule_and_the_sen
     schedule = defs.resolve_schedule_def("daily_after_close")
     (workdir / "dagster_home").mkdir()
     instance = DagsterInstance.local_temp(tempdir=str(workdir / "dagster_home"))
-    with build_schedule_context(scheduled_execution_time=pd.Timestamp("2024-07-01 18:30", tz="America/New_York")
-                                .to_pydatetime(), repository_def=defs.get_repository_def(), instance=instance) as context:
+    with build_schedule_context(
+        scheduled_execution_time=pd.Timestamp("2024-07-01 18:30", tz="America/New_York").to_pydatetime(),
+        repository_def=defs.get_repository_def(),
+        instance=instance,
+    ) as context:
         requests = schedule.evaluate_tick(context).run_requests
     assert [r.tags["financial_etl/start"] for r in requests] == ["2024-07-01"]
     sensor = defs.resolve_sensor_def("restated_history_backfill")
@@ -104,8 +110,11 @@ def test_two_runs_at_once_on_postgresql_both_succeed_and_equal_them_one_after_th
     ranges = (["--start", "2024-01-02", "--end", "2024-03-29"], ["--start", "2024-04-01", "--end", "2024-04-01"])
 
     _, together_url = database(server, "together")
-    env = {**os.environ, "FINANCIAL_ETL_WAREHOUSE": together_url,
-           "FINANCIAL_ETL_DUCKDB_PATH": str(tmp_path / "together" / "data" / "financial_etl.duckdb")}
+    env = {
+        **os.environ,
+        "FINANCIAL_ETL_WAREHOUSE": together_url,
+        "FINANCIAL_ETL_DUCKDB_PATH": str(tmp_path / "together" / "data" / "financial_etl.duckdb"),
+    }
     runs = [run_cli(args, env) for args in ranges]
     outputs = [run.communicate(timeout=600)[0] for run in runs]
     for run, out in zip(runs, outputs, strict=True):
@@ -113,14 +122,20 @@ def test_two_runs_at_once_on_postgresql_both_succeed_and_equal_them_one_after_th
     assert not any("waiting for the warehouse" in out for out in outputs)  # no file lock on PostgreSQL
 
     _, serial_url = database(server, "serial")
-    env = {**os.environ, "FINANCIAL_ETL_WAREHOUSE": serial_url,
-           "FINANCIAL_ETL_DUCKDB_PATH": str(tmp_path / "serial" / "data" / "financial_etl.duckdb")}
+    env = {
+        **os.environ,
+        "FINANCIAL_ETL_WAREHOUSE": serial_url,
+        "FINANCIAL_ETL_DUCKDB_PATH": str(tmp_path / "serial" / "data" / "financial_etl.duckdb"),
+    }
     for args in ranges:
         run = run_cli(args, env)
         out, _ = run.communicate(timeout=600)
         assert run.returncode == 0, out[-3000:]
 
-    together, serial = tables(server, together_url, tmp_path / "together"), tables(server, serial_url, tmp_path / "serial")
+    together, serial = (
+        tables(server, together_url, tmp_path / "together"),
+        tables(server, serial_url, tmp_path / "serial"),
+    )
     assert len(together[1]) == 2 * 62
     for name, a, b in zip(("raw", "mart", "export"), together, serial, strict=True):
         assert_same_rows(a, b, name)

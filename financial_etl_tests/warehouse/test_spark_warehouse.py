@@ -27,11 +27,18 @@ RAW_COLUMNS = "ticker, date, open_price, high_price, low_price, close_price, vol
 
 
 def run(folder, warehouse: str | None, *args: str) -> str:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith("FINANCIAL_ETL_") and key != "DAGSTER_HOME"}
-    env.update(FINANCIAL_ETL_TICKERS="AAA,BBB", FINANCIAL_ETL_START_DATE="2024-01-02",
-               FINANCIAL_ETL_END_DATE="2024-06-28", DAGSTER_HOME=str(folder / "dagster"),
-               FINANCIAL_ETL_DUCKDB_PATH=str(folder / "data" / "financial_etl.duckdb"))
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("FINANCIAL_ETL_") and key != "DAGSTER_HOME"
+    }
+    env.update(
+        FINANCIAL_ETL_TICKERS="AAA,BBB",
+        FINANCIAL_ETL_START_DATE="2024-01-02",
+        FINANCIAL_ETL_END_DATE="2024-06-28",
+        DAGSTER_HOME=str(folder / "dagster"),
+        FINANCIAL_ETL_DUCKDB_PATH=str(folder / "data" / "financial_etl.duckdb"),
+    )
     if warehouse:
         env["FINANCIAL_ETL_WAREHOUSE"] = warehouse
     (folder / "dagster").mkdir(parents=True, exist_ok=True)
@@ -56,9 +63,13 @@ def test_financial_etl_run_on_spark_gives_what_it_gives_on_duckdb(tmp_path):
 
     # Raw as Spark reads it: the lake's Parquet files equal the DuckDB file dlt merged into.
     lake = spark / "data" / "lake" / "raw" / "eod_prices_raw" / "*.parquet"
-    published = query(spark / "data" / "financial_etl.duckdb",
-                      f"SELECT {RAW_COLUMNS} FROM read_parquet('{lake}') ORDER BY ticker, date")
-    merged = query(spark / "data" / "financial_etl.duckdb", f"SELECT {RAW_COLUMNS} FROM raw.eod_prices_raw ORDER BY ticker, date")
+    published = query(
+        spark / "data" / "financial_etl.duckdb",
+        f"SELECT {RAW_COLUMNS} FROM read_parquet('{lake}') ORDER BY ticker, date",
+    )
+    merged = query(
+        spark / "data" / "financial_etl.duckdb", f"SELECT {RAW_COLUMNS} FROM raw.eod_prices_raw ORDER BY ticker, date"
+    )
     assert len(published) == 2 * 124 and published == merged
 
     # The mart, as exported from Spark, equals the DuckDB warehouse's; so do the checks.

@@ -33,14 +33,23 @@ EXPORT = 'SELECT * EXCLUDE (_dlt_load_id) FROM dbo."Dim_Stock_Metrics" ORDER BY 
 
 def env_for(data: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINANCIAL_ETL_") and k != "DAGSTER_HOME"}
-    env.update(FINANCIAL_ETL_DUCKDB_PATH=str(data / "financial_etl.duckdb"), FINANCIAL_ETL_TICKERS=TICKERS,
-               FINANCIAL_ETL_START_DATE="2023-01-02")
+    env.update(
+        FINANCIAL_ETL_DUCKDB_PATH=str(data / "financial_etl.duckdb"),
+        FINANCIAL_ETL_TICKERS=TICKERS,
+        FINANCIAL_ETL_START_DATE="2023-01-02",
+    )
     return env
 
 
 def run_cli(data: Path, dates, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, "run", "--start", dates[0], "--end", dates[1]], env=env_for(data),
-                          capture_output=True, text=True, timeout=600, **kwargs)
+    return subprocess.run(
+        [CLI, "run", "--start", dates[0], "--end", dates[1]],
+        env=env_for(data),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kwargs,
+    )
 
 
 def snapshot(data: Path) -> dict[str, list[tuple]]:
@@ -166,7 +175,10 @@ def test_storage_problems_are_found_deep_in_wrapped_errors():
 
     deep = duckdb.IOException('IO Error: Could not write file "/data/w.duckdb.wal": No space left on device')
     assert storage_problem(Wrapper([ValueError("x"), deep])) == "/data/w.duckdb.wal: No space left on device"
-    assert storage_problem(OSError(28, "No space left on device", "/data/x.parquet")) == "/data/x.parquet: No space left on device"
+    assert (
+        storage_problem(OSError(28, "No space left on device", "/data/x.parquet"))
+        == "/data/x.parquet: No space left on device"
+    )
     assert storage_problem(ValueError("a number is wrong")) is None
     with pytest.raises(StorageError, match="the extract could not write /data/x: File too large"):
         with storage_errors("the extract"):

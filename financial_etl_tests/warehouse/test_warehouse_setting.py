@@ -23,11 +23,14 @@ def run(clean_env, workdir, capsys, value: str) -> tuple[int, str]:
     return code, out.out + out.err
 
 
-@pytest.mark.parametrize("value, says", [
-    (f"mysql://etl:{PASSWORD}@db:3306/markets", "is not a warehouse"),
-    (f"postgresql://etl:{PASSWORD}@db.internal/", "lacks database"),
-    (f"postgresql://etl:{PASSWORD}@db.internal:port/markets", "lacks a numeric port"),
-])
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        (f"mysql://etl:{PASSWORD}@db:3306/markets", "is not a warehouse"),
+        (f"postgresql://etl:{PASSWORD}@db.internal/", "lacks database"),
+        (f"postgresql://etl:{PASSWORD}@db.internal:port/markets", "lacks a numeric port"),
+    ],
+)
 def test_a_value_that_is_no_warehouse_is_a_configuration_error(workdir, clean_env, capsys, value, says):
     code, out = run(clean_env, workdir, capsys, value)
     assert code == EXIT_CONFIG, out

@@ -54,9 +54,7 @@ def lead_in_place(evaluator, rows: exp.Expression) -> exp.Expression:
 @macro()
 def block_cumsum(evaluator, weighted: exp.Expression) -> exp.Expression:
     """The sum of the scaled inputs of a row's block, up to the row."""
-    return _sql(
-        f"SUM({_q(weighted)}) OVER (PARTITION BY ticker, block ORDER BY date ROWS UNBOUNDED PRECEDING)"
-    )
+    return _sql(f"SUM({_q(weighted)}) OVER (PARTITION BY ticker, block ORDER BY date ROWS UNBOUNDED PRECEDING)")
 
 
 @macro()

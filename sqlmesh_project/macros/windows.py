@@ -13,7 +13,9 @@ from sqlmesh import macro
 
 
 @macro()
-def trailing(evaluator, expression: exp.Expression, rows: exp.Expression, block: exp.Expression | None = None) -> exp.Expression:
+def trailing(
+    evaluator, expression: exp.Expression, rows: exp.Expression, block: exp.Expression | None = None
+) -> exp.Expression:
     n = int(rows.name)
     if n < 0:
         raise ValueError(f"@trailing needs a row count >= 0, got {n}")

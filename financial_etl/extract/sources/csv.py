@@ -104,13 +104,13 @@ def read_ticker_csv(path: Path, ticker: str) -> tuple[pd.DataFrame, list[Rejecte
             day = _date(row[index["Date"]])
             numbers = tuple(_number(row[index[c]], c) for c in VALUES)
         except (BadLine, csv.Error) as exc:
-            rejected.append(Rejected(ticker=ticker, location=f"{path.name}:{line_no}", raw_line=text,
-                                     detail=str(exc), date=day))
+            rejected.append(
+                Rejected(ticker=ticker, location=f"{path.name}:{line_no}", raw_line=text, detail=str(exc), date=day)
+            )
             continue
         dates.append(day)
         values.append(numbers)
-    frame = pd.DataFrame(values, columns=list(VALUE_COLUMNS),
-                         dtype="float64")
+    frame = pd.DataFrame(values, columns=list(VALUE_COLUMNS), dtype="float64")
     frame.insert(0, "date", dates)
     frame.insert(0, "ticker", ticker)
     return frame, rejected
@@ -135,8 +135,7 @@ def check_csv_dir(csv_dir: Path, tickers: Sequence[str]) -> None:
     missing = [t for t in tickers if not ticker_file(csv_dir, t).is_file()]
     if missing:
         raise ConfigError(
-            f"FINANCIAL_ETL_CSV_DIR={str(csv_dir)!r} has no file for "
-            + ", ".join(f"{t} ({t}.csv)" for t in missing)
+            f"FINANCIAL_ETL_CSV_DIR={str(csv_dir)!r} has no file for " + ", ".join(f"{t} ({t}.csv)" for t in missing)
         )
 
 
@@ -168,7 +167,12 @@ def make_csv_fetch(csv_dir: Path):
                 errors[ticker] = why
         frame = pd.concat(frames, ignore_index=True)
         # A file that was read and has no row is data missing, not a source to retry.
-        return PriceBatch(frame=frame, source="csv", rejected=rejected, ticker_errors=errors,
-                          ticker_causes=dict.fromkeys(errors, "absent"))
+        return PriceBatch(
+            frame=frame,
+            source="csv",
+            rejected=rejected,
+            ticker_errors=errors,
+            ticker_causes=dict.fromkeys(errors, "absent"),
+        )
 
     return fetch_csv

@@ -42,7 +42,9 @@ def synthetic_series(ticker: str, sessions: Sequence[dt.date], first: int = 0) -
     blocks = np.unique(index // BLOCK)
     # The walk at each block's end: a prefix of one sequence, the same whatever the range.
     count = int(blocks[-1]) + 1 if n else 0
-    ends = np.concatenate([[0.0], np.cumsum(np.sqrt(BLOCK) * np.random.default_rng([SEED, key, 1]).standard_normal(count))])
+    ends = np.concatenate(
+        [[0.0], np.cumsum(np.sqrt(BLOCK) * np.random.default_rng([SEED, key, 1]).standard_normal(count))]
+    )
     walk, shocks = np.empty(n), np.empty((n, 4))
     for block in blocks:
         draws = np.random.default_rng([SEED, key, 2, int(block)]).standard_normal((BLOCK, 5))

@@ -89,10 +89,15 @@ def cause_of(error: BaseException) -> TickerCause:
     from yfinance.exceptions import YFPricesMissingError, YFRateLimitError, YFTickerMissingError, YFTzMissingError
 
     transient = (
-        YFRateLimitError, YahooServerError, curl_requests.exceptions.Timeout,
-        curl_requests.exceptions.ConnectionError, curl_requests.exceptions.ChunkedEncodingError,
-        TimeoutError, ConnectionError,
-        sqlite3.OperationalError, peewee.OperationalError,  # yfinance's cache file busy
+        YFRateLimitError,
+        YahooServerError,
+        curl_requests.exceptions.Timeout,
+        curl_requests.exceptions.ConnectionError,
+        curl_requests.exceptions.ChunkedEncodingError,
+        TimeoutError,
+        ConnectionError,
+        sqlite3.OperationalError,
+        peewee.OperationalError,  # yfinance's cache file busy
     )
     if isinstance(error, transient):
         return "transient"
@@ -150,7 +155,10 @@ def history(ticker: str, start: dt.date, end: dt.date, session: YahooSession) ->
     return yf.Ticker(ticker, session=session).history(
         start=(start - dt.timedelta(days=LOOKBACK_DAYS)).isoformat(),
         end=(end + dt.timedelta(days=1)).isoformat(),  # yfinance's end is exclusive
-        interval="1d", auto_adjust=False, actions=True, timeout=TIMEOUT_S,
+        interval="1d",
+        auto_adjust=False,
+        actions=True,
+        timeout=TIMEOUT_S,
     )
 
 
@@ -165,20 +173,30 @@ def adjusted(ticker: str, bars: pd.DataFrame, start: dt.date) -> tuple[pd.DataFr
         return _empty_prices(), pd.DataFrame(columns=list(ACTION_COLUMNS))
     dates = pd.DatetimeIndex(bars.index).tz_localize(None).date
     ratio = (bars["Adj Close"] / bars["Close"]).to_numpy()
-    prices = pd.DataFrame({
-        "ticker": ticker, "date": dates,
-        "open_price": bars["Open"].to_numpy() * ratio, "high_price": bars["High"].to_numpy() * ratio,
-        "low_price": bars["Low"].to_numpy() * ratio, "close_price": bars["Adj Close"].to_numpy(),
-        "volume": bars["Volume"].to_numpy(),
-    })
+    prices = pd.DataFrame(
+        {
+            "ticker": ticker,
+            "date": dates,
+            "open_price": bars["Open"].to_numpy() * ratio,
+            "high_price": bars["High"].to_numpy() * ratio,
+            "low_price": bars["Low"].to_numpy() * ratio,
+            "close_price": bars["Adj Close"].to_numpy(),
+            "volume": bars["Volume"].to_numpy(),
+        }
+    )
     dividends = bars.get("Dividends", pd.Series(0.0, index=bars.index)).fillna(0).to_numpy(dtype=float)
     splits = bars.get("Stock Splits", pd.Series(0.0, index=bars.index)).fillna(0).to_numpy(dtype=float)
     before = np.concatenate([[np.nan], ratio[:-1]])
     factor = np.where(dividends != 0, before / ratio, 1.0) / np.where(splits != 0, splits, 1.0)
-    actions = pd.DataFrame({
-        "ticker": ticker, "date": dates, "dividend": dividends,
-        "split_ratio": np.where(splits != 0, splits, 1.0), "price_factor": factor,
-    })[(dividends != 0) | (splits != 0)]
+    actions = pd.DataFrame(
+        {
+            "ticker": ticker,
+            "date": dates,
+            "dividend": dividends,
+            "split_ratio": np.where(splits != 0, splits, 1.0),
+            "price_factor": factor,
+        }
+    )[(dividends != 0) | (splits != 0)]
     keep = dates >= start
     return prices[keep], actions[actions["date"] >= start].reset_index(drop=True)
 
@@ -203,14 +221,18 @@ def _retrying(policy: RetryPolicy, sleep: Callable[[float], None], rng: random.R
         failed = state.outcome.exception().failed  # type: ignore[union-attr]
         log.warning(
             "Yahoo Finance: transient error for %s (%s); retry %d of %d in %.1f s",
-            ", ".join(failed), next(iter(failed.values())), state.attempt_number, policy.attempts - 1,
+            ", ".join(failed),
+            next(iter(failed.values())),
+            state.attempt_number,
+            policy.attempts - 1,
             state.upcoming_sleep,
         )
 
     return Retrying(
         retry=retry_if_exception_type(_StillFailing),
         wait=lambda state: policy.delay(state.attempt_number, rng),
-        stop=stop_after_attempt(policy.attempts) | (lambda state: state.idle_for + state.upcoming_sleep > policy.budget_s),
+        stop=stop_after_attempt(policy.attempts)
+        | (lambda state: state.idle_for + state.upcoming_sleep > policy.budget_s),
         sleep=sleep,
         before_sleep=log_retry,
         reraise=True,
