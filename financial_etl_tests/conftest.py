@@ -52,8 +52,8 @@ LONGEST_FIRST = (
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Slow tests first, the longest files' first of all (a stable sort keeps the rest in
-    order): workers taking one test at a time start on the minutes-long runs, and the fast
-    tests fill the end instead of one long test running alone at the end."""
+    order): workers taking one file at a time start on the minutes-long ones, and the fast
+    files fill the end instead of one long file running alone at the end."""
 
     def rank(item: pytest.Item) -> tuple[bool, int]:
         name = item.path.name
