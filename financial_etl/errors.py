@@ -27,6 +27,17 @@ def exit_code_for_signal(signum: int) -> int:
     return EXIT_SIGNAL_BASE + signum
 
 
+REDACTED = "***"
+
+
+def redact_secrets(text: str, secrets) -> str:
+    """`text` with every (non-empty) secret replaced: what may reach a log, an error or the UI."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
 def chain(exc: BaseException | None) -> Iterator[BaseException]:
     """`exc` and what it wraps, innermost last, as a traceback shows them (a context
     suppressed by `raise ... from None` is left out)."""

@@ -24,7 +24,7 @@ from dagster import (
 from dagster_slack import make_slack_on_run_failure_sensor
 from tenacity import Retrying, stop_after_attempt, wait_exponential
 
-from financial_etl.errors import AlertDeliveryError, ConfigError
+from financial_etl.errors import AlertDeliveryError, ConfigError, redact_secrets
 from financial_etl.runs import END_TAG, REASON_TAG, START_TAG, run_window
 from financial_etl.settings import Settings
 
@@ -33,7 +33,6 @@ from financial_etl.settings import Settings
 # so it is retried here, within one tick.
 SEND_ATTEMPTS = 4
 SEND_WAIT = wait_exponential(multiplier=1, max=8)  # 1, 2, 4 s between attempts
-REDACTED = "***"
 SLACK_TEXT_LIMIT = 2900  # a Slack section block holds at most 3000 characters
 STEP_ERROR_LIMIT = 500
 
@@ -52,9 +51,7 @@ def alert_secrets(settings: Settings) -> tuple[str, ...]:
 def redact(value, secrets: Sequence[str]):
     """The value (a string, or lists and dicts of them) with every secret replaced."""
     if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, REDACTED)
-        return value
+        return redact_secrets(value, secrets)
     if isinstance(value, list):
         return [redact(v, secrets) for v in value]
     if isinstance(value, dict):

@@ -42,6 +42,7 @@ from financial_etl.errors import (
     MissingDatabaseError,
     NoOdbcDriverError,
     chain,
+    redact_secrets,
 )
 from financial_etl.settings import Settings, check_path, parse_bool, refuse_blank
 from financial_etl.warehouse.engines import duckdb_credentials
@@ -107,10 +108,7 @@ class ExportTarget:
         return f"ALTER TABLE {client.make_qualified_table_name(old)} RENAME TO {client.escape_column_name(new)}"
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return redact_secrets(text, self.secrets)
 
 
 def _port(name: str, value: Any) -> int:

@@ -33,7 +33,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.tokens import TokenType
 
-from financial_etl.errors import ConfigError, WarehouseUnavailableError
+from financial_etl.errors import ConfigError, WarehouseUnavailableError, redact_secrets
 
 WAREHOUSE_ENV = "FINANCIAL_ETL_WAREHOUSE"
 ENGINES = ("duckdb", "postgres", "spark")  # the values of Warehouse.engine
@@ -61,8 +61,7 @@ class Warehouse:
         return redact_url(self.url or "")
 
     def redact(self, text: str) -> str:
-        password = urlsplit(self.url).password if self.url else None
-        return text.replace(password, "***") if password else text
+        return redact_secrets(text, [urlsplit(self.url).password if self.url else None])
 
     def setting(self) -> str | None:
         """The FINANCIAL_ETL_WAREHOUSE value config.py reads (None: the DuckDB file)."""
