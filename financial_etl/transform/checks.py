@@ -51,32 +51,25 @@ def _audit_metadata(outcome: AuditOutcome, start: dt.date, end: dt.date) -> dict
     return metadata
 
 
-def _severity(outcome: AuditOutcome) -> AssetCheckSeverity:
-    return AssetCheckSeverity.ERROR if outcome.blocking else AssetCheckSeverity.WARN
+def _audit_fields(outcome: AuditOutcome, start: dt.date, end: dt.date) -> dict:
+    return {
+        "asset_key": MART_KEY,
+        "check_name": outcome.name,
+        "passed": outcome.passed,
+        "severity": AssetCheckSeverity.ERROR if outcome.blocking else AssetCheckSeverity.WARN,
+        "metadata": _audit_metadata(outcome, start, end),
+    }
 
 
 def audit_result(outcome: AuditOutcome, start: dt.date, end: dt.date) -> AssetCheckResult:
     """The check's result, from the check step."""
-    return AssetCheckResult(
-        asset_key=MART_KEY,
-        check_name=outcome.name,
-        passed=outcome.passed,
-        severity=_severity(outcome),
-        metadata=_audit_metadata(outcome, start, end),
-    )
+    return AssetCheckResult(**_audit_fields(outcome, start, end))
 
 
 def audit_evaluation(outcome: AuditOutcome, start: dt.date, end: dt.date) -> AssetCheckEvaluation:
     """The same result reported by the mart's own step when SQLMesh stopped at a blocking
     audit: that step fails, so the check step never runs in that run."""
-    return AssetCheckEvaluation(
-        asset_key=MART_KEY,
-        check_name=outcome.name,
-        passed=outcome.passed,
-        severity=_severity(outcome),
-        metadata=_audit_metadata(outcome, start, end),
-        blocking=outcome.blocking,
-    )
+    return AssetCheckEvaluation(**_audit_fields(outcome, start, end), blocking=outcome.blocking)
 
 
 def build_mart_checks(settings: Settings, partitions_def: TimeWindowPartitionsDefinition, context: Context):
