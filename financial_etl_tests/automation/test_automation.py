@@ -432,23 +432,18 @@ def test_a_run_failed_on_a_bad_date_tag_is_recorded_with_the_tag_it_held(workdir
 def test_a_backfill_and_the_daily_run_started_together_both_succeed(workdir, clean_env, tmp_path):
     clean_env.setenv("FINANCIAL_ETL_TICKERS", "AAA,BBB")
     clean_env.setenv("FINANCIAL_ETL_START_DATE", "2024-01-02")
-    cli = [sys.executable, "-m", "financial_etl.cli.main", "run"]
-    backfill = subprocess.Popen(
-        [*cli, "--start", "2024-01-02", "--end", "2024-03-29"],
-        env=os.environ.copy(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=REPO_ROOT,
-    )
-    daily = subprocess.Popen(
-        [*cli, "--start", "2024-04-01", "--end", "2024-04-01"],
-        env=os.environ.copy(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=REPO_ROOT,
-    )
+
+    def run(start: str, end: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "financial_etl.cli.main", "run", "--start", start, "--end", end],
+            env=os.environ.copy(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO_ROOT,
+        )
+
+    backfill, daily = run("2024-01-02", "2024-03-29"), run("2024-04-01", "2024-04-01")
     out_backfill, _ = backfill.communicate(timeout=600)
     out_daily, _ = daily.communicate(timeout=600)
     assert backfill.returncode == 0, out_backfill[-3000:]
