@@ -48,10 +48,15 @@ def test_csv_run_loads_exactly_the_rows_from_a_to_b_and_is_idempotent(workdir, c
     assert "local stand-in" in out
 
     # The same command again: same rows everywhere, no duplicates.
+    working = workdir / "data" / ".dlt_pipelines" / "financial_extract" / "load"
+    folder = working.stat().st_ino
     assert main(["run", "--start", a.isoformat(), "--end", b.isoformat()]) == EXIT_SUCCESS
     assert query(db, RAW_ROWS) == raw
     assert query(db, MART_ROWS) == mart
     assert query(export_db, EXPORT_ROWS) == export
+    # The extract keeps its dlt working folder: deleted and made again on every run, a run
+    # killed mid-delete left a folder the next run could not open.
+    assert working.stat().st_ino == folder
 
 
 @pytest.mark.slow

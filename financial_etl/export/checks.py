@@ -155,7 +155,11 @@ def build_export_check(settings: Settings, partitions_def: TimeWindowPartitionsD
             mart = _by_year(con.execute(sql, params).fetchall(), names)
         missing, extra, target_fp = [], [], {}
         try:
-            with export_pipeline(settings, target).sql_client() as client:
+            # Under the export's lock: creating the pipeline beside a load can wipe its folder.
+            with (
+                warehouse.stage_lock("export", log=context.log.warning),
+                export_pipeline(settings, target).sql_client() as client,
+            ):
                 present = {
                     row[0]
                     for row in client.execute_sql(

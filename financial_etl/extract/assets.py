@@ -95,12 +95,17 @@ def raw_file_format(warehouse: Warehouse) -> str | None:
 @pipeline_settings()
 def extract_pipeline(settings: Settings) -> Pipeline:
     with pipeline_folder_lock(settings.pipelines_dir, EXTRACT_PIPELINE):
-        return dlt.pipeline(
+        pipeline = dlt.pipeline(
             pipeline_name=EXTRACT_PIPELINE,
             destination=raw_destination(settings.warehouse),
             dataset_name=RAW_DATASET,
             pipelines_dir=str(settings.pipelines_dir),
         )
+    # With it on, dagster-dlt deletes the whole working folder before every load (to restore
+    # it from the warehouse), and a run killed mid-delete leaves a folder dlt cannot open.
+    # Raw keeps no incremental state; the step aborts a killed run's packages itself.
+    pipeline.config.restore_from_destination = False
+    return pipeline
 
 
 @dataclass
@@ -282,23 +287,27 @@ def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartition
     def _load(
         context, runner: DagsterDltResource, batch: StagedBatch, tickers, start, end, restated, reloaded
     ) -> Iterator[MaterializeResult]:
-        pipeline = extract_pipeline(settings)
         warehouse = settings.warehouse
         source = prices_source(batch, replace_tickers=bool(restated), file_format=raw_file_format(warehouse))
-        with (
-            warehouse.stage_lock("extract", log=context.log.warning),
-            storage_errors("the extract", raw_file(warehouse), on_failure=pipeline.drop_pending_packages),
-            pipeline_settings(),
-        ):
-            # A package left by a stopped or killed run: dlt would load it instead of this
-            # batch and return. Its run failed, and its range is fetched again when re-run.
-            pipeline.abort_packages()
-            results = list(
-                runner.run(context=context, dlt_source=source, dlt_pipeline=pipeline, dagster_dlt_translator=translator)
-            )
-            if warehouse.engine == "spark":
-                publish_raw(warehouse, settings.pipelines_dir)
-            counts, by_partition = raw_row_counts(warehouse, start, end, partitions_def, context.partition_keys)
+        with warehouse.stage_lock("extract", log=context.log.warning):
+            # Created under the lock: creating it beside another run's load can wipe that
+            # run's working folder (see pipeline_folder_lock).
+            pipeline = extract_pipeline(settings)
+            with (
+                storage_errors("the extract", raw_file(warehouse), on_failure=pipeline.drop_pending_packages),
+                pipeline_settings(),
+            ):
+                # A package left by a stopped or killed run: dlt would load it instead of this
+                # batch and return. Its run failed, and its range is fetched again when re-run.
+                pipeline.abort_packages()
+                results = list(
+                    runner.run(
+                        context=context, dlt_source=source, dlt_pipeline=pipeline, dagster_dlt_translator=translator
+                    )
+                )
+                if warehouse.engine == "spark":
+                    publish_raw(warehouse, settings.pipelines_dir)
+                counts, by_partition = raw_row_counts(warehouse, start, end, partitions_def, context.partition_keys)
         # Missing tickers were logged with the source's reasons by missing_answers.
         if batch.quarantined:
             context.log.warning(

@@ -124,7 +124,9 @@ def pipeline_folder_lock(pipelines_dir: Path, pipeline_name: str, timeout_s: flo
 
     Until a pipeline's state file exists, dlt wipes and recreates its working folder on
     every `dlt.pipeline(...)`; two processes doing that at once (a backfill and the daily
-    run on a fresh data folder) delete each other's files.
+    run on a fresh data folder) delete each other's files. A creation beside another
+    process's load does the same, so the steps also create their pipeline under the
+    stage lock their load holds.
     """
     pipelines_dir.mkdir(parents=True, exist_ok=True)
     path = pipelines_dir / f".{pipeline_name}.lock"
