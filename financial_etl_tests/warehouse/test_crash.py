@@ -137,19 +137,33 @@ def history(tmp_path_factory):
     return before, state_before, snapshot(clean), windows
 
 
+def signalled_mid_stage(before: Path, folder: Path, windows, stage: str, signum: int, fraction: float):
+    """A run on a copy of `before`, sent `signum` `fraction` of the way through `stage` as
+    timed without a signal. A busy machine can run the stage faster than it did when timed:
+    if the stage's "done" line came first, again on a fresh copy, twice as soon.
+    Returns (data folder, the run, its exit code, seconds from the signal to the exit)."""
+    begin, end = windows[stage]
+    for attempt in range(4):
+        data = folder / f"data{attempt}"
+        subprocess.run(["cp", "-a", str(before), str(data)], check=True)
+        run = Run(data, SECOND)
+        run.wait_for(STAGES[stage][0])
+        time.sleep(fraction * (end - begin) / 2**attempt)
+        sent = time.monotonic()
+        run.process.send_signal(signum)
+        code = run.process.wait(timeout=60)
+        took = time.monotonic() - sent
+        run.finish()
+        if run.when(STAGES[stage][1]) is None:
+            return data, run, code, took
+    pytest.fail(f"every signal came after {stage} finished:\n{run.output()}")
+
+
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_a_run_killed_during_a_stage_is_repaired_by_the_next_run(history, stage, tmp_path):
     before, state_before, uninterrupted, windows = history
-    data = tmp_path / "data"
-    subprocess.run(["cp", "-a", str(before), str(data)], check=True)
-    begin, end = windows[stage]
-    killed = Run(data, SECOND)
-    started = killed.wait_for(STAGES[stage][0])
-    time.sleep(0.4 * (end - begin))  # part-way through the stage, as timed without a kill
-    killed.process.send_signal(signal.SIGKILL)
-    assert killed.finish() == -signal.SIGKILL
-    assert killed.when(STAGES[stage][1]) is None, f"the kill came after {stage} finished:\n{killed.output()}"
-    assert started is not None
+    data, killed, code, _ = signalled_mid_stage(before, tmp_path, windows, stage, signal.SIGKILL, 0.4)
+    assert code == -signal.SIGKILL, killed.output()
 
     # Between the kill and the re-run: the export target is the old one or the complete new one.
     assert export_rows(data) in (state_before["export"], uninterrupted["export"])
@@ -175,21 +189,9 @@ def test_a_run_stopped_by_a_signal_exits_at_once_with_its_code_and_the_next_run_
     history, stage, signum, tmp_path
 ):
     before, state_before, uninterrupted, windows = history
-    data = tmp_path / "data"
-    subprocess.run(["cp", "-a", str(before), str(data)], check=True)
-    begin, end = windows[stage]
-    stopped = Run(data, SECOND)
-    stopped.wait_for(STAGES[stage][0])
-    # A quarter in: under a loaded machine (two test workers) 0.4 once landed after a 3 s export.
-    time.sleep(0.25 * (end - begin))
-    sent = time.monotonic()
-    stopped.process.send_signal(signum)
-    code = stopped.process.wait(timeout=60)
-    took = time.monotonic() - sent
-    stopped.finish()
+    data, stopped, code, took = signalled_mid_stage(before, tmp_path, windows, stage, signum, 0.25)
     assert code == {signal.SIGTERM: EXIT_SIGTERM, signal.SIGINT: EXIT_SIGINT}[signum], stopped.output()
     assert took < STOP_S, f"exited {took:.1f} s after the signal"
-    assert stopped.when(STAGES[stage][1]) is None, f"the signal came after {stage} finished:\n{stopped.output()}"
     assert stopped.when(f"stopped by {signal.Signals(signum).name}") is not None, stopped.output()
     assert export_rows(data) in (state_before["export"], uninterrupted["export"])
 
@@ -231,7 +233,7 @@ def test_a_second_process_waits_for_the_warehouse_or_fails_with_a_clear_message(
         holder.kill()
 
 
-def test_thirty_kills_never_leave_the_mart_as_neither_before_nor_after(tmp_path):
+def test_twenty_kills_never_leave_the_mart_as_neither_before_nor_after(tmp_path):
     """Kills spread over each stage of a run that recomputes the whole history: after each,
     a reader finds the mart as before the run or as after it, never emptied (SQLMesh's
     delete and insert of the range are one transaction: sqlmesh_project/config.py). Two
@@ -248,7 +250,7 @@ def test_thirty_kills_never_leave_the_mart_as_neither_before_nor_after(tmp_path)
     assert len(new) > len(old) > 0
     moments = [
         (stage, (i + 0.5) / count)
-        for stage, count in {"extract": 5, "transform": 20, "export": 5}.items()
+        for stage, count in {"extract": 5, "transform": 10, "export": 5}.items()
         for i in range(count)
     ]
     seen: list[str] = []
@@ -273,7 +275,7 @@ def test_thirty_kills_never_leave_the_mart_as_neither_before_nor_after(tmp_path)
         worker.start()
     for worker in workers:
         worker.join()
-    assert seen == ["ok"] * 30, [s for s in seen if s != "ok"]
+    assert seen == ["ok"] * 20, [s for s in seen if s != "ok"]
     for data in warehouses:
         completed(data, SECOND, tickers)
         assert query(data / "financial_etl.duckdb", QUERIES["mart"]) == new
