@@ -162,10 +162,10 @@ def test_30_day_batches_give_the_same_rows_as_one_full_run(tmp_path, prices, ful
 
 @pytest.mark.slow
 def test_one_day_at_a_time_gives_the_same_rows_as_one_full_run(tmp_path):
-    """December 2021 to September 2022 (every batch costs SQLMesh's fixed overhead): LATE
+    """Mid-December 2021 to mid-September 2022 (every batch costs SQLMesh's fixed overhead): LATE
     lists in March and HALT halts from June to August, so a listing, a halt and a
     resumption all happen one day at a time."""
-    start, end = dt.date(2021, 12, 1), dt.date(2022, 9, 30)
+    start, end = dt.date(2021, 12, 15), dt.date(2022, 9, 16)
     prices = mesh.history_with_gaps(start, end)
     assert prices[prices.ticker == "LATE"].date.min() == dt.date(2022, 3, 1)
     full_run = mesh.full_plan(tmp_path / "full.duckdb", prices, start, end)
