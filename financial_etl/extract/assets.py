@@ -294,7 +294,7 @@ def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartition
             # run's working folder (see pipeline_folder_lock).
             pipeline = extract_pipeline(settings)
             with (
-                storage_errors("the extract", raw_file(warehouse), on_failure=pipeline.drop_pending_packages),
+                storage_errors("the extract", raw_file(warehouse), on_failure=pipeline.abort_packages),
                 pipeline_settings(),
             ):
                 # A package left by a stopped or killed run: dlt would load it instead of this
