@@ -89,10 +89,14 @@ class Settings:
     suspicious_move_pct: float = DEFAULT_SUSPICIOUS_MOVE_PCT
     freshness_deadline_cron: str = DEFAULT_DEADLINE_CRON  # when the mart and the export are due
     warehouse_url: str | None = field(default=None, repr=False)  # FINANCIAL_ETL_WAREHOUSE: may hold a password
+    spark_metastore: str | None = None  # FINANCIAL_ETL_SPARK_METASTORE: thrift://host:port
+    sqlmesh_state_url: str | None = field(default=None, repr=False)  # FINANCIAL_ETL_SQLMESH_STATE: has a password
 
     @property
     def warehouse(self) -> Warehouse:
-        return parse_warehouse(self.warehouse_url, self.duckdb_path, self.sqlmesh_project_dir)
+        return parse_warehouse(
+            self.warehouse_url, self.duckdb_path, self.sqlmesh_project_dir, self.spark_metastore, self.sqlmesh_state_url
+        )
 
     @property
     def data_dir(self) -> Path:
@@ -380,8 +384,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not re.match(r"^(team:[A-Za-z0-9_-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$", owner):
         raise ConfigError(f"FINANCIAL_ETL_OWNER={owner!r} must be an email or team:<name>")
 
-    warehouse_url = get("WAREHOUSE")
-    parse_warehouse(warehouse_url, duckdb_path)  # a bad value fails here, named
+    warehouse_url, spark_metastore, sqlmesh_state_url = get("WAREHOUSE"), get("SPARK_METASTORE"), get("SQLMESH_STATE")
+    parse_warehouse(warehouse_url, duckdb_path, None, spark_metastore, sqlmesh_state_url)  # a bad value fails here
     alert_log = Path(get("ALERT_LOG") or duckdb_path.parent / "alerts.log").expanduser()
     if get("ALERT_WEBHOOK_URL") is not None:
         raise ConfigError(
@@ -414,4 +418,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "FINANCIAL_ETL_FRESHNESS_DEADLINE_CRON", get("FRESHNESS_DEADLINE_CRON")
         ),
         warehouse_url=warehouse_url,
+        spark_metastore=spark_metastore,
+        sqlmesh_state_url=sqlmesh_state_url,
     )

@@ -24,6 +24,8 @@ import pytest
 from financial_etl.settings import REPO_ROOT
 
 STARTUP_TIMEOUT_S = 240
+RUN_TIMEOUT_S = 300
+DAILY_JOB = "daily_stock_metrics"
 DG = Path(sys.executable).with_name("dg")  # dagster-dg-cli's command, beside this Python
 
 
@@ -154,3 +156,68 @@ def running_dagster_dev(root: Path, settings: Mapping[str, str] | None = None) -
         yield server
     finally:
         stop(process)
+
+
+# --- runs through GraphQL ---------------------------------------------------------------
+
+LAUNCH_RUN = """mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on Error { message } } }"""
+
+RUN_STATUS = """query Status($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { status } } }"""
+
+RUN_ERRORS = """query Errors($runId: ID!) { logsForRun(runId: $runId, limit: 5000) { __typename
+  ... on EventConnection { events { __typename
+    ... on ExecutionStepFailureEvent { stepKey error { message cause { message } } }
+    ... on RunFailureEvent { message } } } } }"""
+
+TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def launch_and_wait(
+    dagster_dev: DagsterDev, definitions: dict, tags: dict[str, str], timeout: float = RUN_TIMEOUT_S
+) -> tuple[str, str]:
+    """Launches job daily_stock_metrics with these run tags and waits for the daemon to
+    dequeue and finish it: (run id, final status)."""
+    run_id = launch(dagster_dev, definitions, tags)
+    return run_id, wait_for_run(dagster_dev, run_id, timeout)
+
+
+def launch(dagster_dev: DagsterDev, definitions: dict, tags: dict[str, str]) -> str:
+    """Launches job daily_stock_metrics with these run tags, as the UI's Materialize does: its run id."""
+    (repo,) = definitions["repositoriesOrError"]["nodes"]
+    launched = dagster_dev.graphql(
+        LAUNCH_RUN,
+        {
+            "params": {
+                "selector": {
+                    "repositoryLocationName": repo["location"]["name"],
+                    "repositoryName": repo["name"],
+                    "jobName": DAILY_JOB,
+                },
+                "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+                "runConfigData": {},
+            }
+        },
+    )["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    return launched["run"]["runId"]
+
+
+def wait_for_run(dagster_dev: DagsterDev, run_id: str, timeout: float = RUN_TIMEOUT_S) -> str:
+    """The run's final status, once it has one."""
+
+    def finished() -> str | None:
+        status = dagster_dev.graphql(RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
+        return status if status in TERMINAL else None
+
+    return wait_until(f"run {run_id} to finish", finished, timeout, dagster_dev, every=3)
+
+
+def run_errors(dagster_dev: DagsterDev, run_id: str) -> list[str]:
+    events = dagster_dev.graphql(RUN_ERRORS, {"runId": run_id})["logsForRun"].get("events", [])
+    return [
+        e.get("message")
+        or f"{e.get('stepKey')}: {e['error']['message']} {(e['error'].get('cause') or {}).get('message', '')}"
+        for e in events
+        if len(e) > 1
+    ]

@@ -25,10 +25,8 @@ from financial_etl.settings import load_settings
 from financial_etl.transform.chart import HEIGHT_PX, WIDTH_PX
 from financial_etl_tests import browser as browser_support
 from financial_etl_tests.browser import ARTIFACTS, PAGE_TIMEOUT_S, chromium, open_and_wait, require_chromium
-from financial_etl_tests.dagster_dev import DagsterDev, running_dagster_dev, wait_until
+from financial_etl_tests.dagster_dev import DagsterDev, launch_and_wait, run_errors, running_dagster_dev
 
-RUN_TIMEOUT_S = 300
-DAILY_JOB = "daily_stock_metrics"
 # asset key -> group
 ASSETS = {"raw/eod_prices_raw": "extract", "marts/stock_metrics": "transform", "dbo/Dim_Stock_Metrics": "export"}
 MART_CHECKS = {
@@ -63,16 +61,6 @@ DEFINITIONS = """{
     schedules { name scheduleState { status } } sensors { name sensorState { status } } } } }
 }"""
 
-LAUNCH_RUN = """mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
-  __typename ... on LaunchRunSuccess { run { runId } } ... on Error { message } } }"""
-
-RUN_STATUS = """query Status($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { status } } }"""
-
-RUN_ERRORS = """query Errors($runId: ID!) { logsForRun(runId: $runId, limit: 5000) { __typename
-  ... on EventConnection { events { __typename
-    ... on ExecutionStepFailureEvent { stepKey error { message cause { message } } }
-    ... on RunFailureEvent { message } } } } }"""
-
 MART_RESULTS = """{
   assetNodes { assetKey { path } assetMaterializations(limit: 1) { runId partition } }
   assetNodeOrError(assetKey: {path: ["marts", "stock_metrics"]}) { __typename ... on AssetNode {
@@ -81,8 +69,6 @@ MART_RESULTS = """{
     assetMaterializations(limit: 1) { runId partition metadataEntries { __typename label
       ... on IntMetadataEntry { intValue } ... on MarkdownMetadataEntry { mdStr } } } } }
 }"""
-
-TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
 def key(path: Sequence[str]) -> str:
@@ -99,44 +85,6 @@ class Materialized:
 @pytest.fixture(scope="module")
 def definitions(dagster_dev: DagsterDev) -> dict:
     return dagster_dev.graphql(DEFINITIONS)
-
-
-def launch_and_wait(dagster_dev: DagsterDev, definitions: dict, tags: dict[str, str]) -> tuple[str, str]:
-    """Launches job daily_stock_metrics with these run tags and waits for the daemon to
-    dequeue and finish it: (run id, final status)."""
-    (repo,) = definitions["repositoriesOrError"]["nodes"]
-    launched = dagster_dev.graphql(
-        LAUNCH_RUN,
-        {
-            "params": {
-                "selector": {
-                    "repositoryLocationName": repo["location"]["name"],
-                    "repositoryName": repo["name"],
-                    "jobName": DAILY_JOB,
-                },
-                "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
-                "runConfigData": {},
-            }
-        },
-    )["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
-
-    def finished() -> str | None:
-        status = dagster_dev.graphql(RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
-        return status if status in TERMINAL else None
-
-    return run_id, wait_until(f"run {run_id} to finish", finished, RUN_TIMEOUT_S, dagster_dev, every=3)
-
-
-def run_errors(dagster_dev: DagsterDev, run_id: str) -> list[str]:
-    events = dagster_dev.graphql(RUN_ERRORS, {"runId": run_id})["logsForRun"].get("events", [])
-    return [
-        e.get("message")
-        or f"{e.get('stepKey')}: {e['error']['message']} {(e['error'].get('cause') or {}).get('message', '')}"
-        for e in events
-        if len(e) > 1
-    ]
 
 
 @pytest.fixture(scope="module")

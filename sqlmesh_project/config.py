@@ -12,8 +12,12 @@ DuckDB's dialect and SQLMesh transpiles it:
 - `postgresql://user:password@host:port/database`: PostgreSQL, SQLMesh's state in it
   (schema `sqlmesh`);
 - `spark` or `spark:<master>` (default `local[2]`): Spark SQL with Parquet tables under
-  `spark-warehouse/` beside the DuckDB path; SQLMesh's state in `sqlmesh-state.duckdb`
-  there (SQLMesh does not keep state in Spark).
+  `spark-warehouse/` beside the DuckDB path, their catalog in an embedded Derby metastore;
+  SQLMesh's state in `sqlmesh-state.duckdb` there (SQLMesh does not keep state in Spark).
+- `spark://host:port`, a standalone cluster's master, the same; with
+  FINANCIAL_ETL_SPARK_METASTORE=thrift://host:port the catalog is that shared Hive
+  metastore service, and FINANCIAL_ETL_SQLMESH_STATE=postgresql://... holds SQLMesh's
+  state, so several processes can run on the warehouse at once.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from sqlmesh.core.engine_adapter import DuckDBEngineAdapter
 
 GATEWAY = "warehouse"
 SPARK_MASTER = "local[2]"
+SPARK_CLUSTER_CORES = "2"  # each application's cores on a standalone cluster
 # Every indicator reads at most the last 50 trading rows up to its own (sma_50_day): a
 # batch reads that many rows before its first day, and a re-loaded day changes the mart
 # up to that many rows later. The model reads it as @lookback_rows.
@@ -53,25 +58,36 @@ def duckdb_settings(database: str) -> dict[str, str]:
     return {"memory_limit": DUCKDB_MEMORY_LIMIT, "temp_directory": f"{database}.tmp"}
 
 
-def spark_conf(duckdb_path: str, master: str = SPARK_MASTER) -> dict[str, str]:
-    """A local Spark's session settings: Parquet tables under the data folder, their catalog
-    in an embedded Derby metastore beside them (one process at a time: see docs/scaling-out.md)."""
+def spark_conf(duckdb_path: str, master: str = SPARK_MASTER, metastore: str | None = None) -> dict[str, str]:
+    """Spark's session settings: Parquet tables under the data folder, their catalog in the
+    Hive metastore service at `metastore` (thrift://host:port), or else in an embedded
+    Derby metastore beside them (one process at a time: see docs/scaling-out.md)."""
     folder = Path(duckdb_path).parent
-    metastore = folder / "spark-metastore"
-    metastore_db = metastore / "metastore_db"
+    if metastore:
+        catalog = {"spark.hadoop.hive.metastore.uris": metastore}
+    else:
+        derby = folder / "spark-metastore"
+        database = derby / "metastore_db"
+        catalog = {
+            "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={database};create=true",
+            "spark.driver.extraJavaOptions": f"-Dderby.system.home={derby}",
+        }
+    if master.startswith("spark://"):
+        # A standalone master gives an application every free core unless capped: the code
+        # server's idle session would starve the runs (and a CLI run) beside it.
+        catalog |= {"spark.cores.max": SPARK_CLUSTER_CORES, "spark.executor.memory": "1g"}
     return {
         "spark.master": master,
         "spark.app.name": "financial_etl",
         "spark.sql.warehouse.dir": str(folder / "spark-warehouse"),
         "spark.sql.catalogImplementation": "hive",
-        "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={metastore_db};create=true",
+        **catalog,
         "spark.sql.legacy.createHiveTableByDefault": "false",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": "4",
         "spark.ui.enabled": "false",
         "spark.log.level": "ERROR",
         "spark.ui.showConsoleProgress": "false",
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={metastore}",
     }
 
 
@@ -121,8 +137,11 @@ class TransactionalDuckDBConnectionConfig(DuckDBConnectionConfig):
         return TransactionalDuckDBEngineAdapter
 
 
-def gateway(duckdb_path: str, warehouse: str | None = None) -> GatewayConfig:
-    """The gateway for FINANCIAL_ETL_WAREHOUSE (see the module's docstring)."""
+def gateway(
+    duckdb_path: str, warehouse: str | None = None, metastore: str | None = None, state: str | None = None
+) -> GatewayConfig:
+    """The gateway for FINANCIAL_ETL_WAREHOUSE (see the module's docstring); `metastore` and
+    `state` are FINANCIAL_ETL_SPARK_METASTORE and FINANCIAL_ETL_SQLMESH_STATE."""
     if not warehouse or warehouse == "duckdb":
         # State in the warehouse file itself: a deleted warehouse leaves no stale intervals.
         return GatewayConfig(
@@ -131,33 +150,46 @@ def gateway(duckdb_path: str, warehouse: str | None = None) -> GatewayConfig:
             )
         )
     if warehouse == "spark" or warehouse.startswith("spark:"):
-        master = warehouse.partition(":")[2] or SPARK_MASTER
-        state = str(Path(duckdb_path).parent / "sqlmesh-state.duckdb")
+        master = warehouse if warehouse.startswith("spark://") else warehouse.partition(":")[2] or SPARK_MASTER
+        if state:
+            state_connection = postgres(state)
+        else:
+            state_file = str(Path(duckdb_path).parent / "sqlmesh-state.duckdb")
+            state_connection = DuckDBConnectionConfig(database=state_file, connector_config=duckdb_settings(state_file))
         return GatewayConfig(
-            connection=SparkConnectionConfig(config=spark_conf(duckdb_path, master)),
-            state_connection=DuckDBConnectionConfig(database=state, connector_config=duckdb_settings(state)),
+            connection=SparkConnectionConfig(config=spark_conf(duckdb_path, master, metastore)),
+            state_connection=state_connection,
         )
-    parts = urlsplit(warehouse)
-    if parts.scheme in ("postgresql", "postgres"):
-        return GatewayConfig(
-            connection=PostgresConnectionConfig(
-                host=parts.hostname or "localhost",
-                port=parts.port or 5432,
-                user=unquote(parts.username or ""),
-                password=unquote(parts.password or ""),
-                database=parts.path.lstrip("/"),
-            )
-        )
+    if urlsplit(warehouse).scheme in ("postgresql", "postgres"):
+        return GatewayConfig(connection=postgres(warehouse))
     raise ValueError(
         "FINANCIAL_ETL_WAREHOUSE must be duckdb, spark[:<master>] or postgresql://user:password@host:port/database"
     )
 
 
-def build_config(duckdb_path: str, start_date: str, unit_tests: bool = True, warehouse: str | None = None) -> Config:
+def postgres(url: str) -> PostgresConnectionConfig:
+    parts = urlsplit(url)
+    return PostgresConnectionConfig(
+        host=parts.hostname or "localhost",
+        port=parts.port or 5432,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        database=parts.path.lstrip("/"),
+    )
+
+
+def build_config(
+    duckdb_path: str,
+    start_date: str,
+    unit_tests: bool = True,
+    warehouse: str | None = None,
+    metastore: str | None = None,
+    state: str | None = None,
+) -> Config:
     """`unit_tests=False` leaves tests/ unread (a pipeline run skips them; parsing their YAML
     was a quarter of a definitions load). SQLMesh's unit tests always run on DuckDB."""
     return Config(
-        gateways={GATEWAY: gateway(duckdb_path, warehouse)},
+        gateways={GATEWAY: gateway(duckdb_path, warehouse, metastore, state)},
         default_gateway=GATEWAY,
         model_defaults=ModelDefaultsConfig(dialect="duckdb", start=start_date),
         variables=VARIABLES,
@@ -171,4 +203,6 @@ config = build_config(
     os.environ.get("FINANCIAL_ETL_DUCKDB_PATH") or str(DEFAULT_DUCKDB_PATH),
     os.environ.get("FINANCIAL_ETL_START_DATE") or DEFAULT_START,
     warehouse=os.environ.get("FINANCIAL_ETL_WAREHOUSE"),
+    metastore=os.environ.get("FINANCIAL_ETL_SPARK_METASTORE"),
+    state=os.environ.get("FINANCIAL_ETL_SQLMESH_STATE"),
 )

@@ -48,17 +48,23 @@ from sqlmesh.core.config import Config as MeshConfig
 from sqlmesh.core.model import Model
 
 from financial_etl.settings import Settings
-from financial_etl.warehouse.engines import WAREHOUSE_ENV
+from financial_etl.warehouse.engines import STATE_ENV, WAREHOUSE_ENV
 from financial_etl.warehouse.project import project_config_module
 
 PROD = "prod"
 
 
 def mesh_config(
-    project_dir: str, duckdb_path: str, start_date: str, unit_tests: bool = True, warehouse: str | None = None
+    project_dir: str,
+    duckdb_path: str,
+    start_date: str,
+    unit_tests: bool = True,
+    warehouse: str | None = None,
+    metastore: str | None = None,
+    state: str | None = None,
 ) -> MeshConfig:
     return project_config_module(project_dir).build_config(
-        duckdb_path, start_date, unit_tests=unit_tests, warehouse=warehouse
+        duckdb_path, start_date, unit_tests=unit_tests, warehouse=warehouse, metastore=metastore, state=state
     )
 
 
@@ -82,11 +88,14 @@ class ProjectSQLMeshConfig(SQLMeshContextConfig):
     """Carries the warehouse path and start date explicitly (handed to config.py's
     `build_config`, not read from the environment), so the config Dagster serializes into
     each step process names the same database. A server warehouse's URL holds a password,
-    so the config names only the variable it is read from (FINANCIAL_ETL_WAREHOUSE)."""
+    so the config names only the variables it is read from (FINANCIAL_ETL_WAREHOUSE,
+    FINANCIAL_ETL_SQLMESH_STATE)."""
 
     duckdb_path: str
     start_date: str
     warehouse_env: str = ""
+    spark_metastore: str = ""
+    state_env: str = ""
 
     def get_translator(self) -> SQLMeshDagsterTranslator:
         # dagster-sqlmesh re-instantiates the translator from the config in each process.
@@ -95,7 +104,15 @@ class ProjectSQLMeshConfig(SQLMeshContextConfig):
     @property
     def sqlmesh_config(self) -> MeshConfig:
         warehouse = os.environ.get(self.warehouse_env) if self.warehouse_env else None
-        return mesh_config(self.path, self.duckdb_path, self.start_date, unit_tests=False, warehouse=warehouse)
+        return mesh_config(
+            self.path,
+            self.duckdb_path,
+            self.start_date,
+            unit_tests=False,
+            warehouse=warehouse,
+            metastore=self.spark_metastore or None,
+            state=os.environ.get(self.state_env) if self.state_env else None,
+        )
 
 
 def project_sqlmesh_config(settings: Settings) -> ProjectSQLMeshConfig:
@@ -105,6 +122,8 @@ def project_sqlmesh_config(settings: Settings) -> ProjectSQLMeshConfig:
         duckdb_path=str(settings.duckdb_path),
         start_date=settings.start_date.isoformat(),
         warehouse_env="" if settings.warehouse.engine == "duckdb" else WAREHOUSE_ENV,
+        spark_metastore=settings.warehouse.spark_metastore or "",
+        state_env=STATE_ENV if settings.warehouse.state_url else "",
     )
 
 

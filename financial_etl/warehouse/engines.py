@@ -7,9 +7,14 @@
   runs may write at once: PostgreSQL's transactions keep each statement whole, and the
   stages that must not interleave (the extract's merge, SQLMesh, the export's load) take
   a PostgreSQL advisory lock each instead of the file lock (`stage_lock`).
-- Spark (`spark` or `spark:<master>`): dlt merges raw into the DuckDB file and publishes
-  it as Parquet (lake.py); SQLMesh's spark gateway (config.py) runs the model and its
-  audits; the pipeline's own reads use the same session.
+- Spark (`spark`, `spark:<master>` or a standalone cluster's `spark://host:port`): dlt
+  merges raw into the DuckDB file and publishes it as Parquet (lake.py); SQLMesh's spark
+  gateway (config.py) runs the model and its audits; the pipeline's own reads use the same
+  session. Alone, Spark keeps its catalog in an embedded Derby metastore (one process at
+  a time); with a shared Hive metastore service (FINANCIAL_ETL_SPARK_METASTORE) and
+  SQLMesh's state in PostgreSQL (FINANCIAL_ETL_SQLMESH_STATE), several processes (the
+  Dagster code server, its runs, a CLI run) share the warehouse, and the stages that must
+  not interleave take advisory locks in the state's database.
 
 The pipeline's own queries (checks, sensors, the export's read) are written once in
 DuckDB's dialect, with `?` parameters, and sqlglot writes them for the engine, as SQLMesh
@@ -21,6 +26,7 @@ through `spark.sql(args=...)`.
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -36,6 +42,8 @@ from sqlglot.tokens import TokenType
 from financial_etl.errors import ConfigError, WarehouseUnavailableError, redact_secrets
 
 WAREHOUSE_ENV = "FINANCIAL_ETL_WAREHOUSE"
+METASTORE_ENV = "FINANCIAL_ETL_SPARK_METASTORE"
+STATE_ENV = "FINANCIAL_ETL_SQLMESH_STATE"
 ENGINES = ("duckdb", "postgres", "spark")  # the values of Warehouse.engine
 SPARK_MASTER = "local[2]"
 
@@ -51,23 +59,37 @@ class Warehouse:
     url: str | None = field(default=None, repr=False)  # PostgreSQL's, with its password
     spark_master: str = SPARK_MASTER
     project_dir: Path | None = None  # the SQLMesh project, whose config.py has Spark's settings
+    spark_metastore: str | None = None  # a Hive metastore service's thrift:// URI (None: Derby)
+    state_url: str | None = field(default=None, repr=False)  # SQLMesh's state in PostgreSQL, with its password
+
+    @property
+    def shared(self) -> bool:
+        """Spark with a shared catalog and state: several processes may open it at once."""
+        return self.engine == "spark" and self.spark_metastore is not None
 
     def describe(self) -> str:
         """Where the warehouse is, without its password: for logs, metadata and the UI."""
         if self.engine == "duckdb":
             return str(self.duckdb_path)
         if self.engine == "spark":
-            return f"Spark {self.spark_master}, tables under {self.duckdb_path.parent / 'spark-warehouse'}"
+            catalog = f"metastore {self.spark_metastore}" if self.spark_metastore else "Derby metastore"
+            return f"Spark {self.spark_master}, {catalog}, tables under {self.duckdb_path.parent / 'spark-warehouse'}"
         return redact_url(self.url or "")
 
     def redact(self, text: str) -> str:
-        return redact_secrets(text, [urlsplit(self.url).password if self.url else None])
+        return redact_secrets(text, [urlsplit(url).password if url else None for url in (self.url, self.state_url)])
 
     def setting(self) -> str | None:
         """The FINANCIAL_ETL_WAREHOUSE value config.py reads (None: the DuckDB file)."""
         if self.engine == "postgres":
             return self.url
-        return f"spark:{self.spark_master}" if self.engine == "spark" else None
+        if self.engine == "spark":
+            return self.spark_master if self.spark_master.startswith("spark://") else f"spark:{self.spark_master}"
+        return None
+
+    def mesh_settings(self) -> dict[str, str | None]:
+        """config.py's `build_config` arguments for this warehouse."""
+        return {"warehouse": self.setting(), "metastore": self.spark_metastore, "state": self.state_url}
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -87,36 +109,47 @@ class Warehouse:
             with con:
                 yield DuckDBConnection(con, self)
         elif self.engine == "postgres":
-            import adbc_driver_manager
-            import adbc_driver_postgresql.dbapi
-
-            try:
-                con = adbc_driver_postgresql.dbapi.connect(_libpq_uri(self.url or ""), autocommit=True)
-            except adbc_driver_manager.OperationalError as exc:
-                raise WarehouseUnavailableError(
-                    f"cannot connect to the warehouse {self.describe()} ({WAREHOUSE_ENV}): "
-                    f"{self.redact(str(exc)).strip()}"
-                ) from None
-            try:
-                yield PostgresConnection(con, self)
-            finally:
-                con.close()
+            with _postgres(self, self.url or "") as con:
+                yield con
         else:
             yield SparkConnection(spark_session(self), self)
+
+    def check_servers(self) -> None:
+        """WarehouseUnavailableError, naming the setting, when a server the warehouse needs
+        does not answer: PostgreSQL's, or a shared Spark's master, metastore and state."""
+        if self.engine == "postgres":
+            with self.connect() as con:
+                con.execute("SELECT 1")
+            return
+        for name, url in ((WAREHOUSE_ENV, self.spark_master), (METASTORE_ENV, self.spark_metastore)):
+            parts = urlsplit(url or "")
+            if parts.scheme in ("spark", "thrift"):
+                try:
+                    socket.create_connection((parts.hostname, parts.port), timeout=10).close()
+                except OSError as exc:
+                    reason = exc.strerror or exc
+                    raise WarehouseUnavailableError(f"cannot connect to {url} ({name}): {reason}") from None
+        if self.state_url:
+            with _postgres(self, self.state_url) as con:
+                con.execute("SELECT 1")
 
     def stage_lock(self, name: str, log: Callable[[str], None] | None = None):
         """Held while a stage writes. DuckDB and a local Spark: the warehouse's file lock
         (one process at a time). PostgreSQL: an advisory lock per stage `name`, so two runs
         never merge into raw or run SQLMesh at the same time, and the rest overlaps."""
         if self.engine == "postgres":
-            return _advisory_lock(self, name)
+            return _advisory_lock(self, self.url or "", name)
+        if self.shared and self.state_url:
+            # The extract's DuckDB staging file is opened only under the "extract" lock.
+            return _advisory_lock(self, self.state_url, name)
         from financial_etl.warehouse.lock import warehouse_lock
 
         return warehouse_lock(self.duckdb_path, log=log)
 
     def reader_lock(self, log: Callable[[str], None] | None = None):
-        """Held while reading: DuckDB refuses readers beside a writer process."""
-        return nullcontext() if self.engine == "postgres" else self.stage_lock("read", log)
+        """Held while reading: DuckDB refuses readers beside a writer process, and Derby
+        admits one process. A server or a shared metastore needs none."""
+        return nullcontext() if self.engine == "postgres" or self.shared else self.stage_lock("read", log)
 
 
 class Result:
@@ -312,14 +345,35 @@ def _libpq_uri(url: str) -> str:
 
 
 @contextmanager
-def _advisory_lock(warehouse: Warehouse, name: str) -> Iterator[None]:
+def _advisory_lock(warehouse: Warehouse, url: str, name: str) -> Iterator[None]:
+    """PostgreSQL's session-level advisory lock `name` on the server at `url`."""
     key = int.from_bytes(hashlib.sha256(f"financial_etl:{name}".encode()).digest()[:8], "big", signed=True)
-    with warehouse.connect() as con:
+    with _postgres(warehouse, url) as con:
         con.execute("SELECT pg_advisory_lock(?)", [key])
         try:
             yield
         finally:
             con.execute("SELECT pg_advisory_unlock(?)", [key])
+
+
+@contextmanager
+def _postgres(warehouse: Warehouse, url: str) -> Iterator[PostgresConnection]:
+    import adbc_driver_manager
+    import adbc_driver_postgresql.dbapi
+
+    try:
+        con = adbc_driver_postgresql.dbapi.connect(_libpq_uri(url), autocommit=True)
+    except adbc_driver_manager.OperationalError as exc:
+        what = (
+            f"the warehouse {redact_url(url)} ({WAREHOUSE_ENV})"
+            if url == warehouse.url
+            else f"SQLMesh's state {redact_url(url)} ({STATE_ENV})"
+        )
+        raise WarehouseUnavailableError(f"cannot connect to {what}: {warehouse.redact(str(exc)).strip()}") from None
+    try:
+        yield PostgresConnection(con, warehouse)
+    finally:
+        con.close()
 
 
 def spark_session(warehouse: Warehouse):
@@ -329,7 +383,7 @@ def spark_session(warehouse: Warehouse):
     from financial_etl.warehouse.project import project_config_module
 
     conf = project_config_module(str(warehouse.project_dir)).spark_conf(
-        str(warehouse.duckdb_path), warehouse.spark_master
+        str(warehouse.duckdb_path), warehouse.spark_master, warehouse.spark_metastore
     )
     builder = SparkSession.builder
     for key, value in conf.items():
@@ -346,33 +400,65 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
-def parse_warehouse(value: str | None, duckdb_path: Path, project_dir: Path | None = None) -> Warehouse:
-    """FINANCIAL_ETL_WAREHOUSE → the warehouse; a ConfigError names a bad value (redacted)."""
-    if not value or value.strip().lower() == "duckdb":
+def parse_warehouse(
+    value: str | None,
+    duckdb_path: Path,
+    project_dir: Path | None = None,
+    metastore: str | None = None,
+    state: str | None = None,
+) -> Warehouse:
+    """FINANCIAL_ETL_WAREHOUSE (with a Spark warehouse, FINANCIAL_ETL_SPARK_METASTORE and
+    FINANCIAL_ETL_SQLMESH_STATE) → the warehouse; a ConfigError names a bad value (redacted)."""
+    value = (value or "").strip()
+    engine = "spark" if value == "spark" or value.startswith("spark:") else None
+    for name, given in ((METASTORE_ENV, metastore), (STATE_ENV, state)):
+        if given is not None and engine != "spark":
+            raise ConfigError(f"{name} is read only with a Spark warehouse ({WAREHOUSE_ENV}=spark://host:port)")
+    if not value or value.lower() == "duckdb":
         return Warehouse("duckdb", duckdb_path, project_dir=project_dir)
-    value = value.strip()
-    if value == "spark" or value.startswith("spark:"):
+    if engine == "spark":
+        master = value if value.startswith("spark://") else value.partition(":")[2] or SPARK_MASTER
+        if master.startswith("spark://"):
+            _check_url(WAREHOUSE_ENV, master, ("spark",), "spark://host:port", database=False)
+        if metastore is not None:
+            _check_url(METASTORE_ENV, metastore, ("thrift",), "thrift://host:port", database=False)
+            if state is None:
+                raise ConfigError(
+                    f"{METASTORE_ENV} shares Spark's catalog between processes; SQLMesh's state must be shared "
+                    f"too: set {STATE_ENV}=postgresql://user:password@host:port/database"
+                )
+        if state is not None:
+            _check_url(STATE_ENV, state, ("postgresql", "postgres"), "postgresql://user:password@host:port/database")
         return Warehouse(
-            "spark", duckdb_path, spark_master=value.partition(":")[2] or SPARK_MASTER, project_dir=project_dir
+            "spark",
+            duckdb_path,
+            spark_master=master,
+            project_dir=project_dir,
+            spark_metastore=metastore,
+            state_url=state,
         )
-    parts = urlsplit(value)
-    if parts.scheme in ("postgresql", "postgres"):
-        problems = [
-            what
-            for what, ok in (("host", parts.hostname), ("user", parts.username), ("database", parts.path.strip("/")))
-            if not ok
-        ]
-        try:
-            _ = parts.port  # urllib checks the port only when it is read
-        except ValueError:
-            problems.append("a numeric port")
-        if problems:
-            raise ConfigError(
-                f"{WAREHOUSE_ENV}={redact_url(value)!r} lacks {', '.join(problems)}: "
-                "use postgresql://user:password@host:port/database"
-            )
+    if urlsplit(value).scheme in ("postgresql", "postgres"):
+        _check_url(WAREHOUSE_ENV, value, ("postgresql", "postgres"), "postgresql://user:password@host:port/database")
         return Warehouse("postgres", duckdb_path, url=value, project_dir=project_dir)
     raise ConfigError(
         f"{WAREHOUSE_ENV}={redact_url(value)!r} is not a warehouse: use duckdb (the default), "
-        "spark[:<master>] or postgresql://user:password@host:port/database"
+        "spark[:<master>], spark://host:port or postgresql://user:password@host:port/database"
     )
+
+
+def _check_url(name: str, value: str, schemes: tuple[str, ...], form: str, database: bool = True) -> None:
+    parts = urlsplit(value)
+    wanted = [("host", parts.hostname)]
+    if database:
+        wanted += [("user", parts.username), ("database", parts.path.strip("/"))]
+    problems = [what for what, ok in wanted if not ok]
+    if parts.scheme not in schemes:
+        problems.insert(0, f"the scheme {schemes[0]}://")
+    try:
+        port = parts.port  # urllib checks the port only when it is read
+    except ValueError:
+        port = -1
+    if port == -1 or (not database and port is None):
+        problems.append("a numeric port")
+    if problems:
+        raise ConfigError(f"{name}={redact_url(value)!r} lacks {', '.join(problems)}: use {form}")

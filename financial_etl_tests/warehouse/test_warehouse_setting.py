@@ -53,3 +53,75 @@ def test_a_postgresql_that_refuses_the_login_is_a_connection_error(workdir, clea
     assert code == EXIT_CONNECTION, out
     assert f'password authentication failed for user "{postgres.user}"' in out
     assert PASSWORD not in out
+
+
+STATE = f"postgresql://etl:{PASSWORD}@127.0.0.1:1/sqlmesh_state"
+
+
+@pytest.mark.parametrize(
+    "settings, says",
+    [
+        (
+            {"FINANCIAL_ETL_WAREHOUSE": "spark://127.0.0.1"},
+            "FINANCIAL_ETL_WAREHOUSE='spark://127.0.0.1' lacks a numeric port",
+        ),
+        (
+            {"FINANCIAL_ETL_WAREHOUSE": "spark://127.0.0.1:7077", "FINANCIAL_ETL_SPARK_METASTORE": "127.0.0.1:9083"},
+            "FINANCIAL_ETL_SPARK_METASTORE='127.0.0.1:9083' lacks the scheme thrift://",
+        ),
+        (
+            {"FINANCIAL_ETL_WAREHOUSE": "spark://127.0.0.1:7077", "FINANCIAL_ETL_SPARK_METASTORE": "thrift://h:9083"},
+            "SQLMesh's state must be shared too: set FINANCIAL_ETL_SQLMESH_STATE",
+        ),
+        ({"FINANCIAL_ETL_SQLMESH_STATE": STATE}, "FINANCIAL_ETL_SQLMESH_STATE is read only with a Spark warehouse"),
+        (
+            {"FINANCIAL_ETL_WAREHOUSE": "spark://127.0.0.1:7077", "FINANCIAL_ETL_SQLMESH_STATE": "mysql://etl:x@h/db"},
+            "FINANCIAL_ETL_SQLMESH_STATE='mysql://etl:***@h/db' lacks the scheme postgresql://",
+        ),
+    ],
+)
+def test_a_spark_deployment_setting_that_is_wrong_is_a_configuration_error(workdir, clean_env, capsys, settings, says):
+    for name, value in settings.items():
+        clean_env.setenv(name, value)
+    code, out = run(clean_env, workdir, capsys, settings.get("FINANCIAL_ETL_WAREHOUSE", "duckdb"))
+    assert code == EXIT_CONFIG, out
+    assert says in out
+    assert PASSWORD not in out
+
+
+def test_a_cluster_whose_servers_do_not_answer_is_a_connection_error_naming_the_setting(workdir, clean_env, capsys):
+    """Checked before anything runs: the master, then the metastore, then SQLMesh's state."""
+    clean_env.setenv("FINANCIAL_ETL_SPARK_METASTORE", "thrift://127.0.0.1:1")
+    clean_env.setenv("FINANCIAL_ETL_SQLMESH_STATE", STATE)
+    code, out = run(clean_env, workdir, capsys, "spark://127.0.0.1:1")
+    assert code == EXIT_CONNECTION, out
+    assert "cannot connect to spark://127.0.0.1:1 (FINANCIAL_ETL_WAREHOUSE)" in out
+    assert PASSWORD not in out
+
+
+def test_the_warehouse_setting_chooses_the_spark_master_the_catalog_and_the_state(tmp_path):
+    from financial_etl.settings import SQLMESH_PROJECT_DIR
+    from financial_etl.transform.sqlmesh_adapter import mesh_config
+    from financial_etl.warehouse.engines import parse_warehouse
+
+    db = tmp_path / "data" / "financial_etl.duckdb"
+    local = parse_warehouse("spark:local[4]", db, SQLMESH_PROJECT_DIR)
+    cluster = parse_warehouse("spark://10.0.0.5:7077", db, SQLMESH_PROJECT_DIR, "thrift://10.0.0.6:9083", STATE)
+    assert (local.spark_master, local.shared) == ("local[4]", False)
+    assert (cluster.spark_master, cluster.shared) == ("spark://10.0.0.5:7077", True)
+    assert PASSWORD not in repr(cluster) and PASSWORD not in cluster.describe()
+
+    def gateway(warehouse):
+        config = mesh_config(str(SQLMESH_PROJECT_DIR), str(db), "2024-01-02", **warehouse.mesh_settings())
+        return config.gateways["warehouse"]
+
+    spark = gateway(cluster).connection.config
+    assert spark["spark.master"] == "spark://10.0.0.5:7077"
+    assert spark["spark.hadoop.hive.metastore.uris"] == "thrift://10.0.0.6:9083"
+    assert not any("derby" in value.lower() for value in spark.values())
+    state = gateway(cluster).state_connection
+    assert (state.type_, state.host, state.port, state.database) == ("postgres", "127.0.0.1", 1, "sqlmesh_state")
+    local_gateway = gateway(local)
+    assert local_gateway.connection.config["spark.master"] == "local[4]"
+    assert "derby" in local_gateway.connection.config["spark.hadoop.javax.jdo.option.ConnectionURL"]
+    assert local_gateway.state_connection.type_ == "duckdb"
