@@ -309,12 +309,15 @@ def main(argv=None) -> int:
     e.add_argument("--days", type=int, default=2500)
     e.add_argument("--out", type=Path, default=RESULTS)
     w = sub.add_parser(
-        "engines", help="transform on DuckDB, PostgreSQL and Spark; export to PostgreSQL per loader format"
+        "engines",
+        help="transform on DuckDB, PostgreSQL, Spark local[2] and a Spark cluster; export to PostgreSQL per format",
     )
     w.add_argument("--tickers", type=int, default=100)
     w.add_argument("--days", type=int, default=2500)
     w.add_argument(
-        "--engines", type=lambda text: [x.strip() for x in text.split(",")], default=["duckdb", "postgres", "spark"]
+        "--engines",
+        type=lambda text: [x.strip() for x in text.split(",")],
+        default=["duckdb", "postgres", "spark", "spark-cluster"],
     )
     w.add_argument("--out", type=Path, default=RESULTS)
     c = sub.add_parser("change", help="landing a model change: mart rebuild and export re-send beside a full refresh")
