@@ -1,6 +1,6 @@
 """Shared fixtures: a clean FINANCIAL_ETL_* environment in a temp dir, a CSV history to
-point it at, and a PostgreSQL server for the export tests. Helper functions live in
-financial_etl_tests/helpers.py.
+point it at, a PostgreSQL server for the export tests, and a Spark cluster with a Hive
+metastore service. Helper functions live in financial_etl_tests/helpers.py.
 
 Before anything is collected, pytest_configure checks the system packages the tests need
 (financial_etl_tests/system_packages.py) and stops the run with one line naming any that
@@ -106,6 +106,17 @@ def postgres_server():
     server = start_postgres()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(postgres_server):
+    """A Spark standalone cluster and a Hive metastore service (spark_cluster.py), one per
+    xdist worker; sessions connect with `spark_cluster.client_conf(warehouse_dir)`."""
+    from financial_etl_tests.spark_cluster import start_spark_cluster
+
+    cluster = start_spark_cluster(postgres_server)
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

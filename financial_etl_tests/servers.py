@@ -96,12 +96,14 @@ class PostgresServer:
             cur.execute(sql, params)
             return cur.fetchall()
 
-    def reset_database(self) -> None:
+    def reset_database(self, database: str | None = None) -> None:
+        """`database` (the mart's by default) dropped if there, and created empty."""
+        name = database or self.database
         con = self.connect("postgres")
         con.autocommit = True
         with con.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
-            cur.execute(f"CREATE DATABASE {self.database}")
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            cur.execute(f"CREATE DATABASE {name}")
         con.close()
 
 

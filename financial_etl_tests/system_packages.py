@@ -23,7 +23,8 @@ INSTALL_COMMAND = "scripts/install-system-packages"
 @dataclass(frozen=True)
 class SystemPackage:
     package: str  # the Debian package that provides `needs`
-    kind: str  # "library": loadable by its soname; "executable": a path (glob); "command": on PATH
+    kind: str  # "library": loadable by its soname; "executable": a path (glob); "file": a readable path;
+    # "command": on PATH
     needs: str
     why: str
 
@@ -47,6 +48,7 @@ def _executable(pattern: str) -> bool:
 PROBES: dict[str, Callable[[str], bool]] = {
     "library": _loads,
     "executable": _executable,
+    "file": lambda path: os.access(path, os.R_OK),
     "command": lambda name: shutil.which(name) is not None,
 }
 
@@ -69,6 +71,18 @@ PACKAGES: tuple[SystemPackage, ...] = (
     SystemPackage("chromium-driver", "executable", "/usr/bin/chromedriver", "the UI test (browser.py)"),
     SystemPackage(
         "openjdk-17-jre-headless", "command", "java", "pyspark (warehouse/test_engines.py runs the model on Spark)"
+    ),
+    SystemPackage(
+        "libpostgresql-jdbc-java",
+        "file",
+        "/usr/share/java/postgresql.jar",
+        "the Hive metastore service keeps its tables in PostgreSQL (scripts/spark-cluster, spark_cluster.py)",
+    ),
+    SystemPackage(
+        "libdisruptor-java",
+        "file",
+        "/usr/share/java/disruptor.jar",
+        "the Hive metastore service: Hive's logging picks log4j2's async loggers (scripts/spark-cluster)",
     ),
 )
 

@@ -23,11 +23,13 @@ def test_each_probe_finds_what_is_there_and_not_what_is_not(tmp_path):
         SystemPackage("libc6", "library", "libc.so.6", ""),
         SystemPackage("a-tool", "executable", str(tmp_path / "t*"), ""),
         SystemPackage("coreutils", "command", "ls", ""),
+        SystemPackage("a-jar", "file", str(tool), ""),
     ]
     gone = [
         SystemPackage("libnothing1", "library", "libnothing-here.so.1", ""),
         SystemPackage("no-tool", "executable", str(tmp_path / "none-*"), ""),
         SystemPackage("no-command", "command", "no-such-command-7731", ""),
+        SystemPackage("no-jar", "file", str(tmp_path / "none.jar"), ""),
     ]
     assert missing(tuple(there + gone)) == gone
     assert missing_message(tuple(there)) is None
