@@ -45,7 +45,7 @@ def measure_engine(engine: str, setting: str | None, frame: pd.DataFrame, workdi
         ctx.plan("prod", auto_apply=True, no_prompts=True, skip_tests=True, execution_time=last.isoformat())
     rows = int(ctx.engine_adapter.fetchone(f"SELECT count(*) FROM {MART}")[0])
     with Clock() as day_load:
-        load_raw(warehouse, frame[frame["date"] == last], folder / "pipelines", replace=False)
+        published = load_raw(warehouse, frame[frame["date"] == last], folder / "pipelines", replace=False)
     with Clock() as one_day:
         ctx.plan(
             "prod",
@@ -69,6 +69,7 @@ def measure_engine(engine: str, setting: str | None, frame: pd.DataFrame, workdi
         "full_refresh_rows": rows,
         "full_refresh_rows_per_s": rows / full.wall,
         "one_day_raw_load_s": day_load.wall,
+        "one_day_lake_bytes": sum(p.bytes for p in published),  # Spark's: what the day moved to the lake
         "one_day_s": one_day.wall,
         "one_day_rows": day_rows,
         "one_day_vs_full": one_day.wall / full.wall,
@@ -128,6 +129,11 @@ def markdown(result: dict) -> str:
             f"({r['full_refresh_rows']:,} rows) | {r['full_refresh_rows_per_s']:,.0f} | "
             f"{r['one_day_s']:.2f} s ({r['one_day_rows']} rows) | {100 * r['one_day_vs_full']:.0f}% |"
         )
+    lines += [
+        f"\n{r['engine']}: the one-day load published {r['one_day_lake_bytes']:,} bytes to the lake"
+        for r in result["transform"]
+        if r.get("one_day_lake_bytes")
+    ]
     lines += [
         "",
         "Export full refresh to PostgreSQL (dlt, atomic replace), per loader file format:",

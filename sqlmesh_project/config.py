@@ -66,6 +66,9 @@ def spark_conf(duckdb_path: str, master: str = SPARK_MASTER) -> dict[str, str]:
         "spark.sql.catalogImplementation": "hive",
         "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={metastore_db};create=true",
         "spark.sql.legacy.createHiveTableByDefault": "false",
+        # Spark's default, relied on: raw's partitions sit at their own folders, which only the
+        # metastore knows (financial_etl/warehouse/lake.py).
+        "spark.sql.hive.manageFilesourcePartitions": "true",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": "4",
         "spark.ui.enabled": "false",

@@ -8,8 +8,8 @@
   stages that must not interleave (the extract's merge, SQLMesh, the export's load) take
   a PostgreSQL advisory lock each instead of the file lock (`stage_lock`).
 - Spark (`spark` or `spark:<master>`): dlt merges raw into the DuckDB file and publishes
-  it as Parquet (lake.py); SQLMesh's spark gateway (config.py) runs the model and its
-  audits; the pipeline's own reads use the same session.
+  the months it changed as Parquet (lake.py); SQLMesh's spark gateway (config.py) runs the
+  model and its audits; the pipeline's own reads use the same session.
 
 The pipeline's own queries (checks, sensors, the export's read) are written once in
 DuckDB's dialect, with `?` parameters, and sqlglot writes them for the engine, as SQLMesh
