@@ -29,9 +29,10 @@ def write_raw(db: Path, frame: pd.DataFrame) -> None:
         con.execute(f"CREATE OR REPLACE TABLE {RAW} AS SELECT * FROM prices")
 
 
-def load_raw(warehouse, frame: pd.DataFrame, pipelines_dir: Path, replace: bool) -> None:
+def load_raw(warehouse, frame: pd.DataFrame, pipelines_dir: Path, replace: bool) -> list:
     """raw.eod_prices_raw loaded the extract's way on any warehouse: to the extract's dlt
-    destination in its file format; for Spark, then published to Parquet."""
+    destination in its file format; for Spark, then published to Parquet (what the publish
+    wrote is returned: warehouse/lake.py's Published)."""
     import dlt
     import pyarrow as pa
 
@@ -52,8 +53,7 @@ def load_raw(warehouse, frame: pd.DataFrame, pipelines_dir: Path, replace: bool)
         write_disposition="replace" if replace else "append",
         **({"loader_file_format": file_format} if file_format else {}),
     ).raise_on_failed_jobs()
-    if warehouse.engine == "spark":
-        publish_raw(warehouse, pipelines_dir)
+    return publish_raw(warehouse) if warehouse.engine == "spark" else []
 
 
 def project_copy(dest: Path, *, batch_size: int | None = None, audits: bool = True) -> Path:

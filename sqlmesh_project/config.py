@@ -83,6 +83,9 @@ def spark_conf(duckdb_path: str, master: str = SPARK_MASTER, metastore: str | No
         "spark.sql.catalogImplementation": "hive",
         **catalog,
         "spark.sql.legacy.createHiveTableByDefault": "false",
+        # Spark's default, relied on: raw's partitions sit at their own folders, which only the
+        # metastore knows (financial_etl/warehouse/lake.py).
+        "spark.sql.hive.manageFilesourcePartitions": "true",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": "4",
         "spark.ui.enabled": "false",

@@ -45,7 +45,7 @@ from financial_etl.settings import DEFAULT_OWNER, Settings
 from financial_etl.warehouse import QUARANTINE, RAW, RAW_DATASET, RAW_KEY
 from financial_etl.warehouse.dlt_settings import pipeline_settings, telemetry_off
 from financial_etl.warehouse.engines import MissingTable, Warehouse, duckdb_credentials
-from financial_etl.warehouse.lake import publish_raw
+from financial_etl.warehouse.lake import Published, publish_raw
 from financial_etl.warehouse.lock import pipeline_folder_lock
 from financial_etl.warehouse.storage import check_writable, storage_errors
 
@@ -79,6 +79,16 @@ def raw_destination(warehouse: Warehouse):
     if warehouse.engine == "postgres":
         return dlt.destinations.postgres(credentials=warehouse.url)
     return dlt.destinations.duckdb(duckdb_credentials(warehouse.duckdb_path, warehouse.project_dir))
+
+
+def lake_metadata(published: list[Published]) -> dict:
+    """What the publish to Spark moved (warehouse/lake.py): flat in the history's length."""
+    if not published:
+        return {}
+    return {
+        "lake_bytes_written": MetadataValue.int(sum(p.bytes for p in published)),
+        "lake_months_written": MetadataValue.json({p.table: p.months for p in published}),
+    }
 
 
 def raw_file(warehouse: Warehouse):
@@ -305,8 +315,7 @@ def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartition
                         context=context, dlt_source=source, dlt_pipeline=pipeline, dagster_dlt_translator=translator
                     )
                 )
-                if warehouse.engine == "spark":
-                    publish_raw(warehouse, settings.pipelines_dir)
+                published = publish_raw(warehouse) if warehouse.engine == "spark" else []
                 counts, by_partition = raw_row_counts(warehouse, start, end, partitions_def, context.partition_keys)
         # Missing tickers were logged with the source's reasons by missing_answers.
         if batch.quarantined:
@@ -323,10 +332,13 @@ def build_extract_assets(settings: Settings, partitions_def: TimeWindowPartition
         for rule, n in batch.warned.items():
             context.log.warning(f"loaded {n} rows with a warning: {rule}")
         context.log.info(f"loaded {batch.rows} rows into {RAW}")
+        if published:
+            context.log.info("published to Spark's lake: " + "; ".join(p.describe() for p in published))
         extra = {
             **batch_metadata(settings, batch, tickers, start, end),
             **counts,
             RELOADED: MetadataValue.text(json.dumps(reloaded, sort_keys=True)),
+            **lake_metadata(published),
         }
         add_partition_row_counts(context, RAW_KEY, context.partition_keys, by_partition)
         for result in results:

@@ -8,10 +8,11 @@
   stages that must not interleave (the extract's merge, SQLMesh, the export's load) take
   a PostgreSQL advisory lock each instead of the file lock (`stage_lock`).
 - Spark (`spark`, `spark:<master>` or a standalone cluster's `spark://host:port`): dlt
-  merges raw into the DuckDB file and publishes it as Parquet (lake.py); SQLMesh's spark
-  gateway (config.py) runs the model and its audits; the pipeline's own reads use the same
-  session. Alone, Spark keeps its catalog in an embedded Derby metastore (one process at
-  a time); with a shared Hive metastore service (FINANCIAL_ETL_SPARK_METASTORE) and
+  merges raw into the DuckDB file and publishes the months it changed as Parquet
+  (lake.py); SQLMesh's spark gateway (config.py) runs the model and its audits; the
+  pipeline's own reads use the same session. Alone, Spark keeps its catalog in an
+  embedded Derby metastore (one process at a time); with a shared Hive metastore service
+  (FINANCIAL_ETL_SPARK_METASTORE) and
   SQLMesh's state in PostgreSQL (FINANCIAL_ETL_SQLMESH_STATE), several processes (the
   Dagster code server, its runs, a CLI run) share the warehouse, and the stages that must
   not interleave take advisory locks in the state's database.

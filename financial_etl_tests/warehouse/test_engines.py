@@ -5,8 +5,8 @@ listed a year late) goes through three SQLMesh gateways built by config.py from
 FINANCIAL_ETL_WAREHOUSE: a full plan, a later day run as the pipeline runs a day (a
 restatement of that day), and a restatement of a middle range after its raw rows
 changed. Raw reaches each engine as the pipeline loads it: dlt into DuckDB and into
-PostgreSQL (Parquet through ADBC), and for Spark into DuckDB and then, by dlt's filesystem destination, to
-the Parquet files Spark registers as the raw table (warehouse/lake.py).
+PostgreSQL (Parquet through ADBC), and for Spark into DuckDB and then, month by month, to
+the Parquet files Spark reads as the raw table (warehouse/lake.py).
 """
 
 from __future__ import annotations

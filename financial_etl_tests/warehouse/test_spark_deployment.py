@@ -156,7 +156,7 @@ def test_financial_etl_run_on_a_standalone_cluster_equals_duckdb(deployment):
     assert spark_checks and all(passed for *_, passed in spark_checks)
     assert spark_checks == check_outcomes(deployment.root / "duckdb" / "dagster")
     # The runs were applications of the cluster, not local Spark sessions.
-    assert len(deployment.cluster.applications()) >= 3
+    assert len(deployment.cluster.state()["completedapps"]) >= 3
 
 
 DEFINITIONS = """{ repositoriesOrError { __typename ... on RepositoryConnection { nodes { name location { name }
@@ -169,6 +169,7 @@ RUNS_TAGGED = """query Runs($tags: [ExecutionTag!]) { runsOrError(filter: {tags:
 def test_dagster_ui_daemon_and_sensor_on_the_cluster_beside_a_cli_run(deployment):
     settings = {k: v for k, v in deployment.env("spark").items() if k.startswith("FINANCIAL_ETL_")}
     settings["FINANCIAL_ETL_END_DATE"] = "2024-06-05"  # what the sensor's backfill covers
+    (deployment.root / "dev").mkdir()
     with running_dagster_dev(deployment.root / "dev", settings) as dev:
         definitions = dev.graphql(DEFINITIONS)
         (repo,) = definitions["repositoriesOrError"]["nodes"]

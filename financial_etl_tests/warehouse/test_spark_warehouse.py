@@ -1,8 +1,8 @@
 """FINANCIAL_ETL_WAREHOUSE=spark: `financial-etl run` runs the whole graph with Spark local[2].
 
-dlt merges raw into the DuckDB file and publishes it as Parquet files (warehouse/lake.py);
-SQLMesh runs the model and its audits on Spark; the checks read Spark; the export reads
-the mart from Spark. Two runs (a history, then a later month) give what one run over the
+dlt merges raw into the DuckDB file and publishes the months it changed as Parquet files
+(warehouse/lake.py); SQLMesh runs the model and its audits on Spark; the checks read Spark;
+the export reads the mart from Spark. Two runs (a history, then a later month) give what one run over the
 whole range gives on the default DuckDB warehouse. Each run is its own process: a local
 Spark's catalog admits one process at a time.
 """
@@ -17,6 +17,8 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance, EventRecordsFilter
 
 from financial_etl.settings import REPO_ROOT
+from financial_etl.warehouse import RAW_TABLE
+from financial_etl.warehouse.lake import manifest, table_folder
 from financial_etl_tests.helpers import assert_same_rows, query
 
 pytestmark = pytest.mark.slow
@@ -61,11 +63,18 @@ def test_financial_etl_run_on_spark_gives_what_it_gives_on_duckdb(tmp_path):
     run(spark, "spark:local[2]", "--start", "2024-06-03", "--end", "2024-06-28")
     run(duckdb, None)
 
-    # Raw as Spark reads it: the lake's Parquet files equal the DuckDB file dlt merged into.
-    lake = spark / "data" / "lake" / "raw" / "eod_prices_raw" / "*.parquet"
+    # Raw as Spark reads it: the months of the newest version in the lake equal the DuckDB file
+    # dlt merged into; the second run wrote June's month only.
+    folder = table_folder(spark / "data" / "financial_etl.duckdb", RAW_TABLE)
+    newest = max(path.stem for path in (folder / "versions").glob("*.json"))
+    months = manifest(folder, newest)["months"]
+    assert sorted(months) == [f"2024-{m:02d}" for m in range(1, 7)]
+    assert [m for m, entry in months.items() if entry["folder"].startswith(f"parts/{newest}/")] == ["2024-06"]
+    files = [str(folder / entry["folder"] / "*.parquet") for entry in months.values()]
     published = query(
         spark / "data" / "financial_etl.duckdb",
-        f"SELECT {RAW_COLUMNS} FROM read_parquet('{lake}') ORDER BY ticker, date",
+        f"SELECT {RAW_COLUMNS} FROM read_parquet(?) ORDER BY ticker, date",
+        [files],
     )
     merged = query(
         spark / "data" / "financial_etl.duckdb", f"SELECT {RAW_COLUMNS} FROM raw.eod_prices_raw ORDER BY ticker, date"
