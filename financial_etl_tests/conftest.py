@@ -44,6 +44,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 # The files of the longest tests (minutes each, measured with --durations), longest first.
 LONGEST_FIRST = (
+    "test_spark_deployment.py",
     "test_spark_warehouse.py",
     "test_engines.py",
     "test_crash.py",
@@ -106,17 +107,6 @@ def postgres_server():
     server = start_postgres()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="session")
-def spark_cluster(postgres_server):
-    """A Spark standalone cluster and a Hive metastore service (spark_cluster.py), one per
-    xdist worker; sessions connect with `spark_cluster.client_conf(warehouse_dir)`."""
-    from financial_etl_tests.spark_cluster import start_spark_cluster
-
-    cluster = start_spark_cluster(postgres_server)
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ loopback ports, started the way a user starts them: `scripts/spark-cluster start
 The metastore keeps its tables in its own database on the tests' PostgreSQL server
 (servers.py). Every file of the cluster (logs, PID files, the worker's work dir, the
 metastore's configuration) goes in a temp directory, outside the repository and the venv.
-Clients connect with `client_conf()`. Should Java or the metastore's jars be missing
+Should Java or the metastore's jars be missing
 here, the tests skip outside CI and fail in CI (CI=true).
 """
 
@@ -40,15 +40,6 @@ class SparkCluster:
     @property
     def logs(self) -> list[Path]:
         return sorted((self.root / "logs").glob("*.log"))
-
-    def client_conf(self, warehouse_dir: Path) -> dict[str, str]:
-        """What a SparkSession needs to run on this cluster with this metastore."""
-        return {
-            "spark.master": self.master_url,
-            "spark.sql.catalogImplementation": "hive",
-            "spark.hadoop.hive.metastore.uris": self.metastore_uri,
-            "spark.sql.warehouse.dir": str(warehouse_dir),
-        }
 
     def state(self) -> dict:
         """The master's view: workers, running and completed applications."""

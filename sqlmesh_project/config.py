@@ -64,7 +64,13 @@ def spark_conf(duckdb_path: str, master: str = SPARK_MASTER, metastore: str | No
     Derby metastore beside them (one process at a time: see docs/scaling-out.md)."""
     folder = Path(duckdb_path).parent
     if metastore:
-        catalog = {"spark.hadoop.hive.metastore.uris": metastore}
+        catalog = {
+            "spark.hadoop.hive.metastore.uris": metastore,
+            # Other processes rewrite the tables' files: a long-lived session (the code
+            # server's, for sensors) must list them at each query, not from its cache.
+            "spark.sql.hive.filesourcePartitionFileCacheSize": "0",
+            "spark.sql.filesourceTableRelationCacheSize": "0",
+        }
     else:
         derby = folder / "spark-metastore"
         database = derby / "metastore_db"

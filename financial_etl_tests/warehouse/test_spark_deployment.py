@@ -24,7 +24,7 @@ from dagster import DagsterEventType, DagsterInstance, EventRecordsFilter
 
 from financial_etl.extract.sources.synthetic import fetch_synthetic
 from financial_etl.settings import REPO_ROOT, load_settings
-from financial_etl.warehouse import MART, RAW
+from financial_etl.warehouse import MART, MART_KEY_COLUMNS, RAW
 from financial_etl_tests.dagster_dev import launch, run_errors, running_dagster_dev, wait_for_run, wait_until
 from financial_etl_tests.helpers import assert_same_rows, day, query, write_yahoo_csv
 
@@ -88,18 +88,23 @@ class Deployment:
         with settings.warehouse.connect() as con:
             raw = con.execute(RAW_ROWS).df()
             mart = con.execute(f"SELECT * FROM {MART} ORDER BY ticker, trade_date").df()
+        # Spark keeps the partition column last: the key columns first, as DuckDB has them.
+        mart = mart[[*MART_KEY_COLUMNS, *(c for c in mart.columns if c not in MART_KEY_COLUMNS)]]
         export = query(self.root / engine / "data" / "export.duckdb", EXPORT_ROWS)
-        return {
-            "raw": list(raw.itertuples(index=False, name=None)),
-            "mart": list(mart.itertuples(index=False, name=None)),
-            "export": export,
-        }
+        for frame, column in ((raw, "date"), (mart, "trade_date")):  # Spark's dates, DuckDB's timestamps
+            frame[column] = pd.to_datetime(frame[column]).dt.date
+        return {"raw": rows(raw), "mart": rows(mart), "export": export}
 
     def assert_equal_to_duckdb(self) -> dict[str, list[tuple]]:
         spark, duckdb = self.tables("spark"), self.tables("duckdb")
         for name in spark:
             assert_same_rows(spark[name], duckdb[name], f"{name} on the cluster vs DuckDB")
         return spark
+
+
+def rows(frame: pd.DataFrame) -> list[tuple]:
+    """Plain Python values, every missing one None (pandas gives NaN, NA or None by engine)."""
+    return list(frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None))
 
 
 def write_history(csv_dir: Path, tickers=("AAA", "BBB", "CCC")) -> None:
@@ -138,6 +143,7 @@ def deployment(postgres_server, tmp_path_factory):
         yield Deployment(root, cluster, state.url(), postgres_server.password)
     finally:
         cluster.stop()
+    assert cluster.processes() == []  # stopped by PID: no JVM of the cluster, no executor, is left
 
 
 def test_financial_etl_run_on_a_standalone_cluster_equals_duckdb(deployment):
@@ -151,7 +157,7 @@ def test_financial_etl_run_on_a_standalone_cluster_equals_duckdb(deployment):
         deployment.run(engine, "--start", CORRECTED[0], "--end", CORRECTED[1])
 
     tables = deployment.assert_equal_to_duckdb()
-    assert len(tables["mart"]) == 2 * 105  # two tickers, 2024-01-02 to 2024-06-03
+    assert len(tables["mart"]) == 2 * 106  # two tickers, 2024-01-02 to 2024-06-03
     spark_checks = check_outcomes(deployment.root / "spark" / "dagster")
     assert spark_checks and all(passed for *_, passed in spark_checks)
     assert spark_checks == check_outcomes(deployment.root / "duckdb" / "dagster")
@@ -161,6 +167,9 @@ def test_financial_etl_run_on_a_standalone_cluster_equals_duckdb(deployment):
 
 DEFINITIONS = """{ repositoriesOrError { __typename ... on RepositoryConnection { nodes { name location { name }
   sensors { name sensorState { status } } } } } }"""
+
+SENSOR_TICKS = """query Ticks($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+  __typename ... on Sensor { sensorState { ticks(limit: 10) { status skipReason } } } } }"""
 
 RUNS_TAGGED = """query Runs($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) { __typename
   ... on Runs { results { runId status } } } }"""
@@ -174,6 +183,18 @@ def test_dagster_ui_daemon_and_sensor_on_the_cluster_beside_a_cli_run(deployment
         definitions = dev.graphql(DEFINITIONS)
         (repo,) = definitions["repositoriesOrError"]["nodes"]
         assert {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]}["new_ticker_backfill"] == "RUNNING"
+        selector = {
+            "repositoryLocationName": repo["location"]["name"],
+            "repositoryName": repo["name"],
+            "sensorName": "new_ticker_backfill",
+        }
+
+        def universe_recorded() -> bool:
+            ticks = dev.graphql(SENSOR_TICKS, {"selector": selector})["sensorOrError"]["sensorState"]["ticks"]
+            return any("recorded the ticker universe" in (t["skipReason"] or "") for t in ticks)
+
+        # The sensor's first tick records the universe; a ticker added after it is new.
+        wait_until("the sensor's first tick", universe_recorded, 120, dev, every=3)
         # Materialize from the UI, and a CLI run on the same metastore, at once.
         one_day = {"dagster/partition": "2024", "financial_etl/start": "2024-06-04", "financial_etl/end": "2024-06-04"}
         ui_run = launch(dev, definitions, one_day)
