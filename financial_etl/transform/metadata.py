@@ -16,7 +16,11 @@ from sqlmesh import Context
 def _leaf_names(node: lineage.Node) -> list[str]:
     found = []
     for child in node.downstream:
-        found.extend([child.name] if not child.downstream else _leaf_names(child))
+        if not child.downstream:
+            # A VALUES list in the query (the lead-in's copy flag) is not a source table.
+            found.extend([] if isinstance(child.source, exp.Values) else [child.name])
+        else:
+            found.extend(_leaf_names(child))
     return found
 
 

@@ -15,7 +15,8 @@ stays under 1e199 (fastest: a = 0.8), so sums of prices stay far from overflow.
 
 The running sum within a block is a window over (ticker, block), the same window that
 computes the trailing averages: a block's partition also holds the previous block's last
-rows as a lead-in (their inputs zeroed), enough to fill a 50-row window.
+rows as a lead-in (their inputs zeroed), enough to fill a 50-row window, and they carry
+the previous block's total, so no join brings it.
 """
 
 from sqlglot import exp
@@ -55,6 +56,19 @@ def lead_in_place(evaluator, rows: exp.Expression) -> exp.Expression:
 def block_cumsum(evaluator, weighted: exp.Expression) -> exp.Expression:
     """The sum of the scaled inputs of a row's block, up to the row."""
     return _sql(f"SUM({_q(weighted)}) OVER (PARTITION BY ticker, block ORDER BY date ROWS UNBOUNDED PRECEDING)")
+
+
+@macro()
+def block_total(evaluator, weighted: exp.Expression) -> exp.Expression:
+    """The sum of the scaled inputs of the row's block."""
+    return _sql(f"SUM({_q(weighted)}) OVER (PARTITION BY ticker, block)")
+
+
+@macro()
+def previous_block_total(evaluator, total: exp.Expression) -> exp.Expression:
+    """The previous block's total in a block's window: its lead-in rows come first and carry
+    their own block's total (NULL in a first block, which has no lead-in)."""
+    return _sql(f"FIRST_VALUE({_q(total)}) OVER (PARTITION BY ticker, block ORDER BY date ROWS UNBOUNDED PRECEDING)")
 
 
 @macro()

@@ -77,7 +77,9 @@ MODEL (
  * rows, so no power overflows, plus the previous block's total; older inputs weigh less
  * than a^2049 (under 1e-60) and are left out. The running sums and the trailing windows
  * are one window pass over (ticker, block), each block led in by the previous one's last
- * rows.
+ * rows, which also bring that block's total. Each CTE is read by one other only: Spark
+ * inlines a CTE at every reference, and three references to the chain below made its
+ * plans three times the size (and read the mart three times).
  * A batch starts from the state on each ticker's last row before it (this model's own
  * row: the recursions' values, and the Wilder averages behind RSI), which makes the model
  * self-referencing: SQLMesh runs its intervals in order and restates through the end.
@@ -157,6 +159,8 @@ WITH batch AS (
     SELECT ticker, MAX(date) AS date FROM lookback GROUP BY ticker HAVING COUNT(*) = @lookback_rows
   ) AS last_read
     ON stock_metrics.ticker = last_read.ticker AND stock_metrics.trade_date = last_read.date
+  /* implied by the join: Spark, whose mart is partitioned by day, reads only the days from here */
+  WHERE stock_metrics.trade_date >= (SELECT MIN(date) FROM lookback)
 ), seeded AS (
   SELECT
     s.*,
@@ -201,37 +205,46 @@ WITH batch AS (
     @recursion_input(state_atr, true_range, 2, 15, 13 / 14::DOUBLE, true_range / 14, power_wilder) AS w_atr,
     @macd_signal_input(close_price, state_macd_signal, state_macd_fast_ema, state_ema_26, power_signal) AS w_signal
   FROM powered
-), block_totals AS (
+), totaled AS (
+  /* each block's total, for the next block's rows (via its lead-in) */
   SELECT
-    ticker,
-    block + 1 AS next_block,
-    SUM(w_ema_12) AS t_ema_12,
-    SUM(w_ema_26) AS t_ema_26,
-    SUM(w_fast) AS t_fast,
-    SUM(w_gain) AS t_gain,
-    SUM(w_loss) AS t_loss,
-    SUM(w_atr) AS t_atr,
-    SUM(w_signal) AS t_signal
+    *,
+    @block_total(w_ema_12) AS total_ema_12,
+    @block_total(w_ema_26) AS total_ema_26,
+    @block_total(w_fast) AS total_fast,
+    @block_total(w_gain) AS total_gain,
+    @block_total(w_loss) AS total_loss,
+    @block_total(w_atr) AS total_atr,
+    @block_total(w_signal) AS total_signal
   FROM inputs
-  GROUP BY ticker, block
 ), framed AS (
-  /* Each block's rows, led in by the previous block's last @lookback_rows - 1 rows, whose
-     inputs count for nothing: the trailing windows and the running sums share one pass. */
+  /* Each block's rows, led in by a copy of the previous block's last @lookback_rows - 1
+     rows, whose inputs count for nothing: the trailing windows and the running sums share
+     one pass. The copies carry their block's total. */
   SELECT
     ticker, date, open_price, high_price, low_price, close_price, volume, prev_close, position, gain, loss, true_range,
-    carried_from, block, power_fast, power_slow, power_wilder, power_signal,
-    w_ema_12, w_ema_26, w_fast, w_gain, w_loss, w_atr, w_signal, FALSE AS lead_in
-  FROM inputs
-  UNION ALL
-  SELECT
-    ticker, date, open_price, high_price, low_price, close_price, volume, prev_close, position, gain, loss, true_range,
-    carried_from, block + 1, power_fast, power_slow, power_wilder, power_signal,
-    0, 0, 0, 0, 0, 0, 0, TRUE
-  FROM inputs
-  WHERE @place_of(position) >= @lead_in_place(@lookback_rows)
+    carried_from, power_fast, power_slow, power_wilder, power_signal, copy.lead_in,
+    block + CASE WHEN copy.lead_in THEN 1 ELSE 0 END AS block,
+    CASE WHEN NOT copy.lead_in THEN w_ema_12 ELSE 0 END AS w_ema_12,
+    CASE WHEN NOT copy.lead_in THEN w_ema_26 ELSE 0 END AS w_ema_26,
+    CASE WHEN NOT copy.lead_in THEN w_fast ELSE 0 END AS w_fast,
+    CASE WHEN NOT copy.lead_in THEN w_gain ELSE 0 END AS w_gain,
+    CASE WHEN NOT copy.lead_in THEN w_loss ELSE 0 END AS w_loss,
+    CASE WHEN NOT copy.lead_in THEN w_atr ELSE 0 END AS w_atr,
+    CASE WHEN NOT copy.lead_in THEN w_signal ELSE 0 END AS w_signal,
+    CASE WHEN copy.lead_in THEN total_ema_12 END AS total_ema_12,
+    CASE WHEN copy.lead_in THEN total_ema_26 END AS total_ema_26,
+    CASE WHEN copy.lead_in THEN total_fast END AS total_fast,
+    CASE WHEN copy.lead_in THEN total_gain END AS total_gain,
+    CASE WHEN copy.lead_in THEN total_loss END AS total_loss,
+    CASE WHEN copy.lead_in THEN total_atr END AS total_atr,
+    CASE WHEN copy.lead_in THEN total_signal END AS total_signal
+  FROM totaled
+  CROSS JOIN (VALUES (FALSE), (TRUE)) AS copy(lead_in)
+  WHERE NOT copy.lead_in OR @place_of(position) >= @lead_in_place(@lookback_rows)
 ), windows AS (
   SELECT
-    ticker, date, open_price, high_price, low_price, close_price, volume, prev_close, position, carried_from, block, lead_in,
+    ticker, date, open_price, high_price, low_price, close_price, volume, prev_close, position, carried_from, lead_in,
     power_fast, power_slow, power_wilder, power_signal,
     @block_cumsum(w_ema_12) AS c_ema_12,
     @block_cumsum(w_ema_26) AS c_ema_26,
@@ -240,6 +253,13 @@ WITH batch AS (
     @block_cumsum(w_loss) AS c_loss,
     @block_cumsum(w_atr) AS c_atr,
     @block_cumsum(w_signal) AS c_signal,
+    @previous_block_total(total_ema_12) AS t_ema_12,
+    @previous_block_total(total_ema_26) AS t_ema_26,
+    @previous_block_total(total_fast) AS t_fast,
+    @previous_block_total(total_gain) AS t_gain,
+    @previous_block_total(total_loss) AS t_loss,
+    @previous_block_total(total_atr) AS t_atr,
+    @previous_block_total(total_signal) AS t_signal,
     @trailing(AVG(close_price), 9, block) AS avg9,
     @trailing(AVG(close_price), 12, block) AS avg12,
     @trailing(AVG(close_price), 20, block) AS avg20,
@@ -253,18 +273,16 @@ WITH batch AS (
   FROM framed
 ), indicators AS (
   SELECT
-    w.*,
-    @unblocked(c_ema_12, b.t_ema_12, 11 / 13::DOUBLE, power_fast) AS y_ema_12,
-    @unblocked(c_ema_26, b.t_ema_26, 25 / 27::DOUBLE, power_slow) AS y_ema_26,
-    @unblocked(c_fast, b.t_fast, 11 / 13::DOUBLE, power_fast) AS y_fast,
-    @unblocked(c_gain, b.t_gain, 13 / 14::DOUBLE, power_wilder) AS y_gain,
-    @unblocked(c_loss, b.t_loss, 13 / 14::DOUBLE, power_wilder) AS y_loss,
-    @unblocked(c_atr, b.t_atr, 13 / 14::DOUBLE, power_wilder) AS y_atr,
-    @unblocked(c_signal, b.t_signal, 0.8::DOUBLE, power_signal) AS y_signal_rest
-  FROM windows AS w
-  LEFT JOIN block_totals AS b /* the previous block's */
-    ON b.ticker = w.ticker AND b.next_block = w.block
-  WHERE NOT w.lead_in
+    *,
+    @unblocked(c_ema_12, t_ema_12, 11 / 13::DOUBLE, power_fast) AS y_ema_12,
+    @unblocked(c_ema_26, t_ema_26, 25 / 27::DOUBLE, power_slow) AS y_ema_26,
+    @unblocked(c_fast, t_fast, 11 / 13::DOUBLE, power_fast) AS y_fast,
+    @unblocked(c_gain, t_gain, 13 / 14::DOUBLE, power_wilder) AS y_gain,
+    @unblocked(c_loss, t_loss, 13 / 14::DOUBLE, power_wilder) AS y_loss,
+    @unblocked(c_atr, t_atr, 13 / 14::DOUBLE, power_wilder) AS y_atr,
+    @unblocked(c_signal, t_signal, 0.8::DOUBLE, power_signal) AS y_signal_rest
+  FROM windows
+  WHERE NOT lead_in
 ), finals AS (
   SELECT *, @macd_signal(y_fast, y_ema_26, y_signal_rest) AS y_signal
   FROM indicators
