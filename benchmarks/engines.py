@@ -85,8 +85,13 @@ def measure_engine(engine: str, setting: tuple, frame: pd.DataFrame, workdir: Pa
     day_rows = int(
         ctx.engine_adapter.fetchone(f"SELECT count(*) FROM {MART} WHERE trade_date = DATE '{last.isoformat()}'")[0]
     )
+    master = ctx.engine_adapter.spark.sparkContext.master if warehouse.engine == "spark" else None
     ctx.close()
+    if master:
+        # One SparkContext per process: the next Spark engine (local, then the cluster) needs its own.
+        ctx.engine_adapter.spark.stop()
     return {
+        "spark_master": master,
         "engine": engine,
         "warehouse": warehouse.describe(),
         "raw_load_s": load.wall,
