@@ -92,6 +92,9 @@ def spark_conf(duckdb_path: str, master: str = SPARK_MASTER, metastore: str | No
         # Spark's default, relied on: raw's partitions sit at their own folders, which only the
         # metastore knows (financial_etl/warehouse/lake.py).
         "spark.sql.hive.manageFilesourcePartitions": "true",
+        # Local folders without Hadoop's .crc file beside each Parquet file: the mart writes a
+        # file per day (the full refresh's insert at 10 x 2,500 days: 40 s -> 33 s).
+        "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
         # The metastore filtering the mart's date partitions failed (a Hive MetaException, on
         # Derby, in the one-day audits after 2,500 days): fetch them all and filter in Spark.
         "spark.sql.hive.metastorePartitionPruningFallbackOnException": "true",
