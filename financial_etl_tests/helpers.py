@@ -173,3 +173,14 @@ def in_mount_namespace(script: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=900,
     )
+
+
+def check_outcomes(dagster_home: Path) -> list[tuple[str, str, bool]]:
+    """Every asset check evaluation the Dagster instance at `dagster_home` recorded, as
+    (asset, check, passed), sorted."""
+    from dagster import DagsterEventType, DagsterInstance, EventRecordsFilter
+
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        records = instance.get_event_records(EventRecordsFilter(DagsterEventType.ASSET_CHECK_EVALUATION))
+        evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in records]
+    return sorted((e.asset_key.to_user_string(), e.check_name, e.passed) for e in evaluations)

@@ -120,7 +120,7 @@ def _preflight(settings: Settings, command: str) -> None:
     check_writable(settings.data_dir, "FINANCIAL_ETL_DUCKDB_PATH")
     if settings.export_duckdb_path.parent != settings.data_dir:
         check_writable(settings.export_duckdb_path.parent, "FINANCIAL_ETL_EXPORT_DUCKDB_PATH")
-    if settings.warehouse.engine == "postgres" or settings.warehouse.shared:
+    if settings.warehouse.shared:
         settings.warehouse.check_servers()  # unreachable: WarehouseUnavailableError, exit 4
     else:
         check_not_held(settings.duckdb_path)  # open in another program: exit 4, not DuckDB's raw error

@@ -12,10 +12,10 @@
   (lake.py); SQLMesh's spark gateway (config.py) runs the model and its audits; the
   pipeline's own reads use the same session. Alone, Spark keeps its catalog in an
   embedded Derby metastore (one process at a time); with a shared Hive metastore service
-  (FINANCIAL_ETL_SPARK_METASTORE) and
-  SQLMesh's state in PostgreSQL (FINANCIAL_ETL_SQLMESH_STATE), several processes (the
-  Dagster code server, its runs, a CLI run) share the warehouse, and the stages that must
-  not interleave take advisory locks in the state's database.
+  (FINANCIAL_ETL_SPARK_METASTORE) and SQLMesh's state in PostgreSQL
+  (FINANCIAL_ETL_SQLMESH_STATE), several processes (the Dagster code server, its runs, a
+  CLI run) share the warehouse, and the stages that must not interleave take advisory
+  locks in the state's database.
 
 The pipeline's own queries (checks, sensors, the export's read) are written once in
 DuckDB's dialect, with `?` parameters, and sqlglot writes them for the engine, as SQLMesh
@@ -65,8 +65,14 @@ class Warehouse:
 
     @property
     def shared(self) -> bool:
-        """Spark with a shared catalog and state: several processes may open it at once."""
-        return self.engine == "spark" and self.spark_metastore is not None
+        """Several processes may open it at once: PostgreSQL, or Spark with a shared catalog
+        and state. Its stage locks are advisory locks on `lock_server`."""
+        return self.engine == "postgres" or (self.engine == "spark" and self.spark_metastore is not None)
+
+    @property
+    def lock_server(self) -> str:
+        """The PostgreSQL URL of a shared warehouse: the warehouse's own, or SQLMesh's state."""
+        return (self.url if self.engine == "postgres" else self.state_url) or ""
 
     def describe(self) -> str:
         """Where the warehouse is, without its password: for logs, metadata and the UI."""
@@ -116,33 +122,26 @@ class Warehouse:
             yield SparkConnection(spark_session(self), self)
 
     def check_servers(self) -> None:
-        """WarehouseUnavailableError, naming the setting, when a server the warehouse needs
-        does not answer: PostgreSQL's, or a shared Spark's master, metastore and state."""
-        if self.engine == "postgres":
-            with self.connect() as con:
-                con.execute("SELECT 1")
-            return
+        """WarehouseUnavailableError, naming the setting, when a server a shared warehouse
+        needs does not answer: a Spark's master and metastore, then PostgreSQL's."""
         for name, url in ((WAREHOUSE_ENV, self.spark_master), (METASTORE_ENV, self.spark_metastore)):
             parts = urlsplit(url or "")
-            if parts.scheme in ("spark", "thrift"):
+            if self.engine == "spark" and parts.scheme in ("spark", "thrift"):
                 try:
                     socket.create_connection((parts.hostname, parts.port), timeout=10).close()
                 except OSError as exc:
                     reason = exc.strerror or exc
                     raise WarehouseUnavailableError(f"cannot connect to {url} ({name}): {reason}") from None
-        if self.state_url:
-            with _postgres(self, self.state_url) as con:
-                con.execute("SELECT 1")
+        with _postgres(self, self.lock_server) as con:
+            con.execute("SELECT 1")
 
     def stage_lock(self, name: str, log: Callable[[str], None] | None = None):
         """Held while a stage writes. DuckDB and a local Spark: the warehouse's file lock
-        (one process at a time). PostgreSQL: an advisory lock per stage `name`, so two runs
-        never merge into raw or run SQLMesh at the same time, and the rest overlaps."""
-        if self.engine == "postgres":
-            return _advisory_lock(self, self.url or "", name)
-        if self.shared and self.state_url:
-            # The extract's DuckDB staging file is opened only under the "extract" lock.
-            return _advisory_lock(self, self.state_url, name)
+        (one process at a time). Shared: an advisory lock per stage `name`, so two runs
+        never merge into raw or run SQLMesh at the same time, and the rest overlaps (a
+        shared Spark's DuckDB staging file is opened only under the "extract" lock)."""
+        if self.shared:
+            return _advisory_lock(self, name)
         from financial_etl.warehouse.lock import warehouse_lock
 
         return warehouse_lock(self.duckdb_path, log=log)
@@ -150,7 +149,7 @@ class Warehouse:
     def reader_lock(self, log: Callable[[str], None] | None = None):
         """Held while reading: DuckDB refuses readers beside a writer process, and Derby
         admits one process. A server or a shared metastore needs none."""
-        return nullcontext() if self.engine == "postgres" or self.shared else self.stage_lock("read", log)
+        return nullcontext() if self.shared else self.stage_lock("read", log)
 
 
 class Result:
@@ -346,10 +345,10 @@ def _libpq_uri(url: str) -> str:
 
 
 @contextmanager
-def _advisory_lock(warehouse: Warehouse, url: str, name: str) -> Iterator[None]:
-    """PostgreSQL's session-level advisory lock `name` on the server at `url`."""
+def _advisory_lock(warehouse: Warehouse, name: str) -> Iterator[None]:
+    """PostgreSQL's session-level advisory lock `name` on the warehouse's lock server."""
     key = int.from_bytes(hashlib.sha256(f"financial_etl:{name}".encode()).digest()[:8], "big", signed=True)
-    with _postgres(warehouse, url) as con:
+    with _postgres(warehouse, warehouse.lock_server) as con:
         con.execute("SELECT pg_advisory_lock(?)", [key])
         try:
             yield

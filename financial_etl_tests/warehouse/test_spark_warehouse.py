@@ -14,12 +14,11 @@ import subprocess
 import sys
 
 import pytest
-from dagster import DagsterEventType, DagsterInstance, EventRecordsFilter
 
 from financial_etl.settings import REPO_ROOT
 from financial_etl.warehouse import RAW_TABLE
 from financial_etl.warehouse.lake import manifest, table_folder
-from financial_etl_tests.helpers import assert_same_rows, query
+from financial_etl_tests.helpers import assert_same_rows, check_outcomes, query
 
 pytestmark = pytest.mark.slow
 
@@ -47,13 +46,6 @@ def run(folder, warehouse: str | None, *args: str) -> str:
     done = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     return done.stdout
-
-
-def check_outcomes(folder) -> list[tuple[str, str, bool]]:
-    with DagsterInstance.from_config(str(folder / "dagster")) as instance:
-        records = instance.get_event_records(EventRecordsFilter(DagsterEventType.ASSET_CHECK_EVALUATION))
-        evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in records]
-    return sorted((e.asset_key.to_user_string(), e.check_name, e.passed) for e in evaluations)
 
 
 def test_financial_etl_run_on_spark_gives_what_it_gives_on_duckdb(tmp_path):
@@ -85,7 +77,7 @@ def test_financial_etl_run_on_spark_gives_what_it_gives_on_duckdb(tmp_path):
     got, want = (query(folder / "data" / "export.duckdb", EXPORT_ROWS) for folder in (spark, duckdb))
     assert len(want) == 2 * 124
     assert_same_rows(got, want, "export from Spark")
-    spark_checks, duckdb_checks = check_outcomes(spark), check_outcomes(duckdb)
+    spark_checks, duckdb_checks = check_outcomes(spark / "dagster"), check_outcomes(duckdb / "dagster")
     assert duckdb_checks and all(passed for _, _, passed in duckdb_checks)
     # Spark ran every check twice (two runs), DuckDB once.
     assert sorted(set(spark_checks)) == duckdb_checks
