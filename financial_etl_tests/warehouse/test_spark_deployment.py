@@ -134,6 +134,12 @@ def deployment(postgres_server, tmp_path_factory):
     try:
         yield Deployment(root, cluster, state.url(), postgres_server.password)
     finally:
+        # This process's session (Deployment.tables) is on the cluster: left open, the next
+        # test's getOrCreate would get it and wait forever for the stopped cluster's executors.
+        from pyspark.sql import SparkSession
+
+        if session := SparkSession.getActiveSession():
+            session.stop()
         cluster.stop()
     assert cluster.processes() == []  # stopped by PID: no JVM of the cluster, no executor, is left
 
