@@ -144,6 +144,41 @@ class TransactionalDuckDBEngineAdapter(DuckDBEngineAdapter):
         self.execute("COMMIT")
 
 
+# What makes a Spark session this warehouse's: where it runs and its catalog (an embedded
+# one lives in the warehouse's folder). Spark rewrites spark.sql.warehouse.dir as a URL.
+SPARK_SESSION_IDENTITY = (
+    "spark.master",
+    "spark.hadoop.hive.metastore.uris",
+    "spark.hadoop.javax.jdo.option.ConnectionURL",
+)
+
+
+def spark_session(conf: dict[str, str]):
+    """The process's Spark session with `conf`. `getOrCreate` hands back whatever session
+    the process already has; one of another warehouse (another master, folder or catalog)
+    would read and write that warehouse's tables, so it is stopped and a new one started."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.enableHiveSupport()
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    running = session.sparkContext.getConf()
+    if any(running.get(key) != conf.get(key) for key in SPARK_SESSION_IDENTITY):
+        session.stop()
+        session = builder.getOrCreate()
+    return session
+
+
+class ProjectSparkConnectionConfig(SparkConnectionConfig):
+    """SQLMesh's Spark connection on this warehouse's session (`spark_session`), not on
+    whichever one the process started first."""
+
+    @property
+    def _static_connection_kwargs(self) -> dict[str, object]:
+        return {"spark": spark_session({key: str(value) for key, value in self.config.items()})}
+
+
 class TransactionalDuckDBConnectionConfig(DuckDBConnectionConfig):
     """DuckDB's connection, through the transactional adapter. One task at a time: DuckDB
     runs one writer per file, and concurrent transactions on one table would conflict."""
@@ -175,7 +210,7 @@ def gateway(
             state_file = str(Path(duckdb_path).parent / "sqlmesh-state.duckdb")
             state_connection = DuckDBConnectionConfig(database=state_file, connector_config=duckdb_settings(state_file))
         return GatewayConfig(
-            connection=SparkConnectionConfig(config=spark_conf(duckdb_path, master, metastore)),
+            connection=ProjectSparkConnectionConfig(config=spark_conf(duckdb_path, master, metastore)),
             state_connection=state_connection,
         )
     if urlsplit(warehouse).scheme in ("postgresql", "postgres"):

@@ -377,18 +377,13 @@ def _postgres(warehouse: Warehouse, url: str) -> Iterator[PostgresConnection]:
 
 
 def spark_session(warehouse: Warehouse):
-    """The process's Spark session, with the settings SQLMesh's gateway uses."""
-    from pyspark.sql import SparkSession
-
+    """The process's Spark session on this warehouse, with the settings SQLMesh's gateway uses."""
     from financial_etl.warehouse.project import project_config_module
 
-    conf = project_config_module(str(warehouse.project_dir)).spark_conf(
-        str(warehouse.duckdb_path), warehouse.spark_master, warehouse.spark_metastore
+    config = project_config_module(str(warehouse.project_dir))
+    return config.spark_session(
+        config.spark_conf(str(warehouse.duckdb_path), warehouse.spark_master, warehouse.spark_metastore)
     )
-    builder = SparkSession.builder
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    return builder.getOrCreate()
 
 
 def redact_url(url: str) -> str:

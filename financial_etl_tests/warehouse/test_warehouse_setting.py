@@ -125,3 +125,30 @@ def test_the_warehouse_setting_chooses_the_spark_master_the_catalog_and_the_stat
     assert local_gateway.connection.config["spark.master"] == "local[4]"
     assert "derby" in local_gateway.connection.config["spark.hadoop.javax.jdo.option.ConnectionURL"]
     assert local_gateway.state_connection.type_ == "duckdb"
+
+
+@pytest.mark.slow
+def test_a_process_that_moves_to_another_spark_warehouse_reads_and_writes_that_one(tmp_path):
+    """Spark keeps one session per process and `getOrCreate` hands it back whatever it was
+    built for: a second warehouse's reads and SQLMesh's writes must not reach the first's."""
+    from financial_etl.settings import SQLMESH_PROJECT_DIR
+    from financial_etl.transform.sqlmesh_adapter import mesh_config
+    from financial_etl.warehouse.engines import parse_warehouse, spark_session
+
+    first, second = (
+        parse_warehouse("spark:local[1]", tmp_path / name / "financial_etl.duckdb", SQLMESH_PROJECT_DIR)
+        for name in ("first", "second")
+    )
+    spark_session(first).sql("CREATE DATABASE raw")
+    with second.connect() as con:
+        assert [row.namespace for row in con.con.sql("SHOW DATABASES").collect()] == ["default"]
+        con.con.sql("CREATE DATABASE raw")
+    config = mesh_config(str(SQLMESH_PROJECT_DIR), str(first.duckdb_path), "2024-01-02", **first.mesh_settings())
+    adapter = config.gateways["warehouse"].connection.create_engine_adapter()
+    try:
+        adapter.execute("CREATE TABLE raw.t (x INT) USING parquet")
+    finally:
+        adapter.close()
+    assert (tmp_path / "first" / "spark-warehouse" / "raw.db" / "t").is_dir()
+    assert not (tmp_path / "second" / "spark-warehouse" / "raw.db" / "t").exists()
+    assert spark_session(second).catalog.listTables("raw") == []
