@@ -73,6 +73,12 @@ PACKAGES: tuple[SystemPackage, ...] = (
         "openjdk-17-jre-headless", "command", "java", "pyspark (warehouse/test_engines.py runs the model on Spark)"
     ),
     SystemPackage(
+        "openjdk-17-jdk-headless",
+        "command",
+        "javac",
+        "the check that Spark's Hadoop adapter jar is built from its source (warehouse/test_spark_local_fs.py)",
+    ),
+    SystemPackage(
         "libpostgresql-jdbc-java",
         "file",
         "/usr/share/java/postgresql.jar",

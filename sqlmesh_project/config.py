@@ -43,6 +43,8 @@ SPARK_CLUSTER_CORES = "2"  # each application's cores on a standalone cluster
 # batch reads that many rows before its first day, and a re-loaded day changes the mart
 # up to that many rows later. The model reads it as @lookback_rows.
 VARIABLES = {"lookback_rows": 50}
+# Built from spark/NioLocalFileSystem.java (see docs/development.md).
+HADOOP_JAR = Path(__file__).resolve().parent / "spark" / "financial-etl-hadoop.jar"
 DEFAULT_DUCKDB_PATH = Path(__file__).resolve().parent.parent / "data" / "financial_etl.duckdb"
 DEFAULT_START = "2020-01-01"
 # DuckDB's memory per database file a process opens: its buffer pool caches what queries
@@ -75,6 +77,9 @@ def spark_conf(duckdb_path: str, master: str = SPARK_MASTER, metastore: str | No
         derby = folder / "spark-metastore"
         database = derby / "metastore_db"
         catalog = {
+            # Empty, not absent: a JVM keeps the settings it was launched with, and a session
+            # started in it later (spark_session) would still reach a former metastore service.
+            "spark.hadoop.hive.metastore.uris": "",
             "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={database};create=true",
             "spark.driver.extraJavaOptions": f"-Dderby.system.home={derby}",
         }
@@ -92,9 +97,13 @@ def spark_conf(duckdb_path: str, master: str = SPARK_MASTER, metastore: str | No
         # Spark's default, relied on: raw's partitions sit at their own folders, which only the
         # metastore knows (financial_etl/warehouse/lake.py).
         "spark.sql.hive.manageFilesourcePartitions": "true",
-        # Local folders without Hadoop's .crc file beside each Parquet file: the mart writes a
-        # file per day (the full refresh's insert at 10 x 2,500 days: 40 s -> 33 s).
-        "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
+        # Local folders without Hadoop's .crc file beside each Parquet file, and without a
+        # chmod process per folder created (spark/NioLocalFileSystem.java): the mart writes a
+        # folder per day. On the classpath at launch, not in `spark.jars`, which Spark reads
+        # through this very file system.
+        "spark.driver.extraClassPath": str(HADOOP_JAR),
+        "spark.executor.extraClassPath": str(HADOOP_JAR),
+        "spark.hadoop.fs.file.impl": "financial_etl.hadoop.NioLocalFileSystem",
         # The metastore filtering the mart's date partitions failed (a Hive MetaException, on
         # Derby, in the one-day audits after 2,500 days): fetch them all and filter in Spark.
         "spark.sql.hive.metastorePartitionPruningFallbackOnException": "true",
