@@ -23,9 +23,12 @@ DuckDB's dialect and SQLMesh transpiles it:
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from sqlglot import exp
 from sqlmesh.core.config import (
     Config,
     DuckDBConnectionConfig,
@@ -34,7 +37,7 @@ from sqlmesh.core.config import (
     PostgresConnectionConfig,
     SparkConnectionConfig,
 )
-from sqlmesh.core.engine_adapter import DuckDBEngineAdapter
+from sqlmesh.core.engine_adapter import DuckDBEngineAdapter, SparkEngineAdapter
 
 GATEWAY = "warehouse"
 SPARK_MASTER = "local[2]"
@@ -179,9 +182,59 @@ def spark_session(conf: dict[str, str]):
     return session
 
 
+class ProjectSparkEngineAdapter(SparkEngineAdapter):
+    """Spark's adapter, writing a one-day interval (a daily run) into that day's partition by
+    name. SQLMesh's dynamic overwrite makes Spark list every partition of the mart from the
+    metastore before writing: 2 to 4 s at 2,500 days, against 0.3 s for one named day."""
+
+    def _insert_overwrite_by_time_partition(
+        self, table_name: Any, source_queries: list, target_columns_to_types: dict, where: exp.Condition, **kwargs: Any
+    ) -> None:
+        low, column = where.args.get("low"), where.this.name
+        # A partition is named by a constant: the day's string, which Spark casts to DATE.
+        day = low.this if isinstance(low, exp.Cast) and low.this.is_string else None
+        if not (
+            day
+            and isinstance(where, exp.Between)
+            and len(source_queries) == 1
+            and low == where.args.get("high")
+            and self._partition_columns(table_name) == [column]
+        ):
+            return super()._insert_overwrite_by_time_partition(
+                table_name, source_queries, target_columns_to_types, where, **kwargs
+            )
+        table = exp.to_table(table_name)
+        table.set("partition", exp.Partition(expressions=[exp.EQ(this=exp.column(column), expression=day.copy())]))
+        others = [exp.column(name, quoted=True) for name in target_columns_to_types if name != column]
+        view = f"financial_etl_day_{uuid.uuid4().hex}"
+        with source_queries[0] as query:
+            # The model reads its own table, and Spark overwrites a named partition only from
+            # a query that does not: the day's rows are computed first, then written.
+            rows = self._fetch_native_df(
+                self._order_projections_and_filter(query, target_columns_to_types, where=where)
+            )
+            rows = rows.localCheckpoint()
+            rows.createOrReplaceTempView(view)
+            try:
+                self.execute(
+                    exp.insert(exp.select(*others).from_(view), table, overwrite=True), track_rows_processed=True
+                )
+            finally:
+                self.spark.catalog.dropTempView(view)
+                rows.unpersist()
+
+    def _partition_columns(self, table_name: Any) -> list[str]:
+        name = exp.to_table(table_name).sql(dialect=self.dialect)
+        return [column.name for column in self.spark.catalog.listColumns(name) if column.isPartition]
+
+
 class ProjectSparkConnectionConfig(SparkConnectionConfig):
     """SQLMesh's Spark connection on this warehouse's session (`spark_session`), not on
-    whichever one the process started first."""
+    whichever one the process started first, through `ProjectSparkEngineAdapter`."""
+
+    @property
+    def _engine_adapter(self) -> type[SparkEngineAdapter]:
+        return ProjectSparkEngineAdapter
 
     @property
     def _static_connection_kwargs(self) -> dict[str, object]:
