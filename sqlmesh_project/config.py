@@ -176,7 +176,9 @@ def spark_session(conf: dict[str, str]):
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     running = session.sparkContext.getConf()
-    if any(running.get(key) != conf.get(key) for key in SPARK_SESSION_IDENTITY):
+    # Only what `conf` sets: a JVM keeps the settings it was launched with in every later
+    # session's (a former embedded metastore's URL, under a metastore service's URI).
+    if any(key in conf and running.get(key) != conf[key] for key in SPARK_SESSION_IDENTITY):
         session.stop()
         session = builder.getOrCreate()
     return session

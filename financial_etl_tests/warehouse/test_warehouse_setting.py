@@ -152,3 +152,13 @@ def test_a_process_that_moves_to_another_spark_warehouse_reads_and_writes_that_o
     assert (tmp_path / "first" / "spark-warehouse" / "raw.db" / "t").is_dir()
     assert not (tmp_path / "second" / "spark-warehouse" / "raw.db" / "t").exists()
     assert spark_session(second).catalog.listTables("raw") == []
+
+    # On to a metastore service: the JVM still holds the embedded metastore's settings it was
+    # launched with, and a second call must hand back the same, running session.
+    from financial_etl.warehouse.project import project_config_module
+
+    config = project_config_module(str(SQLMESH_PROJECT_DIR))
+    shared = config.spark_conf(str(first.duckdb_path), "local[1]", "thrift://127.0.0.1:9")
+    session = config.spark_session(shared)
+    assert config.spark_session(shared) is session
+    assert session.range(3).count() == 3
