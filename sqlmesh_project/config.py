@@ -38,6 +38,8 @@ from sqlmesh.core.config import (
     SparkConnectionConfig,
 )
 from sqlmesh.core.engine_adapter import DuckDBEngineAdapter, SparkEngineAdapter
+from sqlmesh.utils import columns_to_types_all_known
+from sqlmesh.utils.date import make_inclusive
 
 GATEWAY = "warehouse"
 SPARK_MASTER = "local[2]"
@@ -192,26 +194,47 @@ class ProjectSparkEngineAdapter(SparkEngineAdapter):
     - a longer one is written a file per day, not a file per day per task: the audits
       then read a third of the files."""
 
-    def _insert_overwrite_by_time_partition(
-        self, table_name: Any, source_queries: list, target_columns_to_types: dict, where: exp.Condition, **kwargs: Any
+    def insert_overwrite_by_time_partition(
+        self,
+        table_name: Any,
+        query_or_df: Any,
+        start: Any,
+        end: Any,
+        time_formatter: Any,
+        time_column: Any,
+        target_columns_to_types: dict | None = None,
+        source_columns: list | None = None,
+        **kwargs: Any,
     ) -> None:
-        column = where.this.name if isinstance(where, exp.Between) else None
-        if len(source_queries) != 1 or not column or self._partition_columns(table_name) != [column]:
-            return super()._insert_overwrite_by_time_partition(
-                table_name, source_queries, target_columns_to_types, where, **kwargs
+        column = time_column if isinstance(time_column, (str, exp.Expr)) else time_column.column
+        column = exp.to_column(column) if isinstance(column, str) else column
+        if not isinstance(query_or_df, exp.Query) or self._partition_columns(table_name) != [column.name]:
+            return super().insert_overwrite_by_time_partition(
+                table_name,
+                query_or_df,
+                start,
+                end,
+                time_formatter,
+                time_column,
+                target_columns_to_types,
+                source_columns,
+                **kwargs,
             )
-        low = where.args["low"]
-        with source_queries[0] as query:
-            rows = self._order_projections_and_filter(query, target_columns_to_types, where=where)
+        queries, types = self._get_source_queries_and_columns_to_types(
+            query_or_df, target_columns_to_types, target_table=table_name, source_columns=source_columns
+        )
+        if not types or not columns_to_types_all_known(types):
+            types = self.columns(table_name)
+        low, high = (time_formatter(moment, types) for moment in make_inclusive(start, end, self.dialect))
+        with queries[0] as query:  # a query, not a DataFrame: one source query
+            rows = self._order_projections_and_filter(query, types, where=exp.Between(this=column, low=low, high=high))
             # A partition is named by a constant: the day's string, which Spark casts to DATE.
-            if low == where.args["high"] and isinstance(low, exp.Cast) and low.this.is_string:
-                self._overwrite_day(table_name, rows, column, low.this, target_columns_to_types)
+            if low == high and isinstance(low, exp.Cast) and low.this.is_string:
+                self._overwrite_day(table_name, rows, column.name, low.this, types)
                 return
-            spread = exp.select(*(exp.column(name, quoted=True) for name in target_columns_to_types))
-            spread = spread.from_(rows.subquery("batch"))
-            spread.set("distribute", exp.Distribute(expressions=[exp.column(column, quoted=True)]))
-            insert = exp.insert(spread, table_name, columns=list(target_columns_to_types), overwrite=True)
-            self.execute(insert, track_rows_processed=True)
+            spread = exp.select(*(exp.column(name, quoted=True) for name in types)).from_(rows.subquery("batch"))
+            spread.set("distribute", exp.Distribute(expressions=[exp.column(column.name, quoted=True)]))
+            self.execute(exp.insert(spread, table_name, columns=list(types), overwrite=True), track_rows_processed=True)
 
     def _overwrite_day(
         self, table_name: Any, rows: exp.Query, column: str, day: exp.Literal, target_columns_to_types: dict
