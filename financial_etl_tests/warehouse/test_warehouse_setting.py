@@ -134,6 +134,7 @@ def test_a_process_that_moves_to_another_spark_warehouse_reads_and_writes_that_o
     from financial_etl.settings import SQLMESH_PROJECT_DIR
     from financial_etl.transform.sqlmesh_adapter import mesh_config
     from financial_etl.warehouse.engines import parse_warehouse, spark_session
+    from financial_etl.warehouse.project import project_config_module
 
     first, second = (
         parse_warehouse("spark:local[1]", tmp_path / name / "financial_etl.duckdb", SQLMESH_PROJECT_DIR)
@@ -155,8 +156,6 @@ def test_a_process_that_moves_to_another_spark_warehouse_reads_and_writes_that_o
 
     # On to a metastore service: the JVM still holds the embedded metastore's settings it was
     # launched with, and a second call must hand back the same, running session.
-    from financial_etl.warehouse.project import project_config_module
-
     config = project_config_module(str(SQLMESH_PROJECT_DIR))
     shared = config.spark_conf(str(first.duckdb_path), "local[1]", "thrift://127.0.0.1:9")
     session = config.spark_session(shared)
