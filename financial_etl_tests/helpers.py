@@ -53,6 +53,7 @@ MART_COLUMNS = (
     "atr_14_wilder",
     "wilder_avg_gain_14",
     "wilder_avg_loss_14",
+    "trade_month",
 )
 
 

@@ -48,6 +48,9 @@ SPARK_CLUSTER_CORES = "2"  # each application's cores on a standalone cluster
 # batch reads that many rows before its first day, and a re-loaded day changes the mart
 # up to that many rows later. The model reads it as @lookback_rows.
 VARIABLES = {"lookback_rows": 50}
+# A table partitioned by this column holds in it the first day of its time column's month:
+# the mart, on Spark (ProjectSparkEngineAdapter).
+MONTH_PARTITION = "trade_month"
 # Built from spark/NioLocalFileSystem.java (see docs/development.md).
 HADOOP_JAR = Path(__file__).resolve().parent / "spark" / "financial-etl-hadoop.jar"
 DEFAULT_DUCKDB_PATH = Path(__file__).resolve().parent.parent / "data" / "financial_etl.duckdb"
@@ -103,9 +106,9 @@ def spark_conf(duckdb_path: str, master: str = SPARK_MASTER, metastore: str | No
         # metastore knows (financial_etl/warehouse/lake.py).
         "spark.sql.hive.manageFilesourcePartitions": "true",
         # Local folders without Hadoop's .crc file beside each Parquet file, and without a
-        # chmod process per folder created (spark/NioLocalFileSystem.java): the mart writes a
-        # folder per day. On the classpath at launch, not in `spark.jars`, which Spark reads
-        # through this very file system.
+        # chmod process per folder created (spark/NioLocalFileSystem.java): raw and the mart
+        # write a folder per month. On the classpath at launch, not in `spark.jars`, which
+        # Spark reads through this very file system.
         "spark.driver.extraClassPath": str(HADOOP_JAR),
         "spark.executor.extraClassPath": str(HADOOP_JAR),
         "spark.hadoop.fs.file.impl": "financial_etl.hadoop.NioLocalFileSystem",
@@ -114,8 +117,8 @@ def spark_conf(duckdb_path: str, master: str = SPARK_MASTER, metastore: str | No
         "spark.sql.hive.metastorePartitionPruningFallbackOnException": "true",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": "4",
-        # The mart has a folder per day: listing them as a Spark job (a task per folder, 7.6 s
-        # for 1,000 on local[2]) after every write cost more than the driver listing them.
+        # Listing a table's folders as a Spark job (a task per folder: 7.6 s for 1,000 on
+        # local[2]) after every write cost more than the driver listing them.
         "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
         "spark.ui.enabled": "false",
         "spark.log.level": "ERROR",
@@ -187,12 +190,12 @@ def spark_session(conf: dict[str, str]):
 
 
 class ProjectSparkEngineAdapter(SparkEngineAdapter):
-    """Spark's adapter for a table partitioned by its time column (the mart, a folder per day):
-    - a one-day interval (a daily run) goes into that day's partition by name. SQLMesh's
-      dynamic overwrite makes Spark list every partition of the table from the metastore
-      first: 2 to 4 s at 2,500 days, against 0.3 s for one named day;
-    - a longer one is written a file per day, not a file per day per task: the audits
-      then read a third of the files."""
+    """Spark's adapter for a table partitioned by the month of its time column (the mart: a
+    folder per `trade_month`, MONTH_PARTITION). SQLMesh's dynamic overwrite replaces every
+    partition its rows reach, so an interval covering part of a month (a daily run) would
+    drop the month's other days: they are read back and written with the interval's rows.
+    Months, not days: each audit opens every file of its range, and 2,500 daily files took
+    1.4 s a read against 0.2 s for 120 monthly ones; a daily run rewrites one month."""
 
     def insert_overwrite_by_time_partition(
         self,
@@ -208,7 +211,7 @@ class ProjectSparkEngineAdapter(SparkEngineAdapter):
     ) -> None:
         column = time_column if isinstance(time_column, (str, exp.Expr)) else time_column.column
         column = exp.to_column(column) if isinstance(column, str) else column
-        if not isinstance(query_or_df, exp.Query) or self._partition_columns(table_name) != [column.name]:
+        if not isinstance(query_or_df, exp.Query) or self._partition_columns(table_name) != [MONTH_PARTITION]:
             return super().insert_overwrite_by_time_partition(
                 table_name,
                 query_or_df,
@@ -226,30 +229,39 @@ class ProjectSparkEngineAdapter(SparkEngineAdapter):
         if not types or not columns_to_types_all_known(types):
             types = self.columns(table_name)
         low, high = (time_formatter(moment, types) for moment in make_inclusive(start, end, self.dialect))
+        interval = exp.Between(this=column.copy(), low=low, high=high)
+        months = exp.Between(this=exp.column(MONTH_PARTITION), low=_month_of(low), high=_month_of(high))
+        names = [exp.column(name, quoted=True) for name in types]
         with queries[0] as query:  # a query, not a DataFrame: one source query
-            rows = self._order_projections_and_filter(query, types, where=exp.Between(this=column, low=low, high=high))
-            # A partition is named by a constant: the day's string, which Spark casts to DATE.
-            if low == high and isinstance(low, exp.Cast) and low.this.is_string:
-                self._overwrite_day(table_name, rows, column.name, low.this, types)
+            rows = self._order_projections_and_filter(query, types, where=interval)
+            others = exp.select(*names).from_(exp.to_table(table_name)).where(months).where(exp.not_(interval.copy()))
+            batch = exp.union(rows, others, distinct=False)
+            month = _one_month(low, high)
+            if month:
+                self._overwrite_month(table_name, batch, month, types)
                 return
-            spread = exp.select(*(exp.column(name, quoted=True) for name in types)).from_(rows.subquery("batch"))
-            spread.set("distribute", exp.Distribute(expressions=[exp.column(column.name, quoted=True)]))
+            spread = exp.select(*names).from_(batch.subquery("batch"))
+            # A file per month, not a file per month per task.
+            spread.set("distribute", exp.Distribute(expressions=[exp.column(MONTH_PARTITION, quoted=True)]))
             self.execute(exp.insert(spread, table_name, columns=list(types), overwrite=True), track_rows_processed=True)
 
-    def _overwrite_day(
-        self, table_name: Any, rows: exp.Query, column: str, day: exp.Literal, target_columns_to_types: dict
-    ) -> None:
+    def _overwrite_month(self, table_name: Any, batch: exp.Query, month: str, types: dict) -> None:
+        """The month's rows into its partition by name: the dynamic overwrite lists every
+        partition of the table from the metastore first, and refreshes them after."""
         table = exp.to_table(table_name)
-        table.set("partition", exp.Partition(expressions=[exp.EQ(this=exp.column(column), expression=day.copy())]))
-        others = [exp.column(name, quoted=True) for name in target_columns_to_types if name != column]
-        view = f"financial_etl_day_{uuid.uuid4().hex}"
-        # The model reads its own table, and Spark overwrites a named partition only from a
-        # query that does not: the day's rows are computed first, then written.
-        frame = self._fetch_native_df(rows).localCheckpoint()
-        frame.createOrReplaceTempView(view)
+        table.set(
+            "partition",
+            exp.Partition(expressions=[exp.EQ(this=exp.column(MONTH_PARTITION), expression=exp.Literal.string(month))]),
+        )
+        view = f"financial_etl_month_{uuid.uuid4().hex}"
+        # The batch reads the table itself (the model's carried state, the month's other
+        # days), and Spark overwrites a named partition only from a query that does not:
+        # the rows are computed first, then written.
+        frame = self._fetch_native_df(batch).localCheckpoint()
+        frame.coalesce(1).createOrReplaceTempView(view)  # one file for the month
         try:
-            insert = exp.insert(exp.select(*others).from_(view), table, overwrite=True)
-            self.execute(insert, track_rows_processed=True)
+            columns = [exp.column(name, quoted=True) for name in types if name != MONTH_PARTITION]
+            self.execute(exp.insert(exp.select(*columns).from_(view), table, overwrite=True), track_rows_processed=True)
         finally:
             self.spark.catalog.dropTempView(view)
             frame.unpersist()
@@ -257,6 +269,19 @@ class ProjectSparkEngineAdapter(SparkEngineAdapter):
     def _partition_columns(self, table_name: Any) -> list[str]:
         name = exp.to_table(table_name).sql(dialect=self.dialect)
         return [column.name for column in self.spark.catalog.listColumns(name) if column.isPartition]
+
+
+def _one_month(low: exp.Expr, high: exp.Expr) -> str | None:
+    """The month (its first day) when both bounds are dates of that month, as the model's
+    time formatter writes them (a cast of a 'YYYY-MM-DD' string)."""
+    days = [b.this.name[:10] for b in (low, high) if isinstance(b, exp.Cast) and b.this.is_string]
+    if len(days) == 2 and days[0][:7] == days[1][:7]:
+        return f"{days[0][:7]}-01"
+    return None
+
+
+def _month_of(day: exp.Expr) -> exp.Expr:
+    return exp.cast(exp.DateTrunc(this=day.copy(), unit=exp.var("MONTH")), "DATE")
 
 
 class ProjectSparkConnectionConfig(SparkConnectionConfig):

@@ -103,7 +103,7 @@ def iter_mart(
         sent, schema = False, None
         keys = list(MART_KEY_COLUMNS)
         for batch in con.arrow_batches(sql, params, batch_rows):
-            # The model's column order (Spark keeps its partition column, trade_date, last).
+            # The key first, then the model's order (Spark keeps a partition column last).
             batch = batch.select(keys + [name for name in batch.schema.names if name not in keys])
             schema = batch.schema
             if batch.num_rows:

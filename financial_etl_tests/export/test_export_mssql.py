@@ -28,6 +28,7 @@ def _mart_batch(rows: int) -> pa.Table:
     columns = {name: pa.array(np.linspace(1.0, 2.0, rows)) for name in MART_COLUMNS}
     columns["ticker"] = pa.array(["AAA"] * rows)
     columns["trade_date"] = pa.array([dt.date(2020, 1, 1) + dt.timedelta(days=i) for i in range(rows)])
+    columns["trade_month"] = pa.array([day.replace(day=1) for day in columns["trade_date"].to_pylist()])
     columns["volume"] = pa.array(np.arange(rows, dtype=np.int64))
     columns["volume_sma_20"] = pa.array([None] * rows, pa.int64())
     columns["rsi_14_day"] = pa.array([float("nan"), float("inf")] + [50.0] * (rows - 2))
@@ -72,6 +73,7 @@ def test_mssql_ddl_has_proper_types_and_keeps_the_tables_case(mssql_package):
     assert ddl.startswith('CREATE TABLE "dbo"."Dim_Stock_Metrics"')
     assert '"ticker" nvarchar(16)  NOT NULL' in ddl and '"trade_date" date  NOT NULL' in ddl
     assert '"close_price" float' in ddl and '"volume" bigint' in ddl and '"volume_sma_20" bigint' in ddl
+    assert '"trade_month" date' in ddl
     assert "nvarchar(max)" not in ddl
 
 

@@ -25,12 +25,12 @@ from financial_etl_tests.helpers import assert_same_rows
 
 MODEL = Path("models") / "marts" / "stock_metrics.sql"
 RANGE_COLUMN = "  ((high_price - low_price) / close_price * 100)::DOUBLE AS price_range_pct,\n"
-LAST_COLUMN = "END::DOUBLE AS wilder_avg_loss_14\n"
+LAST_COLUMN = "  DATE_TRUNC('month', date)::DATE AS trade_month\n"
 
 # (what the edit is, the text replaced, its replacement): applied one after the other. A
 # removed column leaves the finite_values audit's column list too, as an editor would.
 EDITS = [
-    ("a new column", LAST_COLUMN, "END::DOUBLE AS wilder_avg_loss_14,\n  (close_price * 2)::DOUBLE AS close_doubled\n"),
+    ("a new column", LAST_COLUMN, LAST_COLUMN.replace("\n", ",\n") + "  (close_price * 2)::DOUBLE AS close_doubled\n"),
     (
         "a changed formula",
         RANGE_COLUMN,

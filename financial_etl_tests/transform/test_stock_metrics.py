@@ -151,6 +151,13 @@ def test_warm_up_leaves_indicators_null_until_their_window_is_full(full_run):
             assert g[column].iloc[:33].isna().all() and g[column].iloc[33:].notna().all()
 
 
+def test_trade_month_is_the_first_day_of_the_sessions_month(full_run):
+    """Spark's adapter keeps a month's other days on that premise (sqlmesh_project/config.py)."""
+    days = pd.to_datetime(full_run.trade_date)
+    assert (pd.to_datetime(full_run.trade_month) == days.dt.to_period("M").dt.start_time).all()
+    assert full_run.trade_month.nunique() > 12
+
+
 def test_sma_50_is_not_sma_20(full_run):
     both = full_run.dropna(subset=["sma_20_day", "sma_50_day"])
     assert (both.sma_20_day != both.sma_50_day).mean() > 0.99
@@ -282,6 +289,7 @@ SEED_LINEAGE = {
     "price_range_pct": {"high_price", "close_price", "low_price"},
     "volume_ratio": {"volume"},
     "volume_sma_20": {"volume"},
+    "trade_month": {"date"},  # not the seed's: Spark's partition
 }
 WINDOW_KEYS = {"bollinger_upper", "bollinger_lower", "volume_ratio", "volume_sma_20"}
 CLOSES = {"close_price", "date", "ticker"}

@@ -65,7 +65,8 @@ class Engine:
 
     def mart(self) -> pd.DataFrame:
         frame = self.context.engine_adapter.fetchdf(f"SELECT * FROM {MART} ORDER BY ticker, trade_date")
-        frame["trade_date"] = pd.to_datetime(frame["trade_date"]).dt.date
+        for column in ("trade_date", "trade_month"):
+            frame[column] = pd.to_datetime(frame[column]).dt.date
         return frame
 
     def audits(self, start, end) -> list[tuple]:
@@ -73,13 +74,12 @@ class Engine:
 
 
 def assert_same_mart(got: pd.DataFrame, want: pd.DataFrame, label: str) -> None:
-    # Spark tables keep their partition column (SQLMesh partitions by trade_date) last.
-    assert sorted(got.columns) == sorted(want.columns), label
-    got = got[list(want.columns)]
+    assert list(got.columns) == list(want.columns), label
     assert list(zip(got.ticker, got.trade_date, strict=True)) == list(zip(want.ticker, want.trade_date, strict=True)), (
         label
     )
-    for column in got.columns[2:]:
+    assert list(got.trade_month) == list(want.trade_month), label
+    for column in got.columns.drop(["ticker", "trade_date", "trade_month"]):
         a, b = got[column].astype("float64").to_numpy(), want[column].astype("float64").to_numpy()
         assert (np.isnan(a) == np.isnan(b)).all(), f"{label} {column}: NULLs differ"
         both = ~np.isnan(a)

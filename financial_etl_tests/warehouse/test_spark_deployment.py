@@ -23,7 +23,7 @@ import pytest
 
 from financial_etl.extract.sources.synthetic import fetch_synthetic
 from financial_etl.settings import REPO_ROOT, load_settings
-from financial_etl.warehouse import MART, MART_KEY_COLUMNS, RAW
+from financial_etl.warehouse import MART, RAW
 from financial_etl_tests.dagster_dev import launch, run_errors, running_dagster_dev, wait_for_run, wait_until
 from financial_etl_tests.helpers import assert_same_rows, check_outcomes, day, query, write_yahoo_csv
 
@@ -87,10 +87,9 @@ class Deployment:
         with settings.warehouse.connect() as con:
             raw = con.execute(RAW_ROWS).df()
             mart = con.execute(f"SELECT * FROM {MART} ORDER BY ticker, trade_date").df()
-        # Spark keeps the partition column last: the key columns first, as DuckDB has them.
-        mart = mart[[*MART_KEY_COLUMNS, *(c for c in mart.columns if c not in MART_KEY_COLUMNS)]]
         export = query(self.root / engine / "data" / "export.duckdb", EXPORT_ROWS)
-        for frame, column in ((raw, "date"), (mart, "trade_date")):  # Spark's dates, DuckDB's timestamps
+        # Spark's dates, DuckDB's timestamps; the mart's columns in the model's order on both
+        for frame, column in ((raw, "date"), (mart, "trade_date"), (mart, "trade_month")):
             frame[column] = pd.to_datetime(frame[column]).dt.date
         return {"raw": rows(raw), "mart": rows(mart), "export": export}
 

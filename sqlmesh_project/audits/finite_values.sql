@@ -8,10 +8,11 @@ AUDIT (
    PostgreSQL and Spark alike. */
 SELECT ticker, trade_date, @EACH(@columns, c -> c)
 FROM @this_model
-WHERE @REDUCE(
-  @EACH(
-    @columns,
-    c -> c IN (CAST('Infinity' AS DOUBLE), CAST('-Infinity' AS DOUBLE), CAST('NaN' AS DOUBLE))
-  ),
-  (l, r) -> l OR r
-)
+WHERE @in_audited_months()
+  AND @REDUCE(
+    @EACH(
+      @columns,
+      c -> c IN (CAST('Infinity' AS DOUBLE), CAST('-Infinity' AS DOUBLE), CAST('NaN' AS DOUBLE))
+    ),
+    (l, r) -> l OR r
+  )

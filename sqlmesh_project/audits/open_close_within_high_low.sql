@@ -19,7 +19,10 @@ SELECT
     WHEN low_price > close_price THEN 'low > close'
   END AS violation_reason
 FROM @this_model
-WHERE high_price < open_price
-   OR high_price < close_price
-   OR low_price > open_price
-   OR low_price > close_price
+WHERE @in_audited_months()
+  AND (
+    high_price < open_price
+    OR high_price < close_price
+    OR low_price > open_price
+    OR low_price > close_price
+  )

@@ -9,3 +9,4 @@ AUDIT (
 SELECT ticker, trade_date, volume
 FROM @this_model
 WHERE volume <= 0
+  AND @in_audited_months()

@@ -7,3 +7,4 @@ SELECT ticker, trade_date, atr_14_day
 FROM @this_model
 WHERE atr_14_day IS NOT NULL
   AND atr_14_day < 0
+  AND @in_audited_months()

@@ -7,3 +7,4 @@ SELECT ticker, trade_date, atr_14_wilder
 FROM @this_model
 WHERE atr_14_wilder IS NOT NULL
   AND atr_14_wilder < 0
+  AND @in_audited_months()

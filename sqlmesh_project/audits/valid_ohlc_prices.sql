@@ -8,3 +8,4 @@ AUDIT (
 SELECT ticker, trade_date, open_price, high_price, low_price, close_price
 FROM @this_model
 WHERE high_price < low_price
+  AND @in_audited_months()

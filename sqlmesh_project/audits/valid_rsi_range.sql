@@ -7,3 +7,4 @@ SELECT ticker, trade_date, rsi_14_day
 FROM @this_model
 WHERE rsi_14_day IS NOT NULL
   AND (rsi_14_day < 0 OR rsi_14_day > 100)
+  AND @in_audited_months()

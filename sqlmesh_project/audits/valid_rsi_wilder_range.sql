@@ -7,3 +7,4 @@ SELECT ticker, trade_date, rsi_14_wilder
 FROM @this_model
 WHERE rsi_14_wilder IS NOT NULL
   AND (rsi_14_wilder < 0 OR rsi_14_wilder > 100)
+  AND @in_audited_months()

@@ -1,8 +1,10 @@
 MODEL (
   name marts.stock_metrics,
   kind INCREMENTAL_BY_TIME_RANGE (
-    time_column trade_date
+    time_column trade_date,
+    partition_by_time_column false
   ),
+  partitioned_by trade_month,
   cron '@daily',
   grain (ticker, trade_date),
   description 'Daily technical indicators per ticker, computed from raw.eod_prices_raw. Every window counts trading rows of one ticker, and an indicator is NULL until its window is full.',
@@ -34,11 +36,12 @@ MODEL (
     rsi_14_wilder = 'TA-Lib RSI(close, 14), Wilder smoothing: average gain and loss seeded with the mean of the first 14 changes (row 15), then (a * 13 + x) / 14; 100 * gain / (gain + loss), 0 when both are 0',
     atr_14_wilder = 'TA-Lib ATR(14), Wilder smoothing: the mean of the first 14 true ranges (row 15), then (a * 13 + true range) / 14',
     wilder_avg_gain_14 = 'Wilder average gain behind rsi_14_wilder: the mean of the first 14 gains (row 15), then (a * 13 + gain) / 14',
-    wilder_avg_loss_14 = 'Wilder average loss behind rsi_14_wilder: the mean of the first 14 losses (row 15), then (a * 13 + loss) / 14'
+    wilder_avg_loss_14 = 'Wilder average loss behind rsi_14_wilder: the mean of the first 14 losses (row 15), then (a * 13 + loss) / 14',
+    trade_month = 'First day of the session''s month (the mart''s partition on Spark)'
   ),
   audits (
-    not_null(columns := (ticker, trade_date, close_price, volume)),
-    unique_combination_of_columns(columns := (ticker, trade_date)),
+    not_null(columns := (ticker, trade_date, close_price, volume), condition := @in_audited_months()),
+    unique_combination_of_columns(columns := (ticker, trade_date), condition := @in_audited_months()),
     valid_rsi_range,
     valid_ohlc_prices,
     open_close_within_high_low,
@@ -159,8 +162,8 @@ WITH batch AS (
     SELECT ticker, MAX(date) AS date FROM lookback GROUP BY ticker HAVING COUNT(*) = @lookback_rows
   ) AS last_read
     ON stock_metrics.ticker = last_read.ticker AND stock_metrics.trade_date = last_read.date
-  /* implied by the join: Spark, whose mart is partitioned by day, reads only the days from here */
-  WHERE stock_metrics.trade_date >= (SELECT MIN(date) FROM lookback)
+  /* implied by the join: Spark, whose mart is partitioned by month, reads only the months from here */
+  WHERE stock_metrics.trade_month >= DATE_TRUNC('month', (SELECT MIN(date) FROM lookback))::DATE
 ), seeded AS (
   SELECT
     s.*,
@@ -336,6 +339,8 @@ SELECT
   END::DOUBLE AS rsi_14_wilder,
   CASE WHEN position >= COALESCE(carried_from, 15) THEN y_atr END::DOUBLE AS atr_14_wilder,
   CASE WHEN position >= COALESCE(carried_from, 15) THEN y_gain END::DOUBLE AS wilder_avg_gain_14,
-  CASE WHEN position >= COALESCE(carried_from, 15) THEN y_loss END::DOUBLE AS wilder_avg_loss_14
+  CASE WHEN position >= COALESCE(carried_from, 15) THEN y_loss END::DOUBLE AS wilder_avg_loss_14,
+  /* Spark's partition (a folder per month): last, where Spark keeps a partition column */
+  DATE_TRUNC('month', date)::DATE AS trade_month
 FROM finals
 WHERE date BETWEEN @start_ds AND @end_ds
