@@ -101,10 +101,7 @@ def iter_mart(
     sql, params = _mart_query(ranges, tickers, reloaded)
     with warehouse.connect() as con:
         sent, schema = False, None
-        keys = list(MART_KEY_COLUMNS)
         for batch in con.arrow_batches(sql, params, batch_rows):
-            # The key first, then the model's order (Spark keeps a partition column last).
-            batch = batch.select(keys + [name for name in batch.schema.names if name not in keys])
             schema = batch.schema
             if batch.num_rows:
                 sent = True
