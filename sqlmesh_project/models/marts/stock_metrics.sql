@@ -66,7 +66,9 @@ MODEL (
  * before @start_ds (counted in rows, not days, because of holidays and halts): enough to
  * fill the longest window (50 closes) and the 14 changes of RSI/ATR. Only rows of the
  * interval are written.
- * A calendar pre-filter keeps a one-day run from sorting the whole history.
+ * A calendar pre-filter keeps a one-day run from sorting the whole history: those rows
+ * lie within 120 days for a ticker trading normally. A ticker with fewer (a halt, a new
+ * listing) is read from its first row instead.
  *
  * Warm-up: an indicator is NULL until its window is full, checked by counting the
  * rows (or changes) inside the window, never with partial windows.
@@ -80,58 +82,86 @@ MODEL (
  * rows, so no power overflows, plus the previous block's total; older inputs weigh less
  * than a^2049 (under 1e-60) and are left out. The running sums and the trailing windows
  * are one window pass over (ticker, block), each block led in by the previous one's last
- * rows, which also bring that block's total. Each CTE is read by one other only: Spark
- * inlines a CTE at every reference, and three references to the chain below made its
- * plans three times the size (and read the mart three times).
+ * rows, which also bring that block's total. Each CTE is read by one other only (`near`
+ * by two): Spark inlines a CTE at every reference, and the model's one-day plan read raw
+ * 26 times when the lookback CTEs referred to each other.
  * A batch starts from the state on each ticker's last row before it (this model's own
  * row: the recursions' values, and the Wilder averages behind RSI), which makes the model
  * self-referencing: SQLMesh runs its intervals in order and restates through the end.
- * A ticker whose whole history is inside the lookback starts from its first row.
+ * A ticker read from its first row needs no state.
  */
-WITH batch AS (
-  SELECT ticker, date, open_price, high_price, low_price, close_price, volume
+WITH near AS (
+  /* One read of raw for the batch and the rows before it: a ticker trading normally has its
+     last @lookback_rows rows before the batch within ~75 calendar days; 120 leave room for
+     holidays. Per ticker: its rows in the batch, its rows before it, and each earlier
+     row's place counted back from the batch (1: the last row before it). */
+  SELECT
+    ticker, date, open_price, high_price, low_price, close_price, volume,
+    COUNT(CASE WHEN date >= @start_ds THEN 1 END) OVER (PARTITION BY ticker) AS batch_rows,
+    COUNT(CASE WHEN date < @start_ds THEN 1 END) OVER (PARTITION BY ticker) AS rows_before,
+    COUNT(CASE WHEN date < @start_ds THEN 1 END) OVER (
+      PARTITION BY ticker ORDER BY date DESC ROWS UNBOUNDED PRECEDING
+    ) AS back
   FROM raw.eod_prices_raw
-  WHERE date BETWEEN @start_ds AND @end_ds
-), recent AS (
-  /* Cheap path: for a ticker trading normally, its last 50 rows before the batch lie
-     within ~75 calendar days; 120 leaves room for holidays. */
-  SELECT ticker, date, open_price, high_price, low_price, close_price, volume
-  FROM raw.eod_prices_raw
-  WHERE date < @start_ds
-    AND date >= @start_ds::DATE - INTERVAL 120 DAY
-    AND ticker IN (SELECT ticker FROM batch)
-), sparse_tickers AS (
-  /* Tickers with fewer than @lookback_rows recent rows (a halt, a new listing) look further back. */
-  SELECT DISTINCT b.ticker
-  FROM batch AS b
-  LEFT JOIN (SELECT ticker, COUNT(*) AS n FROM recent GROUP BY ticker) AS r
-    ON r.ticker = b.ticker
-  WHERE COALESCE(r.n, 0) < @lookback_rows
+  WHERE date BETWEEN @start_ds::DATE - INTERVAL 120 DAY AND @end_ds
 ), history AS (
-  SELECT * FROM recent WHERE ticker NOT IN (SELECT ticker FROM sparse_tickers)
+  /* A ticker of the batch with @lookback_rows rows before it in that range: those rows,
+     the last of which carries the ticker's state. Others (a halt, a new listing): their
+     whole history, so their recursions start from their first row. */
+  SELECT
+    ticker, date, open_price, high_price, low_price, close_price, volume,
+    rows_before >= @lookback_rows AND back = 1 AS carries_state
+  FROM near
+  WHERE batch_rows > 0 AND (back <= @lookback_rows OR rows_before < @lookback_rows)
   UNION ALL
-  SELECT ticker, date, open_price, high_price, low_price, close_price, volume
+  SELECT ticker, date, open_price, high_price, low_price, close_price, volume, FALSE AS carries_state
   FROM raw.eod_prices_raw
-  WHERE date < @start_ds
-    AND ticker IN (SELECT ticker FROM sparse_tickers)
-), lookback AS (
-  SELECT ticker, date, open_price, high_price, low_price, close_price, volume
-  FROM history
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY ticker ORDER BY date DESC) <= @lookback_rows
+  WHERE date < @start_ds::DATE - INTERVAL 120 DAY
+    AND ticker IN (SELECT ticker FROM near WHERE batch_rows > 0 AND rows_before < @lookback_rows)
+), carried AS (
+  /* The mart's own rows in that range: the state a batch continues from. */
+  SELECT
+    stock_metrics.ticker,
+    stock_metrics.trade_date,
+    stock_metrics.ema_12,
+    stock_metrics.ema_26,
+    stock_metrics.macd + stock_metrics.ema_26 AS macd_fast_ema,
+    stock_metrics.macd_signal,
+    stock_metrics.wilder_avg_gain_14,
+    stock_metrics.wilder_avg_loss_14,
+    stock_metrics.atr_14_wilder
+  FROM marts.stock_metrics /* no alias: the column lineage names the table */
+  WHERE stock_metrics.trade_date >= @start_ds::DATE - INTERVAL 120 DAY
+    AND stock_metrics.trade_date < @start_ds
+    /* implied: Spark, whose mart is partitioned by month, prunes by this column only */
+    AND stock_metrics.trade_month >= DATE_TRUNC('month', @start_ds::DATE - INTERVAL 120 DAY)::DATE
 ), prices AS (
-  SELECT * FROM lookback
-  UNION ALL
-  SELECT * FROM batch
+  SELECT
+    h.ticker, h.date, h.open_price, h.high_price, h.low_price, h.close_price, h.volume,
+    c.ticker AS carried_ticker,
+    c.ema_12 AS state_ema_12,
+    c.ema_26 AS state_ema_26,
+    c.macd_fast_ema AS state_macd_fast_ema,
+    c.macd_signal AS state_macd_signal,
+    c.wilder_avg_gain_14 AS state_gain,
+    c.wilder_avg_loss_14 AS state_loss,
+    c.atr_14_wilder AS state_atr
+  FROM history AS h
+  LEFT JOIN carried AS c
+    ON h.carries_state AND c.ticker = h.ticker AND c.trade_date = h.date
 ), changes AS (
   SELECT
     *,
     LAG(close_price) OVER (PARTITION BY ticker ORDER BY date) AS prev_close,
-    /* The row's position in the ticker's history as read (lookback + batch). A ticker
-       with 50 earlier rows is read from its 50th-last one, so every batch row is past
-       position 50; otherwise the history is read from its first row. Either way
-       "position >= n" says that the last-n window is full (close and volume are never
+    /* The row's position in the ticker's history as read. A ticker with a carried state
+       is read from its @lookback_rows-th row before the batch, so every batch row is past
+       position @lookback_rows; otherwise the history is read from its first row. Either
+       way "position >= n" says that the last-n window is full (close and volume are never
        NULL in raw), with one window instead of a COUNT per window. */
-    @trailing(ROW_NUMBER(), 0) AS position
+    @trailing(ROW_NUMBER(), 0) AS position,
+    /* the row the recursions continue from when the ticker has a carried state (its
+       state_* columns are set on that row only) */
+    MAX(CASE WHEN carried_ticker IS NOT NULL THEN @lookback_rows END) OVER (PARTITION BY ticker) AS carried_from
   FROM prices
 ), steps AS (
   SELECT
@@ -145,40 +175,6 @@ WITH batch AS (
       ABS(low_price - prev_close)
     ) END AS true_range
   FROM changes
-), carried AS (
-  /* Each ticker's state on its last row before the batch, when the lookback holds a full
-     @lookback_rows rows (else the ticker's whole history is read and it starts afresh). */
-  SELECT
-    stock_metrics.ticker,
-    stock_metrics.ema_12,
-    stock_metrics.ema_26,
-    stock_metrics.macd + stock_metrics.ema_26 AS macd_fast_ema,
-    stock_metrics.macd_signal,
-    stock_metrics.wilder_avg_gain_14,
-    stock_metrics.wilder_avg_loss_14,
-    stock_metrics.atr_14_wilder
-  FROM marts.stock_metrics /* no alias: the column lineage names the table */
-  JOIN (
-    SELECT ticker, MAX(date) AS date FROM lookback GROUP BY ticker HAVING COUNT(*) = @lookback_rows
-  ) AS last_read
-    ON stock_metrics.ticker = last_read.ticker AND stock_metrics.trade_date = last_read.date
-  /* implied by the join: Spark, whose mart is partitioned by month, reads only the months from here */
-  WHERE stock_metrics.trade_month >= DATE_TRUNC('month', (SELECT MIN(date) FROM lookback))::DATE
-), seeded AS (
-  SELECT
-    s.*,
-    /* the row the recursions continue from when the ticker has a carried state */
-    CASE WHEN c.ticker IS NOT NULL THEN @lookback_rows END AS carried_from,
-    c.ema_12 AS state_ema_12,
-    c.ema_26 AS state_ema_26,
-    c.macd_fast_ema AS state_macd_fast_ema,
-    c.macd_signal AS state_macd_signal,
-    c.wilder_avg_gain_14 AS state_gain,
-    c.wilder_avg_loss_14 AS state_loss,
-    c.atr_14_wilder AS state_atr
-  FROM steps AS s
-  LEFT JOIN carried AS c
-    ON c.ticker = s.ticker
 ), powered AS (
   /* Each row's block and a^p for each decay (macros/recursions.py): EMA 12 and MACD's fast
      EMA (11/13), EMA 26 (25/27), Wilder 14 (13/14), the MACD signal (0.8). */
@@ -189,7 +185,7 @@ WITH batch AS (
     POW(25 / 27::DOUBLE, @place_of(position)) AS power_slow,
     POW(13 / 14::DOUBLE, @place_of(position)) AS power_wilder,
     POW(0.8::DOUBLE, @place_of(position)) AS power_signal
-  FROM seeded
+  FROM steps
 ), inputs AS (
   /* Each recursion's inputs, scaled into their block. TA-Lib's seed, the mean of the first
      n values, enters as those n values / n, each decayed back by the powers of a the
