@@ -18,6 +18,8 @@ destination, and a publish moves only the months a load changed:
   directories for changed months and the previous ones for the rest. Then one metastore
   operation, CREATE OR REPLACE VIEW `raw.<table>`, moves readers to it; the view's property
   `financial_etl.lake_version` names the version whose manifest the next publish compares with.
+  The view keeps `month`, its last column: Spark prunes the month folders by that column
+  only, and the model's reads of raw filter it on Spark (macros/months.py: `@raw_months`).
 - Versions before the previous one are dropped, with the files only they reference: a query that
   started on the previous version keeps its files.
 
@@ -195,7 +197,7 @@ def _register(spark, folder: Path, table: str, version: str, columns: list, mont
 
 def _swap(spark, table: str, version: str, columns: list[str]) -> None:
     """Readers move to the version in one metastore operation."""
-    selected = ", ".join(f"`{column}`" for column in columns)
+    selected = ", ".join(f"`{column}`" for column in [*columns, PARTITION])
     spark.sql(
         f"CREATE OR REPLACE VIEW {RAW_DATASET}.{table} TBLPROPERTIES ({_quote(VERSION_PROPERTY)} = {_quote(version)}) "
         f"AS SELECT {selected} FROM {RAW_DATASET}.{table}__v{version}"

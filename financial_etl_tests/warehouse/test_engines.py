@@ -4,14 +4,16 @@ One synthetic universe (20 tickers over two years, one halted for three months, 
 listed a year late) goes through three SQLMesh gateways built by config.py from
 FINANCIAL_ETL_WAREHOUSE: a full plan, a later day run as the pipeline runs a day (a
 restatement of that day), and a restatement of a middle range after its raw rows
-changed. Raw reaches each engine as the pipeline loads it: dlt into DuckDB and into
-PostgreSQL (Parquet through ADBC), and for Spark into DuckDB and then, month by month, to
-the Parquet files Spark reads as the raw table (warehouse/lake.py).
+changed, from the day the halted ticker resumes. Raw reaches each engine as the
+pipeline loads it: dlt into DuckDB and into PostgreSQL (Parquet through ADBC), and for
+Spark into DuckDB and then, month by month, to the Parquet files Spark reads as the raw
+table (warehouse/lake.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import numpy as np
 import pandas as pd
@@ -72,6 +74,17 @@ class Engine:
     def audits(self, start, end) -> list[tuple]:
         return [(o.name, o.passed, o.violations) for o in evaluate_audits(self.context, MART, start, end)]
 
+    def raw_reads(self, day: dt.date) -> list[str]:
+        """The model's query for one day as this engine gets it; on Spark, the partition
+        filters of each of its scans of raw in Spark's plan."""
+        query = self.context.render(MART, start=day, end=day, execution_time=day + dt.timedelta(days=1))
+        sql = query.sql(dialect=self.context.engine_adapter.dialect)
+        if self.warehouse.engine != "spark":
+            return [sql]
+        plan = self.context.engine_adapter.spark.sql(f"EXPLAIN FORMATTED {sql}").collect()[0][0]
+        scans = re.findall(r"\(\d+\) Scan parquet spark_catalog\.raw\.(?:.|\n)*?PartitionFilters: (\[.*\])", plan)
+        return scans or [plan]
+
 
 def assert_same_mart(got: pd.DataFrame, want: pd.DataFrame, label: str) -> None:
     assert list(got.columns) == list(want.columns), label
@@ -94,7 +107,9 @@ def postgres():
     server.stop()
 
 
-MIDDLE = (dt.date(2022, 3, 1), dt.date(2022, 3, 31))
+# Starts the day HALT resumes: with fewer than 50 rows in the 120 days before, HALT is read
+# from its first row (on Spark, the months the batch's own read prunes away).
+MIDDLE = (dt.date(2022, 9, 1), dt.date(2022, 9, 30))
 
 
 def run_stages(engine: Engine) -> list[tuple]:
@@ -113,6 +128,7 @@ def run_stages(engine: Engine) -> list[tuple]:
     engine.load_raw(prices[prices.date == last_day], replace=False)
     mesh.plan_prod(ctx, last_day, restate_models=[MART], start=last_day.isoformat(), end=last_day.isoformat())
     stages.append(("one more day", engine.mart(), engine.audits(last_day, last_day)))
+    engine.day_reads = engine.raw_reads(last_day)
 
     engine.load_raw(changed, replace=True)
     mesh.restate(ctx, MIDDLE[0], last_day)
@@ -140,7 +156,19 @@ def duckdb_stages(tmp_path_factory) -> list[tuple]:
 @pytest.mark.parametrize("name", ["postgres", "spark"])
 def test_the_mart_and_its_audits_on_each_engine_equal_duckdbs(name, duckdb_stages, tmp_path_factory, request):
     setting = request.getfixturevalue("postgres").url() if name == "postgres" else "spark:local[2]"
-    stages = run_stages(Engine(name, setting, tmp_path_factory.mktemp(name)))
+    engine = Engine(name, setting, tmp_path_factory.mktemp(name))
+    stages = run_stages(engine)
     for (label, mart, audits), (_, want_mart, want_audits) in zip(stages, duckdb_stages, strict=True):
         assert_same_mart(mart, want_mart, f"{name}, {label}")
         assert audits == want_audits, f"{name}, {label}"
+    if name == "spark":
+        # Spark prunes raw's month folders by its `month` column only: two reads of raw keep to
+        # the months of the day's 120 days, and the read of whole histories (for a ticker with
+        # fewer rows in them) to none, unless a ticker needs them (a subquery Spark runs first).
+        near = r"\(month#\d+ >= 2022-09\), \(month#\d+ <= 2022-12\)"
+        older = r"\(month#\d+ >= date_format\(cast\(Subquery .*\(month#\d+ <= 2022-09\)"
+        assert len(engine.day_reads) == 3, engine.day_reads
+        assert sum(bool(re.search(near, r)) for r in engine.day_reads) == 2, engine.day_reads
+        assert sum(bool(re.search(older, r)) for r in engine.day_reads) == 1, engine.day_reads
+    else:
+        assert not re.search(r'\bmonth"? BETWEEN', engine.day_reads[0]), "raw has no month column here"

@@ -57,7 +57,8 @@ def test_a_daily_publish_moves_its_month_and_readers_see_whole_versions(tmp_path
 
     def assert_spark_equals_duckdb() -> None:
         with duckdb.connect(str(db), read_only=True) as con:
-            want = con.execute(f"SELECT * FROM {RAW} ORDER BY ticker, date").fetchall()
+            # and the view's last column, the month folder a row is in, is its date's month
+            want = con.execute(f"SELECT *, {lake.MONTH} FROM {RAW} ORDER BY ticker, date").fetchall()
         got = sorted(tuple(row) for row in spark.sql(f"SELECT * FROM {RAW}").collect())
         assert got == want
 
@@ -93,6 +94,7 @@ def test_a_daily_publish_moves_its_month_and_readers_see_whole_versions(tmp_path
             **{c: "double" for c in ("open_price", "high_price", "low_price", "close_price")},
             "volume": "bigint",
             "_dlt_load_id": "string",
+            "month": "string",  # the partition, which the model's reads prune by on Spark
         }
 
         # Three more years, then one day at the same place in its month: about the same bytes.

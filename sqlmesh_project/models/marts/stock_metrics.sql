@@ -83,7 +83,7 @@ MODEL (
  * than a^2049 (under 1e-60) and are left out. The running sums and the trailing windows
  * are one window pass over (ticker, block), each block led in by the previous one's last
  * rows, which also bring that block's total. Each CTE is read by one other only (`near`
- * by two): Spark inlines a CTE at every reference, and the model's one-day plan read raw
+ * also by two small subqueries): Spark inlines a CTE at every reference, and the model's one-day plan read raw
  * 26 times when the lookback CTEs referred to each other.
  * A batch starts from the state on each ticker's last row before it (this model's own
  * row: the recursions' values, and the Wilder averages behind RSI), which makes the model
@@ -104,6 +104,7 @@ WITH near AS (
     ) AS back
   FROM raw.eod_prices_raw
   WHERE date BETWEEN @start_ds::DATE - INTERVAL 120 DAY AND @end_ds
+    AND @raw_months(@start_ds::DATE - INTERVAL 120 DAY, @end_ds)
 ), history AS (
   /* A ticker of the batch with @lookback_rows rows before it in that range: those rows,
      the last of which carries the ticker's state. Others (a halt, a new listing): their
@@ -118,6 +119,15 @@ WITH near AS (
   FROM raw.eod_prices_raw
   WHERE date < @start_ds::DATE - INTERVAL 120 DAY
     AND ticker IN (SELECT ticker FROM near WHERE batch_rows > 0 AND rows_before < @lookback_rows)
+    /* no month at all when no ticker needs one (the usual daily run) */
+    AND @raw_months(
+      (
+        SELECT CASE WHEN COUNT(*) > 0 THEN DATE '0001-01-01' END
+        FROM near
+        WHERE batch_rows > 0 AND rows_before < @lookback_rows
+      ),
+      @start_ds::DATE - INTERVAL 120 DAY
+    )
 ), carried AS (
   /* The mart's own rows in that range: the state a batch continues from. */
   SELECT
