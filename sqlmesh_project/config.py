@@ -122,7 +122,7 @@ def spark_conf(duckdb_path: str, master: str = SPARK_MASTER, metastore: str | No
         # one task on one of 2 cores. The cluster's first one-day run after a full refresh at
         # 500 x 2,500: 8.1 s without it, 9.7 s with it; the full refresh 52 s and 54 s.
         "spark.sql.adaptive.enabled": "false",
-        # Each new plan's generated code is compiled first, and the model's one-day plan has
+        # Each new plan's generated code is compiled first, and the model's one-day plan had
         # 47 stages of a few hundred rows: on the cluster its run took 10.3 s without, against
         # 11.3 s with (means of 3 and 4 runs); the full refresh was no slower.
         "spark.sql.codegen.wholeStage": "false",
